@@ -52,10 +52,10 @@ PRODUCTS: tuple[Product, ...] = (
 )
 
 CNC_SENSORS: tuple[Sensor, ...] = (
-    Sensor("spindle_temp_c", "degC", {"P-100": 42.0, "P-200": 46.0}, 0.25, 0.6),
-    Sensor("vibration_mm_s", "mm/s", {"P-100": 1.8, "P-200": 2.1}, 0.08, 0.05),
-    Sensor("spindle_current_a", "A", {"P-100": 11.5, "P-200": 13.5}, 0.15, 0.1),
-    Sensor("bore_diameter_mm", "mm", {"P-100": 25.000, "P-200": 32.000}, 0.003, 0.001),
+    Sensor("spindle_temp_c", "degC", {"P-100": 42.0, "P-200": 46.0}, 0.25, 0.3, 7200.0),
+    Sensor("vibration_mm_s", "mm/s", {"P-100": 1.8, "P-200": 2.1}, 0.08, 0.02, 5400.0),
+    Sensor("spindle_current_a", "A", {"P-100": 11.5, "P-200": 13.5}, 0.15, 0.05, 3600.0),
+    Sensor("bore_diameter_mm", "mm", {"P-100": 25.000, "P-200": 32.000}, 0.003, 0.0005, 3600.0),
 )
 
 

@@ -1,0 +1,153 @@
+"""The floorsight dataflow: readings -> validated -> context -> windows -> scores -> alerts -> DuckDB.
+
+Items are polars frames, never single readings: a batch of readings crosses each step as one
+frame, so Python runs per batch and per window, not per reading. The logic lives in plain
+libraries (``features``, ``models``, ``alerts``, ``pipelines.validate``, ``pipelines.context``);
+this module only wires them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import bytewax.operators as op
+import polars as pl
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulLogic
+
+from floorsight.alerts import ALERTS, AlertTracker
+from floorsight.features import FEATURES, WindowAggregator
+from floorsight.models import SCORES, MachineAnomalyModel
+from floorsight.pipelines.context import ContextStore
+from floorsight.pipelines.sink import DuckDBSink, TableRows
+from floorsight.pipelines.tables import DEAD_LETTERS
+from floorsight.pipelines.validate import ReadingRules, dead_letters, validate_readings
+
+#: Every table the pipeline writes.
+TABLES = [FEATURES, SCORES, ALERTS, DEAD_LETTERS]
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Window lengths, lateness, validation rules and model settings of one pipeline."""
+
+    window: timedelta = timedelta(seconds=10)
+    hop: timedelta | None = None
+    lateness: timedelta = timedelta(seconds=2)
+    rules: ReadingRules = field(default_factory=ReadingRules)
+    anomaly_threshold: float = 0.9999
+    grace_windows: int = 30
+    alert_open_after: int = 2
+    alert_clear_after: int = 3
+    flush_interval: timedelta = timedelta(seconds=1)
+
+
+class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], WindowAggregator]):
+    """Bytewax shell around one machine's :class:`WindowAggregator`."""
+
+    def __init__(self, aggregator: WindowAggregator) -> None:
+        self.aggregator = aggregator
+
+    def on_item(self, value: pl.DataFrame) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
+        features, late = self.aggregator.push(value)
+        out = []
+        if features is not None:
+            out.append(("features", features))
+        if late is not None:
+            out.append(("late", late))
+        return out, StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
+        features = self.aggregator.flush()
+        return ([("features", features)] if features is not None else []), StatefulLogic.RETAIN
+
+    def snapshot(self) -> WindowAggregator:
+        return copy.deepcopy(self.aggregator)
+
+
+@dataclass
+class _MachineModels:
+    """Per-machine model and alert state, kept in the dataflow (part of its recovery state)."""
+
+    model: MachineAnomalyModel
+    alerts: AlertTracker
+
+
+def build_flow(
+    source: Source[pl.DataFrame],
+    context: ContextStore,
+    db_path: Path,
+    settings: PipelineSettings = PipelineSettings(),
+    flow_id: str = "floorsight",
+) -> Dataflow:
+    """The dataflow from a source of reading frames to the DuckDB tables in ``db_path``."""
+
+    def new_windows(state: WindowAggregator | None) -> _WindowLogic:
+        return _WindowLogic(
+            state or WindowAggregator(settings.window, settings.hop, settings.lateness)
+        )
+
+    def score(state: _MachineModels | None, features: pl.DataFrame):
+        state = state or _MachineModels(
+            MachineAnomalyModel(
+                threshold=settings.anomaly_threshold, grace_period=settings.grace_windows
+            ),
+            AlertTracker(
+                open_after=settings.alert_open_after, clear_after=settings.alert_clear_after
+            ),
+        )
+        scores = state.model.score(features)
+        return state, (scores, state.alerts.update(scores))
+
+    flow = Dataflow(flow_id)
+    batches = op.input("readings", flow, source)
+    # pl.DataFrame(machine_id, sensor, ts, value)
+    checked = op.map("validate", batches, lambda b: validate_readings(b, settings.rules))
+    # Checked(ok, dead)
+    rejected = op.filter_map("rejected", checked, lambda c: c.dead)
+    valid = op.filter_map("valid", checked, lambda c: c.ok if c.ok.height else None)
+    joined = op.map("join_context", valid, context.join)
+    # pl.DataFrame(... + work_order, product, material_lot valid at each reading's time)
+    by_machine = op.flat_map(
+        "key_by_machine", joined, lambda f: f.partition_by("machine_id", as_dict=True).items()
+    )
+    keyed = op.map("machine_key", by_machine, lambda kv: (kv[0][0], kv[1]))
+    # (machine_id, readings of that machine)
+    windowed = op.stateful("windows", keyed, new_windows)
+    # (machine_id, ("features" | "late", frame))
+    features = op.filter_map_value("features", windowed, lambda t: t[1] if t[0] == "features" else None)
+    late = op.filter_map_value("late", windowed, lambda t: t[1] if t[0] == "late" else None)
+    # (machine_id, feature rows of closed windows)
+    scored = op.stateful_map("score", features, score)
+    # (machine_id, (scores, alerts | None))
+
+    def rows(table: str):
+        return lambda frame: None if frame is None or frame.height == 0 else (table, (table, frame))
+
+    late_rows = op.map_value(
+        "late_dead_letters",
+        late,
+        lambda f: dead_letters(
+            f.select("machine_id", "sensor", "ts", "value"),
+            "windows",
+            reason=f"late: event time is behind a closed window (allowed lateness "
+            f"{settings.lateness})",
+        ),
+    )
+    out: list[op.Stream[tuple[str, TableRows]]] = [
+        op.filter_map("w_rejected", rejected, rows("dead_letters")),
+        op.filter_map("w_late", late_rows, lambda kv: rows("dead_letters")(kv[1])),
+        op.filter_map("w_features", features, lambda kv: rows("features")(kv[1])),
+        op.filter_map("w_scores", scored, lambda kv: rows("scores")(kv[1][0])),
+        op.filter_map("w_alerts", scored, lambda kv: rows("alerts")(kv[1][1])),
+    ]
+    tables = op.merge("tables", *out)
+    # (table, (table, frame))
+    op.output(
+        "duckdb", tables, DuckDBSink(db_path, TABLES, flush_interval=settings.flush_interval)
+    )
+    return flow
