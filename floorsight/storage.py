@@ -61,17 +61,17 @@ class TableSpec:
 
     @property
     def ddl(self) -> str:
-        cols = ",\n    ".join(f"{name} {sql_type}" for name, sql_type in self.schema)
+        cols = ",\n    ".join(f'"{name}" {sql_type}' for name, sql_type in self.schema)
         return (
             f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {cols},\n"
-            f"    PRIMARY KEY ({', '.join(self.key)})\n)"
+            f"    PRIMARY KEY ({_quoted(self.key)})\n)"
         )
 
     def upsert_sql(self, source: str) -> str:
-        cols = ", ".join(self.columns)
-        conflict = ", ".join(self.key)
+        cols = _quoted(self.columns)
+        conflict = _quoted(self.key)
         if self.update_columns:
-            sets = ", ".join(f"{c} = excluded.{c}" for c in self.update_columns)
+            sets = ", ".join(f'"{c}" = excluded."{c}"' for c in self.update_columns)
             action = f"DO UPDATE SET {sets}"
         else:
             action = "DO NOTHING"
@@ -79,6 +79,10 @@ class TableSpec:
             f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {source} "
             f"ON CONFLICT ({conflict}) {action}"
         )
+
+
+def _quoted(names) -> str:
+    return ", ".join(f'"{n}"' for n in names)
 
 
 class Database:

@@ -1,9 +1,14 @@
 """The per-machine anomaly model that the pipeline runs on each machine's window features.
 
 One detector per product: the process runs at other setpoints after a changeover, so each
-product keeps its own in-control baseline and a planned changeover is not an anomaly. Only
+product keeps its own in-control baseline and a planned changeover is not an anomaly. When a
+new work order starts, the product's detector re-bases: it keeps the spread it learned but
+re-estimates each level from the order's first windows (the setup, the material and the hours
+the product was away all move the operating point). Only
 windows that look clearly normal (score below ``learn_below``, well under the alarm threshold)
-are learned, so a slowly developing fault cannot creep into the baseline and become normal.
+teach the detector its spread; the others only nudge its levels (robustly, a few standard
+deviations at most), so a fault is not learned as normal, yet the levels keep following the
+process and the alert clears when the fault is over.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class MachineAnomalyModel:
     name: str = "zscore"
     _detectors: dict[str, MultivariateZScore] = field(default_factory=dict)
     _full_count: dict[str, int] = field(default_factory=dict)
+    _work_order: str | None = None
 
     def _detector(self, product: str) -> MultivariateZScore:
         if product not in self._detectors:
@@ -76,6 +82,10 @@ class MachineAnomalyModel:
         for seg in segments.iter_rows(named=True):
             x = dict(zip(seg.pop("feature"), seg.pop("stat"), strict=True))
             detector = self._detector(seg["product"])
+            if seg["work_order"] != self._work_order:
+                if self._work_order is not None:
+                    detector.rebase()
+                self._work_order = seg["work_order"]
             score = detector.score_one(x)
             flagged = score >= self.threshold
             evidence = ""
@@ -85,6 +95,8 @@ class MachineAnomalyModel:
                 evidence = "; ".join(f"{k} z={v:.1f} (value {x[k]:.4g})" for k, v in top)
             if score < self.learn_below:
                 detector.learn_one(x)
+            else:
+                detector.track_one(x)
             rows.append(
                 {**seg, "model": self.name, "score": score, "is_anomaly": flagged,
                  "evidence": evidence}

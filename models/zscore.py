@@ -8,21 +8,34 @@ from river.base import AnomalyDetector
 
 
 class MultivariateZScore(AnomalyDetector):
-    """Largest per-feature z-score against a slowly forgetting baseline, as a calibrated score.
+    """Largest per-feature z-score of the deviation from the process level, as a calibrated score.
 
-    Each feature keeps an exponentially weighted mean and variance with the given half-life (in
-    observations); the first observations are weighted equally, so the baseline is exact while
-    it warms up. The score is one minus the Bonferroni-corrected two-sided p-value of the largest
-    absolute z-score: under an in-control Gaussian process ``score >= 1 - alpha`` flags about
-    ``alpha`` of the observations, and scores of normal data spread evenly over 0..1. Before
-    ``grace_period`` observations have been learned the score is 0.
+    Each feature keeps a local level (an exponentially weighted mean with a short half-life, so
+    slow process wander is followed), a long-run reference level (half-life ``half_life``, learned
+    only from normal observations and never re-based), and the variance of the deviations from
+    the local level. A value's z-score is the smaller of its deviations from the two levels,
+    divided by that spread: an observation is anomalous only when it departs from where the
+    process was a moment ago *and* from where it runs in the long run. The local level alone
+    would be fooled after a :meth:`rebase` onto a faulty state; the reference alone by wander. The first observations are weighted equally, so both are exact while they warm up.
+    The score is one minus the Bonferroni-corrected two-sided p-value of the largest absolute
+    z-score: under an in-control Gaussian process ``score >= 1 - alpha`` flags about ``alpha``
+    of the observations, and scores of normal data spread over 0..1. Before ``grace_period``
+    observations have been learned the score is 0.
 
     Parameters
     ----------
     grace_period
         Observations to learn before scoring.
+    settle
+        Observations that set the level (and are not scored) after the start or a
+        :meth:`rebase`; deviations are learned only once the level has settled.
+    level_half_life
+        Half-life of the local level, in observations.
     half_life
-        Observations after which an old observation weighs half as much as a new one.
+        Half-life of the deviations' variance, in observations.
+    clip
+        Deviations larger than ``clip`` standard deviations move the level as if they were
+        ``clip`` deviations (a Huber-style robust level), so a fault moves it only slowly.
     min_std
         Floor on each feature's standard deviation, so a feature that has not varied yet does
         not turn a rounding error into an anomaly.
@@ -42,45 +55,86 @@ class MultivariateZScore(AnomalyDetector):
     'vib'
     """
 
-    def __init__(self, grace_period: int = 30, half_life: float = 360.0, min_std: float = 1e-9):
+    def __init__(
+        self,
+        grace_period: int = 30,
+        settle: int = 6,
+        level_half_life: float = 30.0,
+        half_life: float = 360.0,
+        clip: float = 3.0,
+        min_std: float = 1e-9,
+    ):
         self.grace_period = grace_period
+        self.settle = settle
+        self.level_half_life = level_half_life
         self.half_life = half_life
+        self.clip = clip
         self.min_std = min_std
         self._reset()
 
     def _reset(self) -> None:
+        self._alpha_level = 1.0 - 0.5 ** (1.0 / self.level_half_life)
         self._alpha = 1.0 - 0.5 ** (1.0 / self.half_life)
-        # feature -> [count, mean, variance]
+        # feature -> [level count, level, deviation count, variance of deviations, reference]
         self._state: dict[str, list[float]] = {}
         self._n = 0
+        self._since_rebase = 0
 
     def learn_one(self, x: dict) -> None:
+        self._update(x, spread=True)
+
+    def track_one(self, x: dict) -> None:
+        """Follow the levels with ``x`` but leave the spreads alone (for anomalous ``x``)."""
+        self._update(x, spread=False)
+
+    def _update(self, x: dict, spread: bool) -> None:
         for name, value in x.items():
             if value is None or not math.isfinite(value):
                 continue
             s = self._state.get(name)
             if s is None:
-                self._state[name] = [1.0, float(value), 0.0]
+                self._state[name] = [1.0, float(value), 0.0, 0.0, float(value)]
                 continue
-            s[0] += 1.0
-            a = max(1.0 / s[0], self._alpha)
             d = value - s[1]
-            s[1] += a * d
-            s[2] = (1.0 - a) * (s[2] + a * d * d)
+            if spread:
+                s[4] += max(1.0 / (s[2] + 1.0), self._alpha) * (value - s[4])
+            if s[0] >= self.settle:
+                if spread:
+                    s[2] += 1.0
+                    a = max(1.0 / s[2], self._alpha)
+                    s[3] = (1.0 - a) * s[3] + a * d * d
+                if s[2] > 0:
+                    limit = self.clip * math.sqrt(s[3])
+                    d = min(max(d, -limit), limit)
+            s[0] += 1.0
+            s[1] += max(1.0 / s[0], self._alpha_level) * d
         self._n += 1
+        self._since_rebase += 1
+
+    def rebase(self) -> None:
+        """Re-estimate every level from the next ``settle`` observations; keep the spreads.
+
+        For a changeover: the process comes back at a new operating point (new setup, new
+        material, the drift of the hours it was away), while its noise stays what it was.
+        """
+        for s in self._state.values():
+            s[0] = 0.0
+            s[1] = 0.0
+        self._since_rebase = 0
 
     def explain_one(self, x: dict) -> dict[str, float]:
         """Absolute z-score of each feature of ``x`` that has been learned."""
         out = {}
         for name, value in x.items():
             s = self._state.get(name)
-            if s is None or value is None or not math.isfinite(value):
+            if s is None or s[2] == 0 or value is None or not math.isfinite(value):
                 continue
-            out[name] = abs(value - s[1]) / max(math.sqrt(s[2]), self.min_std)
+            deviation = min(abs(value - s[1]), abs(value - s[4]))
+            out[name] = deviation / max(math.sqrt(s[3]), self.min_std)
         return out
 
     def score_one(self, x: dict) -> float:
-        if self._n < self.grace_period:
+        if self._n < self.grace_period or self._since_rebase < self.settle:
             return 0.0
         z = self.explain_one(x)
         if not z:

@@ -68,7 +68,12 @@ class ErpContext:
         """
         wo = self.work_orders.select("machine_id", "start", "end", *CONTEXT_COLUMNS)
         joined = readings.sort("ts").join_asof(
-            wo.sort("start"), left_on="ts", right_on="start", by="machine_id", strategy="backward"
+            wo.sort("start"),
+            left_on="ts",
+            right_on="start",
+            by="machine_id",
+            strategy="backward",
+            check_sortedness=False,  # both sides are sorted just above
         )
         valid = pl.col("end").is_not_null() & (pl.col("ts") < pl.col("end"))
         return joined.with_columns(

@@ -24,11 +24,12 @@ from floorsight.features import FEATURES, WindowAggregator
 from floorsight.models import SCORES, MachineAnomalyModel
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.sink import DuckDBSink, TableRows
-from floorsight.pipelines.tables import DEAD_LETTERS
+from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
 from floorsight.pipelines.validate import ReadingRules, dead_letters, validate_readings
+from floorsight.storage import Database
 
 #: Every table the pipeline writes.
-TABLES = [FEATURES, SCORES, ALERTS, DEAD_LETTERS]
+TABLES = [FEATURES, SCORES, ALERTS, DEAD_LETTERS, WORK_ORDERS, SPEC_LIMITS]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class PipelineSettings:
     alert_open_after: int = 2
     alert_clear_after: int = 3
     flush_interval: timedelta = timedelta(seconds=1)
+
+
+def mirror_context(context: ContextStore, db_path: Path) -> None:
+    """Copy the current ERP context into the database before the flow starts writing it."""
+    erp = context.current()
+    db = Database(db_path, TABLES)
+    db.create()
+    db.upsert({"work_orders": [erp.work_orders], "spec_limits": [erp.spec_limits]})
 
 
 class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], WindowAggregator]):
@@ -103,6 +112,7 @@ def build_flow(
         scores = state.model.score(features)
         return state, (scores, state.alerts.update(scores))
 
+    mirror_context(context, db_path)
     flow = Dataflow(flow_id)
     batches = op.input("readings", flow, source)
     # pl.DataFrame(machine_id, sensor, ts, value)

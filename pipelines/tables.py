@@ -19,3 +19,32 @@ DEAD_LETTERS = TableSpec(
     ),
     key=("dead_letter_id",),
 )
+
+#: ERP context mirrored into the database when the pipeline loads it, so readers (dashboards,
+#: notebooks) see the work orders and spec limits the pipeline joined with.
+WORK_ORDERS = TableSpec(
+    name="work_orders",
+    schema=(
+        ("work_order", "VARCHAR NOT NULL"),
+        ("machine_id", "VARCHAR NOT NULL"),
+        ("product", "VARCHAR NOT NULL"),
+        ("material_lot", "VARCHAR NOT NULL"),
+        ("start", "TIMESTAMPTZ NOT NULL"),
+        ("end", "TIMESTAMPTZ NOT NULL"),
+    ),
+    key=("work_order",),
+    update_columns=("machine_id", "product", "material_lot", "start", "end"),
+)
+
+SPEC_LIMITS = TableSpec(
+    name="spec_limits",
+    schema=(
+        ("product", "VARCHAR NOT NULL"),
+        ("characteristic", "VARCHAR NOT NULL"),
+        ("lsl", "DOUBLE NOT NULL"),
+        ("target", "DOUBLE NOT NULL"),
+        ("usl", "DOUBLE NOT NULL"),
+    ),
+    key=("product", "characteristic"),
+    update_columns=("lsl", "target", "usl"),
+)

@@ -18,6 +18,7 @@ from floorsight.simulators.plant import (
     Sensor,
     WorkOrder,
     build_plant,
+    fault_schedule,
     spec_limits_frame,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "Sensor",
     "WorkOrder",
     "build_plant",
+    "fault_schedule",
     "spec_limits_frame",
 ]

@@ -297,6 +297,26 @@ def spec_limits_frame() -> pl.DataFrame:
     )
 
 
+def fault_schedule(
+    start: datetime,
+    machines: list[str],
+    horizon: timedelta,
+    first_after: timedelta = timedelta(minutes=8),
+    every: timedelta = timedelta(minutes=20),
+    duration: timedelta = timedelta(minutes=8),
+) -> tuple[Fault, ...]:
+    """Faults at a steady pace, rotating over machines and fault kinds."""
+    kinds = list(FaultKind)
+    faults, t, i = [], start + first_after, 0
+    while t + duration <= start + horizon:
+        faults.append(
+            Fault(f"F-{i + 1:03d}", machines[i % len(machines)], kinds[i % len(kinds)], t, duration)
+        )
+        t += every
+        i += 1
+    return tuple(faults)
+
+
 def build_plant(
     machines: int = 3,
     start: datetime | None = None,

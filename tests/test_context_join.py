@@ -1,0 +1,70 @@
+"""The as-of join gives each reading the work order valid at its own event time."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+
+import polars as pl
+
+from floorsight.pipelines.context import WORK_ORDER_SCHEMA, ContextStore, ErpContext
+from floorsight.pipelines.context import SPEC_SCHEMA
+from tests.conftest import T0, readings
+
+
+def _orders() -> pl.DataFrame:
+    h = timedelta(hours=1)
+    return pl.DataFrame(
+        {
+            "work_order": ["WO-1", "WO-2", "WO-9"],
+            "machine_id": ["M1", "M1", "M2"],
+            "product": ["P-100", "P-200", "P-100"],
+            "material_lot": ["LOT-A", "LOT-B", "LOT-Z"],
+            "start": [T0, T0 + h, T0],
+            "end": [T0 + h, T0 + 2 * h, T0 + 2 * h],
+        },
+        schema=WORK_ORDER_SCHEMA,
+    )
+
+
+def test_changeover_switches_work_order_at_event_time() -> None:
+    ctx = ErpContext(_orders(), pl.DataFrame(schema=SPEC_SCHEMA))
+    r = readings(
+        [
+            ("M1", "t", 3599.9, 1.0),  # last moment of WO-1
+            ("M1", "t", 3600.0, 2.0),  # changeover instant belongs to WO-2
+            ("M2", "t", 3600.0, 3.0),  # other machine keeps its own order
+            ("M1", "t", 7200.0, 4.0),  # after the last order ended: no context
+            ("M1", "t", -1.0, 5.0),  # before the first order: no context
+        ]
+    )
+    out = ctx.join(r).sort("value")
+    assert out["work_order"].to_list() == ["WO-1", "WO-2", "WO-9", "", ""]
+    assert out["product"].to_list() == ["P-100", "P-200", "P-100", "", ""]
+    assert out["material_lot"].to_list() == ["LOT-A", "LOT-B", "LOT-Z", "", ""]
+    assert out.height == r.height
+
+
+def test_join_uses_event_time_not_arrival_order() -> None:
+    # a late reading from the first order arrives after readings of the second one
+    ctx = ErpContext(_orders(), pl.DataFrame(schema=SPEC_SCHEMA))
+    r = readings([("M1", "t", 4000.0, 1.0), ("M1", "t", 100.0, 2.0)])
+    out = ctx.join(r).sort("value")
+    assert out["work_order"].to_list() == ["WO-2", "WO-1"]
+
+
+def test_context_store_picks_up_new_work_orders_without_restart(tmp_path) -> None:
+    orders = _orders()
+    orders.head(1).write_csv(tmp_path / "work_orders.csv")
+    pl.DataFrame(
+        {"product": ["P-100"], "characteristic": ["t"], "lsl": [0.0], "target": [1.0],
+         "usl": [2.0]}
+    ).write_csv(tmp_path / "spec_limits.csv")
+    store = ContextStore(tmp_path)
+    r = readings([("M1", "t", 4000.0, 1.0)])
+    assert store.join(r)["work_order"].to_list() == [""]
+    orders.write_csv(tmp_path / "work_orders.csv")
+    later = time.time() + 5  # make the change visible even on coarse mtime clocks
+    os.utime(tmp_path / "work_orders.csv", (later, later))
+    assert store.join(r)["work_order"].to_list() == ["WO-2"]
