@@ -31,6 +31,12 @@ ALERTS = TableSpec(
     ),
     key=("alert_id",),
     update_columns=(
-        "severity", "last_seen", "cleared_at", "score", "windows", "reason", "evidence",
+        "severity",
+        "last_seen",
+        "cleared_at",
+        "score",
+        "windows",
+        "reason",
+        "evidence",
     ),
 )

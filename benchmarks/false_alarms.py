@@ -16,7 +16,7 @@ import polars as pl
 from floorsight.alerts import AlertTracker
 from floorsight.features import window_features
 from floorsight.models import MachineAnomalyModel
-from floorsight.pipelines.context import ErpContext, SPEC_SCHEMA
+from floorsight.pipelines.context import SPEC_SCHEMA, ErpContext
 from floorsight.records import FaultKind
 from floorsight.simulators import build_plant, fault_schedule
 
@@ -50,14 +50,19 @@ def main() -> None:
     args = ap.parse_args()
     report = {"hours": args.hours, "machines": args.machines, "seeds": args.seeds, "runs": []}
     for seed in args.seeds:
-        quiet = build_plant(args.machines, start=T0, horizon=timedelta(hours=args.hours),
-                            seed=seed, faults=())
+        quiet = build_plant(
+            args.machines, start=T0, horizon=timedelta(hours=args.hours), seed=seed, faults=()
+        )
         false_alerts = alerts_for(quiet, args.hours).height
-        faulty = build_plant(args.machines, start=T0, horizon=timedelta(hours=args.hours),
-                             seed=seed, faults=())
+        faulty = build_plant(
+            args.machines, start=T0, horizon=timedelta(hours=args.hours), seed=seed, faults=()
+        )
         faulty.faults = fault_schedule(
-            T0, [m.machine_id for m in faulty.machines], timedelta(hours=args.hours),
-            first_after=timedelta(minutes=40), every=timedelta(minutes=50),
+            T0,
+            [m.machine_id for m in faulty.machines],
+            timedelta(hours=args.hours),
+            first_after=timedelta(minutes=40),
+            every=timedelta(minutes=50),
             duration=timedelta(minutes=10),
         )
         alerts = alerts_for(faulty, args.hours)
@@ -66,21 +71,25 @@ def main() -> None:
             detected[f.kind.value][1] += 1
             if alerts.height == 0:
                 continue
-            hit = alerts.filter((pl.col("machine_id") == f.machine_id)
-                                & (pl.col("raised_at") >= f.start)
-                                & (pl.col("raised_at") <= f.end + timedelta(seconds=10)))
+            hit = alerts.filter(
+                (pl.col("machine_id") == f.machine_id)
+                & (pl.col("raised_at") >= f.start)
+                & (pl.col("raised_at") <= f.end + timedelta(seconds=10))
+            )
             if hit.height:
                 detected[f.kind.value][0] += 1
                 delays.append((hit["raised_at"].min() - f.start).total_seconds())
                 matched.update(hit["alert_id"].to_list())
-        report["runs"].append({
-            "seed": seed,
-            "false_alerts_fault_free": false_alerts,
-            "faults": len(faulty.faults),
-            "detected_by_kind": detected,
-            "alerts_not_matching_a_fault": alerts.height - len(matched),
-            "median_delay_s": sorted(delays)[len(delays) // 2] if delays else None,
-        })
+        report["runs"].append(
+            {
+                "seed": seed,
+                "false_alerts_fault_free": false_alerts,
+                "faults": len(faulty.faults),
+                "detected_by_kind": detected,
+                "alerts_not_matching_a_fault": alerts.height - len(matched),
+                "median_delay_s": sorted(delays)[len(delays) // 2] if delays else None,
+            }
+        )
     print(json.dumps(report, indent=1))
 
 

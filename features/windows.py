@@ -65,8 +65,10 @@ def window_features(
     else:
         assigned = readings.with_columns(
             pl.concat_list(
-                [newest - pl.duration(microseconds=int(j * hop.total_seconds() * 1e6))
-                 for j in range(int(steps))]
+                [
+                    newest - pl.duration(microseconds=int(j * hop.total_seconds() * 1e6))
+                    for j in range(int(steps))
+                ]
             ).alias("window_start")
         ).explode("window_start")
     t = (pl.col("ts") - pl.col("window_start")).dt.total_microseconds() / 1e6
@@ -89,16 +91,15 @@ def window_features(
         )
         .with_columns(
             slope=pl.when(pl.col("_mtt") - pl.col("_mt") ** 2 > 1e-12)
-            .then((pl.col("_mtv") - pl.col("_mt") * pl.col("mean"))
-                  / (pl.col("_mtt") - pl.col("_mt") ** 2))
+            .then(
+                (pl.col("_mtv") - pl.col("_mt") * pl.col("mean"))
+                / (pl.col("_mtt") - pl.col("_mt") ** 2)
+            )
             .otherwise(0.0),
-            window_end=pl.col("window_start") + pl.duration(
-                microseconds=int(window.total_seconds() * 1e6)
-            ),
+            window_end=pl.col("window_start")
+            + pl.duration(microseconds=int(window.total_seconds() * 1e6)),
         )
-        .select(
-            "machine_id", "sensor", "window_start", "window_end", *CONTEXT_COLUMNS, *STATISTICS
-        )
+        .select("machine_id", "sensor", "window_start", "window_end", *CONTEXT_COLUMNS, *STATISTICS)
         .sort("machine_id", "sensor", "window_start", "work_order")
     )
     return out

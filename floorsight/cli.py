@@ -51,8 +51,13 @@ def demo(
     if headless and minutes is None:
         raise typer.BadParameter("--headless needs --minutes (how long to run)")
     cfg = DemoConfig(
-        home=home or config.home() / "demo", machines=machines, minutes=minutes, speed=speed,
-        seed=seed, headless=headless, port=port,
+        home=home or config.home() / "demo",
+        machines=machines,
+        minutes=minutes,
+        speed=speed,
+        seed=seed,
+        headless=headless,
+        port=port,
     )
     summary = run_demo(cfg, echo=typer.echo)
     if summary is None:
@@ -79,7 +84,9 @@ def demo(
 
 @app.command()
 def simulate(
-    out: Annotated[Path | None, typer.Option(help="Write history, ERP context and truth here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write history, ERP context and truth here.")
+    ] = None,
     machines: Annotated[int, typer.Option(help="Machines in the plant.")] = 3,
     hours: Annotated[float, typer.Option(help="Simulated hours of history.")] = 8.0,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
@@ -99,8 +106,12 @@ def simulate(
     horizon = timedelta(hours=hours)
     plant = build_plant(machines, start=t0, horizon=horizon, seed=seed, faults=())
     plant.faults = fault_schedule(
-        t0, [m.machine_id for m in plant.machines], horizon, first_after=timedelta(minutes=30),
-        every=timedelta(minutes=45), duration=timedelta(minutes=15),
+        t0,
+        [m.machine_id for m in plant.machines],
+        horizon,
+        first_after=timedelta(minutes=30),
+        every=timedelta(minutes=45),
+        duration=timedelta(minutes=15),
     )
     out.mkdir(parents=True, exist_ok=True)
     plant.write_context(out / "erp")
@@ -116,8 +127,10 @@ def simulate(
         t += timedelta(hours=1)
     if writer is not None:
         writer.close()
-    typer.echo(f"wrote {rows} readings, {len(plant.work_orders)} work orders and "
-               f"{len(plant.faults)} faults to {out}")
+    typer.echo(
+        f"wrote {rows} readings, {len(plant.work_orders)} work orders and "
+        f"{len(plant.faults)} faults to {out}"
+    )
 
 
 @app.command()
@@ -162,9 +175,24 @@ def dashboard(
 
     typer.echo(f"floorsight dashboard: http://127.0.0.1:{port}")
     subprocess.run(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--", "--db", str(db)],
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--",
+            "--db",
+            str(db),
+        ],
         check=False,
     )
 
@@ -181,7 +209,9 @@ def bench() -> None:
     _not_built("bench", 9)
 
 
-@app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def evaluate() -> None:
     """Detection quality on SKAB with SKAB's protocol (issue #5)."""
     _not_built("eval", 5)

@@ -77,7 +77,9 @@ def make_plant(cfg: DemoConfig, start: datetime) -> tuple[Plant, datetime | None
     return plant, None
 
 
-def counted(frames: Iterator[pl.DataFrame | None], counter: Counter) -> Iterator[pl.DataFrame | None]:
+def counted(
+    frames: Iterator[pl.DataFrame | None], counter: Counter
+) -> Iterator[pl.DataFrame | None]:
     for frame in frames:
         if frame is not None:
             counter.readings += frame.height
@@ -133,10 +135,22 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
 def start_dashboard(db_path: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen(
         [
-            sys.executable, "-m", "streamlit", "run", str(APP),
-            "--server.headless", "true", "--server.address", "127.0.0.1",
-            "--server.port", str(port), "--browser.gatherUsageStats", "false",
-            "--", "--db", str(db_path),
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--",
+            "--db",
+            str(db_path),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -171,8 +185,13 @@ def summarize(
             & (pl.col("raised_at") >= fault.start)
             & (pl.col("raised_at") <= fault.end + window)
         )
-        entry = {"fault_id": fault.fault_id, "machine_id": fault.machine_id,
-                 "kind": str(fault.kind), "start": fault.start.isoformat(), "detected": False}
+        entry = {
+            "fault_id": fault.fault_id,
+            "machine_id": fault.machine_id,
+            "kind": str(fault.kind),
+            "start": fault.start.isoformat(),
+            "detected": False,
+        }
         if hits.height:
             delay = (hits["raised_at"][0] - fault.start).total_seconds()
             delays.append(delay)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import polars as pl
+
 from floorsight.models.zscore import MultivariateZScore
 from floorsight.records import TIMESTAMP
 
@@ -73,8 +74,9 @@ class MachineAnomalyModel:
                 stat=pl.concat_list([pl.col(s) for s in MODEL_STATISTICS]),
             )
             .explode("feature", "stat")
-            .group_by("machine_id", "window_start", "window_end", "work_order", "product",
-                      "material_lot")
+            .group_by(
+                "machine_id", "window_start", "window_end", "work_order", "product", "material_lot"
+            )
             .agg("feature", "stat")
             .sort("window_start")
         )
@@ -98,7 +100,12 @@ class MachineAnomalyModel:
             else:
                 detector.track_one(x)
             rows.append(
-                {**seg, "model": self.name, "score": score, "is_anomaly": flagged,
-                 "evidence": evidence}
+                {
+                    **seg,
+                    "model": self.name,
+                    "score": score,
+                    "is_anomaly": flagged,
+                    "evidence": evidence,
+                }
             )
         return pl.DataFrame(rows, schema=SCORE_SCHEMA)

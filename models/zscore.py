@@ -16,7 +16,8 @@ class MultivariateZScore(AnomalyDetector):
     the local level. A value's z-score is the smaller of its deviations from the two levels,
     divided by that spread: an observation is anomalous only when it departs from where the
     process was a moment ago *and* from where it runs in the long run. The local level alone
-    would be fooled after a :meth:`rebase` onto a faulty state; the reference alone by wander. The first observations are weighted equally, so both are exact while they warm up.
+    would be fooled after a :meth:`rebase` onto a faulty state; the reference alone by wander.
+    The first observations are weighted equally, so both are exact while they warm up.
     The score is one minus the Bonferroni-corrected two-sided p-value of the largest absolute
     z-score: under an in-control Gaussian process ``score >= 1 - alpha`` flags about ``alpha``
     of the observations, and scores of normal data spread over 0..1. Before ``grace_period``

@@ -1,4 +1,4 @@
-"""The floorsight dataflow: readings -> validated -> context -> windows -> scores -> alerts -> DuckDB.
+"""The floorsight dataflow: readings -> checked -> context -> windows -> scores -> alerts -> DuckDB.
 
 Items are polars frames, never single readings: a batch of readings crosses each step as one
 frame, so Python runs per batch and per window, not per reading. The logic lives in plain
@@ -129,7 +129,9 @@ def build_flow(
     # (machine_id, readings of that machine)
     windowed = op.stateful("windows", keyed, new_windows)
     # (machine_id, ("features" | "late", frame))
-    features = op.filter_map_value("features", windowed, lambda t: t[1] if t[0] == "features" else None)
+    features = op.filter_map_value(
+        "features", windowed, lambda t: t[1] if t[0] == "features" else None
+    )
     late = op.filter_map_value("late", windowed, lambda t: t[1] if t[0] == "late" else None)
     # (machine_id, feature rows of closed windows)
     scored = op.stateful_map("score", features, score)
@@ -157,7 +159,5 @@ def build_flow(
     ]
     tables = op.merge("tables", *out)
     # (table, (table, frame))
-    op.output(
-        "duckdb", tables, DuckDBSink(db_path, TABLES, flush_interval=settings.flush_interval)
-    )
+    op.output("duckdb", tables, DuckDBSink(db_path, TABLES, flush_interval=settings.flush_interval))
     return flow

@@ -1,9 +1,10 @@
 """The DuckDB sink: every table the pipeline writes, through one writer per database file.
 
-Items are ``(key, (table name, frame))``; the key is ignored. The sink has one partition per database file, so exactly one
-worker writes a file and workers never contend for its lock. Frames are buffered and written in
-one transaction per flush (every ``flush_interval``, before every recovery snapshot, and at the
-end), with upserts on each table's key, so replayed items after a restart rewrite the same rows.
+Items are ``(key, (table name, frame))``; the key is ignored. The sink has one partition per
+database file, so exactly one worker writes a file and workers never contend for its lock.
+Frames are buffered and written in one transaction per flush (every ``flush_interval``, before
+every recovery snapshot, and at the end), with upserts on each table's key, so replayed items
+after a restart rewrite the same rows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import polars as pl
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from floorsight.storage import Database, TableSpec
-
 
 #: What the sink writes: rows for one table.
 TableRows = tuple[str, pl.DataFrame]
@@ -68,7 +68,6 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, None]):
     def snapshot(self) -> None:
         # rows must be in the file before the runtime records that their epoch is done
         self._flush()
-        return None
 
     def close(self) -> None:
         self._flush()

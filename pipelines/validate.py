@@ -47,7 +47,10 @@ def validate_readings(
     now = now or utc_now()
     value = pl.col("value")
     checks: list[tuple[pl.Expr, pl.Expr]] = [
-        (pl.col("machine_id").is_null() | (pl.col("machine_id") == ""), pl.lit("machine_id missing")),
+        (
+            pl.col("machine_id").is_null() | (pl.col("machine_id") == ""),
+            pl.lit("machine_id missing"),
+        ),
         (pl.col("sensor").is_null() | (pl.col("sensor") == ""), pl.lit("sensor missing")),
         (pl.col("ts").is_null(), pl.lit("timestamp missing")),
         (value.is_null(), pl.lit("value missing")),
@@ -55,16 +58,22 @@ def validate_readings(
         (value.is_infinite(), pl.lit("value is infinite")),
         (
             pl.col("ts") > now + rules.max_future,
-            pl.format("timestamp {} is more than {} in the future", pl.col("ts"),
-                      pl.lit(str(rules.max_future))),
+            pl.format(
+                "timestamp {} is more than {} in the future",
+                pl.col("ts"),
+                pl.lit(str(rules.max_future)),
+            ),
         ),
     ]
     if rules.max_past is not None:
         checks.append(
             (
                 pl.col("ts") < now - rules.max_past,
-                pl.format("timestamp {} is more than {} in the past", pl.col("ts"),
-                          pl.lit(str(rules.max_past))),
+                pl.format(
+                    "timestamp {} is more than {} in the past",
+                    pl.col("ts"),
+                    pl.lit(str(rules.max_past)),
+                ),
             )
         )
     if rules.known_machines is not None:
@@ -78,8 +87,9 @@ def validate_readings(
         checks.append(
             (
                 (pl.col("sensor") == sensor) & ((value < low) | (value > high)),
-                pl.format("{} = {} outside [{}, {}]", pl.col("sensor"), value, pl.lit(low),
-                          pl.lit(high)),
+                pl.format(
+                    "{} = {} outside [{}, {}]", pl.col("sensor"), value, pl.lit(low), pl.lit(high)
+                ),
             )
         )
     reason = pl.when(checks[0][0]).then(checks[0][1])

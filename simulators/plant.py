@@ -142,8 +142,9 @@ class Plant:
         if _US % self.sample_hz:
             raise ValueError(f"sample_hz must divide one second in microseconds: {self.sample_hz}")
         for m in self.machines:
-            wos = sorted((w for w in self.work_orders if w.machine_id == m.machine_id),
-                         key=lambda w: w.start)
+            wos = sorted(
+                (w for w in self.work_orders if w.machine_id == m.machine_id), key=lambda w: w.start
+            )
             starts = np.array([_to_us(w.start) for w in wos], dtype=np.int64)
             self._wo_index[m.machine_id] = (starts, [w.product for w in wos])
 
@@ -333,9 +334,7 @@ def build_plant(
     """
     start = (start or datetime.now(tz=UTC)).replace(microsecond=0)
     rng = np.random.default_rng([seed, 7])
-    ms = tuple(
-        Machine(f"M{i + 1:02d}", "L1", "cnc", CNC_SENSORS) for i in range(machines)
-    )
+    ms = tuple(Machine(f"M{i + 1:02d}", "L1", "cnc", CNC_SENSORS) for i in range(machines))
     orders: list[WorkOrder] = []
     number = 1000 + seed % 1000 * 100
     for m in ms:
@@ -359,9 +358,7 @@ def build_plant(
     if faults is None:
         victim = ms[int(rng.integers(len(ms)))].machine_id
         fault_start = start + horizon * 0.55
-        faults = (
-            Fault("F-001", victim, FaultKind.BEARING_WEAR, fault_start, horizon * 0.45),
-        )
+        faults = (Fault("F-001", victim, FaultKind.BEARING_WEAR, fault_start, horizon * 0.45),)
     return Plant(ms, tuple(orders), faults, sample_hz=sample_hz, seed=seed)
 
 

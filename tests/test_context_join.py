@@ -8,8 +8,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from floorsight.pipelines.context import WORK_ORDER_SCHEMA, ContextStore, ErpContext
-from floorsight.pipelines.context import SPEC_SCHEMA
+from floorsight.pipelines.context import SPEC_SCHEMA, WORK_ORDER_SCHEMA, ContextStore, ErpContext
 from tests.conftest import T0, readings
 
 
@@ -58,8 +57,7 @@ def test_context_store_picks_up_new_work_orders_without_restart(tmp_path) -> Non
     orders = _orders()
     orders.head(1).write_csv(tmp_path / "work_orders.csv")
     pl.DataFrame(
-        {"product": ["P-100"], "characteristic": ["t"], "lsl": [0.0], "target": [1.0],
-         "usl": [2.0]}
+        {"product": ["P-100"], "characteristic": ["t"], "lsl": [0.0], "target": [1.0], "usl": [2.0]}
     ).write_csv(tmp_path / "spec_limits.csv")
     store = ContextStore(tmp_path)
     r = readings([("M1", "t", 4000.0, 1.0)])

@@ -23,15 +23,19 @@ def _local_stream(n: int = 400, seed: int = 3) -> list[tuple[dict, bool]]:
     rows = []
     for i in range(n):
         anomalous = i > 100 and rng.random() < 0.05
-        x = {"a": rng.gauss(0, 1) + (6 if anomalous else 0), "b": rng.gauss(10, 2),
-             "c": rng.gauss(-3, 0.5)}
+        x = {
+            "a": rng.gauss(0, 1) + (6 if anomalous else 0),
+            "b": rng.gauss(10, 2),
+            "c": rng.gauss(-3, 0.5),
+        }
         rows.append((x, anomalous))
     return rows
 
 
 def _checks():
     for estimator in ESTIMATORS:
-        for check in checks.yield_checks(estimator):
+        for river_check in checks.yield_checks(estimator):
+            check = river_check
             if isinstance(check, functools.partial) and "dataset" in check.keywords:
                 check = functools.partial(check.func, dataset=_local_stream())
             name = getattr(check, "__name__", None) or check.func.__name__

@@ -16,8 +16,9 @@ from floorsight.simulators import Fault, build_plant
 from floorsight.storage import Database
 from tests.conftest import T0
 
-FAULT = Fault("F-1", "M02", FaultKind.PROCESS_UPSET, T0 + timedelta(minutes=20),
-              timedelta(minutes=5))
+FAULT = Fault(
+    "F-1", "M02", FaultKind.PROCESS_UPSET, T0 + timedelta(minutes=20), timedelta(minutes=5)
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,12 @@ def _batches(plant) -> list[pl.DataFrame]:
         out.append(plant.readings(t, t + timedelta(seconds=10)))
         t += timedelta(seconds=10)
     bad = pl.DataFrame(
-        {"machine_id": ["M01", "M01"], "sensor": ["vibration_mm_s", "spindle_temp_c"],
-         "ts": [T0 + timedelta(minutes=1)] * 2, "value": [float("nan"), 1e9]},
+        {
+            "machine_id": ["M01", "M01"],
+            "sensor": ["vibration_mm_s", "spindle_temp_c"],
+            "ts": [T0 + timedelta(minutes=1)] * 2,
+            "value": [float("nan"), 1e9],
+        },
         schema=READING_SCHEMA,
     )
     out.insert(5, bad)
@@ -42,11 +47,13 @@ def _batches(plant) -> list[pl.DataFrame]:
 def _run(plant, tmp_path, db_path) -> Database:
     plant.write_context(tmp_path / "erp")
     settings = PipelineSettings(
-        rules=ReadingRules(max_future=timedelta(days=36500),
-                           ranges={"spindle_temp_c": (-50.0, 400.0)})
+        rules=ReadingRules(
+            max_future=timedelta(days=36500), ranges={"spindle_temp_c": (-50.0, 400.0)}
+        )
     )
-    flow = build_flow(TestingSource(_batches(plant)), ContextStore(tmp_path / "erp"), db_path,
-                      settings)
+    flow = build_flow(
+        TestingSource(_batches(plant)), ContextStore(tmp_path / "erp"), db_path, settings
+    )
     run_main(flow)
     return Database(db_path)
 
@@ -66,11 +73,11 @@ def test_flow_writes_features_scores_alerts_and_dead_letters(plant, tmp_path) ->
     assert alerts["machine_id"].to_list() == ["M02"]
     alert = alerts.row(0, named=True)
     assert FAULT.start <= alert["raised_at"] <= FAULT.end
-    expected_wo = (
-        plant.work_orders_frame()
-        .filter((pl.col("machine_id") == "M02") & (pl.col("start") <= alert["first_seen"])
-                & (pl.col("end") > alert["first_seen"]))["work_order"][0]
-    )
+    expected_wo = plant.work_orders_frame().filter(
+        (pl.col("machine_id") == "M02")
+        & (pl.col("start") <= alert["first_seen"])
+        & (pl.col("end") > alert["first_seen"])
+    )["work_order"][0]
     assert alert["work_order"] == expected_wo
     assert "spindle_current_a" in alert["evidence"] or "bore_diameter_mm" in alert["evidence"]
 

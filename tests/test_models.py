@@ -47,10 +47,17 @@ def test_scores_are_calibrated_on_in_control_data() -> None:
 def _features(plant, minutes: float) -> pl.DataFrame:
     r = plant.readings(T0, T0 + timedelta(minutes=minutes))
     wo = plant.work_orders_frame()
-    joined = r.sort("ts").join_asof(
-        wo.sort("start"), left_on="ts", right_on="start", by="machine_id",
-        check_sortedness=False,
-    ).drop("start", "end", "work_order_right", strict=False)
+    joined = (
+        r.sort("ts")
+        .join_asof(
+            wo.sort("start"),
+            left_on="ts",
+            right_on="start",
+            by="machine_id",
+            check_sortedness=False,
+        )
+        .drop("start", "end", "work_order_right", strict=False)
+    )
     return window_features(joined, timedelta(seconds=10))
 
 
@@ -66,10 +73,15 @@ def test_changeover_is_not_an_anomaly_but_a_fault_is() -> None:
     assert scores["work_order"].n_unique() >= 5
     assert not scores["is_anomaly"].any()
 
-    fault = Fault("F-1", "M01", FaultKind.PROCESS_UPSET, T0 + timedelta(minutes=120),
-                  timedelta(minutes=10))
+    fault = Fault(
+        "F-1", "M01", FaultKind.PROCESS_UPSET, T0 + timedelta(minutes=120), timedelta(minutes=10)
+    )
     faulty = build_plant(
-        1, start=T0, horizon=timedelta(hours=3), seed=5, faults=(fault,),
+        1,
+        start=T0,
+        horizon=timedelta(hours=3),
+        seed=5,
+        faults=(fault,),
         work_order_minutes=(20, 30),
     )
     scores = MachineAnomalyModel().score(_features(faulty, 150))

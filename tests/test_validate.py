@@ -25,8 +25,9 @@ def test_each_rule_names_its_reason_and_valid_rows_pass() -> None:
     rules = ReadingRules(known_machines=frozenset({"M1"}), ranges={"t": (0.0, 100.0)})
     checked = validate_readings(batch, rules, now=T0)
     assert checked.ok["value"].to_list() == [1.0]
-    reasons = dict(zip(checked.dead["value"].to_list(), checked.dead["reason"].to_list(),
-                       strict=True))
+    reasons = dict(
+        zip(checked.dead["value"].to_list(), checked.dead["reason"].to_list(), strict=True)
+    )
     assert reasons[2.0] == "machine_id missing"
     assert reasons[4.0] == "unknown machine M9"
     assert reasons[6.0] == "sensor missing"

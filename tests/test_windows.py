@@ -24,7 +24,9 @@ def test_tumbling_window_statistics_match_hand_computation() -> None:
     assert first["window_end"] == T0 + timedelta(seconds=10)
     assert first["n"] == 3
     assert first["mean"] == pytest.approx(5.0)
-    assert first["std"] == pytest.approx(math.sqrt(((2 - 5) ** 2 + (4 - 5) ** 2 + (9 - 5) ** 2) / 2))
+    assert first["std"] == pytest.approx(
+        math.sqrt(((2 - 5) ** 2 + (4 - 5) ** 2 + (9 - 5) ** 2) / 2)
+    )
     assert (first["min"], first["max"], first["last"]) == (2.0, 9.0, 9.0)
     assert first["rms"] == pytest.approx(math.sqrt((4 + 16 + 81) / 3))
     # least squares through (0, 2), (2, 4), (4, 9): slope = 7/4
@@ -44,9 +46,11 @@ def test_sliding_windows_count_each_reading_in_every_window_holding_it() -> None
 
 def test_window_spanning_a_changeover_is_split_by_work_order() -> None:
     r = readings([("M1", "v", t, 1.0) for t in range(10)]).with_columns(
-        work_order=pl.when(pl.col("ts") < T0 + timedelta(seconds=6)).then(pl.lit("WO-1"))
+        work_order=pl.when(pl.col("ts") < T0 + timedelta(seconds=6))
+        .then(pl.lit("WO-1"))
         .otherwise(pl.lit("WO-2")),
-        product=pl.lit("P"), material_lot=pl.lit("L"),
+        product=pl.lit("P"),
+        material_lot=pl.lit("L"),
     )
     f = window_features(r, timedelta(seconds=10))
     assert sorted(zip(f["work_order"], f["n"], strict=True)) == [("WO-1", 6), ("WO-2", 4)]

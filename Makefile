@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: setup demo test lint constraints clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Simulated plant + pipeline + dashboard; pass options with ARGS="--headless --minutes 1"
+demo: setup
+	$(BIN)/floorsight demo $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Re-pin after changing dependencies in pyproject.toml
+constraints:
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	{ echo "# Pinned versions CI tested; install with: pip install -c constraints.txt -e '.[dev]'"; \
+	  echo "# Regenerate: make constraints (after changing dependencies in pyproject.toml)"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

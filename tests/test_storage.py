@@ -1,0 +1,65 @@
+"""Several processes share one DuckDB file without lock errors: the losers wait and retry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import polars as pl
+
+from floorsight.storage import Database, TableSpec
+
+SPEC = TableSpec(
+    name="t",
+    schema=(("k", "INTEGER NOT NULL"), ("v", "DOUBLE")),
+    key=("k",),
+    update_columns=("v",),
+)
+
+WORKER = textwrap.dedent(
+    """
+    import sys, polars as pl
+    from floorsight.storage import Database, TableSpec
+    spec = TableSpec(name="t", schema=(("k", "INTEGER NOT NULL"), ("v", "DOUBLE")), key=("k",),
+                     update_columns=("v",))
+    db = Database(sys.argv[1], [spec])
+    role, base = sys.argv[2], int(sys.argv[3])
+    for i in range(40):
+        if role == "writer":
+            db.upsert({"t": [pl.DataFrame({"k": [base + i], "v": [float(i)]})]})
+        else:
+            db.query("SELECT count(*) FROM t")
+    print("done")
+    """
+)
+
+
+def test_concurrent_writers_and_readers_never_see_a_lock_error(tmp_path: Path) -> None:
+    path = tmp_path / "shared.duckdb"
+    Database(path, [SPEC]).create()
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(path), role, str(base)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role, base in [("writer", 0), ("writer", 1000), ("reader", 0), ("reader", 0)]
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err[-2000:]
+        assert out.strip() == "done"
+    assert Database(path).query("SELECT count(*) AS n FROM t")["n"][0] == 80
+
+
+def test_upsert_is_idempotent_and_updates_only_declared_columns(tmp_path: Path) -> None:
+    db = Database(tmp_path / "x.duckdb", [SPEC])
+    db.create()
+    db.upsert({"t": [pl.DataFrame({"k": [1, 2], "v": [1.0, 2.0]})]})
+    db.upsert({"t": [pl.DataFrame({"k": [2, 3], "v": [20.0, 3.0]})]})
+    assert db.query("SELECT k, v FROM t ORDER BY k").rows() == [(1, 1.0), (2, 20.0), (3, 3.0)]
