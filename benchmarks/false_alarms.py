@@ -86,10 +86,28 @@ def main() -> None:
                 "false_alerts_fault_free": false_alerts,
                 "faults": len(faulty.faults),
                 "detected_by_kind": detected,
+                "alerts": alerts.height,
                 "alerts_not_matching_a_fault": alerts.height - len(matched),
-                "median_delay_s": sorted(delays)[len(delays) // 2] if delays else None,
+                "delays_s": delays,
             }
         )
+    runs = report["runs"]
+    faults = sum(r["faults"] for r in runs)
+    detected = sum(v[0] for r in runs for v in r["detected_by_kind"].values())
+    alerts_total = sum(r["alerts"] for r in runs)
+    unmatched = sum(r["alerts_not_matching_a_fault"] for r in runs)
+    delays = sorted(d for r in runs for d in r.pop("delays_s"))
+    report["total"] = {
+        "machine_hours_fault_free": args.hours * args.machines * len(runs),
+        "false_alerts_fault_free": sum(r["false_alerts_fault_free"] for r in runs),
+        "faults": faults,
+        "detected": detected,
+        "recall": round(detected / faults, 4) if faults else None,
+        "alerts": alerts_total,
+        "precision": round((alerts_total - unmatched) / alerts_total, 4) if alerts_total else None,
+        "median_delay_s": delays[len(delays) // 2] if delays else None,
+        "p90_delay_s": delays[int(len(delays) * 0.9)] if delays else None,
+    }
     print(json.dumps(report, indent=1))
 
 

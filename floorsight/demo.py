@@ -11,7 +11,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,13 +80,37 @@ def make_plant(cfg: DemoConfig, start: datetime) -> tuple[Plant, datetime | None
 
 
 def counted(
-    frames: Iterator[pl.DataFrame | None], counter: Counter
+    frames: Iterator[pl.DataFrame | None], counter: Counter, stop: threading.Event
 ) -> Iterator[pl.DataFrame | None]:
+    """Count what the source emits; end the stream (a clean EOF) once ``stop`` is set."""
     for frame in frames:
+        if stop.is_set():
+            return
         if frame is not None:
             counter.readings += frame.height
             counter.batches += 1
         yield frame
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, echo) -> Iterator[None]:
+    """Turn Ctrl-C / SIGTERM into a clean end of input instead of an aborted dataflow.
+
+    The source ends, the dataflow closes its open windows and the sink flushes and closes, so
+    the database holds everything read up to that moment.
+    """
+
+    def handler(signum, frame) -> None:
+        if not stop.is_set():
+            echo("stopping: closing windows and flushing the database ...")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
@@ -99,8 +125,10 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
     plant.write_context(erp_dir)
     counter = Counter()
 
+    stop = threading.Event()
+
     def frames(worker_index: int, worker_count: int) -> Iterator[pl.DataFrame | None]:
-        return counted(plant.stream(start, speed=cfg.speed, end=end), counter)
+        return counted(plant.stream(start, speed=cfg.speed, end=end), counter, stop)
 
     # the simulated clock runs ahead of the wall clock, so "future" is relative to the plant
     future = timedelta(days=1) + (end - start if end else timedelta(days=2))
@@ -117,9 +145,8 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
         f"{cfg.speed:g}; database {db_path}"
     )
     try:
-        run_main(flow)
-    except KeyboardInterrupt:
-        echo("stopping ...")
+        with stop_on_signals(stop, echo):
+            run_main(flow)
     finally:
         if dashboard is not None:
             dashboard.send_signal(signal.SIGTERM)
@@ -129,7 +156,16 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
                 dashboard.kill()
     if end is None:
         return None
-    return summarize(db_path, plant, counter, end - start, cfg.speed, settings.window)
+    ran = end - start
+    if stop.is_set():
+        ran = min(ran, timedelta(seconds=counter.readings / plant_rate(plant)))
+        echo(f"stopped early after {ran.total_seconds() / 60:.1f} simulated minutes")
+    return summarize(db_path, plant, counter, start, ran, cfg.speed, settings.window)
+
+
+def plant_rate(plant: Plant) -> float:
+    """Readings per simulated second."""
+    return plant.sample_hz * sum(len(m.sensors) for m in plant.machines)
 
 
 def start_dashboard(db_path: Path, port: int) -> subprocess.Popen:
@@ -161,6 +197,7 @@ def summarize(
     db_path: Path,
     plant: Plant,
     counter: Counter,
+    start: datetime,
     simulated: timedelta,
     speed: float,
     window: timedelta,
@@ -169,7 +206,8 @@ def summarize(
 
     An alert detects a fault when it is on the fault's machine and was raised between the
     fault's start and one window after its end; its delay is raised_at - fault start (event
-    time). Alerts that detect no fault are false alerts.
+    time). Alerts that detect no fault are false alerts. Faults that had not started when the
+    run ended (stopped early) are not counted.
     """
     db = Database(db_path)
     counts = db.query(
@@ -179,7 +217,8 @@ def summarize(
     alerts = db.query("SELECT alert_id, machine_id, raised_at FROM alerts ORDER BY raised_at")
     matched: set[str] = set()
     delays, faults = [], []
-    for fault in plant.faults:
+    started = [f for f in plant.faults if f.start < start + simulated]
+    for fault in started:
         hits = alerts.filter(
             (pl.col("machine_id") == fault.machine_id)
             & (pl.col("raised_at") >= fault.start)
@@ -204,7 +243,7 @@ def summarize(
         score_rows=counts[1],
         alerts=counts[2],
         dead_letters=counts[3],
-        faults_total=len(plant.faults),
+        faults_total=len(started),
         faults_detected=len(delays),
         detection_delay_s=delays,
         false_alerts=alerts.height - len(matched),
