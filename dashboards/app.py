@@ -34,12 +34,16 @@ def feature_chart(frame, machine_id: str, sensor: str) -> go.Figure:
     for col, dash in (("lsl", "dash"), ("target", "dot"), ("usl", "dash")):
         if frame[col].null_count() < frame.height:
             fig.add_scatter(
-                x=frame["window_end"], y=frame[col], mode="lines", name=col.upper(),
+                x=frame["window_end"],
+                y=frame[col],
+                mode="lines",
+                name=col.upper(),
                 line={"dash": dash, "shape": "hv"},
             )
     fig.update_layout(
         title=f"{machine_id} · {sensor} (window mean) with spec limits from ERP",
-        height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        height=380,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return fig
 
