@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint constraints clean
+.PHONY: setup system demo test lint constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,11 @@ $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) system
+
+## Debian packages (Chromium, Mosquitto) when missing
+system:
+	bash scripts/system-deps.sh
 
 ## Simulated plant + pipeline + dashboard; pass options with ARGS="--headless --minutes 1"
 demo: setup

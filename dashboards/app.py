@@ -69,7 +69,7 @@ def live(db: Database, machine_id: str | None, sensor: str | None) -> None:
     counts = queries.table_counts(db)
     cols = st.columns(4)
     cols[0].metric("Feature rows", counts["feature_rows"])
-    cols[1].metric("Open alerts", counts["open_alerts"])
+    cols[1].metric("Active alerts", counts["active_alerts"], help="condition not yet cleared")
     cols[2].metric("Alerts", counts["alerts"])
     cols[3].metric("Dead letters", counts["dead_letters"])
     st.subheader("Alerts")

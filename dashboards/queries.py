@@ -13,7 +13,8 @@ def table_counts(db: Database) -> dict[str, int]:
     row = db.query(
         """SELECT (SELECT count(*) FROM features) AS feature_rows,
                   (SELECT count(*) FROM alerts) AS alerts,
-                  (SELECT count(*) FROM alerts WHERE status = 'open') AS open_alerts,
+                  (SELECT count(*) FROM alerts
+                   WHERE cleared_at IS NULL AND status <> 'resolved') AS active_alerts,
                   (SELECT count(*) FROM dead_letters) AS dead_letters,
                   (SELECT max(window_end) FROM features) AS latest_window"""
     ).row(0, named=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -171,30 +170,10 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
 ) -> None:
     """Serve the Streamlit dashboard on a database."""
-    from floorsight.dashboards import APP
+    from floorsight.dashboards import streamlit_command
 
     typer.echo(f"floorsight dashboard: http://127.0.0.1:{port}")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(APP),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-            "--",
-            "--db",
-            str(db),
-        ],
-        check=False,
-    )
+    subprocess.run(streamlit_command(db, port), check=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

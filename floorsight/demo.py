@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from pathlib import Path
 import polars as pl
 from bytewax.testing import run_main
 
-from floorsight.dashboards import APP
+from floorsight.dashboards import streamlit_command
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import PipelineSettings, build_flow
 from floorsight.pipelines.sources import FrameSource
@@ -138,7 +137,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
     flow = build_flow(FrameSource(frames), ContextStore(erp_dir), db_path, settings)
     dashboard = None
     if not cfg.headless:
-        dashboard = start_dashboard(db_path, cfg.port)
+        dashboard = start_dashboard(db_path, cfg.port, cfg.home / "dashboard.log")
         echo(f"floorsight dashboard: http://127.0.0.1:{cfg.port}  (Ctrl-C stops everything)")
     echo(
         f"plant: {cfg.machines} machines, {plant.sample_hz} Hz per sensor, simulated clock x"
@@ -168,29 +167,14 @@ def plant_rate(plant: Plant) -> float:
     return plant.sample_hz * sum(len(m.sensors) for m in plant.machines)
 
 
-def start_dashboard(db_path: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(APP),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-            "--",
-            "--db",
-            str(db_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start_dashboard(db_path: Path, port: int, log: Path) -> subprocess.Popen:
+    """Streamlit in its own process; its output goes to ``log`` so errors are kept, not lost."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            streamlit_command(db_path, port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def summarize(

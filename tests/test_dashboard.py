@@ -63,15 +63,16 @@ def _features() -> pl.DataFrame:
 
 
 ALERT_ROWS = [
-    # (alert_id, machine, status, reason)
-    ("alert-m1-0001", "M1", "open", "bore_diameter_mm drifting above target"),
-    ("alert-m2-0002", "M2", "cleared", "spindle_temp_c step change"),
+    # (alert_id, machine, status, reason, condition cleared). The pipeline clears an alert by
+    # setting cleared_at; status belongs to the people handling it and may still say "open".
+    ("alert-m1-0001", "M1", "open", "bore_diameter_mm drifting above target", False),
+    ("alert-m2-0002", "M2", "open", "spindle_temp_c step change", True),
 ]
 
 
 def _alerts() -> pl.DataFrame:
     rows = []
-    for i, (alert_id, machine, status, reason) in enumerate(ALERT_ROWS):
+    for i, (alert_id, machine, status, reason, cleared) in enumerate(ALERT_ROWS):
         wo = "WO-1" if machine == "M1" else "WO-2"
         _, product, lot = ORDERS[wo]
         raised = T0 + timedelta(seconds=20 + i)
@@ -85,7 +86,7 @@ def _alerts() -> pl.DataFrame:
                 "first_seen": raised - timedelta(seconds=10),
                 "raised_at": raised,
                 "last_seen": raised + timedelta(seconds=10),
-                "cleared_at": raised + timedelta(seconds=20) if status == "cleared" else None,
+                "cleared_at": raised + timedelta(seconds=20) if cleared else None,
                 "score": 4.5 + i,
                 "windows": 3,
                 "reason": reason,
@@ -180,14 +181,14 @@ def _values(array) -> list[float]:
 
 def test_metrics_count_the_rows_in_the_database(monkeypatch, filled_db):
     at = _run(monkeypatch, filled_db)
-    open_alerts = sum(status == "open" for _, _, status, _ in ALERT_ROWS)
+    active = sum(not cleared for *_, cleared in ALERT_ROWS)
     assert _metrics(at) == {
         "Feature rows": str(len(ORDERS) * 2 * WINDOWS),
-        "Open alerts": str(open_alerts),
+        "Active alerts": str(active),
         "Alerts": str(len(ALERT_ROWS)),
         "Dead letters": "1",
     }
-    assert open_alerts == 1
+    assert active == 1
 
 
 def test_alerts_table_lists_the_alerts(monkeypatch, filled_db):
