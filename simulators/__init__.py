@@ -11,6 +11,7 @@ from __future__ import annotations
 from floorsight.simulators.plant import (
     CNC_SENSORS,
     PRODUCTS,
+    STATUS_SCHEMA,
     Fault,
     Machine,
     Plant,
@@ -25,6 +26,7 @@ from floorsight.simulators.plant import (
 __all__ = [
     "CNC_SENSORS",
     "PRODUCTS",
+    "STATUS_SCHEMA",
     "Fault",
     "Machine",
     "Plant",

@@ -59,6 +59,20 @@ CNC_SENSORS: tuple[Sensor, ...] = (
 )
 
 
+#: Columns of :meth:`Plant.status_at` (the MES view of each machine).
+STATUS_SCHEMA: dict[str, pl.DataType] = {
+    "machine_id": pl.String(),
+    "line": pl.String(),
+    "machine_type": pl.String(),
+    "state": pl.String(),
+    "work_order": pl.String(),
+    "product": pl.String(),
+    "material_lot": pl.String(),
+    "good_parts": pl.Int64(),
+    "scrap_parts": pl.Int64(),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class WorkOrder:
     work_order: str
@@ -215,6 +229,37 @@ class Plant:
                 yield frame
             else:
                 yield None
+
+    def status_at(self, ts: datetime) -> pl.DataFrame:
+        """MES status of every machine at ``ts``: one row per machine.
+
+        Columns: machine_id, line, machine_type, state (running/idle/setup/down), work_order,
+        product, material_lot, good_parts, scrap_parts (counters since the plant's start).
+        """
+        t_us = np.array([_to_us(ts)], dtype=np.int64)
+        rows = []
+        for m in self.machines:
+            starts, _ = self._wo_index[m.machine_id]
+            idx = int(np.searchsorted(starts, t_us, side="right")[0]) - 1
+            wos = sorted(
+                (w for w in self.work_orders if w.machine_id == m.machine_id),
+                key=lambda w: w.start,
+            )
+            wo = wos[idx] if idx >= 0 else None
+            rows.append(
+                {
+                    "machine_id": m.machine_id,
+                    "line": m.line,
+                    "machine_type": m.machine_type,
+                    "state": "running" if wo else "idle",
+                    "work_order": wo.work_order if wo else "",
+                    "product": wo.product if wo else "",
+                    "material_lot": wo.material_lot if wo else "",
+                    "good_parts": 0,
+                    "scrap_parts": 0,
+                }
+            )
+        return pl.DataFrame(rows, schema=STATUS_SCHEMA)
 
     def _product_at(self, machine_id: str, t_us: np.ndarray) -> np.ndarray:
         starts, products = self._wo_index[machine_id]
