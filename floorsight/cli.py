@@ -19,6 +19,18 @@ app = typer.Typer(
 )
 
 
+_KINDS = (
+    "bearing_wear",
+    "process_upset",
+    "tool_wear",
+    "bad_lot",
+    "sensor_stuck",
+    "sensor_spikes",
+    "sensor_dropout",
+    "sensor_offset",
+)
+
+
 def _not_built(command: str, issue: int) -> None:
     typer.echo(
         f"floorsight {command}: not built yet (tracked in issue #{issue}); nothing was run.",
@@ -84,57 +96,110 @@ def demo(
 @app.command()
 def simulate(
     out: Annotated[
-        Path | None, typer.Option(help="Write history, ERP context and truth here.")
+        Path | None,
+        typer.Option(help="Write history, ERP context and ground truth here, as fast as possible."),
+    ] = None,
+    opcua: Annotated[
+        str | None,
+        typer.Option(help="Serve the plant live over OPC-UA, e.g. opc.tcp://127.0.0.1:4840/"),
+    ] = None,
+    mqtt: Annotated[
+        str | None, typer.Option(help="Publish the plant live to this MQTT broker (HOST:PORT).")
     ] = None,
     machines: Annotated[int, typer.Option(help="Machines in the plant.")] = 3,
-    hours: Annotated[float, typer.Option(help="Simulated hours of history.")] = 8.0,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    days: Annotated[float | None, typer.Option(help="Simulated days (history or live).")] = None,
+    hours: Annotated[float | None, typer.Option(help="Simulated hours, instead of days.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of plant, context and faults.")] = 0,
     start: Annotated[
-        str, typer.Option(help="Start of the history (ISO 8601, UTC).")
-    ] = "2026-01-05T06:00:00+00:00",
-    opcua: Annotated[str | None, typer.Option(help="Serve the plant over OPC-UA.")] = None,
+        str | None,
+        typer.Option(help="Start (ISO 8601); default: 2026-01-05T00:00Z for files, now live."),
+    ] = None,
+    hz: Annotated[
+        int | None, typer.Option(help="Samples per second per sensor (default: 1 files, 10 live).")
+    ] = None,
+    faults_per_day: Annotated[
+        float, typer.Option(help="Injected faults per machine and simulated day.")
+    ] = 1.0,
+    fault_kinds: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated fault kinds (default all): " + ", ".join(_KINDS)),
+    ] = None,
+    file_format: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    speed: Annotated[float, typer.Option(help="Live: simulated seconds per wall second.")] = 1.0,
+    skab: Annotated[
+        Path | None, typer.Option(help="Live: replay this SKAB CSV as a machine instead.")
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="OPC-UA: require this username.")] = None,
+    password: Annotated[str | None, typer.Option(help="OPC-UA: and this password.")] = None,
+    secure: Annotated[
+        bool, typer.Option(help="OPC-UA: Basic256Sha256 with a generated certificate.")
+    ] = False,
+    cert_dir: Annotated[
+        Path | None, typer.Option(help="OPC-UA: where the server certificate lives.")
+    ] = None,
 ) -> None:
-    """Run the plant simulator: write a history to files (OPC-UA serving comes with #3)."""
-    if opcua is not None or out is None:
-        _not_built("simulate --opcua (live serving)", 3)
-    import pyarrow.parquet as pq
+    """The plant simulator: write a history to files, or serve the plant live (OPC-UA, MQTT)."""
+    from floorsight import simulate as sim
+    from floorsight.records import FaultKind
 
-    from floorsight.simulators import build_plant, fault_schedule
+    if out is None and opcua is None and mqtt is None:
+        raise typer.BadParameter(
+            "give --out DIR (history) or --opcua URL / --mqtt HOST:PORT (live)"
+        )
+    live = out is None
+    try:
+        kinds = tuple(FaultKind(k.strip()) for k in fault_kinds.split(",")) if fault_kinds else None
+    except ValueError as e:
+        raise typer.BadParameter(f"{e}; kinds are: {', '.join(_KINDS)}") from None
+    t0 = (
+        datetime.fromisoformat(start).astimezone(UTC)
+        if start
+        else (datetime.now(tz=UTC) if live else datetime(2026, 1, 5, tzinfo=UTC))
+    )
+    horizon = timedelta(hours=hours) if hours is not None else timedelta(days=days or 1.0)
+    opts = sim.PlantOptions(
+        machines=machines,
+        start=t0,
+        horizon=horizon,
+        seed=seed,
+        sample_hz=hz or (10 if live else 1),
+        faults_per_machine_day=faults_per_day,
+        **({"fault_kinds": kinds} if kinds else {}),
+    )
+    if not live:
+        plant = sim.make_plant(opts)
+        stats = sim.write(plant, out, fmt=file_format)
+        typer.echo(json.dumps({"out": str(out), **stats.as_dict()}))
+        return
+    import threading
 
-    t0 = datetime.fromisoformat(start).astimezone(UTC)
-    horizon = timedelta(hours=hours)
-    plant = build_plant(machines, start=t0, horizon=horizon, seed=seed, faults=())
-    plant.faults = fault_schedule(
-        t0,
-        [m.machine_id for m in plant.machines],
-        horizon,
-        first_after=timedelta(minutes=30),
-        every=timedelta(minutes=45),
-        duration=timedelta(minutes=15),
+    from floorsight.demo import stop_on_signals
+
+    if skab is not None:
+        from floorsight.simulators.replay import ReplayPlant
+
+        plant = ReplayPlant.from_skab(skab)
+        end = t0 + (plant.end - plant.start)
+    else:
+        plant = sim.make_plant(opts)
+        end = t0 + horizon
+    serving = sim.Serving(
+        opcua=opcua,
+        mqtt=mqtt,
+        users={user: password or ""} if user else None,
+        secure=secure,
+        cert_dir=cert_dir or config.home() / "pki",
     )
-    out.mkdir(parents=True, exist_ok=True)
-    plant.write_context(out / "erp")
-    writer = None
-    rows = 0
-    t = t0
-    while t < t0 + horizon:
-        chunk = plant.readings(t, min(t + timedelta(hours=1), t0 + horizon)).sort("ts")
-        table = chunk.to_arrow()
-        writer = writer or pq.ParquetWriter(out / "readings.parquet", table.schema)
-        writer.write_table(table)
-        rows += chunk.height
-        t += timedelta(hours=1)
-    if writer is not None:
-        writer.close()
-    typer.echo(
-        f"wrote {rows} readings, {len(plant.work_orders)} work orders and "
-        f"{len(plant.faults)} faults to {out}"
-    )
+    stop = threading.Event()
+    with stop_on_signals(stop, typer.echo):
+        sim.serve(plant, serving, t0, speed, end, stop, echo=typer.echo)
 
 
 @app.command()
 def run(
-    history: Annotated[Path, typer.Option(help="Readings to replay (Parquet or CSV).")],
+    history: Annotated[
+        Path, typer.Option(help="Readings to replay: a Parquet/CSV file or a folder of them.")
+    ],
     context: Annotated[Path, typer.Option(help="Folder with work_orders.csv, spec_limits.csv.")],
     db: Annotated[Path, typer.Option(help="DuckDB file to write.")] = Path("var/floorsight.duckdb"),
     window_s: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
@@ -149,11 +214,18 @@ def run(
     from floorsight.pipelines.sources import FrameSource
     from floorsight.pipelines.validate import ReadingRules
 
+    files = (
+        sorted(p for p in history.iterdir() if p.suffix in (".parquet", ".csv"))
+        if history.is_dir()
+        else [history]
+    )
+
     def frames(worker_index: int, worker_count: int):
-        reader = pl.read_parquet if history.suffix == ".parquet" else pl.read_csv
-        data = reader(history).sort("ts")
-        for offset in range(0, data.height, batch_rows):
-            yield data.slice(offset, batch_rows)
+        for path in files:  # a history folder holds one file per day, in time order
+            reader = pl.read_parquet if path.suffix == ".parquet" else pl.read_csv
+            data = reader(path).sort("ts")
+            for offset in range(0, data.height, batch_rows):
+                yield data.slice(offset, batch_rows)
 
     settings = PipelineSettings(
         window=timedelta(seconds=window_s), rules=ReadingRules(max_future=timedelta(days=36500))

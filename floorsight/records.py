@@ -156,9 +156,21 @@ class Alert:
 
 
 class FaultKind(StrEnum):
-    BEARING_WEAR = "bearing_wear"
-    PROCESS_UPSET = "process_upset"
-    TOOL_WEAR = "tool_wear"
+    """Faults the simulator injects; each is recorded with its ground truth."""
+
+    BEARING_WEAR = "bearing_wear"  # vibration rises over hours, then failure and downtime
+    PROCESS_UPSET = "process_upset"  # sudden mean shift
+    TOOL_WEAR = "tool_wear"  # slow drift of the quality dimension until out of spec
+    BAD_LOT = "bad_lot"  # a shift that starts with a material-lot change
+    SENSOR_STUCK = "sensor_stuck"  # the reading freezes at its value when the fault starts
+    SENSOR_SPIKES = "sensor_spikes"  # isolated large spikes
+    SENSOR_DROPOUT = "sensor_dropout"  # no readings at all
+    SENSOR_OFFSET = "sensor_offset"  # calibration offset: a constant bias of the measurement
+
+    @property
+    def is_sensor_fault(self) -> bool:
+        """True when only the measurement is wrong, not the process or the parts."""
+        return self.value.startswith("sensor_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +183,11 @@ class FaultTruth:
     start: datetime
     end: datetime
     sensors: tuple[str, ...] = ()
+    #: for failures (bearing wear): when the machine stopped; it is down until ``repaired_at``
+    failure_at: datetime | None = None
+    repaired_at: datetime | None = None
+    #: what else identifies the fault: the bad lot's id, or the faulty sensor
+    detail: str = ""
 
 
 def utc_now() -> datetime:

@@ -1,9 +1,18 @@
-"""A small simulated plant: CNC machines with sensors, ERP work orders, and injected faults.
+"""The simulated plant: lines of CNC and injection-moulding machines, their ERP/MES context,
+and injected faults with ground truth.
 
-Signals are computed in closed form from the simulated time, the work order running then, and
-the faults active then, plus seeded noise drawn in fixed blocks of samples. So any time range
-can be generated in one vectorised call, and the same seed gives the same readings however the
-range is cut into batches (the live stream and a history file agree sample for sample).
+Signals are computed in closed form from the simulated time, the machine's state and work
+order then, the material lot, and the faults active then, plus seeded noise drawn in fixed
+blocks of samples. So any time range can be generated in one vectorised call, and the same seed
+gives the same readings however the range is cut (the live stream, the OPC-UA server and a
+history file agree sample for sample).
+
+Each machine follows a timeline of states: ``setup`` at the start of each work order (the
+changeover: new recipe, new spec limits), ``running``, ``idle`` between orders, ``down`` for
+planned maintenance, tool changes and repairs after a failure. Process values are published
+while the machine is running; in the other states only its state and counters change. Parts
+complete once per cycle while running; a part is scrap when its quality characteristic is out of
+spec (or, rarely, for other reasons), which feeds the good/scrap counters, batches and OEE.
 """
 
 from __future__ import annotations
@@ -13,50 +22,101 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from floorsight.records import READING_SCHEMA, FaultKind, FaultTruth, empty_readings
+from floorsight.simulators.catalog import (
+    CNC,
+    INJECTION_MOULDING,
+    MACHINE_TYPES,
+    PRODUCTS,
+    MachineType,
+    Sensor,
+    product,
+    products_for,
+    spec_limits_frame,
+)
+from floorsight.simulators.faults import Fault, to_us
 
 _US = 1_000_000
 #: Samples per noise block; noise for sample k comes from block k // _BLOCK.
 _BLOCK = 4096
+#: share of parts scrapped for reasons the sensors do not see
+BASE_SCRAP = 0.004
+#: a lab sample is taken from every n-th part; its result arrives hours later
+LAB_EVERY = 25
+LAB_DELAY_H = (2.0, 6.0)
+TOOL_CHANGE = timedelta(minutes=10)
+_TS = READING_SCHEMA["ts"]
+
+
+class State(IntEnum):
+    RUNNING = 0
+    IDLE = 1
+    SETUP = 2
+    DOWN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
 
 
 @dataclass(frozen=True, slots=True)
-class Sensor:
-    """A sensor of a machine type: unit, nominal value per product, noise and slow wander."""
+class Machine:
+    machine_id: str
+    line: str
+    machine_type: str
+    sensors: tuple[Sensor, ...]
 
-    name: str
-    unit: str
-    nominal: dict[str, float]
-    noise: float
-    wander: float = 0.0
-    wander_period_s: float = 1800.0
+    @property
+    def type(self) -> MachineType:
+        return MACHINE_TYPES[self.machine_type]
 
 
 @dataclass(frozen=True, slots=True)
-class Product:
-    """A product with the spec limits of its quality characteristics (ERP material master)."""
+class WorkOrder:
+    """A work order (ERP): one product on one machine; it starts with a setup (changeover)."""
 
+    work_order: str
+    machine_id: str
     product: str
-    description: str
-    specs: dict[str, tuple[float, float, float]]  # characteristic -> (lsl, target, usl)
+    material_lot: str
+    start: datetime
+    end: datetime
+    setup: timedelta = timedelta(0)
+    customer_order: str = ""
+
+    @property
+    def running_from(self) -> datetime:
+        return self.start + self.setup
 
 
-PRODUCTS: tuple[Product, ...] = (
-    Product("P-100", "Bracket, bore 25 mm", {"bore_diameter_mm": (24.980, 25.000, 25.020)}),
-    Product("P-200", "Housing, bore 32 mm", {"bore_diameter_mm": (31.975, 32.000, 32.025)}),
-)
+@dataclass(frozen=True, slots=True)
+class MaterialLot:
+    """A lot of raw material from a supplier; its quality shifts the parts made from it."""
 
-CNC_SENSORS: tuple[Sensor, ...] = (
-    Sensor("spindle_temp_c", "degC", {"P-100": 42.0, "P-200": 46.0}, 0.25, 0.3, 7200.0),
-    Sensor("vibration_mm_s", "mm/s", {"P-100": 1.8, "P-200": 2.1}, 0.08, 0.02, 5400.0),
-    Sensor("spindle_current_a", "A", {"P-100": 11.5, "P-200": 13.5}, 0.15, 0.05, 3600.0),
-    Sensor("bore_diameter_mm", "mm", {"P-100": 25.000, "P-200": 32.000}, 0.003, 0.0005, 3600.0),
-)
+    lot_id: str
+    material: str
+    supplier: str
+    received: datetime
+    #: shift of the quality characteristic, as a share of the spec's half tolerance
+    quality_offset: float
+
+
+@dataclass(frozen=True, slots=True)
+class Downtime:
+    """Planned maintenance (the CMMS schedule); repairs and tool changes follow from faults."""
+
+    machine_id: str
+    start: datetime
+    end: datetime
+    kind: str = "planned_maintenance"
+    description: str = "planned maintenance"
 
 
 #: Columns of :meth:`Plant.status_at` (the MES view of each machine).
@@ -73,130 +133,96 @@ STATUS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class WorkOrder:
-    work_order: str
-    machine_id: str
-    product: str
-    material_lot: str
-    start: datetime
-    end: datetime
+@dataclass
+class _Timeline:
+    """Piecewise-constant state of one machine: segment starts, state and work-order index."""
 
+    bounds: np.ndarray  # int64 us, sorted; segment i covers [bounds[i], bounds[i+1])
+    states: np.ndarray  # int8 State
+    orders: np.ndarray  # int32 index into the machine's work orders, -1 for none
 
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """A fault to inject: which machine, what kind, when it starts and how long it lasts."""
-
-    fault_id: str
-    machine_id: str
-    kind: FaultKind
-    start: datetime
-    duration: timedelta
-
-    @property
-    def end(self) -> datetime:
-        return self.start + self.duration
-
-    @property
-    def sensors(self) -> tuple[str, ...]:
-        return {
-            FaultKind.BEARING_WEAR: ("vibration_mm_s", "spindle_temp_c"),
-            FaultKind.PROCESS_UPSET: ("spindle_current_a", "bore_diameter_mm"),
-            FaultKind.TOOL_WEAR: ("bore_diameter_mm", "spindle_current_a"),
-        }[self.kind]
-
-    def truth(self) -> FaultTruth:
-        return FaultTruth(
-            self.fault_id, self.machine_id, self.kind, self.start, self.end, self.sensors
+    def at(self, t_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        i = np.searchsorted(self.bounds, t_us, side="right") - 1
+        inside = i >= 0
+        i = np.maximum(i, 0)
+        return (
+            np.where(inside, self.states[i], State.IDLE).astype(np.int8),
+            np.where(inside, self.orders[i], -1),
         )
-
-    def effect(self, sensor: str, t_us: np.ndarray) -> np.ndarray | None:
-        """Additive effect on ``sensor`` at times ``t_us`` (None when it does not touch it)."""
-        if sensor not in self.sensors:
-            return None
-        start_us = _to_us(self.start)
-        dur_us = self.duration / timedelta(microseconds=1)
-        # progress 0..1 while the fault lasts, NaN outside it
-        progress = np.where(
-            (t_us >= start_us) & (t_us < start_us + dur_us), (t_us - start_us) / dur_us, np.nan
-        )
-        active = ~np.isnan(progress)
-        p = np.nan_to_num(progress)
-        if self.kind is FaultKind.BEARING_WEAR:
-            # vibration grows like a degrading bearing: slowly at first, then faster
-            scale = {"vibration_mm_s": 2.5, "spindle_temp_c": 4.0}[sensor]
-            out = scale * (0.15 * p + 0.85 * p**2)
-        elif self.kind is FaultKind.PROCESS_UPSET:
-            out = np.full_like(p, {"spindle_current_a": 1.2, "bore_diameter_mm": 0.012}[sensor])
-        else:  # tool wear: the bore drifts towards the spec limit, the cut takes more current
-            out = {"bore_diameter_mm": 0.03, "spindle_current_a": 0.8}[sensor] * p
-        return np.where(active, out, 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Machine:
-    machine_id: str
-    line: str
-    machine_type: str
-    sensors: tuple[Sensor, ...]
 
 
 @dataclass
 class Plant:
-    """The plant: machines, their ERP work orders and the faults injected into them."""
+    """The plant: machines, their ERP context and the faults injected into them."""
 
     machines: tuple[Machine, ...]
     work_orders: tuple[WorkOrder, ...]
     faults: tuple[Fault, ...] = ()
     sample_hz: int = 10
     seed: int = 0
-    _wo_index: dict[str, tuple[np.ndarray, list[str]]] = field(default_factory=dict, repr=False)
+    lots: tuple[MaterialLot, ...] = ()
+    downtimes: tuple[Downtime, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+    _orders: dict[str, list[WorkOrder]] = field(default_factory=dict, repr=False)
+    _timelines: dict[str, _Timeline] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if _US % self.sample_hz:
             raise ValueError(f"sample_hz must divide one second in microseconds: {self.sample_hz}")
         for m in self.machines:
-            wos = sorted(
+            self._orders[m.machine_id] = sorted(
                 (w for w in self.work_orders if w.machine_id == m.machine_id), key=lambda w: w.start
             )
-            starts = np.array([_to_us(w.start) for w in wos], dtype=np.int64)
-            self._wo_index[m.machine_id] = (starts, [w.product for w in wos])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in ("faults", "work_orders", "downtimes", "lots"):
+            # these change the state timelines (failures, tool changes) and the parts made
+            self.__dict__["_timelines"] = {}
+            self.__dict__.pop("parts", None)
+
+    def machine(self, machine_id: str) -> Machine:
+        return next(m for m in self.machines if m.machine_id == machine_id)
 
     # ----------------------------------------------------------------------------------------
     # signals
     def readings(self, t0: datetime, t1: datetime) -> pl.DataFrame:
         """Every reading with ``t0 <= ts < t1``, sorted by machine, sensor and time."""
         period = _US // self.sample_hz
-        k0 = -(-_to_us(t0) // period)
-        k1 = -(-_to_us(t1) // period)
+        k0 = -(-to_us(t0) // period)
+        k1 = -(-to_us(t1) // period)
         if k1 <= k0:
             return empty_readings()
-        k = np.arange(k0, k1, dtype=np.int64)
-        t_us = k * period
-        t_s = t_us / _US
+        k_all = np.arange(k0, k1, dtype=np.int64)
         parts = []
         for mi, machine in enumerate(self.machines):
-            product = self._product_at(machine.machine_id, t_us)
+            state, order = self._timeline(machine.machine_id).at(k_all * period)
+            running = state == State.RUNNING
             faults = [f for f in self.faults if f.machine_id == machine.machine_id]
             for si, sensor in enumerate(machine.sensors):
-                nominal = np.vectorize(sensor.nominal.get, otypes=[float])(product)
-                wander = sensor.wander * np.sin(
-                    2 * math.pi * t_s / sensor.wander_period_s + mi + si
-                )
-                value = nominal + wander + sensor.noise * self._noise(mi, si, k0, k1)
-                for fault in faults:
-                    effect = fault.effect(sensor.name, t_us)
-                    if effect is not None:
-                        value = value + effect
+                keep = running
+                step = self._step(sensor)
+                if step > 1:
+                    keep = keep & (k_all % step == 0)
+                for f in faults:
+                    if f.kind is FaultKind.SENSOR_DROPOUT and sensor.name in f.sensors(
+                        machine.type
+                    ):
+                        keep = keep & ~f.active(k_all * period)
+                k = k_all[keep]
+                if k.size == 0:
+                    continue
+                value = self._signal(mi, machine, si, sensor, k, order[keep], faults)
                 parts.append(
-                    pl.DataFrame({"ts": t_us, "value": value}).select(
+                    pl.DataFrame({"ts": k * period, "value": value}).select(
                         pl.lit(machine.machine_id).alias("machine_id"),
                         pl.lit(sensor.name).alias("sensor"),
-                        pl.col("ts").cast(READING_SCHEMA["ts"]),
+                        pl.col("ts").cast(_TS),
                         pl.col("value"),
                     )
                 )
-        return pl.concat(parts)
+        return pl.concat(parts) if parts else empty_readings()
 
     def stream(
         self,
@@ -230,56 +256,274 @@ class Plant:
             else:
                 yield None
 
+    def _step(self, sensor: Sensor) -> int:
+        if sensor.rate_hz is None or sensor.rate_hz >= self.sample_hz:
+            return 1
+        return max(1, round(self.sample_hz / sensor.rate_hz))
+
+    def _signal(
+        self,
+        mi: int,
+        machine: Machine,
+        si: int,
+        sensor: Sensor,
+        k: np.ndarray,
+        order: np.ndarray,
+        faults: list[Fault],
+    ) -> np.ndarray:
+        """Value of ``sensor`` at sample indices ``k`` (work-order index ``order``).
+
+        With sensor faults among ``faults`` it is what the sensor reports; with process faults
+        only, the process's true value (what the lab would measure on the part).
+        """
+        period = _US // self.sample_hz
+        orders = self._orders[machine.machine_id]
+        names = [w.product for w in orders]
+        prod_idx = np.maximum(order, 0)
+        nominal = np.array([sensor.nominal.get(p, math.nan) for p in names] or [math.nan])
+        t_us = k * period
+        noise_idx = k
+        if sensor.per_cycle:
+            # held value of the last completed cycle: one draw per cycle
+            cycle_us = np.array([product(p).cycle_time_s * _US for p in names] or [1.0])
+            cyc = (t_us // cycle_us[prod_idx]).astype(np.int64)
+            t_us = (cyc * cycle_us[prod_idx]).astype(np.int64)
+            noise_idx = cyc
+        t_s = t_us / _US
+        wander = sensor.wander * np.sin(2 * math.pi * t_s / sensor.wander_period_s + mi + si)
+        value = nominal[prod_idx] + wander + sensor.noise * self._noise(mi, si, noise_idx)
+        if sensor.name == machine.type.quality:
+            value = value + self._lot_shift(machine, sensor)[prod_idx]
+        for fault in faults:
+            if fault.kind is FaultKind.SENSOR_STUCK and sensor.name in fault.sensors(machine.type):
+                value = self._stuck(mi, machine, si, sensor, fault, k, value, faults)
+                continue
+            effect = fault.effect(machine.type, sensor, t_us, k)
+            if effect is not None:
+                value = value + effect
+        return value
+
+    def _stuck(self, mi, machine, si, sensor, fault, k, value, faults) -> np.ndarray:
+        active = fault.active(k * (_US // self.sample_hz))
+        if not active.any():
+            return value
+        period = _US // self.sample_hz
+        k_start = np.array([-(-to_us(fault.start) // period)], dtype=np.int64)
+        _, order = self._timeline(machine.machine_id).at(k_start * period)
+        others = [f for f in faults if f is not fault]
+        frozen = self._signal(mi, machine, si, sensor, k_start, order, others)[0]
+        return np.where(active, frozen, value)
+
+    def _lot_shift(self, machine: Machine, sensor: Sensor) -> np.ndarray:
+        """Shift of the quality characteristic per work order from its material lot."""
+        lots = {lot.lot_id: lot.quality_offset for lot in self.lots}
+        shifts = []
+        for w in self._orders[machine.machine_id]:
+            lsl, _, usl = product(w.product).specs.get(sensor.name, (0.0, 0.0, 0.0))
+            shifts.append(lots.get(w.material_lot, 0.0) * (usl - lsl) / 2)
+        return np.array(shifts or [0.0])
+
+    def _noise(self, machine_idx: int, sensor_idx: int, idx: np.ndarray) -> np.ndarray:
+        out = np.empty(idx.shape)
+        blocks = idx // _BLOCK
+        if idx.size and (idx[1:] >= idx[:-1]).all():  # sorted: slice blocks without masks
+            b0, b1 = int(blocks[0]), int(blocks[-1])
+            flat = np.concatenate(
+                [
+                    np.random.default_rng([self.seed, machine_idx, sensor_idx, b]).standard_normal(
+                        _BLOCK
+                    )
+                    for b in range(b0, b1 + 1)
+                ]
+            )
+            return flat[idx - b0 * _BLOCK]
+        for b in np.unique(blocks):
+            draw = np.random.default_rng([self.seed, machine_idx, sensor_idx, int(b)])
+            sel = blocks == b
+            out[sel] = draw.standard_normal(_BLOCK)[idx[sel] - b * _BLOCK]
+        return out
+
+    # ----------------------------------------------------------------------------------------
+    # states, parts and counters
+    def _timeline(self, machine_id: str) -> _Timeline:
+        if machine_id not in self._timelines:
+            self._timelines[machine_id] = self._build_timeline(machine_id)
+        return self._timelines[machine_id]
+
+    def _build_timeline(self, machine_id: str) -> _Timeline:
+        orders = self._orders[machine_id]
+        base: list[tuple[int, int, int]] = []  # (start us, state, order index)
+        prev_end = None
+        for i, w in enumerate(orders):
+            if prev_end is not None and to_us(w.start) > prev_end:
+                base.append((prev_end, State.IDLE, -1))
+            base.append((to_us(w.start), State.SETUP if w.setup else State.RUNNING, i))
+            if w.setup:
+                base.append((to_us(w.running_from), State.RUNNING, i))
+            prev_end = to_us(w.end)
+        if prev_end is not None:
+            base.append((prev_end, State.IDLE, -1))
+        downs = [(to_us(d.start), to_us(d.end)) for d in self.downtime_log(machine_id)]
+        bounds = sorted({b[0] for b in base} | {t for d in downs for t in d})
+        starts = np.array([b[0] for b in base], dtype=np.int64)
+        out_states, out_orders = [], []
+        for t in bounds:
+            j = int(np.searchsorted(starts, t, side="right")) - 1
+            state, order = (base[j][1], base[j][2]) if j >= 0 else (State.IDLE, -1)
+            if any(a <= t < b for a, b in downs):
+                state = State.DOWN
+            out_states.append(state)
+            out_orders.append(order)
+        return _Timeline(
+            np.array(bounds, dtype=np.int64),
+            np.array(out_states, dtype=np.int8),
+            np.array(out_orders, dtype=np.int32),
+        )
+
+    def downtime_log(self, machine_id: str | None = None) -> list[Downtime]:
+        """Every period a machine is down: planned maintenance, tool changes, repairs."""
+        out = [d for d in self.downtimes if machine_id in (None, d.machine_id)]
+        for f in self.faults:
+            if machine_id not in (None, f.machine_id):
+                continue
+            if f.fails:
+                out.append(
+                    Downtime(f.machine_id, f.end, f.end + f.downtime, "repair", "bearing failure")
+                )
+            elif f.kind is FaultKind.TOOL_WEAR:
+                out.append(
+                    Downtime(f.machine_id, f.end, f.end + TOOL_CHANGE, "tool_change", "worn tool")
+                )
+        return sorted(out, key=lambda d: (d.machine_id, d.start))
+
+    def states(self) -> pl.DataFrame:
+        """The state timeline of every machine: one row per segment (MES state log)."""
+        frames = []
+        for m in self.machines:
+            tl = self._timeline(m.machine_id)
+            orders = self._orders[m.machine_id]
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "machine_id": m.machine_id,
+                        "start": tl.bounds,
+                        "end": np.append(tl.bounds[1:], to_us(self._end)),
+                        "state": [State(s).label for s in tl.states],
+                        "work_order": [orders[o].work_order if o >= 0 else "" for o in tl.orders],
+                    }
+                )
+                .with_columns(pl.col("start", "end").cast(_TS))
+                .filter(pl.col("start") < pl.col("end"))
+            )
+        return pl.concat(frames)
+
+    @cached_property
+    def parts(self) -> pl.DataFrame:
+        """Every part made between the plant's start and end: one row per completed cycle.
+
+        ``value`` is the part's true quality characteristic (what the lab would measure),
+        ``good`` whether it is in spec and not otherwise scrapped.
+        """
+        frames = []
+        t0, t1 = to_us(self._start), to_us(self._end)
+        for mi, m in enumerate(self.machines):
+            tl = self._timeline(m.machine_id)
+            orders = self._orders[m.machine_id]
+            si = next(i for i, s in enumerate(m.sensors) if s.name == m.type.quality)
+            sensor = m.sensors[si]
+            ends = np.append(tl.bounds[1:], t1)
+            times, order_idx = [], []
+            for lo, hi, state, order in zip(tl.bounds, ends, tl.states, tl.orders, strict=True):
+                a, b = max(int(lo), t0), min(int(hi), t1)
+                if state != State.RUNNING or a >= b:
+                    continue
+                cycle_us = int(product(orders[order].product).cycle_time_s * _US)
+                c = np.arange(a // cycle_us + 1, b // cycle_us + 1, dtype=np.int64)
+                times.append(c * cycle_us)
+                order_idx.append(np.full(c.size, order, dtype=np.int32))
+            if not times:
+                continue
+            t_us = np.concatenate(times)
+            order = np.concatenate(order_idx)
+            period = _US // self.sample_hz
+            process = [
+                f
+                for f in self.faults
+                if f.machine_id == m.machine_id and not f.kind.is_sensor_fault
+            ]
+            value = self._signal(mi, m, si, sensor, t_us // period, order, process)
+            names = np.array([w.product for w in orders], dtype=object)[order]
+            lsl = np.array([product(p).specs[sensor.name][0] for p in names])
+            usl = np.array([product(p).specs[sensor.name][2] for p in names])
+            cycle = np.arange(t_us.size)
+            other = np.random.default_rng([self.seed, mi, 99]).random(t_us.size) < BASE_SCRAP
+            in_spec = (value >= lsl) & (value <= usl)
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "machine_id": m.machine_id,
+                        "ts": t_us,
+                        "part_no": cycle,
+                        "work_order": np.array([w.work_order for w in orders], dtype=object)[order],
+                        "product": names,
+                        "material_lot": np.array([w.material_lot for w in orders], dtype=object)[
+                            order
+                        ],
+                        "characteristic": sensor.name,
+                        "value": value,
+                        "in_spec": in_spec,
+                        "good": in_spec & ~other,
+                    },
+                    schema_overrides={
+                        "work_order": pl.String,
+                        "product": pl.String,
+                        "material_lot": pl.String,
+                    },
+                ).with_columns(pl.col("ts").cast(_TS))
+            )
+        return pl.concat(frames) if frames else pl.DataFrame()
+
     def status_at(self, ts: datetime) -> pl.DataFrame:
         """MES status of every machine at ``ts``: one row per machine.
 
         Columns: machine_id, line, machine_type, state (running/idle/setup/down), work_order,
         product, material_lot, good_parts, scrap_parts (counters since the plant's start).
         """
-        t_us = np.array([_to_us(ts)], dtype=np.int64)
+        t_us = np.array([to_us(ts)], dtype=np.int64)
+        parts = self.parts
         rows = []
         for m in self.machines:
-            starts, _ = self._wo_index[m.machine_id]
-            idx = int(np.searchsorted(starts, t_us, side="right")[0]) - 1
-            wos = sorted(
-                (w for w in self.work_orders if w.machine_id == m.machine_id),
-                key=lambda w: w.start,
-            )
-            wo = wos[idx] if idx >= 0 else None
+            state, order = self._timeline(m.machine_id).at(t_us)
+            wo = self._orders[m.machine_id][order[0]] if order[0] >= 0 else None
+            made = parts.filter((pl.col("machine_id") == m.machine_id) & (pl.col("ts") <= ts))
+            good = int(made["good"].sum()) if made.height else 0
             rows.append(
                 {
                     "machine_id": m.machine_id,
                     "line": m.line,
                     "machine_type": m.machine_type,
-                    "state": "running" if wo else "idle",
+                    "state": State(int(state[0])).label,
                     "work_order": wo.work_order if wo else "",
                     "product": wo.product if wo else "",
                     "material_lot": wo.material_lot if wo else "",
-                    "good_parts": 0,
-                    "scrap_parts": 0,
+                    "good_parts": good,
+                    "scrap_parts": made.height - good,
                 }
             )
         return pl.DataFrame(rows, schema=STATUS_SCHEMA)
 
-    def _product_at(self, machine_id: str, t_us: np.ndarray) -> np.ndarray:
-        starts, products = self._wo_index[machine_id]
-        idx = np.searchsorted(starts, t_us, side="right") - 1
-        if len(starts) == 0 or (idx < 0).any():
-            raise ValueError(f"no work order on {machine_id} covers every requested time")
-        return np.asarray(products, dtype=object)[idx]
+    @property
+    def _start(self) -> datetime:
+        return self.start or min(w.start for w in self.work_orders)
 
-    def _noise(self, machine_idx: int, sensor_idx: int, k0: int, k1: int) -> np.ndarray:
-        b0, b1 = k0 // _BLOCK, (k1 - 1) // _BLOCK
-        blocks = [
-            np.random.default_rng([self.seed, machine_idx, sensor_idx, b]).standard_normal(_BLOCK)
-            for b in range(b0, b1 + 1)
-        ]
-        flat = np.concatenate(blocks)
-        return flat[k0 - b0 * _BLOCK : k1 - b0 * _BLOCK]
+    @property
+    def _end(self) -> datetime:
+        return self.end or max(w.end for w in self.work_orders)
 
     # ----------------------------------------------------------------------------------------
     # ERP context and ground truth
     def work_orders_frame(self) -> pl.DataFrame:
+        """Work orders as the pipeline's context join reads them (``work_orders.csv``)."""
         return pl.DataFrame(
             [
                 {
@@ -297,70 +541,67 @@ class Plant:
                 "machine_id": pl.String,
                 "product": pl.String,
                 "material_lot": pl.String,
-                "start": READING_SCHEMA["ts"],
-                "end": READING_SCHEMA["ts"],
+                "start": _TS,
+                "end": _TS,
             },
         )
 
-    def write_context(self, directory: Path) -> None:
-        """Write the ERP context (work orders, spec limits) and the ground truth as CSV."""
-        directory.mkdir(parents=True, exist_ok=True)
-        self.work_orders_frame().write_csv(directory / "work_orders.csv")
-        spec_limits_frame().write_csv(directory / "spec_limits.csv")
-        self.ground_truth_frame().write_csv(directory / "faults.csv")
+    def truth(self) -> list[FaultTruth]:
+        out = []
+        for f in self.faults:
+            mtype = self.machine(f.machine_id).type
+            out.append(
+                FaultTruth(
+                    f.fault_id,
+                    f.machine_id,
+                    f.kind,
+                    f.start,
+                    f.end,
+                    f.sensors(mtype),
+                    failure_at=f.end if f.fails else None,
+                    repaired_at=f.end + f.downtime if f.fails else None,
+                    detail=f.detail or (f.sensor or "" if f.kind.is_sensor_fault else ""),
+                )
+            )
+        return out
 
     def ground_truth_frame(self) -> pl.DataFrame:
         return pl.DataFrame(
             [
                 {
-                    "fault_id": f.fault_id,
-                    "machine_id": f.machine_id,
-                    "kind": str(f.kind),
-                    "start": f.start,
-                    "end": f.end,
-                    "sensors": ",".join(f.sensors),
+                    "fault_id": t.fault_id,
+                    "machine_id": t.machine_id,
+                    "kind": str(t.kind),
+                    "start": t.start,
+                    "end": t.end,
+                    "sensors": ",".join(t.sensors),
+                    "failure_at": t.failure_at,
+                    "repaired_at": t.repaired_at,
+                    "detail": t.detail,
                 }
-                for f in self.faults
+                for t in self.truth()
             ],
             schema={
                 "fault_id": pl.String,
                 "machine_id": pl.String,
                 "kind": pl.String,
-                "start": READING_SCHEMA["ts"],
-                "end": READING_SCHEMA["ts"],
+                "start": _TS,
+                "end": _TS,
                 "sensors": pl.String,
+                "failure_at": _TS,
+                "repaired_at": _TS,
+                "detail": pl.String,
             },
         )
 
+    def write_context(self, directory: Path, fmt: str = "csv") -> None:
+        """Write the ERP/MES context and the ground truth (``faults``) as CSV or Parquet."""
+        from floorsight.simulators.erp import erp_tables, write_tables
 
-def spec_limits_frame() -> pl.DataFrame:
-    return pl.DataFrame(
-        [
-            {"product": p.product, "characteristic": c, "lsl": lsl, "target": tgt, "usl": usl}
-            for p in PRODUCTS
-            for c, (lsl, tgt, usl) in p.specs.items()
-        ]
-    )
-
-
-def fault_schedule(
-    start: datetime,
-    machines: list[str],
-    horizon: timedelta,
-    first_after: timedelta = timedelta(minutes=8),
-    every: timedelta = timedelta(minutes=20),
-    duration: timedelta = timedelta(minutes=8),
-) -> tuple[Fault, ...]:
-    """Faults at a steady pace, rotating over machines and fault kinds."""
-    kinds = list(FaultKind)
-    faults, t, i = [], start + first_after, 0
-    while t + duration <= start + horizon:
-        faults.append(
-            Fault(f"F-{i + 1:03d}", machines[i % len(machines)], kinds[i % len(kinds)], t, duration)
-        )
-        t += every
-        i += 1
-    return tuple(faults)
+        directory.mkdir(parents=True, exist_ok=True)
+        tables = erp_tables(self)
+        tables["faults"] = self.ground_truth_frame()
+        write_tables(tables, directory, fmt)
 
 
 def build_plant(
@@ -371,46 +612,169 @@ def build_plant(
     sample_hz: int = 10,
     faults: tuple[Fault, ...] | None = None,
     work_order_minutes: tuple[int, int] = (45, 120),
+    machine_types: tuple[str, ...] | None = None,
+    setup_minutes: tuple[int, int] = (5, 15),
+    idle_share: float = 0.1,
+    planned_maintenance: bool = True,
 ) -> Plant:
-    """A plant of ``machines`` CNC machines on one line, with work orders covering the horizon.
+    """A plant of ``machines`` machines with work orders, lots and maintenance over the horizon.
 
-    Without ``faults`` one bearing-wear fault is injected on a seeded machine, starting at 55 %
-    of the horizon and lasting to its end.
+    ``machine_types`` gives each machine's type, cycling (default: two CNC machines to every
+    injection-moulding machine; CNC machines on line L1, moulding machines on L2). Without
+    ``faults`` one bearing-wear fault is injected on a seeded machine, starting at 55 % of the
+    horizon and lasting to its end. Bad-lot faults are attached to the first work order on their
+    machine that starts at or after the fault's start: that order gets a bad lot, and the fault
+    lasts from its setup's end to its end.
     """
     start = (start or datetime.now(tz=UTC)).replace(microsecond=0)
     rng = np.random.default_rng([seed, 7])
-    ms = tuple(Machine(f"M{i + 1:02d}", "L1", "cnc", CNC_SENSORS) for i in range(machines))
+    types = machine_types or (CNC.name, CNC.name, INJECTION_MOULDING.name)
+    lines = {CNC.name: "L1", INJECTION_MOULDING.name: "L2"}
+    ms = tuple(
+        Machine(
+            f"M{i + 1:02d}",
+            lines.get(types[i % len(types)], "L9"),
+            types[i % len(types)],
+            MACHINE_TYPES[types[i % len(types)]].sensors,
+        )
+        for i in range(machines)
+    )
     orders: list[WorkOrder] = []
+    lots: list[MaterialLot] = []
     number = 1000 + seed % 1000 * 100
     for m in ms:
+        catalog = products_for(m.machine_type)
         # the first order started before `start`, so every reading has context
         t = start - timedelta(minutes=int(rng.integers(5, 30)))
+        first = True
         while t < start + horizon + timedelta(hours=1):
             minutes = int(rng.integers(*work_order_minutes))
             end = t + timedelta(minutes=minutes)
             number += 1
+            lot = _lot(rng, m.machine_type, t)
+            lots.append(lot)
+            setup = timedelta(0) if first else timedelta(minutes=int(rng.integers(*setup_minutes)))
+            setup = min(setup, (end - t) / 3)
             orders.append(
                 WorkOrder(
-                    work_order=f"WO-{number}",
-                    machine_id=m.machine_id,
-                    product=PRODUCTS[int(rng.integers(len(PRODUCTS)))].product,
-                    material_lot=f"LOT-{int(rng.integers(10_000, 99_999))}",
-                    start=t,
-                    end=end,
+                    f"WO-{number}",
+                    m.machine_id,
+                    catalog[int(rng.integers(len(catalog)))].product,
+                    lot.lot_id,
+                    t,
+                    end,
+                    setup,
                 )
             )
+            first = False
             t = end
+            if rng.random() < idle_share:
+                t += timedelta(minutes=int(rng.integers(5, 25)))
+    downtimes = _planned_maintenance(ms, start, horizon, rng) if planned_maintenance else []
     if faults is None:
         victim = ms[int(rng.integers(len(ms)))].machine_id
         fault_start = start + horizon * 0.55
         faults = (Fault("F-001", victim, FaultKind.BEARING_WEAR, fault_start, horizon * 0.45),)
-    return Plant(ms, tuple(orders), faults, sample_hz=sample_hz, seed=seed)
+    plant = Plant(
+        ms,
+        tuple(orders),
+        sample_hz=sample_hz,
+        seed=seed,
+        lots=tuple(lots),
+        downtimes=tuple(downtimes),
+        start=start,
+        end=start + horizon,
+    )
+    plant.faults = resolve_bad_lots(plant, faults)
+    return plant
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+def resolve_bad_lots(plant: Plant, faults: tuple[Fault, ...]) -> tuple[Fault, ...]:
+    """Attach each bad-lot fault to a work order and give that order a bad lot."""
+    out = []
+    lots = {lot.lot_id: lot for lot in plant.lots}
+    orders = list(plant.work_orders)
+    for f in faults:
+        if f.kind is not FaultKind.BAD_LOT or f.detail:
+            out.append(f)
+            continue
+        i = next(
+            (
+                i
+                for i, w in enumerate(orders)
+                if w.machine_id == f.machine_id and w.start >= f.start
+            ),
+            None,
+        )
+        if i is None:
+            continue  # no lot change left on that machine: the fault cannot happen
+        w = orders[i]
+        bad = MaterialLot(
+            f"{w.material_lot}-X", lots[w.material_lot].material, "Supplier C", w.start, 0.0
+        )
+        lots[bad.lot_id] = bad
+        orders[i] = WorkOrder(
+            w.work_order, w.machine_id, w.product, bad.lot_id, w.start, w.end, w.setup
+        )
+        out.append(
+            Fault(
+                f.fault_id,
+                f.machine_id,
+                f.kind,
+                w.running_from,
+                w.end - w.running_from,
+                detail=bad.lot_id,
+            )
+        )
+    plant.work_orders = tuple(orders)
+    plant.lots = tuple(lots.values())
+    plant.__post_init__()
+    return tuple(out)
 
 
-def _to_us(ts: datetime) -> int:
-    if ts.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
-    return (ts - _EPOCH) // timedelta(microseconds=1)
+_MATERIALS = {CNC.name: "AlMgSi1 bar stock", INJECTION_MOULDING.name: "polymer granulate"}
+_SUPPLIERS = ("Supplier A", "Supplier B", "Supplier C")
+
+
+def _lot(rng: np.random.Generator, machine_type: str, t: datetime) -> MaterialLot:
+    supplier = int(rng.integers(len(_SUPPLIERS)))
+    # suppliers differ a little in how well they hold the material's properties
+    spread = (0.03, 0.06, 0.1)[supplier]
+    return MaterialLot(
+        f"LOT-{int(rng.integers(100_000, 999_999))}",
+        _MATERIALS[machine_type],
+        _SUPPLIERS[supplier],
+        t - timedelta(days=int(rng.integers(1, 20))),
+        float(rng.normal(0.0, spread)),
+    )
+
+
+def _planned_maintenance(
+    machines: tuple[Machine, ...], start: datetime, horizon: timedelta, rng: np.random.Generator
+) -> list[Downtime]:
+    """Two hours of planned maintenance per machine and week, for horizons of a day or more."""
+    out = []
+    if horizon < timedelta(days=1):
+        return out
+    weeks = max(1, round(horizon / timedelta(days=7)))
+    for m in machines:
+        for w in range(weeks):
+            day = start + timedelta(days=7 * w + int(rng.integers(0, min(7, horizon.days))))
+            t = day.replace(hour=6, minute=0, second=0)
+            if start <= t and t + timedelta(hours=2) <= start + horizon:
+                out.append(Downtime(m.machine_id, t, t + timedelta(hours=2)))
+    return out
+
+
+__all__ = [
+    "PRODUCTS",
+    "STATUS_SCHEMA",
+    "Downtime",
+    "Machine",
+    "MaterialLot",
+    "Plant",
+    "State",
+    "WorkOrder",
+    "build_plant",
+    "spec_limits_frame",
+]

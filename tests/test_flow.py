@@ -12,7 +12,7 @@ from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import PipelineSettings, build_flow
 from floorsight.pipelines.validate import ReadingRules
 from floorsight.records import READING_SCHEMA, FaultKind
-from floorsight.simulators import Fault, build_plant
+from floorsight.simulators import PRODUCTS, Fault, build_plant
 from floorsight.storage import Database
 from tests.conftest import T0
 
@@ -83,7 +83,7 @@ def test_flow_writes_features_scores_alerts_and_dead_letters(plant, tmp_path) ->
 
     dead = db.query("SELECT reason FROM dead_letters ORDER BY reason")["reason"].to_list()
     assert dead == ["spindle_temp_c = 1000000000.0 outside [-50.0, 400.0]", "value is NaN"]
-    assert db.query("SELECT count(*) AS n FROM spec_limits")["n"][0] == 2
+    assert db.query("SELECT count(*) AS n FROM spec_limits")["n"][0] == len(PRODUCTS)
 
 
 def test_running_the_same_input_twice_changes_nothing(plant, tmp_path) -> None:
