@@ -135,7 +135,8 @@ _SCENARIO: dict[FaultKind, tuple[tuple[float, float], tuple[float, float]]] = {
     FaultKind.BEARING_WEAR: ((4.0, 12.0), (2.0, 6.0)),
     FaultKind.TOOL_WEAR: ((1.5, 4.0), (0.0, 0.0)),
     FaultKind.PROCESS_UPSET: ((0.25, 1.0), (0.0, 0.0)),
-    FaultKind.BAD_LOT: ((1.0, 1.0), (0.0, 0.0)),  # the plant stretches it over the work order
+    # the plant moves a bad lot to the next work order and stretches it over that order (<4.4 h)
+    FaultKind.BAD_LOT: ((4.5, 4.5), (0.0, 0.0)),
     FaultKind.SENSOR_STUCK: ((0.5, 2.0), (0.0, 0.0)),
     FaultKind.SENSOR_SPIKES: ((0.5, 2.0), (0.0, 0.0)),
     FaultKind.SENSOR_DROPOUT: ((0.25, 1.0), (0.0, 0.0)),
