@@ -191,7 +191,7 @@ def simulate(
         cert_dir=cert_dir or config.home() / "pki",
     )
     stop = threading.Event()
-    with stop_on_signals(stop, typer.echo):
+    with stop_on_signals(stop, typer.echo, "stopping the simulator ..."):
         sim.serve(plant, serving, t0, speed, end, stop, echo=typer.echo)
 
 

@@ -92,7 +92,11 @@ def counted(
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event, echo) -> Iterator[None]:
+def stop_on_signals(
+    stop: threading.Event,
+    echo,
+    message: str = "stopping: closing windows and flushing the database ...",
+) -> Iterator[None]:
     """Turn Ctrl-C / SIGTERM into a clean end of input instead of an aborted dataflow.
 
     The source ends, the dataflow closes its open windows and the sink flushes and closes, so
@@ -101,7 +105,7 @@ def stop_on_signals(stop: threading.Event, echo) -> Iterator[None]:
 
     def handler(signum, frame) -> None:
         if not stop.is_set():
-            echo("stopping: closing windows and flushing the database ...")
+            echo(message)
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

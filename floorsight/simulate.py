@@ -107,7 +107,7 @@ def serve(
         t.start()
         serving.threads.append(t)
     if serving.opcua is not None:
-        from floorsight.simulators.opcua import serve as serve_opcua
+        from floorsight.simulators.opcua_server import serve as serve_opcua
 
         echo(f"serving OPC-UA at {serving.opcua} (Objects/Plant/<line>/<machine>/<sensor>)")
         serve_opcua(
