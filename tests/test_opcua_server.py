@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 
@@ -187,3 +190,40 @@ def test_basic256sha256_sign_and_encrypt(tmp_path) -> None:
             await server.stop()
 
     asyncio.run(main())
+
+
+def test_cli_serves_until_ctrl_c_and_logs_write_backs(tmp_path) -> None:
+    url = _url()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "floorsight.cli", "simulate", "--opcua", url),
+            *("--machines", "3", "--hours", "1", "--speed", "10", "--seed", "2"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    async def client() -> tuple[float, str]:
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    async with Client(url) as c:
+                        ns = await c.get_namespace_index(NAMESPACE)
+                        value = await c.get_node(f"ns={ns};s=L2.M03.part_weight_g").read_value()
+                        await c.get_node(f"ns={ns};s=L2.M03.AlarmText").write_value("check mould")
+                        await asyncio.sleep(0.5)  # a few ticks of the server loop
+                        state = await c.get_node(f"ns={ns};s=L2.M03.State").read_value()
+                        return value, state
+                except (OSError, ua.UaError):
+                    await asyncio.sleep(0.2)
+
+    try:
+        value, state = asyncio.run(client())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert state in {"running", "setup", "idle", "down"}
+    assert value == 0.0 or 40 < value < 70  # a part weight once the first reading arrived
+    assert "write-back: M03.AlarmText = 'check mould'" in out
