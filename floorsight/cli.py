@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from floorsight import config
+from floorsight.records import FaultKind
 
 app = typer.Typer(
     help="floorsight: stream analytics and predictive quality for manufacturing.",
@@ -19,16 +20,7 @@ app = typer.Typer(
 )
 
 
-_KINDS = (
-    "bearing_wear",
-    "process_upset",
-    "tool_wear",
-    "bad_lot",
-    "sensor_stuck",
-    "sensor_spikes",
-    "sensor_dropout",
-    "sensor_offset",
-)
+_KINDS = tuple(k.value for k in FaultKind)
 
 
 def _not_built(command: str, issue: int) -> None:
@@ -140,7 +132,6 @@ def simulate(
 ) -> None:
     """The plant simulator: write a history to files, or serve the plant live (OPC-UA, MQTT)."""
     from floorsight import simulate as sim
-    from floorsight.records import FaultKind
 
     if out is None and opcua is None and mqtt is None:
         raise typer.BadParameter(
