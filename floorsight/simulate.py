@@ -83,7 +83,7 @@ def serve(
     if serving.opcua is None and serving.mqtt is None:
         raise ValueError("nothing to serve: give an OPC-UA endpoint and/or an MQTT broker")
     if serving.mqtt is not None:
-        from floorsight.simulators.mqtt import publish
+        from floorsight.simulators.mqtt_publisher import publish
 
         host, _, port = serving.mqtt.rpartition(":")
         if not host or not port.isdigit():
