@@ -167,10 +167,10 @@ def simulate(
     from floorsight.demo import stop_on_signals
 
     if skab is not None:
-        from floorsight.simulators.replay import ReplayPlant
+        from floorsight.simulators.recorded import RecordedPlant
 
-        plant = ReplayPlant.from_skab(skab)
-        end = t0 + (plant.end - plant.start)
+        plant = RecordedPlant.from_skab(skab).shift_to(t0)
+        end = plant.end
     else:
         plant = sim.make_plant(opts)
         end = t0 + horizon
