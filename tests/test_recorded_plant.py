@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -19,7 +20,11 @@ from floorsight.simulators.opcua_server import NAMESPACE
 from floorsight.simulators.recorded import SKAB_UNITS, RecordedPlant, snake
 from tests.conftest import T0
 
-SKAB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "skab"
+# ../shared/data beside the checkout (the design card's place), or FLOORSIGHT_DATA
+DATA = Path(
+    os.environ.get("FLOORSIGHT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+SKAB = DATA / "skab"
 needs_skab = pytest.mark.skipif(
     not (SKAB / "valve1" / "0.csv").exists(), reason=f"SKAB data not found at {SKAB}"
 )
