@@ -195,34 +195,42 @@ def run(
     db: Annotated[Path, typer.Option(help="DuckDB file to write.")] = Path("var/floorsight.duckdb"),
     window_s: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
     batch_rows: Annotated[int, typer.Option(help="Readings per batch.")] = 50_000,
+    workers: Annotated[
+        int, typer.Option("-w", "--workers", help="Worker threads per process.")
+    ] = 1,
+    processes: Annotated[int, typer.Option(help="Bytewax processes (a cluster on 127.0.0.1).")] = 1,
+    recovery: Annotated[
+        Path | None, typer.Option(help="Recovery store: a killed run resumes from it.")
+    ] = None,
+    snapshot_s: Annotated[float, typer.Option(help="Seconds between recovery snapshots.")] = 2.0,
+    process_id: Annotated[
+        int | None, typer.Option(help="This process's index in a cluster you start yourself.")
+    ] = None,
+    addresses: Annotated[
+        str | None, typer.Option(help="host:port of every process, ';'-separated.")
+    ] = None,
 ) -> None:
-    """Run the pipeline over a readings file in event-time order (live sources come with #4)."""
-    import polars as pl
-    from bytewax.testing import run_main
+    """Run the pipeline over history files in event-time order, to the end."""
+    from floorsight.runner import RunConfig, run_pipeline
 
-    from floorsight.pipelines.context import ContextStore
-    from floorsight.pipelines.flow import PipelineSettings, build_flow
-    from floorsight.pipelines.sources import FrameSource
-    from floorsight.pipelines.validate import ReadingRules
-
-    files = (
-        sorted(p for p in history.iterdir() if p.suffix in (".parquet", ".csv"))
-        if history.is_dir()
-        else [history]
+    cfg = RunConfig(
+        history=history,
+        context=context,
+        db=db,
+        window_s=window_s,
+        batch_rows=batch_rows,
+        workers=workers,
+        processes=processes,
+        recovery=recovery,
+        snapshot_s=snapshot_s,
+        process_id=process_id,
+        addresses=addresses.split(";") if addresses else None,
     )
-
-    def frames(worker_index: int, worker_count: int):
-        for path in files:  # a history folder holds one file per day, in time order
-            reader = pl.read_parquet if path.suffix == ".parquet" else pl.read_csv
-            data = reader(path).sort("ts")
-            for offset in range(0, data.height, batch_rows):
-                yield data.slice(offset, batch_rows)
-
-    settings = PipelineSettings(
-        window=timedelta(seconds=window_s), rules=ReadingRules(max_future=timedelta(days=36500))
-    )
-    run_main(build_flow(FrameSource(frames), ContextStore(context), db, settings))
-    typer.echo(f"done: {db}")
+    code = run_pipeline(cfg)
+    if code:
+        raise typer.Exit(code)
+    if process_id is None:
+        typer.echo(f"done: {db}")
 
 
 @app.command()
