@@ -10,6 +10,7 @@ restart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -81,11 +82,173 @@ class ErpContext:
         ).drop("start", "end")
 
 
-def load_context(directory: Path) -> ErpContext:
-    """Read ``work_orders.csv`` and ``spec_limits.csv`` from ``directory``."""
-    work_orders = pl.read_csv(directory / "work_orders.csv", schema=WORK_ORDER_SCHEMA)
-    spec_limits = pl.read_csv(directory / "spec_limits.csv", schema=SPEC_SCHEMA)
-    return ErpContext(work_orders, spec_limits)
+def load_context(directory: Path) -> tuple[ErpContext, pl.DataFrame | None]:
+    """Read ``work_orders.csv`` and ``spec_limits.csv`` from ``directory``.
+
+    Rows that break a rule (see :func:`check_work_orders`, :func:`check_spec_limits`) are
+    returned as dead letters with their reason; the valid rows form the context.
+    """
+    work_orders = pl.read_csv(directory / "work_orders.csv", infer_schema=False)
+    spec_limits = pl.read_csv(directory / "spec_limits.csv", infer_schema=False)
+    wo, wo_dead = check_work_orders(work_orders)
+    spec, spec_dead = check_spec_limits(spec_limits)
+    dead = [d for d in (wo_dead, spec_dead) if d is not None]
+    return ErpContext(wo, spec), (pl.concat(dead) if dead else None)
+
+
+def _missing(frame: pl.DataFrame, columns, source: str) -> None:
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        raise ValueError(f"{source}: lacks columns {absent} (has {frame.columns})")
+
+
+def _strings(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return frame.select(pl.col(c).cast(pl.String) for c in schema)
+
+
+def _split(
+    frame: pl.DataFrame, reasons: list[tuple[pl.Expr, pl.Expr]], source: str
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    reason = pl.when(reasons[0][0]).then(reasons[0][1])
+    for cond, text in reasons[1:]:
+        reason = reason.when(cond).then(text)
+    flagged = frame.with_columns(_reason=reason.otherwise(None))
+    bad = flagged["_reason"].is_not_null()
+    ok = flagged.filter(~bad).drop("_reason")
+    if not bad.any():
+        return ok, None
+    rows = flagged.filter(bad)
+    raw_cols = [c for c in rows.columns if c != "_reason" and not c.startswith("_")]
+    dead = rows.select(
+        pl.lit(source).alias("source"),
+        (pl.col("machine_id") if "machine_id" in rows.columns else pl.lit(None))
+        .cast(pl.String)
+        .alias("machine_id"),
+        pl.lit(None, dtype=pl.String).alias("sensor"),
+        pl.lit(None, dtype=TIMESTAMP).alias("ts"),
+        pl.lit(None, dtype=pl.Float64).alias("value"),
+        pl.struct(raw_cols).struct.json_encode().alias("raw"),
+        pl.col("_reason").alias("reason"),
+    ).with_columns(
+        dead_letter_id=pl.concat_str(["source", "raw", "reason"], separator="|")
+        .hash(seed=17)
+        .cast(pl.String),
+        received_at=pl.lit(datetime.now(tz=UTC)).cast(TIMESTAMP),
+    )
+    return ok, dead
+
+
+def _time(col: str) -> pl.Expr:
+    return pl.col(col).str.to_datetime(time_zone="UTC", strict=False).cast(TIMESTAMP)
+
+
+def check_work_orders(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Valid work orders (typed) and dead letters: missing ids, bad times, duplicates, overlaps.
+
+    Of two orders that overlap on one machine, the one that starts later is rejected: the
+    as-of join needs at most one order per machine at any time.
+    """
+    source = "context:work_orders"
+    _missing(raw, WORK_ORDER_SCHEMA, source)
+    text = _strings(raw, WORK_ORDER_SCHEMA)
+    frame = text.with_columns(_start=_time("start"), _end=_time("end"), _i=pl.int_range(pl.len()))
+    empty = [
+        (pl.col(c).is_null() | (pl.col(c).str.strip_chars() == ""), pl.lit(f"{c} missing"))
+        for c in ("work_order", "machine_id", "product")
+    ]
+    checks = [
+        *empty,
+        (pl.col("_start").is_null(), pl.format("start {} is not a time", pl.col("start"))),
+        (pl.col("_end").is_null(), pl.format("end {} is not a time", pl.col("end"))),
+        (
+            pl.col("_end") <= pl.col("_start"),
+            pl.format("end {} is not after start {}", pl.col("end"), pl.col("start")),
+        ),
+        (
+            pl.col("_i") != pl.col("_i").min().over("work_order"),
+            pl.format("duplicate work order {}", pl.col("work_order")),
+        ),
+    ]
+    ok, dead = _split(frame, checks, source)
+    # overlaps among the rows that passed: reject an order that starts before the previous ends
+    ok = ok.sort("machine_id", "_start", "_i")
+    kept: list[int] = []
+    last_end: dict[str, object] = {}
+    reasons: dict[int, str] = {}
+    for i, machine, start, end, wo in ok.select(
+        "_i", "machine_id", "_start", "_end", "work_order"
+    ).iter_rows():
+        prev = last_end.get(machine)
+        if prev is not None and start < prev[0]:
+            reasons[i] = f"overlaps work order {prev[1]} on {machine}"
+            continue
+        kept.append(i)
+        last_end[machine] = (end, wo)
+    if reasons:
+        overlap = ok.filter(pl.col("_i").is_in(list(reasons)))
+        _, more = _split(
+            overlap.with_columns(_why=pl.col("_i").replace_strict(reasons, return_dtype=pl.String)),
+            [(pl.lit(True), pl.col("_why"))],
+            source,
+        )
+        dead = more if dead is None else pl.concat([dead, more])
+        ok = ok.filter(pl.col("_i").is_in(kept))
+    typed = ok.sort("_i").select(
+        "work_order",
+        "machine_id",
+        "product",
+        pl.col("material_lot").fill_null(""),
+        pl.col("_start").alias("start"),
+        pl.col("_end").alias("end"),
+    )
+    return typed.cast(WORK_ORDER_SCHEMA), dead
+
+
+def check_spec_limits(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Valid spec limits (typed) and dead letters: missing keys, non-numbers, LSL > target > USL."""
+    source = "context:spec_limits"
+    _missing(raw, SPEC_SCHEMA, source)
+    text = _strings(raw, SPEC_SCHEMA)
+    num = {
+        c: pl.col(c).str.strip_chars().cast(pl.Float64, strict=False)
+        for c in ("lsl", "target", "usl")
+    }
+    frame = text.with_columns(**{f"_{c}": e for c, e in num.items()}, _i=pl.int_range(pl.len()))
+    checks = [
+        (pl.col(c).is_null() | (pl.col(c).str.strip_chars() == ""), pl.lit(f"{c} missing"))
+        for c in ("product", "characteristic")
+    ]
+    for c in ("lsl", "target", "usl"):
+        checks.append(
+            (
+                pl.col(f"_{c}").is_null() | ~pl.col(f"_{c}").is_finite(),
+                pl.format(f"{c} {{}} is not a finite number", pl.col(c)),
+            )
+        )
+    checks += [
+        (
+            (pl.col("_lsl") > pl.col("_target")) | (pl.col("_target") > pl.col("_usl")),
+            pl.format(
+                "limits out of order: lsl {} target {} usl {}",
+                pl.col("lsl"),
+                pl.col("target"),
+                pl.col("usl"),
+            ),
+        ),
+        (
+            pl.col("_i") != pl.col("_i").min().over("product", "characteristic"),
+            pl.format("duplicate spec {} {}", pl.col("product"), pl.col("characteristic")),
+        ),
+    ]
+    ok, dead = _split(frame, checks, source)
+    typed = ok.select(
+        "product",
+        "characteristic",
+        pl.col("_lsl").alias("lsl"),
+        pl.col("_target").alias("target"),
+        pl.col("_usl").alias("usl"),
+    )
+    return typed.cast(SPEC_SCHEMA), dead
 
 
 class ContextStore:
@@ -97,6 +260,7 @@ class ContextStore:
         self.directory = Path(directory)
         self._stamp: tuple[float, ...] | None = None
         self._context = ErpContext.empty()
+        self._dead: list[pl.DataFrame] = []
 
     def current(self) -> ErpContext:
         stamp = tuple(
@@ -104,9 +268,16 @@ class ContextStore:
             for f in self.FILES
         )
         if stamp != self._stamp and min(stamp) >= 0:
-            self._context = load_context(self.directory)
+            self._context, dead = load_context(self.directory)
+            if dead is not None:
+                self._dead.append(dead)
             self._stamp = stamp
         return self._context
+
+    def take_dead(self) -> pl.DataFrame | None:
+        """Context rows rejected since the last call (as dead letters), or None."""
+        dead, self._dead = self._dead, []
+        return pl.concat(dead) if dead else None
 
     def join(self, readings: pl.DataFrame) -> pl.DataFrame:
         return self.current().join(readings)

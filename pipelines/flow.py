@@ -52,7 +52,14 @@ def mirror_context(context: ContextStore, db_path: Path) -> None:
     erp = context.current()
     db = Database(db_path, TABLES)
     db.create()
-    db.upsert({"work_orders": [erp.work_orders], "spec_limits": [erp.spec_limits]})
+    dead = context.take_dead()
+    db.upsert(
+        {
+            "work_orders": [erp.work_orders],
+            "spec_limits": [erp.spec_limits],
+            "dead_letters": [dead] if dead is not None else [],
+        }
+    )
 
 
 class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], WindowAggregator]):
@@ -120,8 +127,11 @@ def build_flow(
     # Checked(ok, dead)
     rejected = op.filter_map("rejected", checked, lambda c: c.dead)
     valid = op.filter_map("valid", checked, lambda c: c.ok if c.ok.height else None)
-    joined = op.map("join_context", valid, context.join)
+    with_context = op.map("join_context", valid, lambda f: (context.join(f), context.take_dead()))
+    joined = op.map("joined", with_context, lambda t: t[0])
     # pl.DataFrame(... + work_order, product, material_lot valid at each reading's time)
+    # context rows rejected when the context files changed during the run
+    context_dead = op.filter_map("context_dead", with_context, lambda t: t[1])
     by_machine = op.flat_map(
         "key_by_machine", joined, lambda f: f.partition_by("machine_id", as_dict=True).items()
     )
@@ -152,6 +162,7 @@ def build_flow(
     )
     out: list[op.Stream[tuple[str, TableRows]]] = [
         op.filter_map("w_rejected", rejected, rows("dead_letters")),
+        op.filter_map("w_context_dead", context_dead, rows("dead_letters")),
         op.filter_map("w_late", late_rows, lambda kv: rows("dead_letters")(kv[1])),
         op.filter_map("w_features", features, lambda kv: rows("features")(kv[1])),
         op.filter_map("w_scores", scored, lambda kv: rows("scores")(kv[1][0])),

@@ -6,8 +6,9 @@ valid rows around it go on. The checks are vectorised, so a clean batch costs a 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -126,3 +127,107 @@ def dead_letters(
         .cast(pl.String),
         received_at=pl.lit(utc_now()).cast(READING_SCHEMA["ts"]),
     )
+
+
+def parse_records(records: list[dict], source: str = "records") -> Checked:
+    """Readings from raw records (decoded JSON, CSV rows): wrong types become dead letters.
+
+    Each record should have ``machine_id``, ``sensor`` (strings), ``ts`` (ISO 8601 with a time
+    zone, or a timezone-aware datetime) and ``value`` (a number). A record that is not a dict, or
+    whose fields have the wrong type, is dead-lettered with the field and the reason; the rest
+    are returned as a frame in the reading schema (not yet range-checked: see
+    :func:`validate_readings`).
+    """
+    good: list[dict] = []
+    dead: list[dict] = []
+    for record in records:
+        row, reason = _coerce(record)
+        if reason is None:
+            good.append(row)
+        else:
+            dead.append(
+                {
+                    "machine_id": _text(record, "machine_id"),
+                    "sensor": _text(record, "sensor"),
+                    "raw": _json(record),
+                    "reason": reason,
+                }
+            )
+    ok = pl.DataFrame(good, schema=READING_SCHEMA)
+    if not dead:
+        return Checked(ok, None)
+    frame = pl.DataFrame(
+        dead,
+        schema={
+            "machine_id": pl.String,
+            "sensor": pl.String,
+            "raw": pl.String,
+            "reason": pl.String,
+        },
+    )
+    out = frame.select(
+        pl.lit(source).alias("source"),
+        "machine_id",
+        "sensor",
+        pl.lit(None, dtype=READING_SCHEMA["ts"]).alias("ts"),
+        pl.lit(None, dtype=pl.Float64).alias("value"),
+        "raw",
+        "reason",
+    ).with_columns(
+        dead_letter_id=pl.concat_str(["source", "raw", "reason"], separator="|")
+        .hash(seed=17)
+        .cast(pl.String),
+        received_at=pl.lit(utc_now()).cast(READING_SCHEMA["ts"]),
+    )
+    return Checked(ok, out)
+
+
+def _coerce(record: object) -> tuple[dict | None, str | None]:
+    if not isinstance(record, dict):
+        return None, f"record is a {type(record).__name__}, not an object"
+    row = {}
+    for name in ("machine_id", "sensor"):
+        v = record.get(name)
+        if not isinstance(v, str):
+            return None, f"{name} {v!r} is not a string"
+        row[name] = v
+    ts = record.get("ts")
+    if isinstance(ts, str):
+        try:
+            ts = datetime.fromisoformat(ts)
+        except ValueError:
+            return None, f"ts {record.get('ts')!r} is not an ISO 8601 time"
+    if not isinstance(ts, datetime):
+        return None, f"ts {ts!r} is not a time"
+    if ts.tzinfo is None:
+        return None, f"ts {record.get('ts')!r} has no time zone"
+    try:
+        row["ts"] = ts.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None, f"ts {record.get('ts')!r} is out of range"
+    v = record.get("value")
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None, f"value {v!r} is not a number"
+    try:
+        row["value"] = float(v)
+    except OverflowError:
+        return None, f"value {v!r} is out of range"
+    return row, None
+
+
+def _text(record: object, key: str) -> str | None:
+    if isinstance(record, dict) and isinstance(record.get(key), str):
+        return record[key]
+    return None
+
+
+def _json(record: object) -> str:
+    return json.dumps(record, default=repr, sort_keys=True) if _jsonable(record) else repr(record)
+
+
+def _jsonable(record: object) -> bool:
+    try:
+        json.dumps(record, default=repr)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -66,3 +66,40 @@ def test_context_store_picks_up_new_work_orders_without_restart(tmp_path) -> Non
     later = time.time() + 5  # make the change visible even on coarse mtime clocks
     os.utime(tmp_path / "work_orders.csv", (later, later))
     assert store.join(r)["work_order"].to_list() == ["WO-2"]
+
+
+def test_bad_context_rows_are_dead_lettered_with_their_reason(tmp_path) -> None:
+    from floorsight.pipelines.context import ContextStore
+
+    (tmp_path / "work_orders.csv").write_text(
+        "work_order,machine_id,product,material_lot,start,end\n"
+        "WO-1,M1,A,L1,2026-01-05T06:00:00Z,2026-01-05T08:00:00Z\n"
+        "WO-1,M1,A,L1,2026-01-05T09:00:00Z,2026-01-05T10:00:00Z\n"
+        "WO-2,M1,B,L2,2026-01-05T07:00:00Z,2026-01-05T09:00:00Z\n"
+        "WO-3,M2,B,L3,yesterday,2026-01-05T09:00:00Z\n"
+        "WO-4,M2,B,L3,2026-01-05T09:00:00Z,2026-01-05T08:00:00Z\n"
+        ",M2,B,L3,2026-01-05T06:00:00Z,2026-01-05T07:00:00Z\n"
+        "WO-5,M2,B,,2026-01-05T06:00:00Z,2026-01-05T07:00:00Z\n"
+    )
+    (tmp_path / "spec_limits.csv").write_text(
+        "product,characteristic,lsl,target,usl\nA,bore,1,2,3\nB,bore,3,2,1\nC,bore,x,2,3\n"
+    )
+    store = ContextStore(tmp_path)
+    ctx = store.current()
+    assert ctx.work_orders["work_order"].to_list() == ["WO-1", "WO-5"]
+    assert ctx.spec_limits["product"].to_list() == ["A"]
+    dead = store.take_dead()
+    reasons = dict(zip(dead["raw"].to_list(), dead["reason"].to_list(), strict=True))
+    by_reason = sorted(reasons.values())
+    assert by_reason == sorted(
+        [
+            "duplicate work order WO-1",
+            "overlaps work order WO-1 on M1",
+            "start yesterday is not a time",
+            "end 2026-01-05T08:00:00Z is not after start 2026-01-05T09:00:00Z",
+            "work_order missing",
+            "limits out of order: lsl 3 target 2 usl 1",
+            "lsl x is not a finite number",
+        ]
+    )
+    assert store.take_dead() is None  # reported once
