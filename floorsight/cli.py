@@ -129,6 +129,10 @@ def simulate(
     cert_dir: Annotated[
         Path | None, typer.Option(help="OPC-UA: where the server certificate lives.")
     ] = None,
+    every_sample: Annotated[
+        bool,
+        typer.Option(help="OPC-UA: write every reading and keep a history (for the pipeline)."),
+    ] = False,
 ) -> None:
     """The plant simulator: write a history to files, or serve the plant live (OPC-UA, MQTT)."""
     from floorsight import simulate as sim
@@ -180,6 +184,7 @@ def simulate(
         users={user: password or ""} if user else None,
         secure=secure,
         cert_dir=cert_dir or config.home() / "pki",
+        every_sample=every_sample,
     )
     stop = threading.Event()
     with stop_on_signals(stop, typer.echo, "stopping the simulator ..."):
@@ -188,10 +193,14 @@ def simulate(
 
 @app.command()
 def run(
-    history: Annotated[
-        Path, typer.Option(help="Readings to replay: a Parquet/CSV file or a folder of them.")
-    ],
     context: Annotated[Path, typer.Option(help="Folder with work_orders.csv, spec_limits.csv.")],
+    history: Annotated[
+        Path | None,
+        typer.Option(help="Readings to replay: a Parquet/CSV file or a folder of them."),
+    ] = None,
+    opcua: Annotated[
+        str | None, typer.Option(help="Or read live from this OPC-UA endpoint (until Ctrl-C).")
+    ] = None,
     db: Annotated[Path, typer.Option(help="DuckDB file to write.")] = Path("var/floorsight.duckdb"),
     window_s: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
     batch_rows: Annotated[int, typer.Option(help="Readings per batch.")] = 50_000,
@@ -210,11 +219,14 @@ def run(
         str | None, typer.Option(help="host:port of every process, ';'-separated.")
     ] = None,
 ) -> None:
-    """Run the pipeline over history files in event-time order, to the end."""
+    """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RunConfig, run_pipeline
 
+    if (history is None) == (opcua is None):
+        raise typer.BadParameter("give either --history or --opcua")
     cfg = RunConfig(
         history=history,
+        opcua=opcua,
         context=context,
         db=db,
         window_s=window_s,

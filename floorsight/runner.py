@@ -1,4 +1,5 @@
-"""``floorsight run``: the pipeline over history files, on workers and processes, with recovery.
+"""``floorsight run``: the pipeline over history files or an OPC-UA server, on workers and
+processes, with recovery.
 
 Workers (``-w N``) are threads of one process; processes (``--processes P``) are a Bytewax
 cluster on 127.0.0.1 that this command starts as child processes (or that you start yourself on
@@ -15,21 +16,26 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from floorsight.demo import stop_on_signals
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import PipelineSettings, build_flow
 from floorsight.pipelines.replay import ReplaySource
 from floorsight.pipelines.validate import ReadingRules
 
+log = logging.getLogger("floorsight.run")
+
 
 @dataclass
 class RunConfig:
-    history: Path
+    history: Path | None
     context: Path
     db: Path
+    opcua: str | None = None
     window_s: float = 10.0
     batch_rows: int = 50_000
     workers: int = 1
@@ -46,7 +52,8 @@ class RunConfig:
     def args(self) -> list[str]:
         """The command-line arguments that reproduce this configuration."""
         out = [
-            *("--history", str(self.history), "--context", str(self.context)),
+            *(("--history", str(self.history)) if self.history else ("--opcua", str(self.opcua))),
+            *("--context", str(self.context)),
             *("--db", str(self.db), "--window-s", str(self.window_s)),
             *("--batch-rows", str(self.batch_rows), "-w", str(self.workers)),
             *("--processes", str(self.processes), "--snapshot-s", str(self.snapshot_s)),
@@ -66,21 +73,29 @@ def run_pipeline(cfg: RunConfig) -> int:
     from bytewax.run import cli_main
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.getLogger("asyncua").setLevel(logging.WARNING)
 
     settings = PipelineSettings(
         window=timedelta(seconds=cfg.window_s),
         rules=ReadingRules(max_future=timedelta(days=36500)),
     )
-    source = ReplaySource(cfg.history, cfg.partitions, cfg.batch_rows)
+    stop = threading.Event()
+    if cfg.opcua is not None:
+        from floorsight.pipelines.opcua_source import OpcUaSource
+
+        source = OpcUaSource(cfg.opcua, cfg.partitions, stop=stop)
+    else:
+        source = ReplaySource(cfg.history, cfg.partitions, cfg.batch_rows, stop=stop)
     flow = build_flow(source, ContextStore(cfg.context), cfg.db, settings)
-    cli_main(
-        flow,
-        workers_per_process=cfg.workers,
-        process_id=cfg.process_id,
-        addresses=cfg.addresses,
-        epoch_interval=timedelta(seconds=cfg.snapshot_s),
-        recovery_config=RecoveryConfig(cfg.recovery) if cfg.recovery else None,
-    )
+    with stop_on_signals(stop, log.warning, "stopping: flushing the database ..."):
+        cli_main(
+            flow,
+            workers_per_process=cfg.workers,
+            process_id=cfg.process_id,
+            addresses=cfg.addresses,
+            epoch_interval=timedelta(seconds=cfg.snapshot_s),
+            recovery_config=RecoveryConfig(cfg.recovery) if cfg.recovery else None,
+        )
     return 0
 
 

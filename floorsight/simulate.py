@@ -67,6 +67,7 @@ class Serving:
     secure: bool = False
     cert_dir: Path | None = None
     mqtt_prefix: str = "plant"
+    every_sample: bool = False
     threads: list[threading.Thread] = field(default_factory=list)
 
 
@@ -120,6 +121,7 @@ def serve(
             secure=serving.secure,
             cert_dir=serving.cert_dir,
             stop_event=stop,
+            every_sample=serving.every_sample,
         )
     for t in serving.threads:
         with contextlib.suppress(KeyboardInterrupt):

@@ -11,6 +11,7 @@ replayed since is rewritten idempotently by the sink.
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +70,17 @@ class Position:
 class ReplaySource(FixedPartitionedSource[pl.DataFrame, Position]):
     """Batches of readings from history files, ``partitions`` partitions by machine."""
 
-    def __init__(self, path: Path, partitions: int = 1, batch_rows: int = 50_000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        partitions: int = 1,
+        batch_rows: int = 50_000,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.files = history_files(Path(path))
         self.partitions = partitions
         self.batch_rows = batch_rows
+        self.stop = stop  # set it to end the replay early, cleanly (Ctrl-C)
 
     def list_parts(self) -> list[str]:
         return [f"machines-{i}-of-{self.partitions}" for i in range(self.partitions)]
@@ -111,6 +119,8 @@ class _ReplayPartition(StatefulSourcePartition[pl.DataFrame, Position]):
 
     def next_batch(self) -> list[pl.DataFrame]:
         files = self._source.files
+        if self._source.stop is not None and self._source.stop.is_set():
+            raise StopIteration
         while self._pos.file < len(files):
             frame = self._load()
             if self._pos.row < frame.height:

@@ -12,9 +12,12 @@ Address space (namespace ``urn:floorsight:plant``, index looked up at run time):
 
 Node ids are strings: ``ns=<idx>;s=<line>.<machine>.<name>`` (``Plant`` and ``<line>`` and
 ``<line>.<machine>`` for the folders), e.g. ``ns=2;s=L1.M01.vibration_mm_s``. The browse path
-is the stable contract. Each tick writes the latest reading of every sensor (a subscription
-samples a variable's current value, so older readings of the same tick would be coalesced
-anyway); clients that need every sample read history files or MQTT.
+is the stable contract. By default each tick writes the latest reading of every sensor (cheap,
+enough for a dashboard). With ``every_sample`` each reading is written in time order, and the
+sensor variables keep a history (HistoryRead, the last ``history_count`` values in memory):
+a client subscribing with a queue gets every sample, and after a reconnect reads what it missed.
+``backfill_from`` makes a (re)started server put the readings since that time into the history
+first, as an edge device that buffered them while its OPC-UA server was down would.
 
 Options: username/password (anonymous is then refused) and Basic256Sha256 (Sign and
 SignAndEncrypt) with a self-signed certificate generated on first use.
@@ -76,9 +79,14 @@ class PlantServer:
         secure: bool = False,
         cert_dir: Path | None = None,
         tick_s: float = 0.2,
+        every_sample: bool = False,
+        history_count: int = 100_000,
+        backfill_from: datetime | None = None,
     ) -> None:
         self.plant, self.url, self.start, self.speed, self.end = plant, url, start, speed, end
         self.users, self.secure, self.cert_dir, self.tick_s = users, secure, cert_dir, tick_s
+        self.every_sample, self.history_count = every_sample, history_count
+        self.backfill_from = backfill_from
         self.server = Server(user_manager=_Users(users) if users else None)
         self.ns = 0
         self.sensors: dict[tuple[str, str], ua.NodeId] = {}
@@ -117,6 +125,11 @@ class PlantServer:
         self.ns = await s.register_namespace(NAMESPACE)
         await self._build_address_space()
         await s.start()
+        if self.every_sample:
+            nodes = [s.get_node(n) for n in self.sensors.values()]
+            await s.historize_node_data_change(nodes, period=None, count=self.history_count)
+            if self.backfill_from is not None and self.backfill_from < self.start:
+                await self._backfill(self.backfill_from, self.start)
         await self._write_status(self.start)
 
     async def _build_address_space(self) -> None:
@@ -161,9 +174,29 @@ class PlantServer:
                 await var.set_writable()
                 self.writable[(m.machine_id, name)] = var.nodeid
 
+    async def _backfill(self, t0: datetime, t1: datetime) -> None:
+        """Put the readings of ``[t0, t1)`` into the history without touching current values."""
+        storage = self.server.iserver.history_manager.storage
+        now = datetime.now(tz=UTC)
+        frame = self.plant.readings(t0, t1).sort("ts")
+        for machine_id, sensor, ts, value in frame.select(
+            "machine_id", "sensor", "ts", "value"
+        ).iter_rows():
+            node = self.sensors.get((machine_id, sensor))
+            if node is not None:
+                dv = ua.DataValue(
+                    Value=ua.Variant(float(value), ua.VariantType.Double),
+                    SourceTimestamp=ts,
+                    ServerTimestamp=now,
+                )
+                await storage.save_node_value(node, dv)
+
     async def _write_readings(self, frame: pl.DataFrame) -> None:
         now = datetime.now(tz=UTC)
-        latest = frame.sort("ts").group_by("machine_id", "sensor").last()
+        if self.every_sample:
+            latest = frame.sort("ts")
+        else:
+            latest = frame.sort("ts").group_by("machine_id", "sensor").last()
         for machine_id, sensor, ts, value in latest.select(
             "machine_id", "sensor", "ts", "value"
         ).iter_rows():
@@ -231,11 +264,14 @@ def serve(
     cert_dir: Path | None = None,
     stop_event: threading.Event | None = None,
     echo=print,
+    every_sample: bool = False,
 ) -> None:
     """Serve ``plant`` at ``url`` until its end or until ``stop_event`` is set (the CLI's way)."""
 
     async def main() -> None:
-        server = PlantServer(plant, url, start, speed, end, users, secure, cert_dir)
+        server = PlantServer(
+            plant, url, start, speed, end, users, secure, cert_dir, every_sample=every_sample
+        )
         await server.start_server()
         try:
             await server.run(stop_event, echo)
