@@ -2,15 +2,16 @@
 
 Each reading gets the work order that was running on its machine at the reading's own timestamp
 (not the latest one), with that order's product and material lot. A reading for which no work
-order was valid gets empty context columns; it is kept and flagged, never dropped. The folder is
-re-read when its files change, so new work orders and changeovers reach the pipeline without a
-restart.
+order was valid is held for a bounded event time in case its context arrives late
+(:class:`ContextHold`), then gets empty context columns: it is kept and flagged, never dropped.
+The folder is re-read when its files change, so new work orders and changeovers reach the
+pipeline without a restart.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -281,3 +282,43 @@ class ContextStore:
 
     def join(self, readings: pl.DataFrame) -> pl.DataFrame:
         return self.current().join(readings)
+
+
+class ContextHold:
+    """Per machine: hold readings whose context is not known yet, for a bounded event time.
+
+    The rule: a reading with no work order valid at its event time is held, and so is every
+    later reading of its machine (their order matters to the windows). Held readings are joined
+    again with each new batch, so context that arrives late (a work order booked after the
+    machine started) is applied. A held reading is given up once the machine's newest reading
+    is ``hold`` (event time) past it: it is released with empty context columns (flagged:
+    ``work_order == ''``), never dropped. At the end of input everything held is released.
+    State is bounded by ``hold`` of one machine's readings.
+    """
+
+    def __init__(self, hold: timedelta) -> None:
+        self.hold = hold
+        self.held: pl.DataFrame | None = None  # raw readings, sorted by time
+
+    def push(self, context: ErpContext, readings: pl.DataFrame) -> pl.DataFrame | None:
+        """Joined readings that can go on now (in time order), or None."""
+        data = readings if self.held is None else pl.concat([self.held, readings])
+        data = data.sort("ts", maintain_order=True)
+        joined = context.join(data)
+        missing = joined["work_order"] == ""
+        if not missing.any():
+            self.held = None
+            return joined
+        cutoff = joined["ts"].max() - self.hold
+        blocking = missing & (joined["ts"] >= cutoff)
+        if not blocking.any():
+            self.held = None
+            return joined  # the missing ones waited long enough: flagged
+        first = joined.filter(blocking)["ts"].min()
+        self.held = data.filter(pl.col("ts") >= first)
+        out = joined.filter(pl.col("ts") < first)
+        return out if out.height else None
+
+    def flush(self, context: ErpContext) -> pl.DataFrame | None:
+        held, self.held = self.held, None
+        return None if held is None else context.join(held)

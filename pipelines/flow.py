@@ -22,7 +22,7 @@ from bytewax.operators import StatefulLogic
 from floorsight.alerts import ALERTS, AlertTracker
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.models import SCORES, MachineAnomalyModel
-from floorsight.pipelines.context import ContextStore
+from floorsight.pipelines.context import ContextHold, ContextStore
 from floorsight.pipelines.sink import DuckDBSink, TableRows
 from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
 from floorsight.pipelines.validate import ReadingRules, dead_letters, validate_readings
@@ -39,6 +39,8 @@ class PipelineSettings:
     window: timedelta = timedelta(seconds=10)
     hop: timedelta | None = None
     lateness: timedelta = timedelta(seconds=2)
+    #: how long (event time) a reading without a valid work order waits for its context
+    context_hold: timedelta = timedelta(seconds=30)
     rules: ReadingRules = field(default_factory=ReadingRules)
     anomaly_threshold: float = 0.9999
     grace_windows: int = 30
@@ -85,6 +87,32 @@ class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], WindowA
         return copy.deepcopy(self.aggregator)
 
 
+class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], ContextHold]):
+    """Bytewax shell around one machine's :class:`ContextHold`."""
+
+    def __init__(self, context: ContextStore, state: ContextHold | None, hold: timedelta) -> None:
+        self.context = context
+        self.hold = state or ContextHold(hold)
+
+    def on_item(self, value: pl.DataFrame) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
+        erp = self.context.current()
+        out = []
+        dead = self.context.take_dead()
+        if dead is not None:
+            out.append(("context_dead", dead))
+        joined = self.hold.push(erp, value)
+        if joined is not None:
+            out.append(("joined", joined))
+        return out, StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
+        joined = self.hold.flush(self.context.current())
+        return ([("joined", joined)] if joined is not None else []), StatefulLogic.RETAIN
+
+    def snapshot(self) -> ContextHold:
+        return copy.deepcopy(self.hold)
+
+
 @dataclass
 class _MachineModels:
     """Per-machine model and alert state, kept in the dataflow (part of its recovery state)."""
@@ -127,17 +155,23 @@ def build_flow(
     # Checked(ok, dead)
     rejected = op.filter_map("rejected", checked, lambda c: c.dead)
     valid = op.filter_map("valid", checked, lambda c: c.ok if c.ok.height else None)
-    with_context = op.map("join_context", valid, lambda f: (context.join(f), context.take_dead()))
-    joined = op.map("joined", with_context, lambda t: t[0])
-    # pl.DataFrame(... + work_order, product, material_lot valid at each reading's time)
-    # context rows rejected when the context files changed during the run
-    context_dead = op.filter_map("context_dead", with_context, lambda t: t[1])
     by_machine = op.flat_map(
-        "key_by_machine", joined, lambda f: f.partition_by("machine_id", as_dict=True).items()
+        "key_by_machine", valid, lambda f: f.partition_by("machine_id", as_dict=True).items()
     )
     keyed = op.map("machine_key", by_machine, lambda kv: (kv[0][0], kv[1]))
     # (machine_id, readings of that machine)
-    windowed = op.stateful("windows", keyed, new_windows)
+    with_context = op.stateful(
+        "join_context", keyed, lambda state: _ContextLogic(context, state, settings.context_hold)
+    )
+    # (machine_id, ("joined", readings + work_order, product, material_lot at event time)
+    #  | ("context_dead", context rows rejected when the context files changed))
+    joined = op.filter_map_value(
+        "joined", with_context, lambda t: t[1] if t[0] == "joined" else None
+    )
+    context_dead = op.filter_map(
+        "context_dead", with_context, lambda kv: kv[1][1] if kv[1][0] == "context_dead" else None
+    )
+    windowed = op.stateful("windows", joined, new_windows)
     # (machine_id, ("features" | "late", frame))
     features = op.filter_map_value(
         "features", windowed, lambda t: t[1] if t[0] == "features" else None

@@ -103,3 +103,40 @@ def test_bad_context_rows_are_dead_lettered_with_their_reason(tmp_path) -> None:
         ]
     )
     assert store.take_dead() is None  # reported once
+
+
+def _ctx(orders: pl.DataFrame) -> ErpContext:
+    return ErpContext(orders, pl.DataFrame(schema=SPEC_SCHEMA))
+
+
+def test_readings_wait_for_context_that_arrives_late() -> None:
+    from floorsight.pipelines.context import ContextHold
+
+    hold = ContextHold(timedelta(seconds=30))
+    before = _orders().filter(pl.col("machine_id") == "M2")  # M1's orders not booked yet
+    # M1 runs but its work order is not in ERP yet: held, with everything after it
+    assert hold.push(_ctx(before), readings([("M1", "t", s, float(s)) for s in range(10)])) is None
+    assert (
+        hold.push(_ctx(before), readings([("M1", "t", s, float(s)) for s in range(10, 20)])) is None
+    )
+    # the order is booked (a context reload): all held readings go on, joined, in order
+    out = hold.push(_ctx(_orders()), readings([("M1", "t", 20.0, 20.0)]))
+    assert out["value"].to_list() == [float(s) for s in range(21)]
+    assert set(out["work_order"]) == {"WO-1"}
+    assert hold.held is None
+
+
+def test_readings_without_context_are_flagged_after_the_hold() -> None:
+    from floorsight.pipelines.context import ContextHold
+
+    hold = ContextHold(timedelta(seconds=30))
+    none = _ctx(pl.DataFrame(schema=WORK_ORDER_SCHEMA))
+    assert hold.push(none, readings([("M1", "t", s, 1.0) for s in range(0, 20)])) is None
+    # the machine's clock passes 30 s beyond the first held readings: those are given up,
+    # released flagged (empty work order) and in order; the newest 30 s still wait
+    out = hold.push(none, readings([("M1", "t", s, 1.0) for s in range(20, 41)]))
+    assert out["ts"].to_list() == [T0 + timedelta(seconds=s) for s in range(0, 10)]
+    assert set(out["work_order"]) == {""}
+    assert hold.held.height == 31  # bounded: readings of the last 30 s (10 s to 40 s)
+    rest = hold.flush(none)  # end of input: nothing is lost
+    assert rest.height == 31 and rest["ts"].min() == T0 + timedelta(seconds=10)
