@@ -201,6 +201,9 @@ def run(
     opcua: Annotated[
         str | None, typer.Option(help="Or read live from this OPC-UA endpoint (until Ctrl-C).")
     ] = None,
+    mqtt: Annotated[
+        str | None, typer.Option(help="Or read live from this MQTT broker, HOST:PORT (plant/#).")
+    ] = None,
     db: Annotated[Path, typer.Option(help="DuckDB file to write.")] = Path("var/floorsight.duckdb"),
     window_s: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
     batch_rows: Annotated[int, typer.Option(help="Readings per batch.")] = 50_000,
@@ -222,11 +225,14 @@ def run(
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RunConfig, run_pipeline
 
-    if (history is None) == (opcua is None):
-        raise typer.BadParameter("give either --history or --opcua")
+    if sum(x is not None for x in (history, opcua, mqtt)) != 1:
+        raise typer.BadParameter("give one source: --history, --opcua or --mqtt")
+    if mqtt is not None and not mqtt.rpartition(":")[2].isdigit():
+        raise typer.BadParameter(f"--mqtt must be HOST:PORT, got {mqtt!r}")
     cfg = RunConfig(
         history=history,
         opcua=opcua,
+        mqtt=mqtt,
         context=context,
         db=db,
         window_s=window_s,

@@ -36,6 +36,7 @@ class RunConfig:
     context: Path
     db: Path
     opcua: str | None = None
+    mqtt: str | None = None  # host:port
     window_s: float = 10.0
     batch_rows: int = 50_000
     workers: int = 1
@@ -52,7 +53,7 @@ class RunConfig:
     def args(self) -> list[str]:
         """The command-line arguments that reproduce this configuration."""
         out = [
-            *(("--history", str(self.history)) if self.history else ("--opcua", str(self.opcua))),
+            *self._source_args(),
             *("--context", str(self.context)),
             *("--db", str(self.db), "--window-s", str(self.window_s)),
             *("--batch-rows", str(self.batch_rows), "-w", str(self.workers)),
@@ -61,6 +62,13 @@ class RunConfig:
         if self.recovery is not None:
             out += ["--recovery", str(self.recovery)]
         return out
+
+    def _source_args(self) -> tuple[str, str]:
+        if self.history is not None:
+            return ("--history", str(self.history))
+        if self.opcua is not None:
+            return ("--opcua", self.opcua)
+        return ("--mqtt", str(self.mqtt))
 
 
 def run_pipeline(cfg: RunConfig) -> int:
@@ -84,6 +92,11 @@ def run_pipeline(cfg: RunConfig) -> int:
         from floorsight.pipelines.opcua_source import OpcUaSource
 
         source = OpcUaSource(cfg.opcua, cfg.partitions, stop=stop)
+    elif cfg.mqtt is not None:
+        from floorsight.pipelines.mqtt_source import MqttSource
+
+        host, _, port = cfg.mqtt.rpartition(":")
+        source = MqttSource(host, int(port), stop=stop)
     else:
         source = ReplaySource(cfg.history, cfg.partitions, cfg.batch_rows, stop=stop)
     flow = build_flow(source, ContextStore(cfg.context), cfg.db, settings)

@@ -25,7 +25,7 @@ from floorsight.models import SCORES, MachineAnomalyModel
 from floorsight.pipelines.context import ContextHold, ContextStore
 from floorsight.pipelines.sink import DuckDBSink, TableRows
 from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
-from floorsight.pipelines.validate import ReadingRules, dead_letters, validate_readings
+from floorsight.pipelines.validate import ReadingRules, check_batch, dead_letters
 from floorsight.storage import Database
 
 #: Every table the pipeline writes.
@@ -151,7 +151,7 @@ def build_flow(
     flow = Dataflow(flow_id)
     batches = op.input("readings", flow, source)
     # pl.DataFrame(machine_id, sensor, ts, value)
-    checked = op.map("validate", batches, lambda b: validate_readings(b, settings.rules))
+    checked = op.map("validate", batches, lambda b: check_batch(b, settings.rules, "readings"))
     # Checked(ok, dead)
     rejected = op.filter_map("rejected", checked, lambda c: c.dead)
     valid = op.filter_map("valid", checked, lambda c: c.ok if c.ok.height else None)

@@ -132,11 +132,12 @@ def dead_letters(
 def parse_records(records: list[dict], source: str = "records") -> Checked:
     """Readings from raw records (decoded JSON, CSV rows): wrong types become dead letters.
 
-    Each record should have ``machine_id``, ``sensor`` (strings), ``ts`` (ISO 8601 with a time
-    zone, or a timezone-aware datetime) and ``value`` (a number). A record that is not a dict, or
-    whose fields have the wrong type, is dead-lettered with the field and the reason; the rest
-    are returned as a frame in the reading schema (not yet range-checked: see
-    :func:`validate_readings`).
+    A source that already rejected a record (say, undecodable bytes) passes it as a dict with
+    a ``_reason``. Each record should have ``machine_id``, ``sensor`` (strings), ``ts`` (ISO
+    8601 with a time zone, or a timezone-aware datetime) and ``value`` (a number). A record
+    that is not a dict, or whose fields have the wrong type, is dead-lettered with the field
+    and the reason; the rest are returned as a frame in the reading schema (not yet
+    range-checked: see :func:`validate_readings`).
     """
     good: list[dict] = []
     dead: list[dict] = []
@@ -185,6 +186,8 @@ def parse_records(records: list[dict], source: str = "records") -> Checked:
 def _coerce(record: object) -> tuple[dict | None, str | None]:
     if not isinstance(record, dict):
         return None, f"record is a {type(record).__name__}, not an object"
+    if isinstance(record.get("_reason"), str):  # a source already knows what is wrong
+        return None, record["_reason"]
     row = {}
     for name in ("machine_id", "sensor"):
         v = record.get(name)
@@ -231,3 +234,12 @@ def _jsonable(record: object) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def check_batch(item: pl.DataFrame | Checked, rules: ReadingRules, source: str) -> Checked:
+    """Validate a source item: a frame of readings, or a Checked from a parsing source."""
+    if isinstance(item, Checked):
+        checked = validate_readings(item.ok, rules, source)
+        dead = [d for d in (item.dead, checked.dead) if d is not None]
+        return Checked(checked.ok, pl.concat(dead, how="vertical_relaxed") if dead else None)
+    return validate_readings(item, rules, source)

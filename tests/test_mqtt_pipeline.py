@@ -1,0 +1,102 @@
+"""The pipeline reading the simulator's MQTT topics through a real Mosquitto.
+
+Every reading published arrives in the feature table (windows with all their readings), and the
+malformed payloads published among them land in dead_letters with their reasons.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import paho.mqtt.client as mqtt
+import polars as pl
+import pytest
+from bytewax.testing import run_main
+
+from floorsight.pipelines.context import ContextStore
+from floorsight.pipelines.flow import PipelineSettings, build_flow
+from floorsight.pipelines.mqtt_source import MqttSource
+from floorsight.pipelines.validate import ReadingRules
+from floorsight.simulators import build_plant
+from floorsight.simulators.mqtt_publisher import MqttPublisher
+from floorsight.storage import Database
+from tests.conftest import T0
+
+pytestmark = pytest.mark.e2e
+START = T0 + timedelta(minutes=5)
+UNTIL = START + timedelta(seconds=60)
+
+
+def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters(
+    mosquitto, tmp_path
+) -> None:
+    host, port = mosquitto
+    plant = build_plant(
+        2,
+        start=T0,
+        horizon=timedelta(hours=1),
+        seed=5,
+        faults=(),
+        setup_minutes=(0, 1),
+        idle_share=0.0,
+    )
+    plant.write_context(tmp_path / "erp")
+    source = MqttSource(host, port, client_id="test-pipeline", until=UNTIL)
+    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
+    flow = build_flow(source, ContextStore(tmp_path / "erp"), tmp_path / "f.duckdb", settings)
+
+    def publish() -> None:
+        pub = MqttPublisher.for_plant(plant, host, port, client_id="test-publisher")
+        try:
+            t = START
+            while t < UNTIL + timedelta(seconds=5):
+                pub.publish_frame(plant.readings(t, t + timedelta(seconds=5)))
+                t += timedelta(seconds=5)
+            bad = [
+                b"{not json",
+                b'{"machine_id": "M01", "sensor": "x", "ts": "2026-01-05T06:05Z", "value": "hot"}',
+                b'{"machine_id": "M01", "sensor": "x", "ts": "noon", "value": 1}',
+            ]
+            for payload in bad:
+                pub.client.publish("plant/L1/M01/x", payload, qos=1)
+            pub.flush()
+            # more good data so the source sees time pass beyond UNTIL
+            pub.publish_frame(
+                plant.readings(UNTIL + timedelta(seconds=5), UNTIL + timedelta(seconds=6))
+            )
+            pub.flush()
+        finally:
+            pub.close()
+
+    # the pipeline's session exists before anything is published; messages queue in the broker
+    ready = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="test-pipeline", clean_session=False
+    )
+    ready.connect(host, port)
+    ready.subscribe("plant/#", qos=1)
+    ready.loop(timeout=1.0)
+    ready.disconnect()
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    run_main(flow)
+    publisher.join(timeout=30)
+
+    db = Database(tmp_path / "f.duckdb")
+    got = db.query("SELECT machine_id, sensor, window_start, n, mean FROM features ORDER BY ALL")
+    expected = (
+        plant.readings(START, UNTIL)
+        .with_columns(window_start=pl.col("ts").dt.truncate("10s"))
+        .group_by("machine_id", "sensor", "window_start")
+        .agg(n=pl.len(), mean=pl.col("value").mean())
+        .sort("machine_id", "sensor", "window_start")
+    )
+    assert got.height == expected.height == 2 * 4 * 6
+    assert got["n"].to_list() == expected["n"].cast(pl.Int32).to_list()
+    assert (got["mean"] - expected["mean"]).abs().max() < 1e-9
+    dead = sorted(db.query("SELECT reason FROM dead_letters")["reason"].to_list())
+    assert dead == [
+        "plant/L1/M01/x: payload is not JSON",
+        "ts 'noon' is not an ISO 8601 time",
+        "value 'hot' is not a number",
+    ]
