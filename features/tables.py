@@ -1,8 +1,9 @@
 """DuckDB schema of the feature table.
 
 ``features`` holds one row per machine, sensor, window and context segment (a window spanning a
-changeover is split by work order). ``work_order``, ``product`` and ``material_lot`` are empty
-strings when no ERP context was valid for the readings (the key cannot hold NULLs).
+changeover is split by work order). ``work_order``, ``product``, ``material_lot`` and ``batch``
+are empty strings when no ERP context was valid for the readings (the key cannot hold NULLs);
+``batch`` is also empty when the context has no ``batches`` table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ FEATURES = TableSpec(
         ("work_order", "VARCHAR NOT NULL"),
         ("product", "VARCHAR NOT NULL"),
         ("material_lot", "VARCHAR NOT NULL"),
+        ("batch", "VARCHAR NOT NULL"),
         ("n", "INTEGER NOT NULL"),
         ("mean", "DOUBLE"),
         ("std", "DOUBLE"),

@@ -20,7 +20,7 @@ import polars as pl
 from floorsight.records import TIMESTAMP
 
 #: Context columns a window row carries; empty string when no context was valid.
-CONTEXT_COLUMNS = ("work_order", "product", "material_lot")
+CONTEXT_COLUMNS = ("work_order", "product", "material_lot", "batch")
 
 #: Statistics computed per window, in column order.
 STATISTICS = ("n", "mean", "std", "min", "max", "last", "slope", "rms")
@@ -46,6 +46,7 @@ def window_features(
     ...     "ts": [datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC) for s in (0, 1, 2, 3)],
     ...     "value": [1.0, 2.0, 3.0, 4.0],
     ...     "work_order": ["WO-1"] * 4, "product": ["P"] * 4, "material_lot": ["L"] * 4,
+    ...     "batch": ["B-1"] * 4,
     ... })
     >>> f = window_features(r, timedelta(seconds=2))
     >>> f.select("window_start", "n", "mean", "slope").to_dicts()[1]["slope"]
@@ -196,6 +197,7 @@ FEATURE_SCHEMA: dict[str, pl.DataType] = {
     "work_order": pl.String(),
     "product": pl.String(),
     "material_lot": pl.String(),
+    "batch": pl.String(),
     "n": pl.Int32(),
     "mean": pl.Float64(),
     "std": pl.Float64(),

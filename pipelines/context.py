@@ -68,7 +68,10 @@ class ErpContext:
         >>> ErpContext(wo, pl.DataFrame(schema=SPEC_SCHEMA)).join(r)["work_order"].to_list()
         ['WO-1', 'WO-2', '']
         """
-        wo = self.work_orders.select("machine_id", "start", "end", *CONTEXT_COLUMNS)
+        wo = self.work_orders
+        if "batch" not in wo.columns:
+            wo = wo.with_columns(batch=pl.lit(""))
+        wo = wo.select("machine_id", "start", "end", *CONTEXT_COLUMNS)
         joined = readings.sort("ts").join_asof(
             wo.sort("start"),
             left_on="ts",
@@ -93,8 +96,20 @@ def load_context(directory: Path) -> tuple[ErpContext, pl.DataFrame | None]:
     spec_limits = pl.read_csv(directory / "spec_limits.csv", infer_schema=False)
     wo, wo_dead = check_work_orders(work_orders)
     spec, spec_dead = check_spec_limits(spec_limits)
+    wo = wo.join(_batches(directory), on="work_order", how="left").with_columns(
+        pl.col("batch").fill_null("")
+    )
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
     return ErpContext(wo, spec), (pl.concat(dead) if dead else None)
+
+
+def _batches(directory: Path) -> pl.DataFrame:
+    """work_order -> batch from ``batches.csv`` when the context has one (MES batch records)."""
+    path = directory / "batches.csv"
+    if not path.exists():
+        return pl.DataFrame(schema={"work_order": pl.String, "batch": pl.String})
+    frame = pl.read_csv(path, infer_schema=False, columns=["work_order", "batch_id"])
+    return frame.rename({"batch_id": "batch"}).unique("work_order", keep="first")
 
 
 def _missing(frame: pl.DataFrame, columns, source: str) -> None:

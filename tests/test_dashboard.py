@@ -49,6 +49,7 @@ def _features() -> pl.DataFrame:
                         "work_order": wo,
                         "product": product,
                         "material_lot": lot,
+                        "batch": "B-" + wo,
                         "n": 10,
                         "mean": mean,
                         "std": 0.01,

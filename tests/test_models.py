@@ -10,6 +10,7 @@ import pytest
 
 from floorsight.features import window_features
 from floorsight.models import MachineAnomalyModel, MultivariateZScore
+from floorsight.pipelines.context import SPEC_SCHEMA, ErpContext
 from floorsight.records import FaultKind
 from floorsight.simulators import Fault, build_plant
 from tests.conftest import T0
@@ -46,19 +47,8 @@ def test_scores_are_calibrated_on_in_control_data() -> None:
 
 def _features(plant, minutes: float) -> pl.DataFrame:
     r = plant.readings(T0, T0 + timedelta(minutes=minutes))
-    wo = plant.work_orders_frame()
-    joined = (
-        r.sort("ts")
-        .join_asof(
-            wo.sort("start"),
-            left_on="ts",
-            right_on="start",
-            by="machine_id",
-            check_sortedness=False,
-        )
-        .drop("start", "end", "work_order_right", strict=False)
-    )
-    return window_features(joined, timedelta(seconds=10))
+    ctx = ErpContext(plant.work_orders_frame(), pl.DataFrame(schema=SPEC_SCHEMA))
+    return window_features(ctx.join(r), timedelta(seconds=10))
 
 
 def test_changeover_is_not_an_anomaly_but_a_fault_is() -> None:

@@ -13,7 +13,12 @@ from floorsight.features import WindowAggregator, window_features
 from floorsight.simulators import build_plant
 from tests.conftest import T0, readings
 
-CTX = {"work_order": pl.lit("WO-1"), "product": pl.lit("P"), "material_lot": pl.lit("L")}
+CTX = {
+    "work_order": pl.lit("WO-1"),
+    "product": pl.lit("P"),
+    "material_lot": pl.lit("L"),
+    "batch": pl.lit("B-1"),
+}
 
 
 def test_tumbling_window_statistics_match_hand_computation() -> None:
@@ -51,6 +56,7 @@ def test_window_spanning_a_changeover_is_split_by_work_order() -> None:
         .otherwise(pl.lit("WO-2")),
         product=pl.lit("P"),
         material_lot=pl.lit("L"),
+        batch=pl.lit("B"),
     )
     f = window_features(r, timedelta(seconds=10))
     assert sorted(zip(f["work_order"], f["n"], strict=True)) == [("WO-1", 6), ("WO-2", 4)]
