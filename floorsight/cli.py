@@ -193,7 +193,10 @@ def simulate(
 
 @app.command()
 def run(
-    context: Annotated[Path, typer.Option(help="Folder with work_orders.csv, spec_limits.csv.")],
+    context: Annotated[
+        Path,
+        typer.Option(help="ERP context: a folder of CSV files or a DuckDB file (erp.duckdb)."),
+    ],
     history: Annotated[
         Path | None,
         typer.Option(help="Readings to replay: a Parquet/CSV file or a folder of them."),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from floorsight.features import CONTEXT_COLUMNS
@@ -97,6 +98,42 @@ def load_context(directory: Path) -> tuple[ErpContext, pl.DataFrame | None]:
     wo, wo_dead = check_work_orders(work_orders)
     spec, spec_dead = check_spec_limits(spec_limits)
     wo = wo.join(_batches(directory), on="work_order", how="left").with_columns(
+        pl.col("batch").fill_null("")
+    )
+    dead = [d for d in (wo_dead, spec_dead) if d is not None]
+    return ErpContext(wo, spec), (pl.concat(dead) if dead else None)
+
+
+def load_duckdb_context(path: Path) -> tuple[ErpContext, pl.DataFrame | None]:
+    """Read the tables ``work_orders``, ``spec_limits`` and ``batches`` (optional) of a DuckDB
+    file, checked like the CSV files."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        tables = {r[0] for r in con.sql("SHOW TABLES").fetchall()}
+        for needed in ("work_orders", "spec_limits"):
+            if needed not in tables:
+                raise ValueError(f"{path}: no table {needed} (has {sorted(tables)})")
+
+        def text(table: str) -> pl.DataFrame:
+            frame = con.sql(f'SELECT * FROM "{table}"').pl()
+            return frame.with_columns(
+                pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%.f%z")
+                if frame[c].dtype == pl.Datetime
+                else pl.col(c).cast(pl.String)
+                for c in frame.columns
+            )
+
+        work_orders, spec_limits = text("work_orders"), text("spec_limits")
+        batches = (
+            text("batches").select("work_order", pl.col("batch_id").alias("batch"))
+            if "batches" in tables
+            else pl.DataFrame(schema={"work_order": pl.String, "batch": pl.String})
+        )
+    finally:
+        con.close()
+    wo, wo_dead = check_work_orders(work_orders)
+    spec, spec_dead = check_spec_limits(spec_limits)
+    wo = wo.join(batches.unique("work_order"), on="work_order", how="left").with_columns(
         pl.col("batch").fill_null("")
     )
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
@@ -268,7 +305,12 @@ def check_spec_limits(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | N
 
 
 class ContextStore:
-    """The current ERP context of a folder, re-read when a file in it changes."""
+    """The current ERP context, re-read when its source changes.
+
+    The source is a folder of CSV files (``work_orders.csv``, ``spec_limits.csv``, optional
+    ``batches.csv``) or a DuckDB database file with tables of the same names (the simulator's
+    ``erp.duckdb``, or an export of an MES).
+    """
 
     FILES = ("work_orders.csv", "spec_limits.csv")
 
@@ -278,13 +320,20 @@ class ContextStore:
         self._context = ErpContext.empty()
         self._dead: list[pl.DataFrame] = []
 
+    @property
+    def is_duckdb(self) -> bool:
+        return self.directory.suffix == ".duckdb"
+
+    def _files(self) -> list[Path]:
+        if self.is_duckdb:
+            return [self.directory]
+        return [self.directory / f for f in self.FILES]
+
     def current(self) -> ErpContext:
-        stamp = tuple(
-            (self.directory / f).stat().st_mtime if (self.directory / f).exists() else -1.0
-            for f in self.FILES
-        )
+        stamp = tuple(f.stat().st_mtime if f.exists() else -1.0 for f in self._files())
         if stamp != self._stamp and min(stamp) >= 0:
-            self._context, dead = load_context(self.directory)
+            loader = load_duckdb_context if self.is_duckdb else load_context
+            self._context, dead = loader(self.directory)
             if dead is not None:
                 self._dead.append(dead)
             self._stamp = stamp

@@ -140,3 +140,29 @@ def test_readings_without_context_are_flagged_after_the_hold() -> None:
     assert hold.held.height == 31  # bounded: readings of the last 30 s (10 s to 40 s)
     rest = hold.flush(none)  # end of input: nothing is lost
     assert rest.height == 31 and rest["ts"].min() == T0 + timedelta(seconds=10)
+
+
+def test_context_from_a_duckdb_database_equals_the_csv_folder(tmp_path) -> None:
+    import duckdb
+
+    from floorsight.simulate import PlantOptions, make_plant
+    from floorsight.simulators.history import write_history
+
+    plant = make_plant(PlantOptions(machines=3, start=T0, horizon=timedelta(hours=3), seed=2))
+    write_history(plant, tmp_path, T0, T0 + timedelta(minutes=1))
+    from_db = ContextStore(tmp_path / "erp.duckdb")
+    from_csv = ContextStore(tmp_path / "erp")
+    a, b = from_db.current(), from_csv.current()
+    assert a.work_orders.height == len(plant.work_orders) > 0
+    assert a.work_orders.equals(b.work_orders)
+    assert set(a.work_orders["batch"]) == {"B-" + w.work_order[3:] for w in plant.work_orders}
+    assert a.spec_limits.sort("product").equals(b.spec_limits.sort("product"))
+    # an order booked in the database is picked up without a restart
+    time.sleep(0.01)
+    with duckdb.connect(str(tmp_path / "erp.duckdb")) as con:
+        con.execute(
+            "INSERT INTO work_orders VALUES ('WO-NEW', 'M09', 'P-100', 'L', "
+            "TIMESTAMPTZ '2026-01-05 06:00:00+00', TIMESTAMPTZ '2026-01-05 07:00:00+00')"
+        )
+    os.utime(tmp_path / "erp.duckdb")
+    assert "WO-NEW" in from_db.current().work_orders["work_order"].to_list()
