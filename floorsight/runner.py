@@ -93,10 +93,11 @@ def run_pipeline(cfg: RunConfig) -> int:
 
         source = OpcUaSource(cfg.opcua, cfg.partitions, stop=stop)
     elif cfg.mqtt is not None:
+        from floorsight.pipelines.context import sensor_units
         from floorsight.pipelines.mqtt_source import MqttSource
 
         host, _, port = cfg.mqtt.rpartition(":")
-        source = MqttSource(host, int(port), stop=stop)
+        source = MqttSource(host, int(port), stop=stop, units=sensor_units(cfg.context))
     else:
         source = ReplaySource(cfg.history, cfg.partitions, cfg.batch_rows, stop=stop)
     flow = build_flow(source, ContextStore(cfg.context), cfg.db, settings)

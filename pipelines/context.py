@@ -386,3 +386,22 @@ class ContextHold:
     def flush(self, context: ErpContext) -> pl.DataFrame | None:
         held, self.held = self.held, None
         return None if held is None else context.join(held)
+
+
+def sensor_units(context: Path) -> dict[str, str]:
+    """Sensor -> unit from the context's recipes (``recipes.csv`` or the ``recipes`` table)."""
+    context = Path(context)
+    if context.suffix == ".duckdb":
+        con = duckdb.connect(str(context), read_only=True)
+        try:
+            if "recipes" not in {r[0] for r in con.sql("SHOW TABLES").fetchall()}:
+                return {}
+            recipes = con.sql("SELECT parameter, unit FROM recipes").pl()
+        finally:
+            con.close()
+    elif (context / "recipes.csv").exists():
+        recipes = pl.read_csv(context / "recipes.csv", columns=["parameter", "unit"])
+    else:
+        return {}
+    pairs = recipes.unique(["parameter", "unit"]).filter(pl.col("unit").is_not_null())
+    return dict(pairs.iter_rows())

@@ -33,8 +33,10 @@ class MqttSource(FixedPartitionedSource[Checked, None]):
         client_id: str = "floorsight-pipeline",
         until: datetime | None = None,
         stop: threading.Event | None = None,
+        units: dict[str, str] | None = None,
     ) -> None:
         self.host, self.port, self.topic, self.client_id = host, port, topic, client_id
+        self.units = units  # sensor -> unit: payloads in another unit are dead-lettered
         self.until = until
         self.stop = stop
 
@@ -86,7 +88,7 @@ class _MqttPartition(StatefulSourcePartition[Checked, None]):
             if msg.topic.endswith("/status"):
                 continue
             records.append(_record(msg))
-        checked = parse_records(records, "mqtt")
+        checked = parse_records(records, "mqtt", self._src.units)
         ok = checked.ok
         if self._src.until is not None and ok.height:
             if self._past_until is None and (ok["ts"] >= self._src.until).any():

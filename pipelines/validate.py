@@ -129,7 +129,9 @@ def dead_letters(
     )
 
 
-def parse_records(records: list[dict], source: str = "records") -> Checked:
+def parse_records(
+    records: list[dict], source: str = "records", units: dict[str, str] | None = None
+) -> Checked:
     """Readings from raw records (decoded JSON, CSV rows): wrong types become dead letters.
 
     A source that already rejected a record (say, undecodable bytes) passes it as a dict with
@@ -137,12 +139,16 @@ def parse_records(records: list[dict], source: str = "records") -> Checked:
     8601 with a time zone, or a timezone-aware datetime) and ``value`` (a number). A record
     that is not a dict, or whose fields have the wrong type, is dead-lettered with the field
     and the reason; the rest are returned as a frame in the reading schema (not yet
-    range-checked: see :func:`validate_readings`).
+    range-checked: see :func:`validate_readings`). With ``units`` (sensor -> unit), a record
+    that states a ``unit`` other than its sensor's is dead-lettered too: a value in the wrong
+    unit is a wrong value.
     """
     good: list[dict] = []
     dead: list[dict] = []
     for record in records:
         row, reason = _coerce(record)
+        if reason is None and units:
+            reason = _unit_mismatch(record, units)
         if reason is None:
             good.append(row)
         else:
@@ -216,6 +222,14 @@ def _coerce(record: object) -> tuple[dict | None, str | None]:
     except OverflowError:
         return None, f"value {v!r} is out of range"
     return row, None
+
+
+def _unit_mismatch(record: dict, units: dict[str, str]) -> str | None:
+    expected = units.get(record["sensor"])
+    unit = record.get("unit")
+    if expected is None or unit is None or unit == expected:
+        return None
+    return f"unit {unit!r} of {record['sensor']} is not {expected!r}"
 
 
 def _text(record: object, key: str) -> str | None:

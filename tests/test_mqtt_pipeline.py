@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from bytewax.testing import run_main
 
-from floorsight.pipelines.context import ContextStore
+from floorsight.pipelines.context import ContextStore, sensor_units
 from floorsight.pipelines.flow import PipelineSettings, build_flow
 from floorsight.pipelines.mqtt_source import MqttSource
 from floorsight.pipelines.validate import ReadingRules
@@ -42,7 +42,9 @@ def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters
         idle_share=0.0,
     )
     plant.write_context(tmp_path / "erp")
-    source = MqttSource(host, port, client_id="test-pipeline", until=UNTIL)
+    units = sensor_units(tmp_path / "erp")
+    assert units["spindle_temp_c"] == "degC"
+    source = MqttSource(host, port, client_id="test-pipeline", until=UNTIL, units=units)
     settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
     flow = build_flow(source, ContextStore(tmp_path / "erp"), tmp_path / "f.duckdb", settings)
 
@@ -57,6 +59,8 @@ def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters
                 b"{not json",
                 b'{"machine_id": "M01", "sensor": "x", "ts": "2026-01-05T06:05Z", "value": "hot"}',
                 b'{"machine_id": "M01", "sensor": "x", "ts": "noon", "value": 1}',
+                b'{"machine_id": "M01", "sensor": "spindle_temp_c", "unit": "degF", '
+                b'"ts": "2026-01-05T06:05Z", "value": 110.0}',
             ]
             for payload in bad:
                 pub.client.publish("plant/L1/M01/x", payload, qos=1)
@@ -98,5 +102,6 @@ def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters
     assert dead == [
         "plant/L1/M01/x: payload is not JSON",
         "ts 'noon' is not an ISO 8601 time",
+        "unit 'degF' of spindle_temp_c is not 'degC'",
         "value 'hot' is not a number",
     ]
