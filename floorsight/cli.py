@@ -194,8 +194,8 @@ def simulate(
 @app.command()
 def run(
     context: Annotated[
-        Path,
-        typer.Option(help="ERP context: a folder of CSV files or a DuckDB file (erp.duckdb)."),
+        str,
+        typer.Option(help="ERP context: a CSV folder, a DuckDB file or a postgresql:// URL."),
     ],
     history: Annotated[
         Path | None,

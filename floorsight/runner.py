@@ -33,7 +33,7 @@ log = logging.getLogger("floorsight.run")
 @dataclass
 class RunConfig:
     history: Path | None
-    context: Path
+    context: Path | str  # a folder, a DuckDB file or a postgresql:// URL
     db: Path
     opcua: str | None = None
     mqtt: str | None = None  # host:port

@@ -10,6 +10,9 @@ pipeline without a restart.
 
 from __future__ import annotations
 
+import math
+import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -115,27 +118,68 @@ def load_duckdb_context(path: Path) -> tuple[ErpContext, pl.DataFrame | None]:
                 raise ValueError(f"{path}: no table {needed} (has {sorted(tables)})")
 
         def text(table: str) -> pl.DataFrame:
-            frame = con.sql(f'SELECT * FROM "{table}"').pl()
-            return frame.with_columns(
-                pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%.f%z")
-                if frame[c].dtype == pl.Datetime
-                else pl.col(c).cast(pl.String)
-                for c in frame.columns
+            return _as_text(con.sql(f'SELECT * FROM "{table}"').pl())
+
+        work_orders, spec_limits = text("work_orders"), text("spec_limits")
+        batches = text("batches") if "batches" in tables else None
+    finally:
+        con.close()
+    return _checked(work_orders, spec_limits, batches)
+
+
+def load_postgres_context(dsn: str) -> tuple[ErpContext, pl.DataFrame | None]:
+    """Read ``work_orders``, ``spec_limits`` and ``batches`` (optional) from PostgreSQL."""
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=10) as con:
+        tables = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            ).fetchall()
+        }
+        for needed in ("work_orders", "spec_limits"):
+            if needed not in tables:
+                raise ValueError(f"{_redact(dsn)}: no table {needed} (has {sorted(tables)})")
+
+        def text(table: str) -> pl.DataFrame:
+            cur = con.execute(f'SELECT * FROM "{table}"')
+            names = [d.name for d in cur.description]
+            rows = cur.fetchall()
+            return _as_text(
+                pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
             )
 
         work_orders, spec_limits = text("work_orders"), text("spec_limits")
-        batches = (
-            text("batches").select("work_order", pl.col("batch_id").alias("batch"))
-            if "batches" in tables
-            else pl.DataFrame(schema={"work_order": pl.String, "batch": pl.String})
-        )
-    finally:
-        con.close()
+        batches = text("batches") if "batches" in tables else None
+    return _checked(work_orders, spec_limits, batches)
+
+
+def _redact(dsn: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
+
+
+def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every column as text, times as ISO 8601: the checks parse them like CSV fields."""
+    return frame.with_columns(
+        pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%.f%z")
+        if frame[c].dtype == pl.Datetime
+        else pl.col(c).cast(pl.String)
+        for c in frame.columns
+    )
+
+
+def _checked(
+    work_orders: pl.DataFrame, spec_limits: pl.DataFrame, batches: pl.DataFrame | None
+) -> tuple[ErpContext, pl.DataFrame | None]:
+    batch_map = (
+        batches.select("work_order", pl.col("batch_id").alias("batch")).unique("work_order")
+        if batches is not None
+        else pl.DataFrame(schema={"work_order": pl.String, "batch": pl.String})
+    )
     wo, wo_dead = check_work_orders(work_orders)
     spec, spec_dead = check_spec_limits(spec_limits)
-    wo = wo.join(batches.unique("work_order"), on="work_order", how="left").with_columns(
-        pl.col("batch").fill_null("")
-    )
+    wo = wo.join(batch_map, on="work_order", how="left").with_columns(pl.col("batch").fill_null(""))
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
     return ErpContext(wo, spec), (pl.concat(dead) if dead else None)
 
@@ -308,14 +352,18 @@ class ContextStore:
     """The current ERP context, re-read when its source changes.
 
     The source is a folder of CSV files (``work_orders.csv``, ``spec_limits.csv``, optional
-    ``batches.csv``) or a DuckDB database file with tables of the same names (the simulator's
-    ``erp.duckdb``, or an export of an MES).
+    ``batches.csv``), a DuckDB database file with tables of the same names (the simulator's
+    ``erp.duckdb``, or an export of an MES), or a PostgreSQL URL (``postgresql://...``) whose
+    tables are re-read at most every ``refresh`` (files are re-read when they change).
     """
 
     FILES = ("work_orders.csv", "spec_limits.csv")
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
+    def __init__(self, directory: Path | str, refresh: timedelta = timedelta(seconds=5)) -> None:
+        self.url = str(directory) if str(directory).startswith("postgresql://") else None
+        self.directory = Path(directory) if self.url is None else Path()
+        self.refresh = refresh
+        self._read_at = -math.inf
         self._stamp: tuple[float, ...] | None = None
         self._context = ErpContext.empty()
         self._dead: list[pl.DataFrame] = []
@@ -330,6 +378,13 @@ class ContextStore:
         return [self.directory / f for f in self.FILES]
 
     def current(self) -> ErpContext:
+        if self.url is not None:
+            if time.monotonic() - self._read_at >= self.refresh.total_seconds():
+                self._read_at = time.monotonic()
+                self._context, dead = load_postgres_context(self.url)
+                if dead is not None:
+                    self._dead.append(dead)
+            return self._context
         stamp = tuple(f.stat().st_mtime if f.exists() else -1.0 for f in self._files())
         if stamp != self._stamp and min(stamp) >= 0:
             loader = load_duckdb_context if self.is_duckdb else load_context

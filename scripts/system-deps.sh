@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the tests and the demo use: Chromium (dashboard browser test) and Mosquitto
-# (MQTT broker). Installed with apt-get when missing and we are root; otherwise say what is
-# missing and go on (those tests then skip and name the reason).
+# Debian packages the tests and the demo use: Chromium (dashboard browser test), Mosquitto
+# (MQTT broker) and PostgreSQL (ERP context from a database). Installed with apt-get when
+# missing and we are root; otherwise say what is missing and go on (those tests then skip and
+# name the reason).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq

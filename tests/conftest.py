@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -67,3 +69,48 @@ def mosquitto(tmp_path) -> Iterator[tuple[str, int]]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 (a free port, a fresh cluster) for this test."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL is not installed (make setup installs it with apt-get)")
+    bindir = bins[-1].parent
+    # its own folder outside pytest's (which only root may enter): PostgreSQL refuses to run
+    # as root, so as root it runs as the postgres user
+    home = Path(tempfile.mkdtemp(prefix="floorsight-pg-"))
+    data = home / "data"
+    data.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres")
+        shutil.chown(data, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    run = {"capture_output": True, "text": True}
+    subprocess.run(
+        [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+        check=True,
+        **run,
+    )
+    subprocess.run(
+        [
+            *prefix,
+            str(bindir / "pg_ctl"),
+            *("-D", str(data), "-l", str(home / "pg.log"), "-w", "start"),
+            *("-o", f"-p {port} -k {home} -c listen_addresses=127.0.0.1"),
+        ],
+        check=True,
+        **run,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(home, ignore_errors=True)

@@ -166,3 +166,40 @@ def test_context_from_a_duckdb_database_equals_the_csv_folder(tmp_path) -> None:
         )
     os.utime(tmp_path / "erp.duckdb")
     assert "WO-NEW" in from_db.current().work_orders["work_order"].to_list()
+
+
+def test_context_from_postgresql_is_checked_and_reloaded(postgres) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres, autocommit=True) as con:
+        con.execute(
+            "CREATE TABLE work_orders (work_order text, machine_id text, product text, "
+            'material_lot text, start timestamptz, "end" timestamptz)'
+        )
+        con.execute(
+            "CREATE TABLE spec_limits (product text, characteristic text, lsl double precision,"
+            " target double precision, usl double precision)"
+        )
+        con.execute("CREATE TABLE batches (batch_id text, work_order text)")
+        con.execute(
+            "INSERT INTO work_orders VALUES "
+            "('WO-1', 'M1', 'P-100', 'LOT-A', '2026-01-05 06:00+00', '2026-01-05 07:00+00'),"
+            "('WO-2', 'M1', 'P-200', 'LOT-B', '2026-01-05 07:00+00', '2026-01-05 06:30+00')"
+        )
+        con.execute("INSERT INTO spec_limits VALUES ('P-100', 'bore', 24.98, 25.0, 25.02)")
+        con.execute("INSERT INTO batches VALUES ('B-1', 'WO-1')")
+    store = ContextStore(postgres, refresh=timedelta(0))
+    ctx = store.current()
+    assert ctx.work_orders.select("work_order", "batch").rows() == [("WO-1", "B-1")]
+    assert ctx.work_orders["start"][0] == T0
+    assert ctx.spec_limits["usl"].to_list() == [25.02]
+    (reason,) = store.take_dead()["reason"].to_list()
+    assert reason.startswith("end ") and "is not after start" in reason
+    joined = store.join(readings([("M1", "t", 60.0, 1.0)]))
+    assert joined.select("work_order", "product", "batch").row(0) == ("WO-1", "P-100", "B-1")
+    with psycopg.connect(postgres, autocommit=True) as con:
+        con.execute(
+            "INSERT INTO work_orders VALUES "
+            "('WO-3', 'M2', 'P-100', 'LOT-C', '2026-01-05 06:00+00', '2026-01-05 08:00+00')"
+        )
+    assert "WO-3" in store.current().work_orders["work_order"].to_list()
