@@ -141,6 +141,15 @@ class Database:
                 rows += frame.height
         return rows
 
+    def replace_table(self, name: str, frame: pl.DataFrame) -> None:
+        """Replace a whole table with ``frame`` (for copies of external tables, e.g. ERP)."""
+        with self.write() as con:
+            con.register("_frame", frame.to_arrow())
+            try:
+                con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _frame')
+            finally:
+                con.unregister("_frame")
+
     def query(self, sql: str, params: Sequence[object] | dict[str, object] = ()) -> pl.DataFrame:
         """Run a parameterised read query and return a polars frame."""
         with self.read() as con:

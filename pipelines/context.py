@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,6 +32,19 @@ WORK_ORDER_SCHEMA: dict[str, pl.DataType] = {
     "end": TIMESTAMP,
 }
 
+#: Context tables read when present, besides work orders and spec limits (the simulator writes
+#: all of them: see docs/simulator.md).
+RECORD_TABLES = (
+    "products",
+    "recipes",
+    "batches",
+    "material_lots",
+    "genealogy",
+    "customer_orders",
+    "maintenance_log",
+    "lab_results",
+)
+
 SPEC_SCHEMA: dict[str, pl.DataType] = {
     "product": pl.String(),
     "characteristic": pl.String(),
@@ -43,10 +56,16 @@ SPEC_SCHEMA: dict[str, pl.DataType] = {
 
 @dataclass(frozen=True, slots=True)
 class ErpContext:
-    """One consistent version of the ERP context."""
+    """One consistent version of the ERP context.
+
+    ``records`` holds the other context tables found beside the work orders (see
+    ``RECORD_TABLES``: lots, genealogy, customer orders, maintenance log, lab results, ...) as
+    they were read; the pipeline mirrors them into DuckDB for notebooks and dashboards.
+    """
 
     work_orders: pl.DataFrame
     spec_limits: pl.DataFrame
+    records: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> ErpContext:
@@ -98,13 +117,12 @@ def load_context(directory: Path) -> tuple[ErpContext, pl.DataFrame | None]:
     """
     work_orders = pl.read_csv(directory / "work_orders.csv", infer_schema=False)
     spec_limits = pl.read_csv(directory / "spec_limits.csv", infer_schema=False)
-    wo, wo_dead = check_work_orders(work_orders)
-    spec, spec_dead = check_spec_limits(spec_limits)
-    wo = wo.join(_batches(directory), on="work_order", how="left").with_columns(
-        pl.col("batch").fill_null("")
-    )
-    dead = [d for d in (wo_dead, spec_dead) if d is not None]
-    return ErpContext(wo, spec), (pl.concat(dead) if dead else None)
+    records = {
+        name: pl.read_csv(directory / f"{name}.csv", try_parse_dates=True)
+        for name in RECORD_TABLES
+        if (directory / f"{name}.csv").exists()
+    }
+    return _checked(work_orders, spec_limits, records)
 
 
 def load_duckdb_context(path: Path) -> tuple[ErpContext, pl.DataFrame | None]:
@@ -121,10 +139,14 @@ def load_duckdb_context(path: Path) -> tuple[ErpContext, pl.DataFrame | None]:
             return _as_text(con.sql(f'SELECT * FROM "{table}"').pl())
 
         work_orders, spec_limits = text("work_orders"), text("spec_limits")
-        batches = text("batches") if "batches" in tables else None
+        records = {
+            name: con.sql(f'SELECT * FROM "{name}"').pl()
+            for name in RECORD_TABLES
+            if name in tables
+        }
     finally:
         con.close()
-    return _checked(work_orders, spec_limits, batches)
+    return _checked(work_orders, spec_limits, records)
 
 
 def load_postgres_context(dsn: str) -> tuple[ErpContext, pl.DataFrame | None]:
@@ -142,17 +164,16 @@ def load_postgres_context(dsn: str) -> tuple[ErpContext, pl.DataFrame | None]:
             if needed not in tables:
                 raise ValueError(f"{_redact(dsn)}: no table {needed} (has {sorted(tables)})")
 
-        def text(table: str) -> pl.DataFrame:
+        def read(table: str) -> pl.DataFrame:
             cur = con.execute(f'SELECT * FROM "{table}"')
             names = [d.name for d in cur.description]
             rows = cur.fetchall()
-            return _as_text(
-                pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
-            )
+            return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
 
-        work_orders, spec_limits = text("work_orders"), text("spec_limits")
-        batches = text("batches") if "batches" in tables else None
-    return _checked(work_orders, spec_limits, batches)
+        work_orders = _as_text(read("work_orders"))
+        spec_limits = _as_text(read("spec_limits"))
+        records = {name: read(name) for name in RECORD_TABLES if name in tables}
+    return _checked(work_orders, spec_limits, records)
 
 
 def _redact(dsn: str) -> str:
@@ -170,10 +191,13 @@ def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _checked(
-    work_orders: pl.DataFrame, spec_limits: pl.DataFrame, batches: pl.DataFrame | None
+    work_orders: pl.DataFrame, spec_limits: pl.DataFrame, records: dict[str, pl.DataFrame]
 ) -> tuple[ErpContext, pl.DataFrame | None]:
+    batches = records.get("batches")
     batch_map = (
-        batches.select("work_order", pl.col("batch_id").alias("batch")).unique("work_order")
+        batches.select(
+            pl.col("work_order").cast(pl.String), pl.col("batch_id").cast(pl.String).alias("batch")
+        ).unique("work_order")
         if batches is not None
         else pl.DataFrame(schema={"work_order": pl.String, "batch": pl.String})
     )
@@ -181,16 +205,7 @@ def _checked(
     spec, spec_dead = check_spec_limits(spec_limits)
     wo = wo.join(batch_map, on="work_order", how="left").with_columns(pl.col("batch").fill_null(""))
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
-    return ErpContext(wo, spec), (pl.concat(dead) if dead else None)
-
-
-def _batches(directory: Path) -> pl.DataFrame:
-    """work_order -> batch from ``batches.csv`` when the context has one (MES batch records)."""
-    path = directory / "batches.csv"
-    if not path.exists():
-        return pl.DataFrame(schema={"work_order": pl.String, "batch": pl.String})
-    frame = pl.read_csv(path, infer_schema=False, columns=["work_order", "batch_id"])
-    return frame.rename({"batch_id": "batch"}).unique("work_order", keep="first")
+    return ErpContext(wo, spec, records), (pl.concat(dead) if dead else None)
 
 
 def _missing(frame: pl.DataFrame, columns, source: str) -> None:

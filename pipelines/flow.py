@@ -62,6 +62,9 @@ def mirror_context(context: ContextStore, db_path: Path) -> None:
             "dead_letters": [dead] if dead is not None else [],
         }
     )
+    # the rest of the context (lots, genealogy, maintenance log, lab results, ...) as erp_* tables
+    for name, frame in erp.records.items():
+        db.replace_table(f"erp_{name}", frame)
 
 
 class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], WindowAggregator]):

@@ -59,3 +59,11 @@ def test_simulate_then_run_replays_history_into_duckdb(tmp_path) -> None:
     # every vibration reading the plant published (3 machines, 12 minutes, 10 Hz while running)
     history = pl.read_parquet(out / "readings").filter(pl.col("sensor") == "vibration_mm_s")
     assert n["n"][0] == history.height > 0.5 * 3 * 12 * 60 * 10
+    # the rest of the ERP context is mirrored for notebooks: genealogy, lab results, ...
+    database = Database(db)
+    orders = pl.read_csv(out / "erp" / "work_orders.csv")
+    genealogy = database.query("SELECT * FROM erp_genealogy")
+    assert set(genealogy["work_order"]) == set(orders["work_order"])
+    lab = database.query("SELECT * FROM erp_lab_results")
+    assert lab.height == pl.read_csv(out / "erp" / "lab_results.csv").height
+    assert "kind" in database.query("SELECT * FROM erp_maintenance_log").columns
