@@ -96,3 +96,62 @@ def test_running_the_same_input_twice_changes_nothing(plant, tmp_path) -> None:
         assert again.height == first[t].height, t
         if t != "dead_letters":  # received_at is the arrival time
             assert again.equals(first[t]), t
+
+
+def test_changeover_hand_computed_windows_and_late_data_through_the_flow(tmp_path) -> None:
+    from floorsight.pipelines.context import SPEC_SCHEMA, WORK_ORDER_SCHEMA
+    from tests.conftest import readings
+
+    erp = tmp_path / "erp"
+    erp.mkdir()
+    pl.DataFrame(
+        {
+            "work_order": ["WO-1", "WO-2"],
+            "machine_id": ["M1", "M1"],
+            "product": ["A", "B"],
+            "material_lot": ["L1", "L2"],
+            "start": [T0, T0 + timedelta(seconds=10)],
+            "end": [T0 + timedelta(seconds=10), T0 + timedelta(hours=1)],
+        },
+        schema=WORK_ORDER_SCHEMA,
+    ).write_csv(erp / "work_orders.csv")
+    pl.DataFrame(schema=SPEC_SCHEMA).write_csv(erp / "spec_limits.csv")
+    batches = [
+        # WO-1 until 10 s, WO-2 from 10 s: the changeover at event time splits the readings
+        readings([("M1", "v", t, float(t)) for t in range(10)] + [("M1", "v", 10.0, 110.0)]),
+        # 8.5 s is out of order but inside the 2 s lateness (watermark 10 - 2 = 8): counted
+        readings([("M1", "v", 8.5, 50.0), ("M1", "v", 11.0, 111.0), ("M1", "v", 12.5, 112.5)]),
+        # window [0, 10) closed when the watermark passed 10 s: 9.9 s is too late
+        readings([("M1", "v", 9.9, 77.0), ("M1", "v", 25.0, 125.0)]),
+    ]
+    db_path = tmp_path / "f.duckdb"
+    settings = PipelineSettings(
+        window=timedelta(seconds=10),
+        lateness=timedelta(seconds=2),
+        rules=ReadingRules(max_future=timedelta(days=3650)),
+    )
+    run_main(build_flow(TestingSource(batches), ContextStore(erp), db_path, settings))
+    db = Database(db_path)
+    f = db.query(
+        "SELECT window_start, work_order, product, material_lot, n, mean, min, max, last "
+        "FROM features ORDER BY window_start"
+    )
+    first = [*range(10), 50.0]
+    assert f.rows() == [
+        (T0, "WO-1", "A", "L1", 11, sum(first) / 11, 0.0, 50.0, 9.0),
+        (
+            T0 + timedelta(seconds=10),
+            "WO-2",
+            "B",
+            "L2",
+            3,
+            (110 + 111 + 112.5) / 3,
+            110.0,
+            112.5,
+            112.5,
+        ),
+        (T0 + timedelta(seconds=20), "WO-2", "B", "L2", 1, 125.0, 125.0, 125.0, 125.0),
+    ]
+    dead = db.query("SELECT ts, value, reason FROM dead_letters")
+    assert dead.height == 1 and dead["value"][0] == 77.0
+    assert dead["reason"][0].startswith("late: event time is behind a closed window")
