@@ -268,10 +268,47 @@ def dashboard(
     subprocess.run(streamlit_command(db, port), check=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def replay() -> None:
-    """Backtest the online detectors over a history file (issue #5)."""
-    _not_built("replay", 5)
+@app.command()
+def replay(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV or Parquet history.")],
+    time_col: Annotated[str, typer.Option(help="Time column (rows are replayed in its order).")],
+    out: Annotated[Path, typer.Option(help="Output CSV, one row per input row.")],
+    entity_col: Annotated[
+        str | None, typer.Option(help="Entity (machine) column: one model set each.")
+    ] = None,
+    label_col: Annotated[
+        str | None, typer.Option(help="Label column: adds a progressive-validation prediction.")
+    ] = None,
+    label_delay: Annotated[
+        int, typer.Option(help="Rows of the same entity until a row's label is known.")
+    ] = 0,
+    separator: Annotated[
+        str | None, typer.Option(help="CSV separator (default: guessed from the header).")
+    ] = None,
+) -> None:
+    """Backtest the online detectors over a history file, in time order."""
+    import polars as pl
+
+    from floorsight.models.replay import replay_frame
+
+    if input_path.suffix == ".parquet":
+        frame = pl.read_parquet(input_path)
+    else:
+        if separator is None:
+            with input_path.open() as f:
+                header = f.readline()
+            separator = ";" if header.count(";") > header.count(",") else ","
+        frame = pl.read_csv(input_path, separator=separator)
+    try:
+        result = replay_frame(frame, time_col, entity_col, label_col, label_delay)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.write_csv(out)
+    typer.echo(
+        f"{result.height} rows -> {out}: {int(result['is_anomaly'].sum())} anomalous, "
+        f"{int(result['changepoint'].sum())} changepoints"
+    )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
