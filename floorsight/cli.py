@@ -317,12 +317,43 @@ def bench() -> None:
     _not_built("bench", 9)
 
 
-@app.command(
-    name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
-def evaluate() -> None:
-    """Detection quality on SKAB with SKAB's protocol (issue #5)."""
-    _not_built("eval", 5)
+@app.command(name="eval")
+def evaluate(
+    benchmark: Annotated[str, typer.Argument(help="The benchmark: skab.")],
+    data: Annotated[Path, typer.Option(help="The benchmark's data folder.")] = Path(
+        "../shared/data/skab"
+    ),
+    subsets: Annotated[
+        str, typer.Option(help="Comma-separated SKAB folders to score (e.g. valve1,valve2).")
+    ] = "valve1",
+) -> None:
+    """Detection quality on a public benchmark, with its own protocol; ends with JSON."""
+    from floorsight.models import skab
+
+    if benchmark != "skab":
+        raise typer.BadParameter(f"unknown benchmark {benchmark!r}: only 'skab' is built")
+    try:
+        files = skab.skab_files(data, tuple(subsets.split(",")))
+    except FileNotFoundError as e:
+        raise typer.BadParameter(str(e)) from None
+    result = skab.evaluate(files)
+    o = result["outliers"]
+    nab = result["changepoints_nab"]
+    typer.echo(f"SKAB {subsets}: {len(files)} files, first 400 rows of each for fitting only")
+    typer.echo(f"{'detector':<28}{'F1':>6}{'FAR %':>8}{'MAR %':>8}   NAB std / lowFP / lowFN")
+    typer.echo(
+        f"{'floorsight (online)':<28}{o['f1']:>6.2f}{o['far']:>8.2f}{o['mar']:>8.2f}   "
+        f"{nab['standard']:.2f} / {nab['low_fp']:.2f} / {nab['low_fn']:.2f}"
+    )
+    for name, (f1, far, mar) in skab.LEADERBOARD_OUTLIERS.items():
+        cp = skab.LEADERBOARD_CHANGEPOINTS.get(name)
+        cps = " / ".join(f"{v:.2f}" for v in cp) if cp else "-"
+        typer.echo(f"{name + ' (paper)':<28}{f1:>6.2f}{far:>8.2f}{mar:>8.2f}   {cps}")
+    for name, cp in skab.LEADERBOARD_CHANGEPOINTS.items():
+        if name not in skab.LEADERBOARD_OUTLIERS:
+            cps = " / ".join(f"{v:.2f}" for v in cp)
+            typer.echo(f"{name + ' (paper)':<28}{'-':>6}{'-':>8}{'-':>8}   {cps}")
+    typer.echo(json.dumps(result))
 
 
 def main() -> None:

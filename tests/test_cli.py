@@ -12,7 +12,7 @@ from floorsight.storage import Database
 runner = CliRunner()
 
 
-@pytest.mark.parametrize(("command", "issue"), [("bench", 9), ("eval", 5)])
+@pytest.mark.parametrize(("command", "issue"), [("bench", 9)])
 def test_unbuilt_commands_say_so_and_fail(command: str, issue: int) -> None:
     result = runner.invoke(app, [command, "x"])
     assert result.exit_code == 2
