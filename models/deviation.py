@@ -1,0 +1,79 @@
+"""Deviation prediction: the quality characteristic predicted from process features, before the lab.
+
+Parts are made now, their lab results arrive hours later. :class:`DeviationPredictor` predicts
+a part's quality characteristic from the process features at the time it was made (an online
+linear regression on standardized features, River), with a prediction interval from the
+recent absolute residuals (split-conformal: the ``coverage`` quantile of the last ``window``
+residuals), and flags the part **predicted out of spec** when the prediction is outside
+[LSL, USL] (the interval says how sure that is).
+When the lab result arrives (:meth:`label`), the stored features of that part are learned:
+labels are used only once they are known (no look-ahead).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from river import compose, linear_model, optim, preprocessing
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    value: float
+    low: float
+    high: float
+    out_of_spec: bool
+
+
+@dataclass
+class DeviationPredictor:
+    coverage: float = 0.9
+    window: int = 200
+    min_labels: int = 30
+    learning_rate: float = 0.02
+    model: object = None
+    _residuals: deque = field(default_factory=deque)
+    _pending: dict[str, dict[str, float]] = field(default_factory=dict)
+    labels: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            self.model = compose.Pipeline(
+                preprocessing.StandardScaler(),
+                linear_model.LinearRegression(
+                    optimizer=optim.SGD(self.learning_rate), intercept_lr=self.learning_rate
+                ),
+            )
+        self._residuals = deque(maxlen=self.window)
+
+    def predict(
+        self, sample_id: str, x: dict[str, float], lsl: float, usl: float
+    ) -> Prediction | None:
+        """Predict a part's characteristic; None until ``min_labels`` lab results were learned."""
+        self._pending[sample_id] = x
+        if self.labels < self.min_labels:
+            return None
+        value = self.model.predict_one(x)
+        half = self._quantile()
+        low, high = value - half, value + half
+        return Prediction(value, low, high, not lsl <= value <= usl)
+
+    def label(self, sample_id: str, y: float) -> None:
+        """The lab result of a predicted part arrived: learn from it."""
+        x = self._pending.pop(sample_id, None)
+        if x is None:
+            return
+        residual = y - self.model.predict_one(x)
+        if self.labels >= 1:
+            self._residuals.append(abs(residual))
+        self.model.learn_one(x, y)
+        self.labels += 1
+
+    def _quantile(self) -> float:
+        if not self._residuals:
+            return math.inf
+        ordered = sorted(self._residuals)
+        k = min(len(ordered) - 1, math.ceil(self.coverage * (len(ordered) + 1)) - 1)
+        return ordered[max(k, 0)]
