@@ -41,6 +41,8 @@ class AlertTracker:
     """Alert state of one machine for one cause."""
 
     cause: str = "anomaly"
+    #: how the reason names what was seen
+    label: str = "process anomaly"
     open_after: int = 2
     clear_after: int = 3
     critical_after: int = 10
@@ -87,7 +89,7 @@ class AlertTracker:
                 "score": max(r["score"] for r in self._streak),
                 "windows": len(self._streak),
                 "reason": (
-                    f"{row['machine_id']}: process anomaly in {len(self._streak)} consecutive "
+                    f"{row['machine_id']}: {self.label} in {len(self._streak)} consecutive "
                     f"windows while running {row['work_order'] or 'no work order'}"
                     f" ({row['product'] or 'unknown product'}); strongest signals: "
                     f"{row['evidence']}"

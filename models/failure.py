@@ -19,9 +19,12 @@ machine the monitor follows one signal (``vibration_mm_s`` window means by defau
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
+
+import polars as pl
 
 
 @dataclass
@@ -103,3 +106,43 @@ class DegradationMonitor:
         self._h = None
         self._above = 0
         self._trend.clear()
+
+
+@dataclass
+class MachineFailureModel:
+    """The dataflow's failure model of one machine: window features in, ``failure_risk`` scores out.
+
+    Scores use the score table's schema (model ``failure_risk``; ``score`` is the risk,
+    ``is_anomaly`` the monitor's alert, ``evidence`` the health index and the RUL in windows).
+    """
+
+    signal: str = "vibration_mm_s"
+    monitor: DegradationMonitor = field(default_factory=DegradationMonitor)
+
+    def score(self, features: pl.DataFrame) -> pl.DataFrame | None:
+        from floorsight.models.machine import SCORE_SCHEMA
+
+        rows = []
+        part = features.filter(pl.col("sensor") == self.signal).sort("window_start")
+        for r in part.iter_rows(named=True):
+            if r["mean"] is None:
+                continue
+            v = self.monitor.update(r["product"] or "?", r["mean"])
+            if v is None:
+                continue
+            rul = None if v.rul_windows is None else round(v.rul_windows, 1)
+            rows.append(
+                {
+                    "machine_id": r["machine_id"],
+                    "window_start": r["window_start"],
+                    "window_end": r["window_end"],
+                    "work_order": r["work_order"],
+                    "product": r["product"],
+                    "material_lot": r["material_lot"],
+                    "model": "failure_risk",
+                    "score": v.risk,
+                    "is_anomaly": v.alert,
+                    "evidence": json.dumps({"health": round(v.health, 2), "rul_windows": rul}),
+                }
+            )
+        return pl.DataFrame(rows, schema=SCORE_SCHEMA) if rows else None

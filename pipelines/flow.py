@@ -22,6 +22,7 @@ from bytewax.operators import StatefulLogic
 from floorsight.alerts import ALERTS, AlertTracker
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.models import SCORES, MachineAnomalyModel
+from floorsight.models.failure import MachineFailureModel
 from floorsight.pipelines.context import ContextHold, ContextStore
 from floorsight.pipelines.sink import DuckDBSink, TableRows
 from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
@@ -122,6 +123,8 @@ class _MachineModels:
 
     model: MachineAnomalyModel
     alerts: AlertTracker
+    failure: MachineFailureModel
+    failure_alerts: AlertTracker
 
 
 def build_flow(
@@ -146,9 +149,22 @@ def build_flow(
             AlertTracker(
                 open_after=settings.alert_open_after, clear_after=settings.alert_clear_after
             ),
+            MachineFailureModel(),
+            AlertTracker(
+                cause="failure_risk",
+                label="failure risk (vibration rising above its baseline)",
+                open_after=1,
+                clear_after=settings.alert_clear_after,
+            ),
         )
         scores = state.model.score(features)
-        return state, (scores, state.alerts.update(scores))
+        alerts = [state.alerts.update(scores)]
+        risk = state.failure.score(features)
+        if risk is not None:
+            alerts.append(state.failure_alerts.update(risk))
+            scores = pl.concat([scores, risk], how="vertical_relaxed")
+        found = [a for a in alerts if a is not None]
+        return state, (scores, pl.concat(found) if found else None)
 
     mirror_context(context, db_path)
     flow = Dataflow(flow_id)

@@ -155,3 +155,39 @@ def test_changeover_hand_computed_windows_and_late_data_through_the_flow(tmp_pat
     dead = db.query("SELECT ts, value, reason FROM dead_letters")
     assert dead.height == 1 and dead["value"][0] == 77.0
     assert dead["reason"][0].startswith("late: event time is behind a closed window")
+
+
+def test_a_bearing_failure_is_alerted_hours_ahead_with_its_cause(tmp_path) -> None:
+    wear = Fault(
+        "F-B",
+        "M01",
+        FaultKind.BEARING_WEAR,
+        T0 + timedelta(hours=1),
+        timedelta(hours=4),
+        downtime=timedelta(hours=1),
+    )
+    plant = build_plant(
+        2,
+        start=T0,
+        horizon=timedelta(hours=6),
+        seed=7,
+        sample_hz=1,
+        faults=(wear,),
+        machine_types=("cnc",),
+        idle_share=0.0,
+    )
+    plant.write_context(tmp_path / "erp")
+    batches, t = [], T0
+    while t < T0 + timedelta(hours=6):
+        batches.append(plant.readings(t, t + timedelta(minutes=10)))
+        t += timedelta(minutes=10)
+    db_path = tmp_path / "f.duckdb"
+    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
+    run_main(build_flow(TestingSource(batches), ContextStore(tmp_path / "erp"), db_path, settings))
+    risk = Database(db_path).query(
+        "SELECT machine_id, raised_at, reason FROM alerts WHERE cause = 'failure_risk'"
+    )
+    assert set(risk["machine_id"]) == {"M01"}  # none on the healthy machine
+    first = risk["raised_at"].min()
+    assert wear.start < first < wear.end - timedelta(hours=1)  # at least an hour ahead
+    assert "failure risk" in risk["reason"][0]
