@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 # what the pipeline writes, minus the columns that say when it was written
 ORDER = {
     "features": ["machine_id", "sensor", "window_start", "work_order"],
-    "scores": ["machine_id", "window_start"],
+    "scores": ["machine_id", "window_start", "work_order", "model"],
     "alerts": ["alert_id"],
     "dead_letters": ["dead_letter_id"],
 }
