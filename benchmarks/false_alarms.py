@@ -24,21 +24,6 @@ T0 = datetime(2026, 3, 2, 6, tzinfo=UTC)
 KINDS = (FaultKind.BEARING_WEAR, FaultKind.PROCESS_UPSET, FaultKind.TOOL_WEAR)
 
 
-def running_share(states: pl.DataFrame, fault) -> float:
-    """Share of the fault's duration during which its machine was running."""
-    seg = states.filter(
-        (pl.col("machine_id") == fault.machine_id)
-        & (pl.col("state") == "running")
-        & (pl.col("end") > fault.start)
-        & (pl.col("start") < fault.end)
-    )
-    overlap = sum(
-        (min(e, fault.end) - max(s, fault.start)).total_seconds()
-        for s, e in seg.select("start", "end").iter_rows()
-    )
-    return overlap / fault.duration.total_seconds()
-
-
 def alerts_for(plant, hours: float) -> pl.DataFrame:
     ctx = ErpContext(plant.work_orders_frame(), pl.DataFrame(schema=SPEC_SCHEMA))
     out = []
@@ -85,11 +70,10 @@ def main() -> None:
         detected, delays, matched = {k.value: [0, 0] for k in KINDS}, [], set()
         by_type = {t: [0, 0] for t in ("cnc", "injection_moulding")}
         observable = [0, 0]
-        states = faulty.states()
         for f in faulty.faults:
             mtype = faulty.machine(f.machine_id).machine_type
             # a fault leaves no trace while its machine is not running (setup, idle, down)
-            seen = running_share(states, f) >= 0.5
+            seen = faulty.running_share(f.machine_id, f.start, f.end) >= 0.5
             detected[f.kind.value][1] += 1
             by_type[mtype][1] += 1
             observable[1] += seen

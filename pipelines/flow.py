@@ -19,10 +19,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
 
-from floorsight.alerts import ALERTS, AlertTracker
+from floorsight.alerts import ALERTS
+from floorsight.alerts.engine import AlertSettings, MachineAlerting
 from floorsight.features import FEATURES, WindowAggregator
-from floorsight.models import SCORES, MachineAnomalyModel
-from floorsight.models.failure import MachineFailureModel
+from floorsight.models import SCORES
 from floorsight.pipelines.context import ContextHold, ContextStore
 from floorsight.pipelines.sink import DuckDBSink, TableRows
 from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
@@ -117,16 +117,6 @@ class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], Contex
         return copy.deepcopy(self.hold)
 
 
-@dataclass
-class _MachineModels:
-    """Per-machine model and alert state, kept in the dataflow (part of its recovery state)."""
-
-    model: MachineAnomalyModel
-    alerts: AlertTracker
-    failure: MachineFailureModel
-    failure_alerts: AlertTracker
-
-
 def build_flow(
     source: Source[pl.DataFrame],
     context: ContextStore,
@@ -141,30 +131,17 @@ def build_flow(
             state or WindowAggregator(settings.window, settings.hop, settings.lateness)
         )
 
-    def score(state: _MachineModels | None, features: pl.DataFrame):
-        state = state or _MachineModels(
-            MachineAnomalyModel(
-                threshold=settings.anomaly_threshold, grace_period=settings.grace_windows
-            ),
-            AlertTracker(
-                open_after=settings.alert_open_after, clear_after=settings.alert_clear_after
-            ),
-            MachineFailureModel(),
-            AlertTracker(
-                cause="failure_risk",
-                label="failure risk (vibration rising above its baseline)",
-                open_after=1,
-                clear_after=settings.alert_clear_after,
-            ),
-        )
-        scores = state.model.score(features)
-        alerts = [state.alerts.update(scores)]
-        risk = state.failure.score(features)
-        if risk is not None:
-            alerts.append(state.failure_alerts.update(risk))
-            scores = pl.concat([scores, risk], how="vertical_relaxed")
-        found = [a for a in alerts if a is not None]
-        return state, (scores, pl.concat(found) if found else None)
+    alert_settings = AlertSettings(
+        anomaly_threshold=settings.anomaly_threshold,
+        grace_windows=settings.grace_windows,
+        open_after=settings.alert_open_after,
+        clear_after=settings.alert_clear_after,
+    )
+
+    def score(state: MachineAlerting | None, features: pl.DataFrame):
+        # the machine's models and alert trackers are its state: recovery snapshots keep them
+        state = state or MachineAlerting(alert_settings)
+        return state, state.update(features)
 
     mirror_context(context, db_path)
     flow = Dataflow(flow_id)

@@ -483,6 +483,25 @@ class Plant:
             )
         return pl.concat(frames) if frames else pl.DataFrame()
 
+    def running_share(self, machine_id: str, start: datetime, end: datetime) -> float:
+        """Share of ``start``..``end`` during which the machine was running (0..1).
+
+        Process values exist only while a machine runs, so a fault that falls into a setup, an
+        idle gap or maintenance leaves no trace in the data: benchmarks call a fault
+        *observable* when its machine ran for at least half of it.
+        """
+        seg = self.states().filter(
+            (pl.col("machine_id") == machine_id)
+            & (pl.col("state") == "running")
+            & (pl.col("end") > start)
+            & (pl.col("start") < end)
+        )
+        overlap = sum(
+            (min(e, end) - max(s, start)).total_seconds()
+            for s, e in seg.select("start", "end").iter_rows()
+        )
+        return overlap / max((end - start).total_seconds(), 1e-9)
+
     def status_at(self, ts: datetime) -> pl.DataFrame:
         """MES status of every machine at ``ts``: one row per machine.
 

@@ -1,0 +1,153 @@
+"""Sensor health: is the measurement itself wrong (stuck, missing, spiking)?
+
+A sensor fault is not a process fault: the parts are fine, the number is not. Maintenance
+needs to hear "replace the pressure transducer", not "process anomaly". Three checks per
+sensor and window, each learned per product and sensor from the machine's own normal windows:
+
+- **missing**: the machine is running (other sensors deliver full windows) but the sensor
+  delivers none, or less than ``min_share`` of what it delivers in a full window;
+- **stuck**: the sensor's value has not changed for longer than it ever did in normal
+  operation (``stuck_factor`` times the longest normal run of unchanged windows, and at least
+  ``stuck_min_windows``). Sensors that hold a value per machine cycle legitimately repeat for a
+  few windows; the learned run covers that;
+- **spikes**: the window's range (max - min) is more than ``spike_factor`` times the sensor's
+  typical within-window standard deviation. Normal noise spans about 3 to 5 standard deviations
+  in a window of 10 to 100 readings; an isolated spike of 10 or more stands out.
+
+The score of a window is the largest of the three ratios (observed / limit), capped at 1;
+``is_anomaly`` is a score of 1. Nothing is scored before ``grace_windows`` normal windows of
+the product and sensor were learned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from floorsight.models.machine import SCORE_SCHEMA
+
+
+@dataclass
+class _SensorState:
+    windows: int = 0
+    typical_std: float = 0.0
+    full_n: int = 0
+    last: float | None = None
+    run: int = 0
+    normal_max_run: int = 0
+
+
+@dataclass
+class SensorHealthModel:
+    """Sensor health checks of one machine; score rows use the ``scores`` table's schema.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime, timedelta
+    >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> def window(i, temp_max):
+    ...     start = t0 + timedelta(seconds=10 * i)
+    ...     return {"machine_id": "M1", "sensor": "temp", "window_start": start,
+    ...             "window_end": start + timedelta(seconds=10), "work_order": "WO-1",
+    ...             "product": "P", "material_lot": "L", "n": 10, "mean": 40.0, "std": 1.0,
+    ...             "min": 38.5, "max": temp_max, "last": 40.0 + (i % 7) / 10}
+    >>> model = SensorHealthModel(grace_windows=20)
+    >>> normal = model.score(pl.DataFrame([window(i, 41.5) for i in range(30)]))
+    >>> bool(normal["is_anomaly"].any())
+    False
+    >>> spiky = model.score(pl.DataFrame([window(30, 52.0)]))
+    >>> spiky["is_anomaly"].to_list(), spiky["evidence"][0].split(":")[0]
+    ([True], 'temp spikes')
+    """
+
+    grace_windows: int = 60
+    min_share: float = 0.5
+    stuck_factor: float = 2.0
+    stuck_min_windows: int = 6
+    spike_factor: float = 9.0
+    half_life: float = 360.0
+    name: str = "sensor_health"
+    _state: dict[tuple[str, str], _SensorState] = field(default_factory=dict)
+
+    def _sensor(self, product: str, sensor: str) -> _SensorState:
+        key = (product, sensor)
+        if key not in self._state:
+            self._state[key] = _SensorState()
+        return self._state[key]
+
+    def score(self, features: pl.DataFrame) -> pl.DataFrame:
+        rows = []
+        keys = ["window_start", "window_end", "work_order", "product", "material_lot"]
+        for seg in features.sort("window_start").partition_by(keys, maintain_order=True):
+            first = seg.row(0, named=True)
+            product = first["product"] or "?"
+            present = {r["sensor"]: r for r in seg.iter_rows(named=True)}
+            # the machine is running when some sensor delivers a full window
+            full = [
+                s
+                for s, r in present.items()
+                if (st := self._state.get((product, s))) and st.full_n and r["n"] >= st.full_n
+            ]
+            findings: list[tuple[float, str]] = []
+            expected = [s for (p, s) in self._state if p == product]
+            if full:
+                for sensor in expected:
+                    st = self._state[(product, sensor)]
+                    n = present[sensor]["n"] if sensor in present else 0
+                    if st.windows >= self.grace_windows and n < self.min_share * st.full_n:
+                        findings.append(
+                            (1.0, f"{sensor} missing: {n} of {st.full_n} readings in the window")
+                        )
+            for sensor, r in present.items():
+                findings.extend(self._check(product, sensor, r))
+            score = min(1.0, max((f[0] for f in findings), default=0.0))
+            flagged = score >= 1.0
+            evidence = "; ".join(f[1] for f in sorted(findings, key=lambda f: -f[0]) if f[0] >= 1)
+            rows.append(
+                {
+                    "machine_id": first["machine_id"],
+                    **{k: first[k] for k in keys},
+                    "model": self.name,
+                    "score": score,
+                    "is_anomaly": flagged,
+                    "evidence": evidence,
+                }
+            )
+        return pl.DataFrame(rows, schema=SCORE_SCHEMA)
+
+    def _check(self, product: str, sensor: str, r: dict) -> list[tuple[float, str]]:
+        st = self._sensor(product, sensor)
+        if r["last"] is not None and r["last"] == st.last and r["min"] == r["max"]:
+            st.run += 1
+        else:
+            st.run = 0
+        st.last = r["last"]
+        if r["n"] < 2 or r["std"] is None:
+            return []
+        out: list[tuple[float, str]] = []
+        warm = st.windows >= self.grace_windows
+        spike = 0.0
+        if warm and st.typical_std > 0 and r["max"] is not None:
+            spike = (r["max"] - r["min"]) / (self.spike_factor * st.typical_std)
+            out.append(
+                (
+                    spike,
+                    f"{sensor} spikes: range {r['max'] - r['min']:.4g} is "
+                    f"{(r['max'] - r['min']) / st.typical_std:.1f} x its typical std "
+                    f"{st.typical_std:.3g}",
+                )
+            )
+        stuck_limit = max(self.stuck_min_windows, self.stuck_factor * st.normal_max_run)
+        stuck = st.run / stuck_limit if warm else 0.0
+        if stuck > 0:
+            out.append((stuck, f"{sensor} stuck at {r['last']:.6g} for {st.run + 1} windows"))
+        if spike < 0.5 and stuck < 0.5:
+            # learn only from windows that look normal: a fault must not teach its own level
+            st.windows += 1
+            st.full_n = max(st.full_n, r["n"])
+            if r["n"] >= 0.8 * st.full_n:
+                a = max(1.0 / st.windows, 1.0 - 0.5 ** (1.0 / self.half_life))
+                st.typical_std += a * (r["std"] - st.typical_std)
+            st.normal_max_run = max(st.normal_max_run, st.run)
+        return out
