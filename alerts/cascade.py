@@ -1,10 +1,10 @@
 """Who must know: what a quality hold or a machine failure touches downstream (genealogy).
 
-From the ERP context tables (``genealogy``, ``batches``, ``customer_orders``, ``work_orders``):
+From the ERP context tables (``genealogy``, ``batches``, ``customer_orders``, ``shipments``):
 
 - :func:`lot_cascade`: a hold on a material lot reaches every batch made from it, the work
-  orders that made them, and the customer orders those batches ship to (with customer and due
-  date);
+  orders that made them, the customer orders those batches are for (with customer and due
+  date) and the shipments that contain them (shipped: a recall; planned: stop them);
 - :func:`batch_cascade`: a hold on a batch reaches its lots, the *other* batches made from the
   same lots (suspect too), and all their customer orders;
 - :func:`machine_cascade`: a machine down (or predicted to fail) at a time reaches the work
@@ -13,7 +13,7 @@ From the ERP context tables (``genealogy``, ``batches``, ``customer_orders``, ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import polars as pl
@@ -25,6 +25,8 @@ class Cascade:
     batches: list[str]
     work_orders: list[str]
     customer_orders: pl.DataFrame  # customer_order, customer, product, quantity, due
+    #: shipment_id, customer_order, batch_id, shipped_at, status (empty without a shipments table)
+    shipments: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     def as_dict(self) -> dict:
         return {
@@ -32,12 +34,26 @@ class Cascade:
             "batches": self.batches,
             "work_orders": self.work_orders,
             "customer_orders": self.customer_orders.to_dicts(),
+            "shipments": self.shipments.to_dicts(),
         }
+
+    @property
+    def shipment_ids(self) -> list[str]:
+        if self.shipments.height == 0:
+            return []
+        return self.shipments["shipment_id"].unique().sort().to_list()
 
 
 def _orders_of(batches: pl.DataFrame, customer_orders: pl.DataFrame) -> pl.DataFrame:
     ids = batches["customer_order"].unique().to_list()
     return customer_orders.filter(pl.col("customer_order").is_in(ids)).sort("customer_order")
+
+
+def _shipments_of(batches: list[str], tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    shipments = tables.get("shipments")
+    if shipments is None or shipments.height == 0:
+        return pl.DataFrame()
+    return shipments.filter(pl.col("batch_id").is_in(batches)).sort("shipment_id", "batch_id")
 
 
 def lot_cascade(lot: str, tables: dict[str, pl.DataFrame]) -> Cascade:
@@ -49,6 +65,7 @@ def lot_cascade(lot: str, tables: dict[str, pl.DataFrame]) -> Cascade:
         hit["batch_id"].to_list(),
         hit["work_order"].to_list(),
         _orders_of(hit, tables["customer_orders"]),
+        _shipments_of(hit["batch_id"].to_list(), tables),
     )
 
 
@@ -62,6 +79,7 @@ def batch_cascade(batch: str, tables: dict[str, pl.DataFrame]) -> Cascade:
         hit["batch_id"].to_list(),
         hit["work_order"].to_list(),
         _orders_of(hit, tables["customer_orders"]),
+        _shipments_of(hit["batch_id"].to_list(), tables),
     )
 
 

@@ -10,6 +10,9 @@ Models and the alert cause each one raises:
 
 - ``anomaly``: multivariate z-score per product (``models.machine``), process anomalies;
 - ``sensor``: sensor health (``models.sensor_health``): stuck, missing, spiking sensors;
+- ``order_offset``: a work order that runs off the product's usual level from its start (bad
+  material lot, bad setup), which the anomaly model's re-base at changeover cannot see
+  (``models.order_offset``);
 - ``failure_risk``: degradation of vibration against the product's baseline (``models.failure``).
 """
 
@@ -22,6 +25,7 @@ import polars as pl
 from floorsight.alerts.rules import AlertTracker
 from floorsight.models import MachineAnomalyModel
 from floorsight.models.failure import MachineFailureModel
+from floorsight.models.order_offset import OrderOffsetModel
 from floorsight.models.sensor_health import SensorHealthModel
 
 
@@ -42,6 +46,7 @@ class MachineAlerting:
     settings: AlertSettings = field(default_factory=AlertSettings)
     anomaly: MachineAnomalyModel | None = None
     sensors: SensorHealthModel = field(default_factory=SensorHealthModel)
+    orders: OrderOffsetModel = field(default_factory=OrderOffsetModel)
     failure: MachineFailureModel = field(default_factory=MachineFailureModel)
     trackers: dict[str, AlertTracker] = field(default_factory=dict)
 
@@ -60,6 +65,12 @@ class MachineAlerting:
                     open_after=s.open_after,
                     clear_after=s.clear_after,
                 ),
+                "order_offset": AlertTracker(
+                    cause="order_offset",
+                    label="work order off the product's usual level (material lot or setup)",
+                    open_after=s.open_after,
+                    clear_after=1,
+                ),
                 "failure_risk": AlertTracker(
                     cause="failure_risk",
                     label="failure risk (vibration rising above its baseline)",
@@ -73,6 +84,7 @@ class MachineAlerting:
         scored = [
             ("anomaly", self.anomaly.score(features)),
             ("sensor", self.sensors.score(features)),
+            ("order_offset", self.orders.score(features)),
             ("failure_risk", self.failure.score(features)),
         ]
         scores, alerts = [], []

@@ -6,7 +6,8 @@ Tables (one frame each, see docs/simulator.md for every column):
 - ``work_orders`` (the columns the pipeline's context join reads) and ``batches`` (one batch per
   work order: setup, customer order, good and scrap parts made);
 - ``material_lots`` (supplier, received) and ``genealogy`` (which lots went into which batch);
-- ``customer_orders`` (which batches ship to whom, due date);
+- ``customer_orders`` (which batches ship to whom, due date) and ``shipments`` (which batches
+  left, or will leave, in which shipment of a customer order);
 - ``maintenance_log`` (CMMS: failures, repairs, tool changes, planned maintenance);
 - ``lab_results`` (sampled parts measured in the lab; ``available_at`` is hours after the part
   was made: these are the delayed labels).
@@ -14,6 +15,7 @@ Tables (one frame each, see docs/simulator.md for every column):
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -41,6 +43,7 @@ def erp_tables(plant: Plant) -> dict[str, pl.DataFrame]:
         "material_lots": _lots(plant),
         "genealogy": _genealogy(plant),
         "customer_orders": _customer_orders(plant, batches),
+        "shipments": _shipments(plant, batches),
         "maintenance_log": maintenance_log(plant),
         "lab_results": lab_results(plant, parts),
     }
@@ -112,6 +115,49 @@ def _customer_orders(plant: Plant, batches: pl.DataFrame) -> pl.DataFrame:
             + pl.duration(days=pl.Series(rng.integers(1, 4, size=orders.height)))
         ).alias("due"),
     )
+
+
+def _shipments(plant: Plant, batches: pl.DataFrame) -> pl.DataFrame:
+    """One or two shipments per customer order, each with the batches finished before it.
+
+    A shipment leaves 2 to 20 hours after its last batch ends; ``status`` is ``shipped`` when
+    that is before the end of the simulated horizon, else ``planned``.
+    """
+    rng = np.random.default_rng([plant.seed, 19])
+    horizon_end = plant.end
+    rows = []
+    for (co,), part in (
+        batches.sort("end")
+        .partition_by("customer_order", as_dict=True, maintain_order=True)
+        .items()
+    ):
+        ids, ends = part["batch_id"].to_list(), part["end"].to_list()
+        cut = int(rng.integers(1, len(ids))) if len(ids) > 1 and rng.random() < 0.5 else len(ids)
+        previous = None
+        for k, (lo, hi) in enumerate(((0, cut), (cut, len(ids)))):
+            if lo == hi:
+                continue
+            delay = timedelta(seconds=int(rng.uniform(2, 20) * 3600))
+            shipped_at = max(ends[hi - 1] + delay, previous or ends[hi - 1])
+            previous = shipped_at
+            for batch_id in ids[lo:hi]:
+                rows.append(
+                    {
+                        "shipment_id": f"SH-{co.removeprefix('CO-')}-{k + 1}",
+                        "customer_order": co,
+                        "batch_id": batch_id,
+                        "shipped_at": shipped_at,
+                        "status": "shipped" if shipped_at <= horizon_end else "planned",
+                    }
+                )
+    schema = {
+        "shipment_id": pl.String,
+        "customer_order": pl.String,
+        "batch_id": pl.String,
+        "shipped_at": _TS,
+        "status": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema)
 
 
 def _lots(plant: Plant) -> pl.DataFrame:

@@ -661,7 +661,11 @@ def build_plant(
     orders: list[WorkOrder] = []
     lots: list[MaterialLot] = []
     number = 1000 + seed % 1000 * 100
+    # a material lot lasts one to three work orders of its machine, so a held lot reaches several
+    # batches (its own generator: the plant's other draws stay what they were)
+    lot_rng = np.random.default_rng([seed, 41])
     for m in ms:
+        lot, lot_orders_left = None, 0
         catalog = products_for(m.machine_type)
         # the first order started before `start`, so every reading has context
         t = start - timedelta(minutes=int(rng.integers(5, 30)))
@@ -670,8 +674,11 @@ def build_plant(
             minutes = int(rng.integers(*work_order_minutes))
             end = t + timedelta(minutes=minutes)
             number += 1
-            lot = _lot(rng, m.machine_type, t)
-            lots.append(lot)
+            fresh = _lot(rng, m.machine_type, t)
+            if lot is None or lot_orders_left <= 0:
+                lot, lot_orders_left = fresh, int(lot_rng.integers(1, 4))
+                lots.append(lot)
+            lot_orders_left -= 1
             setup = timedelta(0) if first else timedelta(minutes=int(rng.integers(*setup_minutes)))
             setup = min(setup, (end - t) / 3)
             orders.append(

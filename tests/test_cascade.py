@@ -91,3 +91,28 @@ def test_batch_cascade_follows_shared_lots_on_hand_made_genealogy() -> None:
     assert c.batches == ["B1", "B2", "B3"]  # B4 shares no lot
     assert c.customer_orders["customer_order"].to_list() == ["C1", "C2"]
     assert lot_cascade("L3", tables).batches == ["B4"]
+
+
+def test_a_held_shared_lot_reaches_exactly_its_batches_orders_and_shipments(
+    plant_and_tables,
+) -> None:
+    plant, tables = plant_and_tables
+    counts = {}
+    for w in plant.work_orders:
+        counts.setdefault(w.material_lot, []).append(w)
+    lot, orders = next((lot, ws) for lot, ws in counts.items() if len(ws) >= 2)
+    cascade = lot_cascade(lot, tables)
+    batches = sorted("B-" + w.work_order[3:] for w in orders)
+    assert cascade.batches == batches
+    # the customer orders those batches were allocated to, and nothing else
+    allocated = tables["batches"].filter(tables["batches"]["batch_id"].is_in(batches))
+    assert cascade.customer_orders["customer_order"].to_list() == sorted(
+        set(allocated["customer_order"])
+    )
+    # every shipment holding one of the batches, with exactly those batches listed
+    shipments = tables["shipments"]
+    expected = shipments.filter(shipments["batch_id"].is_in(batches))
+    assert cascade.shipment_ids == sorted(set(expected["shipment_id"]))
+    assert sorted(cascade.shipments["batch_id"]) == sorted(expected["batch_id"])
+    assert set(cascade.shipments["batch_id"]) == set(batches)  # each batch ships somewhere
+    assert set(cascade.shipments["status"]) <= {"shipped", "planned"}
