@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -125,23 +123,29 @@ class Outbox:
                 0
             ]
 
+    def has(self, key: str) -> bool:
+        """True when some destination has ``key`` queued (delivered or not)."""
+        with self._connect() as con:
+            return (
+                con.execute("SELECT 1 FROM outbox WHERE key = ? LIMIT 1", (key,)).fetchone()
+                is not None
+            )
 
-def webhook(url: str, timeout_s: float = 5.0) -> Sender:
-    """POST the payload as JSON with an ``Idempotency-Key`` header; 2xx means accepted."""
+    def queued_before(self, suffix: str, before: datetime) -> list[dict]:
+        """Payloads (one per key) whose key ends with ``suffix``, queued before ``before``."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT key, min(payload) FROM outbox WHERE key LIKE ? AND created_at < ?"
+                " GROUP BY key ORDER BY key",
+                ("%" + suffix, before.isoformat()),
+            ).fetchall()
+        return [json.loads(payload) for _, payload in rows]
 
-    def send(key: str, payload: dict) -> None:
-        body = json.dumps(payload, default=str).encode()
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "Idempotency-Key": key},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                if not 200 <= response.status < 300:
-                    raise ConnectionError(f"{url} answered {response.status}")
-        except urllib.error.HTTPError as e:
-            raise ConnectionError(f"{url} answered {e.code}") from None
-
-    return send
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per destination: notifications delivered and pending."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT destination, count(delivered_at), count(*) - count(delivered_at)"
+                " FROM outbox GROUP BY destination ORDER BY destination"
+            ).fetchall()
+        return {d: {"delivered": ok, "pending": waiting} for d, ok, waiting in rows}

@@ -35,12 +35,14 @@ WORK_ORDER_SCHEMA: dict[str, pl.DataType] = {
 #: Context tables read when present, besides work orders and spec limits (the simulator writes
 #: all of them: see docs/simulator.md).
 RECORD_TABLES = (
+    "machines",
     "products",
     "recipes",
     "batches",
     "material_lots",
     "genealogy",
     "customer_orders",
+    "shipments",
     "maintenance_log",
     "lab_results",
 )

@@ -21,9 +21,11 @@ from bytewax.operators import StatefulLogic
 
 from floorsight.alerts import ALERTS
 from floorsight.alerts.engine import AlertSettings, MachineAlerting
+from floorsight.alerts.routing import Routing
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.models import SCORES
 from floorsight.pipelines.context import ContextHold, ContextStore
+from floorsight.pipelines.notify_sink import NotifySink
 from floorsight.pipelines.sink import DuckDBSink, TableRows
 from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
 from floorsight.pipelines.validate import ReadingRules, check_batch, dead_letters
@@ -31,6 +33,14 @@ from floorsight.storage import Database
 
 #: Every table the pipeline writes.
 TABLES = [FEATURES, SCORES, ALERTS, DEAD_LETTERS, WORK_ORDERS, SPEC_LIMITS]
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Where alerts are routed: the outbox file and the routing rules."""
+
+    outbox: Path
+    routing: Routing
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class PipelineSettings:
     alert_open_after: int = 2
     alert_clear_after: int = 3
     flush_interval: timedelta = timedelta(seconds=1)
+    #: route alerts to people and systems (None: alerts go to the DuckDB table only)
+    notify: NotifySettings | None = None
 
 
 def mirror_context(context: ContextStore, db_path: Path) -> None:
@@ -198,6 +210,10 @@ def build_flow(
         op.filter_map("w_scores", scored, lambda kv: rows("scores")(kv[1][0])),
         op.filter_map("w_alerts", scored, lambda kv: rows("alerts")(kv[1][1])),
     ]
+    if settings.notify is not None:
+        alert_rows = op.filter_map("alert_rows", scored, lambda kv: kv[1][1])
+        sink = NotifySink(settings.notify.outbox, settings.notify.routing, context)
+        op.output("notify", alert_rows, sink)
     tables = op.merge("tables", *out)
     # (table, (table, frame))
     op.output("duckdb", tables, DuckDBSink(db_path, TABLES, flush_interval=settings.flush_interval))

@@ -2,6 +2,7 @@
 
 Tables (one frame each, see docs/simulator.md for every column):
 
+- ``machines`` (line and type of each machine: where its alerts go);
 - ``products``, ``recipes`` (setpoints per product), ``spec_limits`` (LSL/target/USL);
 - ``work_orders`` (the columns the pipeline's context join reads) and ``batches`` (one batch per
   work order: setup, customer order, good and scrap parts made);
@@ -35,6 +36,13 @@ def erp_tables(plant: Plant) -> dict[str, pl.DataFrame]:
     parts = plant.parts
     batches = _batches(plant, parts, _allocation(plant))
     return {
+        "machines": pl.DataFrame(
+            {
+                "machine_id": [m.machine_id for m in plant.machines],
+                "line": [m.line for m in plant.machines],
+                "machine_type": [m.machine_type for m in plant.machines],
+            }
+        ),
         "products": products_frame(),
         "recipes": recipes_frame(),
         "spec_limits": spec_limits_frame(),

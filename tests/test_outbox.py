@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from floorsight.alerts.outbox import Outbox, webhook
+from floorsight.alerts.destinations import webhook
+from floorsight.alerts.outbox import Outbox
 
 pytestmark = pytest.mark.e2e
 

@@ -1,0 +1,184 @@
+"""Who hears about an alert, and where: routing rules from a TOML file.
+
+An alert is routed by its type (``cause``), its machine's line and its severity. Rules map
+those to roles (maintenance, quality, planning, ...); roles map to destinations (a webhook URL,
+an MQTT topic per line, an e-mail address, the machine's OPC-UA node, the ERP's quality
+notifications). Every matching rule adds its roles; an alert nobody acknowledges within
+``escalation.after_s`` goes to the escalation roles too. See ``docs/alerts.md`` for the file
+format and :data:`DEFAULT_ROUTING` for the routing the demo uses.
+
+Example file::
+
+    [escalation]
+    after_s = 900
+    roles = ["supervisor"]
+
+    [destinations.maintenance_hook]
+    kind = "webhook"
+    url = "http://127.0.0.1:9000/alerts"
+
+    [destinations.line_topic]
+    kind = "mqtt"
+    url = "mqtt://127.0.0.1:1883"
+    topic = "floorsight/alerts/{line}"
+
+    [roles]
+    maintenance = ["maintenance_hook", "line_topic"]
+
+    [[rules]]
+    causes = ["failure_risk", "sensor"]
+    roles = ["maintenance"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from floorsight.records import Severity
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+DestinationKind = Literal["webhook", "mqtt", "opcua", "email", "erp_file", "erp_table"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Destination(_Strict):
+    """Where notifications go; which fields apply depends on ``kind``.
+
+    - ``webhook``: ``url`` (HTTP POST of the JSON body, ``Idempotency-Key`` header);
+    - ``mqtt``: ``url`` (``mqtt://host:port``) and ``topic`` (``{line}`` and ``{machine_id}``
+      are filled in), QoS 1;
+    - ``opcua``: ``url`` of the plant's OPC-UA server; sets the machine's ``QualityHold`` and
+      ``AlarmText`` nodes (``user``/``password`` when the server asks for them);
+    - ``email``: ``address`` and ``url`` (``smtp://host:port``);
+    - ``erp_file``: ``path`` of a drop folder (one JSON file per notification);
+    - ``erp_table``: ``url`` of the ERP database (a DuckDB file path or ``postgresql://``),
+      table ``quality_notifications``.
+    """
+
+    kind: DestinationKind
+    url: str | None = None
+    topic: str | None = None
+    address: str | None = None
+    path: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> Destination:
+        needed = {
+            "webhook": ("url",),
+            "mqtt": ("url", "topic"),
+            "opcua": ("url",),
+            "email": ("url", "address"),
+            "erp_file": ("path",),
+            "erp_table": ("url",),
+        }[self.kind]
+        missing = [f for f in needed if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a {self.kind} destination needs {', '.join(missing)}")
+        return self
+
+
+class Rule(_Strict):
+    """Roles for alerts of these causes, on these lines, at or above this severity.
+
+    An empty ``causes`` or ``lines`` matches all.
+    """
+
+    causes: list[str] = Field(default_factory=list)
+    lines: list[str] = Field(default_factory=list)
+    min_severity: Severity = Severity.INFO
+    roles: list[str]
+
+    def matches(self, cause: str, line: str, severity: str) -> bool:
+        return (
+            (not self.causes or cause in self.causes)
+            and (not self.lines or line in self.lines)
+            and _RANK[Severity(severity)] >= _RANK[self.min_severity]
+        )
+
+
+class Escalation(_Strict):
+    """Alerts still open and unacknowledged ``after_s`` seconds after they were sent."""
+
+    after_s: float = 900.0
+    roles: list[str] = Field(default_factory=list)
+
+
+class Routing(_Strict):
+    destinations: dict[str, Destination] = Field(default_factory=dict)
+    roles: dict[str, list[str]] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+    escalation: Escalation = Field(default_factory=Escalation)
+
+    @model_validator(mode="after")
+    def _references(self) -> Routing:
+        for role, names in self.roles.items():
+            for name in names:
+                if name not in self.destinations:
+                    raise ValueError(f"role {role!r} names unknown destination {name!r}")
+        used = [r for rule in self.rules for r in rule.roles] + self.escalation.roles
+        for role in used:
+            if role not in self.roles:
+                raise ValueError(f"a rule names unknown role {role!r}")
+        return self
+
+    def roles_for(self, cause: str, line: str, severity: str) -> list[str]:
+        """Every role a matching rule names, in rule order, each once."""
+        out: list[str] = []
+        for rule in self.rules:
+            if rule.matches(cause, line, severity):
+                out += [r for r in rule.roles if r not in out]
+        return out
+
+    def destinations_for(self, roles: list[str]) -> list[str]:
+        out: list[str] = []
+        for role in roles:
+            out += [d for d in self.roles[role] if d not in out]
+        return out
+
+
+class RoutingError(ValueError):
+    """The routing file cannot be used; the message names the file and what is wrong."""
+
+
+def load_routing(path: Path) -> Routing:
+    """Read and check a routing file; errors name the file and the offending entry."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise RoutingError(f"{path}: {e}") from None
+    try:
+        return Routing.model_validate(data)
+    except ValidationError as e:
+        raise RoutingError(f"{path}: {e}") from None
+
+
+def default_routing(home: Path) -> Routing:
+    """The demo's routing: every role gets the ERP's quality-notification drop folder."""
+    return Routing.model_validate(
+        {
+            "destinations": {
+                "erp_drop": {"kind": "erp_file", "path": str(home / "quality_notifications")},
+            },
+            "roles": {
+                "quality": ["erp_drop"],
+                "maintenance": ["erp_drop"],
+                "planning": ["erp_drop"],
+            },
+            "rules": [
+                {"causes": ["anomaly", "order_offset"], "roles": ["quality"]},
+                {"causes": ["failure_risk", "sensor"], "roles": ["maintenance"]},
+                {"causes": ["failure_risk"], "min_severity": "critical", "roles": ["planning"]},
+            ],
+            "escalation": {"after_s": 900, "roles": ["planning"]},
+        }
+    )
