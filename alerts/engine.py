@@ -13,6 +13,8 @@ Models and the alert cause each one raises:
 - ``order_offset``: a work order that runs off the product's usual level from its start (bad
   material lot, bad setup), which the anomaly model's re-base at changeover cannot see
   (``models.order_offset``);
+- ``drift``: a feature drifting away from its work order's baseline (tool wear, fouling;
+  ``models.order_drift``), so changeovers are never drift;
 - ``failure_risk``: degradation of vibration against the product's baseline (``models.failure``).
 """
 
@@ -25,6 +27,7 @@ import polars as pl
 from floorsight.alerts.rules import AlertTracker
 from floorsight.models import MachineAnomalyModel
 from floorsight.models.failure import MachineFailureModel
+from floorsight.models.order_drift import OrderDriftModel
 from floorsight.models.order_offset import OrderOffsetModel
 from floorsight.models.sensor_health import SensorHealthModel
 
@@ -47,6 +50,7 @@ class MachineAlerting:
     anomaly: MachineAnomalyModel | None = None
     sensors: SensorHealthModel = field(default_factory=SensorHealthModel)
     orders: OrderOffsetModel = field(default_factory=OrderOffsetModel)
+    drift: OrderDriftModel = field(default_factory=OrderDriftModel)
     failure: MachineFailureModel = field(default_factory=MachineFailureModel)
     trackers: dict[str, AlertTracker] = field(default_factory=dict)
 
@@ -71,6 +75,12 @@ class MachineAlerting:
                     open_after=s.open_after,
                     clear_after=1,
                 ),
+                "drift": AlertTracker(
+                    cause="drift",
+                    label="process drifting from the work order's baseline (wear, fouling)",
+                    open_after=s.open_after,
+                    clear_after=s.clear_after,
+                ),
                 "failure_risk": AlertTracker(
                     cause="failure_risk",
                     label="failure risk (vibration rising above its baseline)",
@@ -85,6 +95,7 @@ class MachineAlerting:
             ("anomaly", self.anomaly.score(features)),
             ("sensor", self.sensors.score(features)),
             ("order_offset", self.orders.score(features)),
+            ("drift", self.drift.score(features)),
             ("failure_risk", self.failure.score(features)),
         ]
         scores, alerts = [], []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -47,6 +48,10 @@ def demo(
     as_json: Annotated[
         bool, typer.Option("--json", help="End with the summary as one JSON line.")
     ] = False,
+    routing: Annotated[
+        Path | None,
+        typer.Option(help="Alert routing file (TOML, see docs/alerts.md); default: ERP drop."),
+    ] = None,
 ) -> None:
     """Start the simulated plant, the pipeline and the dashboard on this machine."""
     from floorsight.demo import DemoConfig, run_demo
@@ -61,6 +66,7 @@ def demo(
         seed=seed,
         headless=headless,
         port=port,
+        routing=routing,
     )
     summary = run_demo(cfg, echo=typer.echo)
     if summary is None:
@@ -81,8 +87,22 @@ def demo(
             else "NOT detected"
         )
         typer.echo(f"  {f['fault_id']} {f['kind']} on {f['machine_id']}: {verdict}")
+    typer.echo("alerts by type:      " + _counts(s.alerts_by_type))
+    typer.echo(
+        "notifications:       "
+        + _counts(
+            {
+                d: f"{c['delivered']} delivered, {c['pending']} pending"
+                for d, c in s.notifications.items()
+            }
+        )
+    )
     if as_json:
         typer.echo(json.dumps(s.as_dict(), default=str))
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"
 
 
 @app.command()
@@ -224,6 +244,10 @@ def run(
     addresses: Annotated[
         str | None, typer.Option(help="host:port of every process, ';'-separated.")
     ] = None,
+    routing: Annotated[
+        Path | None,
+        typer.Option(help="Route alerts to people and systems (TOML, see docs/alerts.md)."),
+    ] = None,
 ) -> None:
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RunConfig, run_pipeline
@@ -238,6 +262,7 @@ def run(
         mqtt=mqtt,
         context=context,
         db=db,
+        routing=routing,
         window_s=window_s,
         batch_rows=batch_rows,
         workers=workers,
@@ -252,6 +277,37 @@ def run(
         raise typer.Exit(code)
     if process_id is None:
         typer.echo(f"done: {db}")
+
+
+@app.command()
+def notify(
+    routing: Annotated[Path, typer.Option(help="Alert routing file (TOML, see docs/alerts.md).")],
+    db: Annotated[Path, typer.Option(help="The pipeline's DuckDB file (alert status).")] = Path(
+        "var/floorsight.duckdb"
+    ),
+    once: Annotated[bool, typer.Option(help="One delivery round, then exit.")] = False,
+    interval_s: Annotated[float, typer.Option(help="Seconds between delivery rounds.")] = 1.0,
+) -> None:
+    """Deliver queued alert notifications (and escalate) on their own, beside the pipeline."""
+    from floorsight.alerts.dispatcher import Dispatcher
+    from floorsight.alerts.outbox import Outbox
+    from floorsight.alerts.routing import RoutingError, load_routing
+    from floorsight.demo import stop_on_signals
+    from floorsight.runner import outbox_path
+
+    try:
+        rules = load_routing(routing)
+    except RoutingError as e:
+        raise typer.BadParameter(str(e)) from None
+    dispatcher = Dispatcher(Outbox(outbox_path(db)), rules, db_path=db)
+    if once:
+        report = dispatcher.step()
+    else:
+        stop = threading.Event()
+        with stop_on_signals(stop, typer.echo, "stopping delivery ..."):
+            dispatcher.run(stop, interval_s)
+        report = dispatcher.step()
+    typer.echo(json.dumps({"pending": report.pending, **dispatcher.outbox.counts()}))
 
 
 @app.command()

@@ -20,9 +20,12 @@ from pathlib import Path
 import polars as pl
 from bytewax.testing import run_main
 
+from floorsight.alerts.dispatcher import Dispatcher
+from floorsight.alerts.outbox import Outbox
+from floorsight.alerts.routing import Routing, default_routing, load_routing
 from floorsight.dashboards import streamlit_command
 from floorsight.pipelines.context import ContextStore
-from floorsight.pipelines.flow import PipelineSettings, build_flow
+from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_flow
 from floorsight.pipelines.sources import FrameSource
 from floorsight.pipelines.validate import ReadingRules
 from floorsight.simulators import Plant, build_plant, fault_schedule
@@ -39,6 +42,8 @@ class DemoConfig:
     window_s: float = 10.0
     headless: bool = False
     port: int = 8501
+    #: alert routing file (default: every role gets the drop folder <home>/quality_notifications)
+    routing: Path | None = None
 
 
 @dataclass
@@ -61,6 +66,10 @@ class DemoSummary:
     simulated_s: float
     speed: float
     faults: list[dict] = field(default_factory=list)
+    #: alerts per type (cause)
+    alerts_by_type: dict[str, int] = field(default_factory=dict)
+    #: notifications per destination: delivered and still pending
+    notifications: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -135,10 +144,16 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
 
     # the simulated clock runs ahead of the wall clock, so "future" is relative to the plant
     future = timedelta(days=1) + (end - start if end else timedelta(days=2))
+    routing = _routing(cfg)
+    outbox_path = cfg.home / "outbox.sqlite"
     settings = PipelineSettings(
-        window=timedelta(seconds=cfg.window_s), rules=ReadingRules(max_future=future)
+        window=timedelta(seconds=cfg.window_s),
+        rules=ReadingRules(max_future=future),
+        notify=NotifySettings(outbox_path, routing),
     )
     flow = build_flow(FrameSource(frames), ContextStore(erp_dir), db_path, settings)
+    dispatcher = Dispatcher(Outbox(outbox_path), routing, db_path=db_path)
+    delivery, delivery_stop = dispatcher.start()
     dashboard = None
     if not cfg.headless:
         dashboard = start_dashboard(db_path, cfg.port, cfg.home / "dashboard.log")
@@ -151,6 +166,8 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
         with stop_on_signals(stop, echo):
             run_main(flow)
     finally:
+        delivery_stop.set()
+        delivery.join(timeout=30)
         if dashboard is not None:
             dashboard.send_signal(signal.SIGTERM)
             try:
@@ -163,7 +180,13 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
     if stop.is_set():
         ran = min(ran, timedelta(seconds=counter.readings / plant_rate(plant)))
         echo(f"stopped early after {ran.total_seconds() / 60:.1f} simulated minutes")
-    return summarize(db_path, plant, counter, start, ran, cfg.speed, settings.window)
+    summary = summarize(db_path, plant, counter, start, ran, cfg.speed, settings.window)
+    summary.notifications = dispatcher.outbox.counts()
+    return summary
+
+
+def _routing(cfg: DemoConfig) -> Routing:
+    return load_routing(cfg.routing) if cfg.routing else default_routing(cfg.home)
 
 
 def plant_rate(plant: Plant) -> float:
@@ -202,7 +225,9 @@ def summarize(
         """SELECT (SELECT count(*) FROM features) f, (SELECT count(*) FROM scores) s,
                   (SELECT count(*) FROM alerts) a, (SELECT count(*) FROM dead_letters) d"""
     ).row(0)
-    alerts = db.query("SELECT alert_id, machine_id, raised_at FROM alerts ORDER BY raised_at")
+    alerts = db.query(
+        "SELECT alert_id, machine_id, cause, raised_at FROM alerts ORDER BY raised_at"
+    )
     matched: set[str] = set()
     delays, faults = [], []
     started = [f for f in plant.faults if f.start < start + simulated]
@@ -238,4 +263,5 @@ def summarize(
         simulated_s=simulated.total_seconds(),
         speed=speed,
         faults=faults,
+        alerts_by_type=dict(alerts.group_by("cause").len().sort("cause").iter_rows()),
     )

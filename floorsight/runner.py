@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from floorsight.alerts.dispatcher import Dispatcher
+from floorsight.alerts.outbox import Outbox
+from floorsight.alerts.routing import load_routing
 from floorsight.demo import stop_on_signals
 from floorsight.pipelines.context import ContextStore
-from floorsight.pipelines.flow import PipelineSettings, build_flow
+from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_flow
 from floorsight.pipelines.replay import ReplaySource
 from floorsight.pipelines.validate import ReadingRules
 
@@ -45,6 +48,11 @@ class RunConfig:
     snapshot_s: float = 2.0
     process_id: int | None = None
     addresses: list[str] | None = None
+    routing: Path | None = None
+
+    @property
+    def outbox(self) -> Path:
+        return outbox_path(self.db)
 
     @property
     def partitions(self) -> int:
@@ -61,6 +69,8 @@ class RunConfig:
         ]
         if self.recovery is not None:
             out += ["--recovery", str(self.recovery)]
+        if self.routing is not None:
+            out += ["--routing", str(self.routing)]
         return out
 
     def _source_args(self) -> tuple[str, str]:
@@ -69,6 +79,11 @@ class RunConfig:
         if self.opcua is not None:
             return ("--opcua", self.opcua)
         return ("--mqtt", str(self.mqtt))
+
+
+def outbox_path(db: Path) -> Path:
+    """The alert outbox beside the database (SQLite; see ``floorsight.alerts.outbox``)."""
+    return db.with_name(db.stem + ".outbox.sqlite")
 
 
 def run_pipeline(cfg: RunConfig) -> int:
@@ -83,9 +98,16 @@ def run_pipeline(cfg: RunConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("asyncua").setLevel(logging.WARNING)
 
+    notify, dispatcher = None, None
+    if cfg.routing is not None:
+        routing = load_routing(cfg.routing)
+        notify = NotifySettings(cfg.outbox, routing)
+        if cfg.process_id in (None, 0):  # one delivery loop per cluster
+            dispatcher = Dispatcher(Outbox(cfg.outbox), routing, db_path=cfg.db)
     settings = PipelineSettings(
         window=timedelta(seconds=cfg.window_s),
         rules=ReadingRules(max_future=timedelta(days=36500)),
+        notify=notify,
     )
     stop = threading.Event()
     if cfg.opcua is not None:
@@ -101,15 +123,22 @@ def run_pipeline(cfg: RunConfig) -> int:
     else:
         source = ReplaySource(cfg.history, cfg.partitions, cfg.batch_rows, stop=stop)
     flow = build_flow(source, ContextStore(cfg.context), cfg.db, settings)
-    with stop_on_signals(stop, log.warning, "stopping: flushing the database ..."):
-        cli_main(
-            flow,
-            workers_per_process=cfg.workers,
-            process_id=cfg.process_id,
-            addresses=cfg.addresses,
-            epoch_interval=timedelta(seconds=cfg.snapshot_s),
-            recovery_config=RecoveryConfig(cfg.recovery) if cfg.recovery else None,
-        )
+    delivery = dispatcher.start() if dispatcher is not None else None
+    try:
+        with stop_on_signals(stop, log.warning, "stopping: flushing the database ..."):
+            cli_main(
+                flow,
+                workers_per_process=cfg.workers,
+                process_id=cfg.process_id,
+                addresses=cfg.addresses,
+                epoch_interval=timedelta(seconds=cfg.snapshot_s),
+                recovery_config=RecoveryConfig(cfg.recovery) if cfg.recovery else None,
+            )
+    finally:
+        if delivery is not None:
+            thread, done = delivery
+            done.set()
+            thread.join(timeout=60)
     return 0
 
 
