@@ -24,12 +24,16 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from floorsight.alerts.feedback import Verdict
 from floorsight.alerts.rules import AlertTracker
 from floorsight.models import MachineAnomalyModel
 from floorsight.models.failure import MachineFailureModel
 from floorsight.models.order_drift import OrderDriftModel
 from floorsight.models.order_offset import OrderOffsetModel
 from floorsight.models.sensor_health import SensorHealthModel
+
+#: however many false alarms, a rule opens after at most this many anomalous windows
+MAX_OPEN_AFTER = 6
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class MachineAlerting:
     drift: OrderDriftModel = field(default_factory=OrderDriftModel)
     failure: MachineFailureModel = field(default_factory=MachineFailureModel)
     trackers: dict[str, AlertTracker] = field(default_factory=dict)
+    #: labelled resolutions already taken into account (event ids)
+    applied: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -88,6 +94,32 @@ class MachineAlerting:
                     clear_after=s.clear_after,
                 ),
             }
+
+    def apply_feedback(self, verdicts: list[Verdict]) -> int:
+        """Take people's labels into account (each once); returns how many were new.
+
+        A false alarm makes its rule need one more anomalous window to open (up to
+        ``MAX_OPEN_AFTER``) and, for the anomaly model, halves the share of windows it may flag
+        (threshold 0.9999 -> 0.99995 ...); a confirmed problem undoes one such step.
+        """
+        new = [v for v in verdicts if v.event_id not in self.applied]
+        for v in new:
+            self.applied.add(v.event_id)
+            tracker = self.trackers.get(v.cause)
+            if tracker is None:
+                continue
+            base = 1 if v.cause == "failure_risk" else self.settings.open_after
+            if v.label == "false_alarm":
+                tracker.open_after = min(tracker.open_after + 1, MAX_OPEN_AFTER)
+                if v.cause == "anomaly":
+                    self.anomaly.threshold = 1.0 - (1.0 - self.anomaly.threshold) / 2
+            elif v.label == "true_problem":
+                tracker.open_after = max(tracker.open_after - 1, base)
+                if v.cause == "anomaly":
+                    self.anomaly.threshold = max(
+                        1.0 - (1.0 - self.anomaly.threshold) * 2, self.settings.anomaly_threshold
+                    )
+        return len(new)
 
     def update(self, features: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         """Score one machine's closed windows; returns (score rows, alert rows or None)."""

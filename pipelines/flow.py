@@ -21,6 +21,7 @@ from bytewax.operators import StatefulLogic
 
 from floorsight.alerts import ALERTS
 from floorsight.alerts.engine import AlertSettings, MachineAlerting
+from floorsight.alerts.feedback import FeedbackStore
 from floorsight.alerts.routing import Routing
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.models import SCORES
@@ -150,9 +151,12 @@ def build_flow(
         clear_after=settings.alert_clear_after,
     )
 
+    feedback = FeedbackStore(db_path)
+
     def score(state: MachineAlerting | None, features: pl.DataFrame):
         # the machine's models and alert trackers are its state: recovery snapshots keep them
         state = state or MachineAlerting(alert_settings)
+        state.apply_feedback(feedback.for_machine(features["machine_id"][0]))
         return state, state.update(features)
 
     mirror_context(context, db_path)
