@@ -59,6 +59,11 @@ class MachineAlerting:
     trackers: dict[str, AlertTracker] = field(default_factory=dict)
     #: labelled resolutions already taken into account (event ids)
     applied: set[str] = field(default_factory=set)
+    #: online metrics: windows scored, flagged and alerts opened per model/cause
+    counts: dict[str, int] = field(default_factory=dict)
+    #: feature batches seen, and the count at the last snapshot to the model registry
+    windows: int = 0
+    snapshot_at: int = 0
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -94,6 +99,18 @@ class MachineAlerting:
                     clear_after=s.clear_after,
                 ),
             }
+
+    def metrics(self) -> dict[str, float]:
+        """Online metrics for the model registry: counts, flag rates, thresholds, feedback."""
+        out: dict[str, float] = {k: float(v) for k, v in self.counts.items()}
+        for cause in self.trackers:
+            n = self.counts.get(f"{cause}.windows", 0)
+            if n:
+                out[f"{cause}.flag_rate"] = self.counts.get(f"{cause}.flagged", 0) / n
+            out[f"{cause}.open_after"] = float(self.trackers[cause].open_after)
+        out["anomaly.threshold"] = self.anomaly.threshold
+        out["feedback.labels"] = float(len(self.applied))
+        return out
 
     def apply_feedback(self, verdicts: list[Verdict]) -> int:
         """Take people's labels into account (each once); returns how many were new.
@@ -131,13 +148,19 @@ class MachineAlerting:
             ("failure_risk", self.failure.score(features)),
         ]
         scores, alerts = [], []
+        c = self.counts
+        self.windows += features.select("window_start").n_unique()
         for cause, frame in scored:
             if frame is None or frame.height == 0:
                 continue
             scores.append(frame)
+            c[f"{cause}.windows"] = c.get(f"{cause}.windows", 0) + frame.height
+            flagged = int(frame["is_anomaly"].sum())
+            c[f"{cause}.flagged"] = c.get(f"{cause}.flagged", 0) + flagged
             changed = self.trackers[cause].update(frame)
             if changed is not None:
                 alerts.append(changed)
+                c[f"{cause}.alert_updates"] = c.get(f"{cause}.alert_updates", 0) + changed.height
         out = pl.concat(scores, how="vertical_relaxed") if scores else _empty_scores()
         return out, pl.concat(alerts) if alerts else None
 

@@ -27,3 +27,8 @@ def default_db_path() -> Path:
 
 def default_context_dir() -> Path:
     return home() / "erp"
+
+
+def mlflow_tracking_uri() -> str:
+    """MLflow store: ``MLFLOW_TRACKING_URI`` or a SQLite file under :func:`home`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"

@@ -9,6 +9,7 @@ this module only wires them.
 from __future__ import annotations
 
 import copy
+import pickle
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from floorsight.alerts.routing import Routing
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.models import SCORES
 from floorsight.pipelines.context import ContextHold, ContextStore
+from floorsight.pipelines.model_snapshots import MlflowSnapshotSink, ModelSnapshot
 from floorsight.pipelines.notify_sink import NotifySink
 from floorsight.pipelines.sink import DuckDBSink, TableRows
 from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
@@ -61,6 +63,10 @@ class PipelineSettings:
     flush_interval: timedelta = timedelta(seconds=1)
     #: route alerts to people and systems (None: alerts go to the DuckDB table only)
     notify: NotifySettings | None = None
+    #: log the online models' state and metrics to this MLflow store (None: don't)
+    mlflow_uri: str | None = None
+    #: ... every this many scored windows of a machine
+    snapshot_windows: int = 360
 
 
 def mirror_context(context: ContextStore, db_path: Path) -> None:
@@ -156,8 +162,20 @@ def build_flow(
     def score(state: MachineAlerting | None, features: pl.DataFrame):
         # the machine's models and alert trackers are its state: recovery snapshots keep them
         state = state or MachineAlerting(alert_settings)
-        state.apply_feedback(feedback.for_machine(features["machine_id"][0]))
-        return state, state.update(features)
+        machine_id = features["machine_id"][0]
+        state.apply_feedback(feedback.for_machine(machine_id))
+        scores, alerts = state.update(features)
+        snapshot = None
+        if settings.mlflow_uri and state.windows - state.snapshot_at >= settings.snapshot_windows:
+            state.snapshot_at = state.windows
+            snapshot = ModelSnapshot(
+                machine_id,
+                features["window_end"].max(),
+                state.windows,
+                state.metrics(),
+                pickle.dumps(state),
+            )
+        return state, (scores, alerts, snapshot)
 
     mirror_context(context, db_path)
     flow = Dataflow(flow_id)
@@ -191,7 +209,7 @@ def build_flow(
     late = op.filter_map_value("late", windowed, lambda t: t[1] if t[0] == "late" else None)
     # (machine_id, feature rows of closed windows)
     scored = op.stateful_map("score", features, score)
-    # (machine_id, (scores, alerts | None))
+    # (machine_id, (scores, alerts | None, model snapshot | None))
 
     def rows(table: str):
         return lambda frame: None if frame is None or frame.height == 0 else (table, (table, frame))
@@ -218,6 +236,9 @@ def build_flow(
         alert_rows = op.filter_map("alert_rows", scored, lambda kv: kv[1][1])
         sink = NotifySink(settings.notify.outbox, settings.notify.routing, context)
         op.output("notify", alert_rows, sink)
+    if settings.mlflow_uri:
+        snapshots = op.filter_map("model_snapshots", scored, lambda kv: kv[1][2])
+        op.output("mlflow", snapshots, MlflowSnapshotSink(settings.mlflow_uri))
     tables = op.merge("tables", *out)
     # (table, (table, frame))
     op.output("duckdb", tables, DuckDBSink(db_path, TABLES, flush_interval=settings.flush_interval))
