@@ -1,0 +1,108 @@
+"""Known answers for the per-machine models of the alerting engine: sensor health (stuck,
+missing, spiking), order offset (bad lot) and order drift (tool wear), and the changeover rule."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import polars as pl
+
+from floorsight.models.order_drift import OrderDriftModel
+from floorsight.models.order_offset import OrderOffsetModel
+from floorsight.models.sensor_health import SensorHealthModel
+from tests.conftest import T0
+
+
+def _window(i: int, sensor: str, mean: float, **over) -> dict:
+    start = T0 + timedelta(seconds=10 * i)
+    row = {
+        "machine_id": "M1",
+        "sensor": sensor,
+        "window_start": start,
+        "window_end": start + timedelta(seconds=10),
+        "work_order": over.pop("work_order", "WO-1"),
+        "product": over.pop("product", "P"),
+        "material_lot": "L",
+        "n": 10,
+        "mean": mean,
+        "std": 1.0,
+        "min": mean - 1.6,
+        "max": mean + 1.6,
+        "last": mean,
+    }
+    row.update(over)
+    return row
+
+
+def _normal(rng: random.Random, i: int, sensors=("temp", "flow")) -> list[dict]:
+    return [_window(i, s, 40 + rng.gauss(0, 0.3)) for s in sensors]
+
+
+def test_sensor_health_flags_exactly_the_faulty_windows() -> None:
+    rng = random.Random(1)
+    model = SensorHealthModel(grace_windows=60)
+    warm = model.score(pl.DataFrame([r for i in range(100) for r in _normal(rng, i)]))
+    assert not warm["is_anomaly"].any()
+    rows = []
+    for i in range(100, 120):
+        temp, flow = _normal(rng, i)
+        if 105 <= i < 110:  # flow missing while temp reports: dropout
+            rows.append(temp)
+            continue
+        if i == 112:  # one spike of 12 sd in temp
+            temp["max"] = temp["mean"] + 12.0
+        if i >= 113:  # temp frozen: identical value, no spread
+            temp.update(mean=41.0, min=41.0, max=41.0, last=41.0, std=0.0)
+        rows += [temp, flow]
+    out = model.score(pl.DataFrame(rows))
+    flagged = {
+        int((r["window_start"] - T0).total_seconds() // 10): r["evidence"]
+        for r in out.iter_rows(named=True)
+        if r["is_anomaly"]
+    }
+    assert [i for i in flagged if i < 112] == list(range(105, 110))
+    assert all("flow missing" in flagged[i] for i in range(105, 110))
+    assert "temp spikes" in flagged[112]
+    # stuck: after more unchanged windows than ever seen in normal operation (at least 6)
+    assert [i for i in flagged if i > 112] == list(range(119, 120))
+    assert "temp stuck at 41" in flagged[119]
+
+
+def _order(rng, k: int, level: float, slope: float = 0.0, windows: int = 60) -> list[dict]:
+    base = 10.0 + rng.gauss(0, 0.02) + level
+    return [
+        _window(
+            k * 100 + w,
+            "bore",
+            base + rng.gauss(0, 0.005) + slope * w,
+            work_order=f"WO-{k}",
+        )
+        for w in range(windows)
+    ]
+
+
+def test_order_offset_flags_a_bad_lot_not_a_normal_changeover() -> None:
+    rng = random.Random(2)
+    model = OrderOffsetModel(settle=6, min_orders=5)
+    normal = [model.score(pl.DataFrame(_order(rng, k, 0.0))) for k in range(10)]
+    assert not any(o["is_anomaly"].any() for o in normal)
+    bad = model.score(pl.DataFrame(_order(rng, 10, 0.3)))
+    assert bad["is_anomaly"].to_list() == [False] * 5 + [True] * 55
+    assert "bore mean" in bad["evidence"][-1] and "earlier orders of P" in bad["evidence"][-1]
+    # the bad order was not learned: the next normal order is normal again
+    assert not model.score(pl.DataFrame(_order(rng, 11, 0.0)))["is_anomaly"].any()
+
+
+def test_order_drift_flags_wear_within_an_order_not_a_changeover() -> None:
+    rng = random.Random(3)
+    model = OrderDriftModel(settle=6, baseline=12, min_orders=3)
+    # changeovers between orders at different levels: never drift
+    for k in range(6):
+        out = model.score(pl.DataFrame(_order(rng, k, level=0.1 * (k % 3), windows=80)))
+        assert not out["is_anomaly"].any()
+    worn = model.score(pl.DataFrame(_order(rng, 6, 0.0, slope=0.002, windows=80)))
+    first = worn["is_anomaly"].arg_max()
+    assert worn["is_anomaly"][first]
+    assert 18 < first < 50 and worn["is_anomaly"][first:].all()
+    assert "drifted +" in worn["evidence"][first]
