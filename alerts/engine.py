@@ -15,6 +15,9 @@ Models and the alert cause each one raises:
   (``models.order_offset``);
 - ``drift``: a feature drifting away from its work order's baseline (tool wear, fouling;
   ``models.order_drift``), so changeovers are never drift;
+- ``out_of_spec``: a quality characteristic's window mean outside the product's spec limits
+  from ERP (``models.spc_monitor``, which also puts it on the product's I-MR chart and names
+  every Nelson rule violated, for the SPC dashboard);
 - ``failure_risk``: degradation of vibration against the product's baseline (``models.failure``).
 """
 
@@ -31,6 +34,7 @@ from floorsight.models.failure import MachineFailureModel
 from floorsight.models.order_drift import OrderDriftModel
 from floorsight.models.order_offset import OrderOffsetModel
 from floorsight.models.sensor_health import SensorHealthModel
+from floorsight.models.spc_monitor import SpcModel, SpecLimits
 
 #: however many false alarms, a rule opens after at most this many anomalous windows
 MAX_OPEN_AFTER = 6
@@ -55,6 +59,7 @@ class MachineAlerting:
     sensors: SensorHealthModel = field(default_factory=SensorHealthModel)
     orders: OrderOffsetModel = field(default_factory=OrderOffsetModel)
     drift: OrderDriftModel = field(default_factory=OrderDriftModel)
+    spc: SpcModel = field(default_factory=SpcModel)
     failure: MachineFailureModel = field(default_factory=MachineFailureModel)
     trackers: dict[str, AlertTracker] = field(default_factory=dict)
     #: labelled resolutions already taken into account (event ids)
@@ -89,6 +94,12 @@ class MachineAlerting:
                 "drift": AlertTracker(
                     cause="drift",
                     label="process drifting from the work order's baseline (wear, fouling)",
+                    open_after=s.open_after,
+                    clear_after=s.clear_after,
+                ),
+                "out_of_spec": AlertTracker(
+                    cause="out_of_spec",
+                    label="parts out of spec (window mean beyond the ERP spec limits)",
                     open_after=s.open_after,
                     clear_after=s.clear_after,
                 ),
@@ -138,13 +149,19 @@ class MachineAlerting:
                     )
         return len(new)
 
-    def update(self, features: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-        """Score one machine's closed windows; returns (score rows, alert rows or None)."""
+    def update(
+        self, features: pl.DataFrame, specs: SpecLimits | None = None
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """Score one machine's closed windows; returns (score rows, alert rows or None).
+
+        ``specs``: the ERP spec limits, (product, characteristic) -> (lsl, target, usl).
+        """
         scored = [
             ("anomaly", self.anomaly.score(features)),
             ("sensor", self.sensors.score(features)),
             ("order_offset", self.orders.score(features)),
             ("drift", self.drift.score(features)),
+            ("out_of_spec", self.spc.score(features, specs or {})),
             ("failure_risk", self.failure.score(features)),
         ]
         scores, alerts = [], []

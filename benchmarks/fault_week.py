@@ -27,31 +27,53 @@ import json
 import statistics
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 
 from floorsight.alerts.engine import MachineAlerting
 from floorsight.features import window_features
+from floorsight.models.spc_monitor import spec_limits_dict
 from floorsight.pipelines.context import SPEC_SCHEMA, ErpContext
 from floorsight.simulate import PlantOptions, make_plant
+from floorsight.simulators.catalog import spec_limits_frame
 
 T0 = datetime(2026, 4, 6, tzinfo=UTC)
 
 
-def run_alerts(plant, days: float, window: timedelta) -> pl.DataFrame:
-    """The alerts the pipeline's per-machine models raise over the plant's history."""
+def plant_features(plant, days: float, window: timedelta, cache: Path | None) -> pl.DataFrame:
+    """The plant's window features (cached by seed and size: the models are what changes)."""
+    path = None
+    if cache is not None:
+        path = cache / f"features-{plant.seed}-{days:g}d-{len(plant.machines)}m.parquet"
+        if path.exists():
+            return pl.read_parquet(path)
     ctx = ErpContext(plant.work_orders_frame(), pl.DataFrame(schema=SPEC_SCHEMA))
-    engines = {m.machine_id: MachineAlerting() for m in plant.machines}
-    out = []
-    t = T0
+    parts, t = [], T0
     while t < T0 + timedelta(days=days):
         t1 = t + timedelta(hours=1)
-        feats = window_features(ctx.join(plant.readings(t, t1)), window)
-        for (machine,), part in feats.partition_by("machine_id", as_dict=True).items():
-            _, alerts = engines[machine].update(part.sort("window_start"))
-            if alerts is not None:
-                out.append(alerts)
+        parts.append(window_features(ctx.join(plant.readings(t, t1)), window))
         t = t1
+    feats = pl.concat(parts)
+    if path is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        feats.write_parquet(path)
+    return feats
+
+
+def run_alerts(features: pl.DataFrame) -> pl.DataFrame:
+    """The alerts the pipeline's per-machine models raise, fed an hour of windows at a time."""
+    specs = spec_limits_dict(spec_limits_frame())
+    engines: dict[str, MachineAlerting] = {}
+    out = []
+    hours = features.with_columns(hour=pl.col("window_start").dt.truncate("1h"))
+    for (_, machine), part in hours.partition_by(
+        ["hour", "machine_id"], as_dict=True, maintain_order=True
+    ).items():
+        engine = engines.setdefault(machine, MachineAlerting())
+        _, alerts = engine.update(part.drop("hour").sort("window_start"), specs)
+        if alerts is not None:
+            out.append(alerts)
     if not out:
         return pl.DataFrame()
     return pl.concat(out).unique("alert_id", keep="last").sort("raised_at")
@@ -120,6 +142,7 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=7.0)
     ap.add_argument("--machines", type=int, default=6)
     ap.add_argument("--grace", type=float, default=60.0, help="seconds after a fault's end")
+    ap.add_argument("--cache", type=Path, default=None, help="folder to cache window features")
     args = ap.parse_args()
     runs = []
     for seed in args.seeds:
@@ -132,7 +155,8 @@ def main() -> None:
                 sample_hz=1,
             )
         )
-        alerts = run_alerts(plant, args.days, timedelta(seconds=10))
+        features = plant_features(plant, args.days, timedelta(seconds=10), args.cache)
+        alerts = run_alerts(features.sort("window_start"))
         runs.append({"seed": seed, **evaluate(plant, alerts, timedelta(seconds=args.grace))})
     by_kind: dict[str, list[int]] = {}
     for r in runs:

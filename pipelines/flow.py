@@ -26,6 +26,7 @@ from floorsight.alerts.feedback import FeedbackStore
 from floorsight.alerts.routing import Routing
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.models import SCORES
+from floorsight.models.spc_monitor import SpecLimits, spec_limits_dict
 from floorsight.pipelines.context import ContextHold, ContextStore
 from floorsight.pipelines.model_snapshots import MlflowSnapshotSink, ModelSnapshot
 from floorsight.pipelines.notify_sink import NotifySink
@@ -158,13 +159,21 @@ def build_flow(
     )
 
     feedback = FeedbackStore(db_path)
+    specs_cache: dict[int, SpecLimits] = {}
+
+    def specs() -> SpecLimits:
+        frame = context.current().spec_limits
+        if id(frame) not in specs_cache:  # the context was (re)loaded
+            specs_cache.clear()
+            specs_cache[id(frame)] = spec_limits_dict(frame)
+        return specs_cache[id(frame)]
 
     def score(state: MachineAlerting | None, features: pl.DataFrame):
         # the machine's models and alert trackers are its state: recovery snapshots keep them
         state = state or MachineAlerting(alert_settings)
         machine_id = features["machine_id"][0]
         state.apply_feedback(feedback.for_machine(machine_id))
-        scores, alerts = state.update(features)
+        scores, alerts = state.update(features, specs())
         snapshot = None
         if settings.mlflow_uri and state.windows - state.snapshot_at >= settings.snapshot_windows:
             state.snapshot_at = state.windows
