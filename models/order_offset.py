@@ -6,15 +6,18 @@ away). That makes it blind to an order that is wrong *from its first part on*: a
 lot or a bad setup looks like the new normal. This model closes that gap. Per product it keeps
 the distribution of order levels: for each feature (each sensor's window mean) the mean and
 the variance of the levels of past orders, learned only from orders that were not flagged.
-Once an order has ``settle`` full windows, its level is compared with that distribution:
+An order's **level** is the mean of its windows ``settle`` .. ``settle + level_windows`` (the
+first windows after a setup are skipped: the process is still settling); the reference learns
+exactly that statistic from past orders, so wander within an order is part of the spread it
+compares with. Once an order's level is known it is compared with that distribution:
 
-    z = (order level - mean of past order levels) / sqrt(var of past order levels + se^2)
+    t = (order level - mean of past order levels) / sd of past order levels
 
-where ``se`` is the standard error of the order's own level. The score is one minus the
-Bonferroni-corrected two-sided p-value of the largest |z| (Student-t with ``orders - 1``
-degrees of freedom would be more exact for few orders; ``min_orders`` and the high default
-threshold cover that). Every later window of the order carries the order's verdict, so a bad
-order raises one alert that lasts while the order runs and clears at the next changeover.
+and the score is one minus the Bonferroni-corrected two-sided p-value of the largest |t| under
+a Student-t distribution with ``orders - 1`` degrees of freedom (few past orders give a wide
+distribution rather than false alarms). Every later window of the order carries the order's
+verdict, so a bad order raises one alert that lasts while the order runs and clears at the
+next changeover.
 
 Examples
 --------
@@ -35,7 +38,7 @@ Examples
 >>> any(flags)
 False
 >>> bad = model.score(order(12, 0.6))
->>> bad["is_anomaly"].to_list() == [False] * 5 + [True] * 15
+>>> bad["is_anomaly"].to_list() == [False] * 11 + [True] * 9
 True
 >>> bad["evidence"][-1][:9]
 'bore mean'
@@ -48,6 +51,7 @@ import math
 from dataclasses import dataclass, field
 
 import polars as pl
+from scipy.stats import t as student_t
 
 from floorsight.models.machine import SCORE_SCHEMA
 
@@ -75,9 +79,9 @@ class _Order:
     product: str
     windows: int = 0
     sums: dict[str, float] = field(default_factory=dict)
-    squares: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     flagged: bool = False
+    complete: bool = False
     verdict: tuple[float, str] | None = None
 
 
@@ -87,6 +91,7 @@ class OrderOffsetModel:
 
     threshold: float = 0.99999
     settle: int = 6
+    level_windows: int = 6
     min_orders: int = 5
     min_coverage: float = 0.8
     name: str = "order_offset"
@@ -127,31 +132,30 @@ class OrderOffsetModel:
 
     def _step(self, order: _Order, x: dict[str, float]) -> tuple[float, str]:
         order.windows += 1
+        if order.verdict is not None:
+            return order.verdict
+        if order.windows <= self.settle or not order.work_order:
+            return 0.0, ""
         for name, value in x.items():
             if value is None or not math.isfinite(value):
                 continue
             order.sums[name] = order.sums.get(name, 0.0) + value
-            order.squares[name] = order.squares.get(name, 0.0) + value * value
             order.counts[name] = order.counts.get(name, 0) + 1
-        if order.verdict is not None:
-            return order.verdict
-        if order.windows < self.settle or not order.work_order:
+        if order.windows < self.settle + self.level_windows:
             return 0.0, ""
-        z = {}
+        t = {}
         for name, n in order.counts.items():
             ref = self._refs.get((order.product, name))
-            if ref is None or ref.orders < self.min_orders:
+            if ref is None or ref.orders < self.min_orders or ref.var <= 0:
                 continue
-            level = order.sums[name] / n
-            within = max(order.squares[name] / n - level * level, 0.0)
-            sd = math.sqrt(ref.var + within / n)
-            if sd > 0:
-                z[name] = (level - ref.mean, (level - ref.mean) / sd)
-        if not z:
+            offset = order.sums[name] / n - ref.mean
+            t[name] = (offset, offset / math.sqrt(ref.var * (1 + 1 / ref.orders)), ref.orders)
+        order.complete = True
+        if not t:
             order.verdict = (0.0, "")
             return order.verdict
-        name, (offset, worst) = max(z.items(), key=lambda kv: abs(kv[1][1]))
-        p = min(1.0, len(z) * math.erfc(abs(worst) / math.sqrt(2)))
+        name, (offset, worst, orders) = max(t.items(), key=lambda kv: abs(kv[1][1]))
+        p = min(1.0, len(t) * 2 * student_t.sf(abs(worst), orders - 1))
         score = 1.0 - p
         order.flagged = score >= self.threshold
         evidence = ""
@@ -167,7 +171,7 @@ class OrderOffsetModel:
 
     def _close_order(self) -> None:
         order = self._order
-        if order is None or order.flagged or order.windows < self.settle:
+        if order is None or order.flagged or not order.complete:
             return
         for name, n in order.counts.items():
             ref = self._refs.setdefault((order.product, name), _Reference())

@@ -88,7 +88,7 @@ def test_order_offset_flags_a_bad_lot_not_a_normal_changeover() -> None:
     normal = [model.score(pl.DataFrame(_order(rng, k, 0.0))) for k in range(10)]
     assert not any(o["is_anomaly"].any() for o in normal)
     bad = model.score(pl.DataFrame(_order(rng, 10, 0.3)))
-    assert bad["is_anomaly"].to_list() == [False] * 5 + [True] * 55
+    assert bad["is_anomaly"].to_list() == [False] * 11 + [True] * 49
     assert "bore mean" in bad["evidence"][-1] and "earlier orders of P" in bad["evidence"][-1]
     # the bad order was not learned: the next normal order is normal again
     assert not model.score(pl.DataFrame(_order(rng, 11, 0.0)))["is_anomaly"].any()
