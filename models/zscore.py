@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from river.base import AnomalyDetector
+from scipy.stats import t as student_t
 
 
 class MultivariateZScore(AnomalyDetector):
@@ -76,7 +77,8 @@ class MultivariateZScore(AnomalyDetector):
     def _reset(self) -> None:
         self._alpha_level = 1.0 - 0.5 ** (1.0 / self.level_half_life)
         self._alpha = 1.0 - 0.5 ** (1.0 / self.half_life)
-        # feature -> [level count, level, deviation count, variance of deviations, reference]
+        # feature -> [level count, level, deviation count, variance of deviations, reference,
+        #             distinct values learned, last value learned]
         self._state: dict[str, list[float]] = {}
         self._n = 0
         self._since_rebase = 0
@@ -94,11 +96,14 @@ class MultivariateZScore(AnomalyDetector):
                 continue
             s = self._state.get(name)
             if s is None:
-                self._state[name] = [1.0, float(value), 0.0, 0.0, float(value)]
+                self._state[name] = [1.0, float(value), 0.0, 0.0, float(value), 1.0, float(value)]
                 continue
             d = value - s[1]
             if spread:
                 s[4] += max(1.0 / (s[2] + 1.0), self._alpha) * (value - s[4])
+                if value != s[6]:
+                    s[5] += 1.0
+                    s[6] = float(value)
             if s[0] >= self.settle:
                 if spread:
                     s[2] += 1.0
@@ -140,8 +145,20 @@ class MultivariateZScore(AnomalyDetector):
         z = self.explain_one(x)
         if not z:
             return 0.0
-        p = min(1.0, len(z) * math.erfc(max(z.values()) / math.sqrt(2)))
-        return 1.0 - p
+        p = min(self._p_value(name, value) for name, value in z.items())
+        return 1.0 - min(1.0, len(z) * p)
+
+    def _p_value(self, name: str, z: float) -> float:
+        """Two-sided p-value of ``z``; Student-t while the feature has few distinct values.
+
+        A sensor that holds one value per machine cycle repeats it over several windows, so its
+        spread rests on far fewer observations than windows: its z-score is judged against a
+        t distribution with (distinct values - 1) degrees of freedom, not a normal one.
+        """
+        distinct = self._state[name][5]
+        if z < 3.0 or distinct > 1000:
+            return math.erfc(z / math.sqrt(2))
+        return 2.0 * float(student_t.sf(z, max(distinct - 1.0, 1.0)))
 
     @classmethod
     def _unit_test_params(cls):

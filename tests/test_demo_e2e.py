@@ -74,3 +74,13 @@ def test_headless_demo_detects_the_injected_fault(tmp_path: Path) -> None:
     assert alert["machine_id"] == fault["machine_id"]
     assert alert["work_order"].startswith("WO-")
     assert alert["reason"] and alert["evidence"]
+    # the summary counts alerts by type and notifications by destination, and they add up
+    assert sum(summary["alerts_by_type"].values()) == summary["alerts"]
+    assert summary["alerts_by_type"][alert["cause"]] >= 1
+    drop = summary["notifications"]["erp_drop"]
+    assert drop["pending"] == 0 and drop["delivered"] >= summary["alerts"]
+    files = [json.loads(p.read_text()) for p in (home / "quality_notifications").glob("*.json")]
+    assert len(files) == drop["delivered"]
+    assert {f["alert_id"] for f in files} == set(
+        db.query("SELECT alert_id FROM alerts")["alert_id"]
+    )
