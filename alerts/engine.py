@@ -24,6 +24,7 @@ Models and the alert cause each one raises:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -36,8 +37,31 @@ from floorsight.models.order_offset import OrderOffsetModel
 from floorsight.models.sensor_health import SensorHealthModel
 from floorsight.models.spc_monitor import SpcModel, SpecLimits
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 #: however many false alarms, a rule opens after at most this many anomalous windows
 MAX_OPEN_AFTER = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    """One CMMS event of the machine: ``kind`` is failure, repair, tool_change, maintenance..."""
+
+    kind: str
+    start: datetime
+    end: datetime
+
+
+def maintenance_events(log: pl.DataFrame | None) -> dict[str, list[Maintenance]]:
+    """The ERP ``maintenance_log`` table by machine."""
+    out: dict[str, list[Maintenance]] = {}
+    if log is None or log.height == 0:
+        return out
+    for machine_id, kind, start, end in log.select(
+        "machine_id", "kind", "start", "end"
+    ).iter_rows():
+        out.setdefault(machine_id, []).append(Maintenance(kind, start, end))
+    return out
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,8 @@ class MachineAlerting:
     #: feature batches seen, and the count at the last snapshot to the model registry
     windows: int = 0
     snapshot_at: int = 0
+    #: end of the last maintenance event applied
+    maintenance_seen: datetime = EPOCH
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -150,12 +176,52 @@ class MachineAlerting:
         return len(new)
 
     def update(
-        self, features: pl.DataFrame, specs: SpecLimits | None = None
+        self,
+        features: pl.DataFrame,
+        specs: SpecLimits | None = None,
+        maintenance: list[Maintenance] | None = None,
     ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         """Score one machine's closed windows; returns (score rows, alert rows or None).
 
         ``specs``: the ERP spec limits, (product, characteristic) -> (lsl, target, usl).
+        ``maintenance``: the machine's maintenance log (CMMS) as far as it is known; an event
+        that ended before a window is applied before that window (each once): a tool change,
+        repair or planned maintenance re-bases the anomaly model and restarts the drift
+        baseline, like a changeover; a failure is the failure model's label.
         """
+        due = sorted(
+            (m for m in maintenance or () if m.end > self.maintenance_seen), key=lambda m: m.end
+        )
+        if not due or features.height == 0:
+            return self._update(features, specs)
+        outs = []
+        rest = features
+        for event in due:
+            if rest.height == 0 or rest["window_start"].max() < event.end:
+                break
+            before = rest.filter(pl.col("window_start") < event.end)
+            if before.height:
+                outs.append(self._update(before, specs))
+            self._maintenance(event)
+            rest = rest.filter(pl.col("window_start") >= event.end)
+        if rest.height:
+            outs.append(self._update(rest, specs))
+        scores = pl.concat([o[0] for o in outs], how="vertical_relaxed")
+        alerts = [o[1] for o in outs if o[1] is not None]
+        return scores, pl.concat(alerts) if alerts else None
+
+    def _maintenance(self, event: Maintenance) -> None:
+        self.maintenance_seen = event.end
+        if event.kind == "failure":
+            self.failure.monitor.learn_failure()
+            return
+        self.anomaly.rebase()
+        self.drift.restart()
+        self.counts["maintenance.events"] = self.counts.get("maintenance.events", 0) + 1
+
+    def _update(
+        self, features: pl.DataFrame, specs: SpecLimits | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         scored = [
             ("anomaly", self.anomaly.score(features)),
             ("sensor", self.sensors.score(features)),

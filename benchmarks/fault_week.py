@@ -7,7 +7,8 @@ Per seed: a plant of ``--machines`` machines (two CNC to every injection-mouldin
 (``simulators.faults.fault_scenario``: bearing wear ending in failure and downtime, tool wear,
 process upsets, bad material lots, stuck, spiking, missing and offset sensors). The readings go
 through the pipeline's own window features and per-machine :class:`MachineAlerting` (every
-model and alert rule the dataflow runs), in time order.
+model and alert rule the dataflow runs), in time order, with the ERP spec limits and the CMMS
+maintenance log (each event applied once it has ended, as the dataflow does).
 
 - An alert **detects** a fault when it is on the fault's machine and raised between the fault's
   start and ``--grace`` seconds after its end; delay = raised_at - fault start.
@@ -34,12 +35,13 @@ from pathlib import Path
 
 import polars as pl
 
-from floorsight.alerts.engine import MachineAlerting
+from floorsight.alerts.engine import MachineAlerting, maintenance_events
 from floorsight.features import window_features
 from floorsight.models.spc_monitor import spec_limits_dict
 from floorsight.pipelines.context import SPEC_SCHEMA, ErpContext
 from floorsight.simulate import PlantOptions, make_plant
 from floorsight.simulators.catalog import spec_limits_frame
+from floorsight.simulators.erp import maintenance_log
 
 T0 = datetime(2026, 4, 6, tzinfo=UTC)
 
@@ -64,9 +66,10 @@ def plant_features(plant, days: float, window: timedelta, cache: Path | None) ->
     return feats
 
 
-def run_alerts(features: pl.DataFrame) -> pl.DataFrame:
+def run_alerts(features: pl.DataFrame, maintenance_log: pl.DataFrame) -> pl.DataFrame:
     """The alerts the pipeline's per-machine models raise, fed an hour of windows at a time."""
     specs = spec_limits_dict(spec_limits_frame())
+    maintenance = maintenance_events(maintenance_log)
     engines: dict[str, MachineAlerting] = {}
     out = []
     hours = features.with_columns(hour=pl.col("window_start").dt.truncate("1h"))
@@ -74,7 +77,9 @@ def run_alerts(features: pl.DataFrame) -> pl.DataFrame:
         ["hour", "machine_id"], as_dict=True, maintain_order=True
     ).items():
         engine = engines.setdefault(machine, MachineAlerting())
-        _, alerts = engine.update(part.drop("hour").sort("window_start"), specs)
+        _, alerts = engine.update(
+            part.drop("hour").sort("window_start"), specs, maintenance.get(machine, [])
+        )
         if alerts is not None:
             out.append(alerts)
     if not out:
@@ -167,7 +172,7 @@ def main() -> None:
             )
         )
         features = plant_features(plant, args.days, timedelta(seconds=10), args.cache)
-        alerts = run_alerts(features.sort("window_start"))
+        alerts = run_alerts(features.sort("window_start"), maintenance_log(plant))
         for name, warmup in (("all", 0.0), ("after_warmup", args.warmup_hours)):
             result = evaluate(plant, alerts, grace, timedelta(hours=warmup))
             runs[name].append({"seed": seed, **result})

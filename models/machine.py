@@ -50,6 +50,14 @@ class MachineAnomalyModel:
     _detectors: dict[str, MultivariateZScore] = field(default_factory=dict)
     _full_count: dict[str, int] = field(default_factory=dict)
     _work_order: str | None = None
+    _zero_std: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def rebase(self) -> None:
+        """Re-estimate the running product's levels from the next windows (after maintenance:
+        a tool change or a repair moves the operating point like a changeover does)."""
+        self._work_order = None
+        for detector in self._detectors.values():
+            detector.rebase()
 
     def _detector(self, product: str) -> MultivariateZScore:
         if product not in self._detectors:
@@ -65,6 +73,16 @@ class MachineAnomalyModel:
         for sensor, n in features.group_by("sensor").agg(pl.col("n").max()).iter_rows():
             self._full_count[sensor] = max(self._full_count.get(sensor, 0), n)
         full = pl.col("sensor").replace_strict(self._full_count, default=0)
+        # a sensor held per machine cycle has no spread in most windows: its std is not a
+        # statistic of the process, so only its mean is scored
+        for sensor, zero, total in (
+            features.group_by("sensor")
+            .agg((pl.col("std") == 0).sum().alias("zero"), pl.col("std").is_not_null().sum())
+            .iter_rows()
+        ):
+            z0, t0 = self._zero_std.get(sensor, (0, 0))
+            self._zero_std[sensor] = (z0 + zero, t0 + total)
+        held = [s for s, (z, t) in self._zero_std.items() if t >= 10 and z > 0.3 * t]
         segments = (
             features.filter(pl.col("n") >= self.min_coverage * full)
             .with_columns(
@@ -83,6 +101,8 @@ class MachineAnomalyModel:
         rows = []
         for seg in segments.iter_rows(named=True):
             x = dict(zip(seg.pop("feature"), seg.pop("stat"), strict=True))
+            for sensor in held:
+                x.pop(f"{sensor}.std", None)
             detector = self._detector(seg["product"])
             if seg["work_order"] != self._work_order:
                 if self._work_order is not None:

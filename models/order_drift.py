@@ -157,6 +157,11 @@ class OrderDriftModel:
             )
         return score, evidence
 
+    def restart(self) -> None:
+        """Take a new baseline from the next windows (after a tool change or repair); the
+        interrupted order is not learned as a normal one."""
+        self._order = None
+
     def _close_order(self) -> None:
         order = self._order
         if order is None or order.flagged:

@@ -11,8 +11,9 @@ sensor and window, each learned per product and sensor from the machine's own no
   ``stuck_min_windows``). Sensors that hold a value per machine cycle legitimately repeat for a
   few windows; the learned run covers that;
 - **spikes**: the window's range (max - min) is more than ``spike_factor`` times the sensor's
-  typical within-window standard deviation. Normal noise spans about 3 to 5 standard deviations
-  in a window of 10 to 100 readings; an isolated spike of 10 or more stands out.
+  typical within-window standard deviation (learned from windows in which the value changed).
+  Normal noise spans about 3 to 5 standard deviations in a window of 10 to 100 readings; an
+  isolated spike of 10 or more stands out.
 
 The score of a window is the largest of the three ratios (observed / limit), capped at 1;
 ``is_anomaly`` is a score of 1. Nothing is scored before ``grace_windows`` normal windows of
@@ -31,6 +32,7 @@ from floorsight.models.machine import SCORE_SCHEMA
 @dataclass
 class _SensorState:
     windows: int = 0
+    changing: int = 0
     typical_std: float = 0.0
     full_n: int = 0
     last: float | None = None
@@ -146,8 +148,11 @@ class SensorHealthModel:
             # learn only from windows that look normal: a fault must not teach its own level
             st.windows += 1
             st.full_n = max(st.full_n, r["n"])
-            if r["n"] >= 0.8 * st.full_n:
-                a = max(1.0 / st.windows, 1.0 - 0.5 ** (1.0 / self.half_life))
+            if r["n"] >= 0.8 * st.full_n and r["std"] > 0:
+                # windows where the value changed: a sensor held per machine cycle repeats one
+                # value for several windows, and zeros would make any change look like a spike
+                st.changing += 1
+                a = max(1.0 / st.changing, 1.0 - 0.5 ** (1.0 / self.half_life))
                 st.typical_std += a * (r["std"] - st.typical_std)
             st.normal_max_run = max(st.normal_max_run, st.run)
         return out

@@ -21,7 +21,12 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
 
 from floorsight.alerts import ALERTS
-from floorsight.alerts.engine import AlertSettings, MachineAlerting
+from floorsight.alerts.engine import (
+    AlertSettings,
+    MachineAlerting,
+    Maintenance,
+    maintenance_events,
+)
 from floorsight.alerts.feedback import FeedbackStore
 from floorsight.alerts.routing import Routing
 from floorsight.features import FEATURES, WindowAggregator
@@ -161,6 +166,8 @@ def build_flow(
     feedback = FeedbackStore(db_path)
     specs_cache: dict[int, SpecLimits] = {}
 
+    maintenance_cache: dict[int, dict[str, list[Maintenance]]] = {}
+
     def specs() -> SpecLimits:
         frame = context.current().spec_limits
         if id(frame) not in specs_cache:  # the context was (re)loaded
@@ -168,12 +175,19 @@ def build_flow(
             specs_cache[id(frame)] = spec_limits_dict(frame)
         return specs_cache[id(frame)]
 
+    def maintenance(machine_id: str) -> list[Maintenance]:
+        log = context.current().records.get("maintenance_log")
+        if id(log) not in maintenance_cache:
+            maintenance_cache.clear()
+            maintenance_cache[id(log)] = maintenance_events(log)
+        return maintenance_cache[id(log)].get(machine_id, [])
+
     def score(state: MachineAlerting | None, features: pl.DataFrame):
         # the machine's models and alert trackers are its state: recovery snapshots keep them
         state = state or MachineAlerting(alert_settings)
         machine_id = features["machine_id"][0]
         state.apply_feedback(feedback.for_machine(machine_id))
-        scores, alerts = state.update(features, specs())
+        scores, alerts = state.update(features, specs(), maintenance(machine_id))
         snapshot = None
         if settings.mlflow_uri and state.windows - state.snapshot_at >= settings.snapshot_windows:
             state.snapshot_at = state.windows
