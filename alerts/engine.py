@@ -222,9 +222,12 @@ class MachineAlerting:
     def _update(
         self, features: pl.DataFrame, specs: SpecLimits | None
     ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        sensors = self.sensors.score(features)
+        # a faulty measurement must not teach the process model its value
+        quarantine = frozenset(sensors.filter("is_anomaly")["window_start"].to_list())
         scored = [
-            ("anomaly", self.anomaly.score(features)),
-            ("sensor", self.sensors.score(features)),
+            ("anomaly", self.anomaly.score(features, quarantine)),
+            ("sensor", sensors),
             ("order_offset", self.orders.score(features)),
             ("drift", self.drift.score(features)),
             ("out_of_spec", self.spc.score(features, specs or {})),

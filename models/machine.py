@@ -66,8 +66,12 @@ class MachineAnomalyModel:
             )
         return self._detectors[product]
 
-    def score(self, features: pl.DataFrame) -> pl.DataFrame:
-        """One score row per (window, work order) segment of ``features`` (one machine)."""
+    def score(self, features: pl.DataFrame, quarantine: frozenset = frozenset()) -> pl.DataFrame:
+        """One score row per (window, work order) segment of ``features`` (one machine).
+
+        Windows whose start is in ``quarantine`` (another model found the measurement itself
+        faulty: a stuck, missing or spiking sensor) are scored but teach the detector nothing.
+        """
         # a window cut short by a changeover or by the start of data has too few readings for
         # its statistics to be comparable; it is stored as a feature but not scored
         for sensor, n in features.group_by("sensor").agg(pl.col("n").max()).iter_rows():
@@ -115,7 +119,9 @@ class MachineAnomalyModel:
                 z = detector.explain_one(x)
                 top = sorted(z.items(), key=lambda kv: -kv[1])[:3]
                 evidence = "; ".join(f"{k} z={v:.1f} (value {x[k]:.4g})" for k, v in top)
-            if score < self.learn_below:
+            if seg["window_start"] in quarantine:
+                pass
+            elif score < self.learn_below:
                 detector.learn_one(x)
             else:
                 detector.track_one(x)

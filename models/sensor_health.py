@@ -13,7 +13,9 @@ sensor and window, each learned per product and sensor from the machine's own no
 - **spikes**: the window's range (max - min) is more than ``spike_factor`` times the sensor's
   typical within-window standard deviation (learned from windows in which the value changed).
   Normal noise spans about 3 to 5 standard deviations in a window of 10 to 100 readings; an
-  isolated spike of 10 or more stands out.
+  isolated spike of 10 or more stands out. A sensor that holds one value per machine cycle (no
+  spread in most windows) is judged by its range against ``held_spike_factor`` times its usual
+  change from one cycle to the next.
 
 The score of a window is the largest of the three ratios (observed / limit), capped at 1;
 ``is_anomaly`` is a score of 1. Nothing is scored before ``grace_windows`` normal windows of
@@ -33,7 +35,9 @@ from floorsight.models.machine import SCORE_SCHEMA
 class _SensorState:
     windows: int = 0
     changing: int = 0
+    zero: int = 0
     typical_std: float = 0.0
+    typical_range: float = 0.0
     full_n: int = 0
     last: float | None = None
     run: int = 0
@@ -68,6 +72,7 @@ class SensorHealthModel:
     stuck_factor: float = 2.0
     stuck_min_windows: int = 6
     spike_factor: float = 9.0
+    held_spike_factor: float = 5.0
     half_life: float = 360.0
     name: str = "sensor_health"
     _state: dict[tuple[str, str], _SensorState] = field(default_factory=dict)
@@ -130,14 +135,26 @@ class SensorHealthModel:
         out: list[tuple[float, str]] = []
         warm = st.windows >= self.grace_windows
         spike = 0.0
-        if warm and st.typical_std > 0 and r["max"] is not None:
-            spike = (r["max"] - r["min"]) / (self.spike_factor * st.typical_std)
+        span = r["max"] - r["min"] if r["max"] is not None else 0.0
+        held = st.windows and st.zero > 0.3 * st.windows
+        if warm and held and st.typical_range > 0:
+            # held per cycle: a window holds one or two values, so compare its range with the
+            # usual change from one cycle to the next
+            spike = span / (self.held_spike_factor * st.typical_range)
             out.append(
                 (
                     spike,
-                    f"{sensor} spikes: range {r['max'] - r['min']:.4g} is "
-                    f"{(r['max'] - r['min']) / st.typical_std:.1f} x its typical std "
-                    f"{st.typical_std:.3g}",
+                    f"{sensor} spikes: range {span:.4g} is {span / st.typical_range:.1f} x its "
+                    f"usual cycle-to-cycle change {st.typical_range:.3g}",
+                )
+            )
+        elif warm and st.typical_std > 0:
+            spike = span / (self.spike_factor * st.typical_std)
+            out.append(
+                (
+                    spike,
+                    f"{sensor} spikes: range {span:.4g} is {span / st.typical_std:.1f} x its "
+                    f"typical std {st.typical_std:.3g}",
                 )
             )
         stuck_limit = max(self.stuck_min_windows, self.stuck_factor * st.normal_max_run)
@@ -147,6 +164,7 @@ class SensorHealthModel:
         if spike < 0.5 and stuck < 0.5:
             # learn only from windows that look normal: a fault must not teach its own level
             st.windows += 1
+            st.zero += r["std"] == 0
             st.full_n = max(st.full_n, r["n"])
             if r["n"] >= 0.8 * st.full_n and r["std"] > 0:
                 # windows where the value changed: a sensor held per machine cycle repeats one
@@ -154,5 +172,6 @@ class SensorHealthModel:
                 st.changing += 1
                 a = max(1.0 / st.changing, 1.0 - 0.5 ** (1.0 / self.half_life))
                 st.typical_std += a * (r["std"] - st.typical_std)
+                st.typical_range += a * (span - st.typical_range)
             st.normal_max_run = max(st.normal_max_run, st.run)
         return out
