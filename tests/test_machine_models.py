@@ -128,3 +128,37 @@ def test_spc_monitor_names_rule_violations_and_alerts_only_out_of_spec() -> None
     assert at60["score"] == 1.0
     assert at61["is_anomaly"] and at61["evidence"].startswith("bore 10.15 out of spec [9.9, 10.1]")
     assert not out["is_anomaly"][62:].any() and out["evidence"][62:].to_list() == [""] * 5
+
+
+def test_a_tool_change_rebases_like_a_changeover() -> None:
+    from floorsight.alerts.engine import MachineAlerting, Maintenance
+
+    def run(with_log: bool) -> set[str]:
+        rng = random.Random(6)
+        rows = []
+        for i in range(1000):
+            # the tool wears slowly (+0.3 over 900 windows), is changed at window 900 (machine
+            # down 2 minutes) and the process comes back at its unworn level
+            level = 40.0 + (0.3 * i / 900 if i < 900 else 0.0)
+            if 900 <= i < 912:
+                continue
+            rows += [
+                _window(
+                    i,
+                    "bore",
+                    level + rng.gauss(0, 0.01),
+                    std=0.03,
+                    min=level - 0.05,
+                    max=level + 0.05,
+                    last=level,
+                ),
+                _window(i, "temp", 40 + rng.gauss(0, 0.1), std=0.3, min=39.5, max=40.5),
+            ]
+        change = T0 + timedelta(seconds=9000)
+        log = [Maintenance("tool_change", change, change + timedelta(minutes=2))]
+        engine = MachineAlerting()
+        _, alerts = engine.update(pl.DataFrame(rows), None, log if with_log else None)
+        return set() if alerts is None else set(alerts["cause"])
+
+    assert "anomaly" in run(with_log=False)  # the return to the unworn level looks like a fault
+    assert "anomaly" not in run(with_log=True)
