@@ -30,7 +30,7 @@ def chi2_survival(d2: float, dof: int) -> float:
     total = 0.0
     for j in range(dof // 2):
         total += term
-        term *= half / (j + 2.5)
+        term *= half / (j + 1.5)  # Gamma(j + 5/2) = (j + 3/2) Gamma(j + 3/2)
     return min(1.0, math.erfc(root) + math.exp(-half) * total)
 
 
@@ -40,12 +40,13 @@ class RobustMahalanobis(AnomalyDetector):
     The mean and covariance of the features are learned one observation at a time: equally
     weighted while ``half_life`` is None (the exact sample moments), exponentially forgetting
     with that half-life otherwise. Once ``grace_period`` observations are learned, an
-    observation whose distance ``d`` exceeds ``huber`` is learned with weight ``huber / d``
-    (a Huber M-estimate), so a few gross outliers slipping into the learning stream barely move
-    the reference. The score is one minus the chi-squared p-value of the squared distance, with
-    as many degrees of freedom as features: for in-control Gaussian data ``score >= 1 - alpha``
-    flags about ``alpha`` of the observations, and scores spread uniformly over 0..1. Before
-    ``grace_period`` observations have been learned the score is 0.
+    observation whose distance ``d`` exceeds ``huber`` is learned with weight ``huber / d`` in
+    the mean and its square in the covariance (a Huber M-estimate), so a few gross outliers
+    slipping into the learning stream barely move the reference. The score is one minus the
+    chi-squared p-value of the squared distance, with as many degrees of freedom as features:
+    for in-control Gaussian data ``score >= 1 - alpha`` flags about ``alpha`` of the
+    observations, and scores spread uniformly over 0..1. Before ``grace_period`` observations
+    have been learned the score is 0.
 
     The covariance captures how the features move together (a machine's current and vibration
     rise together under load), so a combination that is unusual is flagged even when each
@@ -141,10 +142,13 @@ class RobustMahalanobis(AnomalyDetector):
             if d > self.huber:
                 weight = self.huber / d
         self._n += 1
-        a = weight * max(1.0 / self._n, self._alpha)
+        a = max(1.0 / self._n, self._alpha)
+        # Huber: an outlier pulls the mean by at most `huber` and the covariance by at most
+        # `huber` squared distances' worth, however far out it is
+        a_mean, a_cov = weight * a, weight * weight * a
         delta = values - self._mean
-        self._mean += a * delta
-        self._cov = (1.0 - a) * (self._cov + a * np.outer(delta, delta))
+        self._mean += a_mean * delta
+        self._cov = (1.0 - a_cov) * (self._cov + a_cov * np.outer(delta, delta))
         self._precision.clear()
 
     def score_one(self, x: dict) -> float:
