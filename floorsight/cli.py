@@ -382,6 +382,10 @@ def evaluate(
     subsets: Annotated[
         str, typer.Option(help="Comma-separated SKAB folders to score (e.g. valve1,valve2).")
     ] = "valve1",
+    files: Annotated[
+        str | None,
+        typer.Option(help="Experiments to score, by file number: 8-15, 0,3,9 (default: all)."),
+    ] = None,
 ) -> None:
     """Detection quality on a public benchmark, with its own protocol; ends with JSON."""
     from floorsight.models import skab
@@ -389,13 +393,16 @@ def evaluate(
     if benchmark != "skab":
         raise typer.BadParameter(f"unknown benchmark {benchmark!r}: only 'skab' is built")
     try:
-        files = skab.skab_files(data, tuple(subsets.split(",")))
-    except FileNotFoundError as e:
+        paths = skab.skab_files(data, tuple(subsets.split(",")), skab.parse_stems(files))
+    except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e)) from None
-    result = skab.evaluate(files)
+    result = skab.evaluate(paths)
     o = result["outliers"]
     nab = result["changepoints_nab"]
-    typer.echo(f"SKAB {subsets}: {len(files)} files, first 400 rows of each for fitting only")
+    typer.echo(
+        f"SKAB {subsets} files {files or 'all'}: {len(paths)} files, first 400 rows of each "
+        "for fitting only"
+    )
     typer.echo(f"{'detector':<28}{'F1':>6}{'FAR %':>8}{'MAR %':>8}   NAB std / lowFP / lowFN")
     typer.echo(
         f"{'floorsight (online)':<28}{o['f1']:>6.2f}{o['far']:>8.2f}{o['mar']:>8.2f}   "

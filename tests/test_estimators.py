@@ -13,9 +13,16 @@ import pytest
 from river import checks
 
 from floorsight.models import MultivariateZScore
+from floorsight.models.control_limit import ControlLimitFilter
+from floorsight.models.mahalanobis import RobustMahalanobis
 
 #: Every River-protocol estimator we ship, with test parameters.
-ESTIMATORS = [MultivariateZScore(grace_period=5)]
+ESTIMATORS = [
+    MultivariateZScore(grace_period=5),
+    RobustMahalanobis(grace_period=5),
+    RobustMahalanobis(grace_period=5, half_life=50.0, huber=None),
+    ControlLimitFilter(RobustMahalanobis(grace_period=5), phase_one=30),
+]
 
 
 def _local_stream(n: int = 400, seed: int = 3) -> list[tuple[dict, bool]]:
