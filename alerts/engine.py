@@ -18,6 +18,9 @@ Models and the alert cause each one raises:
 - ``out_of_spec``: a quality characteristic's window mean outside the product's spec limits
   from ERP (``models.spc_monitor``, which also puts it on the product's I-MR chart and names
   every Nelson rule violated, for the SPC dashboard);
+- ``deviation`` (scores only, no alert): the quality characteristic predicted from the other
+  sensors before the lab measures it, with a prediction interval, lab results as late labels
+  (``models.deviation_monitor``);
 - ``failure_risk``: degradation of vibration against the product's baseline (``models.failure``).
 """
 
@@ -31,6 +34,7 @@ import polars as pl
 from floorsight.alerts.feedback import Verdict
 from floorsight.alerts.rules import AlertTracker
 from floorsight.models import MachineAnomalyModel
+from floorsight.models.deviation_monitor import DeviationModel, LabResult
 from floorsight.models.failure import MachineFailureModel
 from floorsight.models.order_drift import OrderDriftModel
 from floorsight.models.order_offset import OrderOffsetModel
@@ -84,6 +88,7 @@ class MachineAlerting:
     orders: OrderOffsetModel = field(default_factory=OrderOffsetModel)
     drift: OrderDriftModel = field(default_factory=OrderDriftModel)
     spc: SpcModel = field(default_factory=SpcModel)
+    deviation: DeviationModel = field(default_factory=DeviationModel)
     failure: MachineFailureModel = field(default_factory=MachineFailureModel)
     trackers: dict[str, AlertTracker] = field(default_factory=dict)
     #: labelled resolutions already taken into account (event ids)
@@ -180,6 +185,7 @@ class MachineAlerting:
         features: pl.DataFrame,
         specs: SpecLimits | None = None,
         maintenance: list[Maintenance] | None = None,
+        labs: list[LabResult] | None = None,
     ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         """Score one machine's closed windows; returns (score rows, alert rows or None).
 
@@ -188,12 +194,15 @@ class MachineAlerting:
         that ended before a window is applied before that window (each once): a tool change,
         repair or planned maintenance re-bases the anomaly model and restarts the drift
         baseline, like a changeover; a failure is the failure model's label.
+        ``labs``: the machine's lab results (ordered by ``available_at``), the deviation
+        model's labels, each learned once the windows have passed its ``available_at``.
         """
         due = sorted(
             (m for m in maintenance or () if m.end > self.maintenance_seen), key=lambda m: m.end
         )
+        labs = labs or []
         if not due or features.height == 0:
-            return self._update(features, specs)
+            return self._update(features, specs, labs)
         outs = []
         rest = features
         for event in due:
@@ -201,11 +210,11 @@ class MachineAlerting:
                 break
             before = rest.filter(pl.col("window_start") < event.end)
             if before.height:
-                outs.append(self._update(before, specs))
+                outs.append(self._update(before, specs, labs))
             self._maintenance(event)
             rest = rest.filter(pl.col("window_start") >= event.end)
         if rest.height:
-            outs.append(self._update(rest, specs))
+            outs.append(self._update(rest, specs, labs))
         scores = pl.concat([o[0] for o in outs], how="vertical_relaxed")
         alerts = [o[1] for o in outs if o[1] is not None]
         return scores, pl.concat(alerts) if alerts else None
@@ -220,7 +229,7 @@ class MachineAlerting:
         self.counts["maintenance.events"] = self.counts.get("maintenance.events", 0) + 1
 
     def _update(
-        self, features: pl.DataFrame, specs: SpecLimits | None
+        self, features: pl.DataFrame, specs: SpecLimits | None, labs: list[LabResult]
     ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         sensors = self.sensors.score(features)
         # a faulty measurement must not teach the process model its value
@@ -232,6 +241,7 @@ class MachineAlerting:
             ("drift", self.drift.score(features)),
             ("out_of_spec", self.spc.score(features, specs or {})),
             ("failure_risk", self.failure.score(features)),
+            ("deviation", self.deviation.score(features, specs or {}, labs)),
         ]
         scores, alerts = [], []
         c = self.counts
@@ -243,6 +253,8 @@ class MachineAlerting:
             c[f"{cause}.windows"] = c.get(f"{cause}.windows", 0) + frame.height
             flagged = int(frame["is_anomaly"].sum())
             c[f"{cause}.flagged"] = c.get(f"{cause}.flagged", 0) + flagged
+            if cause not in self.trackers:
+                continue  # scores only (predicted deviations are shown, not paged)
             changed = self.trackers[cause].update(frame)
             if changed is not None:
                 alerts.append(changed)

@@ -40,11 +40,15 @@ class DeviationPredictor:
 
     def __post_init__(self) -> None:
         if self.model is None:
-            self.model = compose.Pipeline(
-                preprocessing.StandardScaler(),
-                linear_model.LinearRegression(
-                    optimizer=optim.SGD(self.learning_rate), intercept_lr=self.learning_rate
-                ),
+            # the target is standardized too: a characteristic of 25 mm must not take the
+            # intercept hundreds of SGD steps to reach
+            self.model = preprocessing.TargetStandardScaler(
+                compose.Pipeline(
+                    preprocessing.StandardScaler(),
+                    linear_model.LinearRegression(
+                        optimizer=optim.SGD(self.learning_rate), intercept_lr=self.learning_rate
+                    ),
+                )
             )
         self._residuals = deque(maxlen=self.window)
 
@@ -60,16 +64,28 @@ class DeviationPredictor:
         low, high = value - half, value + half
         return Prediction(value, low, high, not lsl <= value <= usl)
 
-    def label(self, sample_id: str, y: float) -> None:
-        """The lab result of a predicted part arrived: learn from it."""
-        x = self._pending.pop(sample_id, None)
-        if x is None:
-            return
+    def predict_only(self, x: dict[str, float], lsl: float, usl: float) -> Prediction | None:
+        """Like :meth:`predict` for a part whose features the caller keeps (see :meth:`learn`)."""
+        if self.labels < self.min_labels:
+            return None
+        value = self.model.predict_one(x)
+        half = self._quantile()
+        return Prediction(value, value - half, value + half, not lsl <= value <= usl)
+
+    def learn(self, x: dict[str, float], y: float) -> None:
+        """Learn one labelled part from its features (its residual feeds the interval first)."""
         residual = y - self.model.predict_one(x)
         if self.labels >= 1:
             self._residuals.append(abs(residual))
         self.model.learn_one(x, y)
         self.labels += 1
+
+    def label(self, sample_id: str, y: float) -> None:
+        """The lab result of a predicted part arrived: learn from it."""
+        x = self._pending.pop(sample_id, None)
+        if x is None:
+            return
+        self.learn(x, y)
 
     def _quantile(self) -> float:
         if not self._residuals:

@@ -31,6 +31,7 @@ from floorsight.alerts.feedback import FeedbackStore
 from floorsight.alerts.routing import Routing
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.models import SCORES
+from floorsight.models.deviation_monitor import LabResult, lab_results_by_machine
 from floorsight.models.spc_monitor import SpecLimits, spec_limits_dict
 from floorsight.pipelines.context import ContextHold, ContextStore
 from floorsight.pipelines.model_snapshots import MlflowSnapshotSink, ModelSnapshot
@@ -175,6 +176,15 @@ def build_flow(
             specs_cache[id(frame)] = spec_limits_dict(frame)
         return specs_cache[id(frame)]
 
+    labs_cache: dict[int, dict[str, list[LabResult]]] = {}
+
+    def labs(machine_id: str) -> list[LabResult]:
+        frame = context.current().records.get("lab_results")
+        if id(frame) not in labs_cache:
+            labs_cache.clear()
+            labs_cache[id(frame)] = lab_results_by_machine(frame)
+        return labs_cache[id(frame)].get(machine_id, [])
+
     def maintenance(machine_id: str) -> list[Maintenance]:
         log = context.current().records.get("maintenance_log")
         if id(log) not in maintenance_cache:
@@ -187,7 +197,7 @@ def build_flow(
         state = state or MachineAlerting(alert_settings)
         machine_id = features["machine_id"][0]
         state.apply_feedback(feedback.for_machine(machine_id))
-        scores, alerts = state.update(features, specs(), maintenance(machine_id))
+        scores, alerts = state.update(features, specs(), maintenance(machine_id), labs(machine_id))
         snapshot = None
         if settings.mlflow_uri and state.windows - state.snapshot_at >= settings.snapshot_windows:
             state.snapshot_at = state.windows

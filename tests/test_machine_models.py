@@ -162,3 +162,34 @@ def test_a_tool_change_rebases_like_a_changeover() -> None:
 
     assert "anomaly" in run(with_log=False)  # the return to the unworn level looks like a fault
     assert "anomaly" not in run(with_log=True)
+
+
+def test_deviation_is_predicted_before_the_lab_and_learned_when_the_lab_reports() -> None:
+    from floorsight.models.deviation_monitor import DeviationModel, LabResult
+
+    rng = random.Random(7)
+    specs = {("P", "q"): (19.0, 20.0, 21.0)}
+    rows, labs = [], []
+    for i in range(400):
+        a = 10.0 + rng.gauss(0, 0.2) + (0.8 if i >= 350 else 0.0)  # the process shifts at 350
+        q = 2 * a + rng.gauss(0, 0.05)
+        rows += [_window(i, "a", a), _window(i, "q", q)]
+        made = T0 + timedelta(seconds=10 * i + 5)
+        # every part goes to the lab; its result is known 30 minutes later
+        labs.append(LabResult(f"S{i}", "q", made, made + timedelta(minutes=30), q))
+    model = DeviationModel(min_labels=30)
+    out = model.score(pl.DataFrame(rows), specs, labs)
+    # a lab result is learned once a window ends after its available_at: at window j the parts
+    # of windows up to j - 180 are known, so the 30th label (and the first prediction) is at 209
+    first = out.filter(pl.col("score") > 0)["window_start"].min()
+    assert first == T0 + timedelta(seconds=10 * 209)
+    assert model.predictors[("P", "q")].labels == 399 - 179  # never a label from the future
+    shifted = out.filter(pl.col("window_start") >= T0 + timedelta(seconds=3500))
+    # the shift (q about 21.6, above USL 21) is flagged at once, 30 minutes before the lab says so
+    assert shifted["is_anomaly"].mean() > 0.9
+    before = out.filter(pl.col("window_start") < T0 + timedelta(seconds=3500))
+    assert before["is_anomaly"].mean() < 0.05
+    assert (
+        "q predicted 21." in shifted["evidence"][0]
+        and "outside spec [19, 21]" in (shifted["evidence"][0])
+    )

@@ -1,0 +1,133 @@
+"""Deviation prediction in the dataflow: quality per window before the lab; lab results as labels.
+
+For each quality characteristic with spec limits for the product running, a
+:class:`~floorsight.models.deviation.DeviationPredictor` per (product, characteristic) predicts
+the characteristic from the window's process features (the window means of the *other*
+sensors: the prediction must not read the answer), with a split-conformal interval, and flags
+the window **predicted out of spec**. The machine's lab results (ERP ``lab_results``) are the
+labels: a sample is learned once the event time has passed its ``available_at`` (hours after
+the part was made), with the features of the window the part was made in. Windows wait for
+their label at most ``max_label_delay``; older ones are dropped, so the state stays bounded.
+
+Score rows (model ``deviation``): ``score`` is the predicted distance from target in units of
+the half tolerance (capped at 1, so 1 means at or beyond a spec limit), ``is_anomaly`` the
+predicted-out-of-spec flag, ``evidence`` the prediction with its interval and the limit.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from floorsight.models.deviation import DeviationPredictor
+from floorsight.models.machine import SCORE_SCHEMA
+from floorsight.models.spc_monitor import SpecLimits
+
+
+@dataclass(frozen=True, slots=True)
+class LabResult:
+    sample_id: str
+    characteristic: str
+    part_made_at: datetime
+    available_at: datetime
+    value: float
+
+
+def lab_results_by_machine(frame: pl.DataFrame | None) -> dict[str, list[LabResult]]:
+    """The ERP ``lab_results`` table by machine, each list ordered by ``available_at``."""
+    out: dict[str, list[LabResult]] = {}
+    if frame is None or frame.height == 0:
+        return out
+    cols = ("machine_id", "sample_id", "characteristic", "part_made_at", "available_at", "value")
+    for machine_id, *rest in frame.sort("available_at").select(cols).iter_rows():
+        out.setdefault(machine_id, []).append(LabResult(*rest))
+    return out
+
+
+@dataclass
+class DeviationModel:
+    max_label_delay: timedelta = timedelta(hours=8)
+    min_labels: int = 30
+    name: str = "deviation"
+    predictors: dict[tuple[str, str], DeviationPredictor] = field(default_factory=dict)
+    #: windows waiting for a lab label: window_start -> (product, {characteristic: features})
+    _waiting: dict[datetime, tuple[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
+    _starts: list[datetime] = field(default_factory=list)
+    _labels_seen: int = 0  # index into the machine's lab results (ordered by available_at)
+    _window: timedelta | None = None
+
+    def score(
+        self, features: pl.DataFrame, specs: SpecLimits, labs: list[LabResult]
+    ) -> pl.DataFrame:
+        characteristics = {c for _, c in specs}
+        keys = ["machine_id", "window_start", "window_end", "work_order", "product", "material_lot"]
+        part = features.filter(pl.col("mean").is_not_null()).sort("window_start")
+        rows = []
+        for seg in part.partition_by(keys, maintain_order=True):
+            first = seg.row(0, named=True)
+            self._window = first["window_end"] - first["window_start"]
+            self._learn_labels(labs, first["window_end"])
+            means = dict(seg.select("sensor", "mean").iter_rows())
+            product = first["product"]
+            targets = [c for c in means if c in characteristics and (product, c) in specs]
+            if not targets:
+                continue
+            x_of = {c: {k: v for k, v in means.items() if k != c} for c in targets}
+            self._waiting[first["window_start"]] = (product, x_of)
+            bisect.insort(self._starts, first["window_start"])
+            score, flagged, notes = 0.0, False, []
+            for c in targets:
+                lsl, target, usl = specs[(product, c)]
+                predictor = self.predictors.setdefault(
+                    (product, c), DeviationPredictor(min_labels=self.min_labels)
+                )
+                pred = predictor.predict_only(x_of[c], lsl, usl)
+                if pred is None:
+                    continue
+                half = (usl - lsl) / 2 or 1.0
+                score = max(score, min(1.0, abs(pred.value - target) / half))
+                flagged |= pred.out_of_spec
+                if pred.out_of_spec:
+                    notes.append(
+                        f"{c} predicted {pred.value:.5g} [{pred.low:.5g}, {pred.high:.5g}]"
+                        f" outside spec [{lsl:.5g}, {usl:.5g}]"
+                    )
+            rows.append(
+                {
+                    **{k: first[k] for k in keys},
+                    "model": self.name,
+                    "score": score,
+                    "is_anomaly": flagged,
+                    "evidence": "; ".join(notes),
+                }
+            )
+            self._forget(first["window_start"] - self.max_label_delay)
+        return pl.DataFrame(rows, schema=SCORE_SCHEMA)
+
+    def _learn_labels(self, labs: list[LabResult], now: datetime) -> None:
+        while self._labels_seen < len(labs) and labs[self._labels_seen].available_at <= now:
+            lab = labs[self._labels_seen]
+            self._labels_seen += 1
+            start = self._window_of(lab.part_made_at)
+            if start is None:
+                continue
+            product, x_of = self._waiting[start]
+            x = x_of.get(lab.characteristic)
+            predictor = self.predictors.get((product, lab.characteristic))
+            if x is not None and predictor is not None:
+                predictor.learn(x, lab.value)
+
+    def _window_of(self, t: datetime) -> datetime | None:
+        i = bisect.bisect_right(self._starts, t) - 1
+        if i < 0 or self._window is None or t >= self._starts[i] + self._window:
+            return None
+        return self._starts[i]
+
+    def _forget(self, before: datetime) -> None:
+        k = bisect.bisect_left(self._starts, before)
+        for start in self._starts[:k]:
+            self._waiting.pop(start, None)
+        del self._starts[:k]
