@@ -16,14 +16,20 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+from floorsight.alerts.engine import MachineAlerting
 from floorsight.features import window_features
 from floorsight.models import MachineAnomalyModel
 from floorsight.models.deviation import DeviationPredictor
 from floorsight.models.drift import FeatureDrift, ProcessDrift
 from floorsight.models.failure import MachineFailureModel
+from floorsight.models.order_drift import OrderDriftModel
+from floorsight.models.order_offset import OrderOffsetModel
+from floorsight.models.sensor_health import SensorHealthModel
 from floorsight.models.spc import IndividualsChart
+from floorsight.models.spc_monitor import SpcModel, spec_limits_dict
 from floorsight.pipelines.context import SPEC_SCHEMA, ErpContext
 from floorsight.simulators import build_plant
+from floorsight.simulators.catalog import spec_limits_frame
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -96,7 +102,47 @@ def main() -> None:
             dp.predict(str(i), feats_x, 0.0, 1.0)
             dp.label(str(i), sum(feats_x.values()))
 
+    specs = spec_limits_dict(spec_limits_frame())
+
+    def per_window(make, call) -> None:
+        for f in by_machine.values():
+            model = make()
+            for chunk in f.partition_by("window_start", maintain_order=True):
+                call(model, chunk)
+
+    def engine(batch: int):
+        def run() -> None:
+            for f in by_machine.values():
+                model = MachineAlerting()
+                chunks = f.partition_by("window_start", maintain_order=True)
+                for i in range(0, len(chunks), batch):
+                    model.update(pl.concat(chunks[i : i + batch]), specs)
+
+        return run
+
     for name, fn, n in (
+        (
+            "sensor health (machine windows/s)",
+            lambda: per_window(SensorHealthModel, lambda m, c: m.score(c)),
+            windows,
+        ),
+        (
+            "order offset (machine windows/s)",
+            lambda: per_window(OrderOffsetModel, lambda m, c: m.score(c)),
+            windows,
+        ),
+        (
+            "order drift (machine windows/s)",
+            lambda: per_window(OrderDriftModel, lambda m, c: m.score(c)),
+            windows,
+        ),
+        (
+            "SPC monitor with spec check (machine windows/s)",
+            lambda: per_window(SpcModel, lambda m, c: m.score(c, specs)),
+            windows,
+        ),
+        ("all models + alert rules, 1 window per call (machine windows/s)", engine(1), windows),
+        ("all models + alert rules, 30 windows per call (machine windows/s)", engine(30), windows),
         ("zscore anomaly (machine windows/s)", zscore, windows),
         ("failure risk (machine windows/s)", failure, windows),
         ("SPC individuals chart (points/s)", spc, len(means)),
