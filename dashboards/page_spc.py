@@ -1,0 +1,118 @@
+"""SPC: individuals control charts of window means with ERP spec limits, named run-rule
+violations, and Cp/Cpk/Pp/Ppk per product.
+
+Limits are per product: each product's phase I is its first windows on the machine, so the
+centre line and limits change with the product, like the spec limits from ERP do.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from floorsight.dashboards import analysis, charts, queries
+from floorsight.dashboards.common import (
+    SLOW_REFRESH,
+    database,
+    show_page_of,
+    since,
+    snapshot,
+    time_range,
+)
+from floorsight.storage import Database
+
+PHASE1_DEFAULT = 25
+
+#: what the chart plots, per window: one reading (an individual measurement, so Cp/Cpk are
+#: those of single measurements) or the mean of the window's readings (smoother, but its σ is
+#: that of averages and its Cp/Cpk overstate what single parts achieve)
+STATISTICS = {"one reading per window": "last", "window mean": "mean"}
+
+
+def main() -> None:
+    st.title("SPC")
+    db = database()
+    with snapshot(db) as con:
+        machine_ids = queries.machines(con)["machine_id"].to_list()
+    if not machine_ids:
+        st.info("No machines yet.")
+        return
+    c1, c2, c3, c4, c5 = st.columns(5)
+    machine = c1.selectbox("Machine", machine_ids, key="spc_machine")
+    with snapshot(db) as con:
+        quality = queries.spec_characteristics(con, machine)
+        others = [s for s in queries.sensors(con, machine) if s not in quality]
+    sensor = c2.selectbox(
+        "Characteristic",
+        [*quality, *others],
+        key="spc_sensor",
+        help="characteristics with spec limits from ERP come first",
+    )
+    statistic = STATISTICS[c3.selectbox("Plotted value", list(STATISTICS), key="spc_statistic")]
+    label = time_range(c4, "spc_range")
+    phase1 = int(
+        c5.number_input(
+            "Phase I windows",
+            min_value=2,
+            max_value=500,
+            value=PHASE1_DEFAULT,
+            key="spc_phase1",
+            help="each product's first windows on the machine set its control limits",
+        )
+    )
+    if sensor:
+        live(db, machine, sensor, statistic, label, phase1)
+
+
+@st.fragment(run_every=SLOW_REFRESH)
+def live(db: Database, machine: str, sensor: str, statistic: str, label: str, phase1: int):
+    with snapshot(db) as con:
+        now = queries.latest_window_end(con)
+        points = queries.feature_with_specs(con, machine, sensor, since(now, label))
+        references = {
+            p: queries.first_windows(con, machine, sensor, p, phase1)[statistic]
+            .drop_nulls()
+            .to_list()
+            for p in points["product"].unique().sort().to_list()
+        }
+        lab = queries.lab_results(con, machine, sensor, now) if now else pl.DataFrame()
+    if not points.height:
+        st.write("No windows in this time range.")
+        return
+    points = points.with_columns(value=pl.col(statistic)).drop_nulls("value")
+    chart = analysis.control_points(points, references)
+    what = "one reading per window" if statistic == "last" else "window means"
+    short = sorted(p for p, ref in references.items() if len(ref) < phase1)
+    st.plotly_chart(
+        charts.control_chart(chart, f"{machine} · {sensor}: individuals chart of {what}"),
+        width="stretch",
+    )
+    if short:
+        st.caption(
+            f"Still in phase I (fewer than {phase1} windows so far): {', '.join(short)}; "
+            "their limits come from the windows there are."
+        )
+    st.subheader("Capability per product")
+    st.caption(f"In-line gauge: the charted values ({what}) in the time range.")
+    inline = analysis.capability_table(chart.select("product", "value", "lsl", "usl"))
+    st.dataframe(inline, hide_index=True, width="stretch", key="capability_inline")
+    if lab.height:
+        st.caption("Lab: individual parts measured in the lab, results arrived so far.")
+        st.dataframe(
+            analysis.capability_table(lab), hide_index=True, width="stretch", key="capability_lab"
+        )
+    st.subheader("Run-rule violations")
+    violations = (
+        chart.filter(pl.col("rules") != "")
+        .select("window_end", "product", "work_order", "value", "center", "ucl", "lcl", "rules")
+        .sort("window_end", descending=True)
+    )
+    show_page_of(
+        violations,
+        "spc_violations_page",
+        "No run-rule violations in this range.",
+        key="violations",
+    )
+
+
+main()
