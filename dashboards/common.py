@@ -107,10 +107,9 @@ def page_number(total: int, key: str, rows: int = PAGE_ROWS) -> int:
     pages = max(1, math.ceil(total / rows))
     if pages == 1:
         return 0
-    number = st.number_input(
-        f"Page (of {pages}, {total} rows)", min_value=1, max_value=pages, value=1, key=key
-    )
-    return (int(number) - 1) * rows
+    page = st.pagination(pages, key=key)
+    st.caption(f"page {page} of {pages} · {total} rows")
+    return (page - 1) * rows
 
 
 def paged_table(

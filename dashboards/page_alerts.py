@@ -34,30 +34,34 @@ PICKER_LIMIT = 500
 def main() -> None:
     st.title("Alerts inbox")
     db = database()
-    severity_metrics(db)
+    # drawn top to bottom, but filled after an action has been written, so the counts, the
+    # list and the alert's history already show what the click changed
+    counts, filters, listing = st.container(), st.container(), st.container()
     with snapshot(db) as con:
         machine_ids = queries.machines(con)["machine_id"].to_list()
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3 = filters.columns(3)
     status = STATUSES[c1.selectbox("Status", list(STATUSES), key="alert_status")]
     severity = c2.selectbox("Severity", ["all", *SEVERITIES], key="alert_severity")
     severity = None if severity == "all" else severity
     machine = c3.selectbox("Machine", ["all", *machine_ids], key="alert_machine")
     machine = None if machine == "all" else machine
-    alert_list(db, status, severity, machine)
     with snapshot(db) as con:
         picks = queries.alerts(con, PICKER_LIMIT, 0, status, severity, machine)
-    if not picks.height:
-        return
-    st.divider()
-    labels = {
-        r["alert_id"]: f"{r['severity']} · {r['machine_id']} · {r['cause']} · {r['alert_id']}"
-        for r in picks.iter_rows(named=True)
-    }
-    alert_id = st.selectbox("Alert", list(labels), format_func=labels.get, key="alert_id")
-    details = st.container()
-    actions(db, alert_id)
-    with details:
-        show_alert(db, alert_id)
+    if picks.height:
+        st.divider()
+        labels = {
+            r["alert_id"]: f"{r['severity']} · {r['machine_id']} · {r['cause']} · {r['alert_id']}"
+            for r in picks.iter_rows(named=True)
+        }
+        alert_id = st.selectbox("Alert", list(labels), format_func=labels.get, key="alert_id")
+        details = st.container()
+        actions(db, alert_id)
+        with details:
+            show_alert(db, alert_id)
+    with counts:
+        severity_metrics(db)
+    with listing:
+        alert_list(db, status, severity, machine)
 
 
 @st.fragment(run_every=REFRESH)
@@ -154,7 +158,6 @@ def show_alert(db: Database, alert_id: str) -> None:
         pl.DataFrame({"field": list(context), "value": list(context.values())}),
         hide_index=True,
         width="stretch",
-        key="alert_context",
     )
     right.markdown("**Evidence**")
     evidence(right, a["evidence"])
@@ -166,7 +169,7 @@ def show_alert(db: Database, alert_id: str) -> None:
         st.caption(
             f"through batches {', '.join(cascade.batches)} (lots {', '.join(cascade.lots) or '—'})"
         )
-        st.dataframe(cascade.customer_orders, hide_index=True, width="stretch", key="orders")
+        st.dataframe(cascade.customer_orders, hide_index=True, width="stretch")
     else:
         st.write("None found.")
     st.markdown("**History**")
@@ -175,7 +178,6 @@ def show_alert(db: Database, alert_id: str) -> None:
             events.select("at", "actor", "action", "comment", "label"),
             hide_index=True,
             width="stretch",
-            key="history",
         )
     else:
         st.write("No actions yet.")

@@ -30,7 +30,7 @@ def live(db: Database) -> None:
     cols[2].metric("Failed expectations now", int(latest["failed"].sum()))
     cols[3].metric("Dead letters", dead_letters)
     st.subheader("Latest result per suite and table")
-    st.dataframe(latest, hide_index=True, width="stretch", key="latest_validations")
+    st.dataframe(latest, hide_index=True, width="stretch")
     st.subheader("History")
     paged_table(
         db,

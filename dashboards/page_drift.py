@@ -122,7 +122,6 @@ def live(db: Database, machine: str, product: str, sensor: str, label: str, size
         fired.sort("window_end", descending=True),
         "drift_fired_page",
         "No drift detected in this range.",
-        key="drift_fired",
     )
 
 

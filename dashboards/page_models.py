@@ -42,9 +42,7 @@ def live(db: Database, label: str) -> None:
         quality = queries.lab_vs_inline(con, now) if now else pl.DataFrame()
     st.subheader("Failure risk and remaining useful life")
     if latest.height:
-        st.dataframe(
-            failure_table(latest, window_s), hide_index=True, width="stretch", key="failure_table"
-        )
+        st.dataframe(failure_table(latest, window_s), hide_index=True, width="stretch")
         st.plotly_chart(
             charts.score_lines(
                 series.select("machine_id", "window_end", value="score"),
@@ -78,7 +76,6 @@ def live(db: Database, label: str) -> None:
         metrics,
         hide_index=True,
         width="stretch",
-        key="model_metrics",
         column_config={
             "flagged_share": st.column_config.NumberColumn("flagged share", format="percent")
         },
@@ -92,7 +89,6 @@ def live(db: Database, label: str) -> None:
         ),
         hide_index=True,
         width="stretch",
-        key="alert_feedback",
     )
 
 
@@ -131,7 +127,7 @@ def champion_section() -> None:
         st.warning(f"MLflow registry at {uri} could not be read: {exc}")
         return
     if table.height:
-        st.dataframe(table, hide_index=True, width="stretch", key="champions")
+        st.dataframe(table, hide_index=True, width="stretch")
         st.caption(
             "Champions score in the pipeline as models named champion*: see the metrics "
             "of the online models above."

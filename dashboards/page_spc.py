@@ -93,26 +93,29 @@ def live(db: Database, machine: str, sensor: str, statistic: str, label: str, ph
             "their limits come from the windows there are."
         )
     st.subheader("Capability per product")
-    st.caption(f"In-line gauge: the charted values ({what}) in the time range.")
+    st.caption(
+        f"In-line: the charted values ({what}) in the time range. Lab: single parts measured "
+        "in the lab, the results that had arrived by the newest window."
+    )
     inline = analysis.capability_table(chart.select("product", "value", "lsl", "usl"))
-    st.dataframe(inline, hide_index=True, width="stretch", key="capability_inline")
-    if lab.height:
-        st.caption("Lab: individual parts measured in the lab, results arrived so far.")
-        st.dataframe(
-            analysis.capability_table(lab), hide_index=True, width="stretch", key="capability_lab"
-        )
+    parts = analysis.capability_table(lab) if lab.height else inline.clear()
+    st.dataframe(
+        pl.concat(
+            [
+                inline.select(pl.lit("in-line").alias("source"), pl.all()),
+                parts.select(pl.lit("lab").alias("source"), pl.all()),
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
     st.subheader("Run-rule violations")
     violations = (
         chart.filter(pl.col("rules") != "")
         .select("window_end", "product", "work_order", "value", "center", "ucl", "lcl", "rules")
         .sort("window_end", descending=True)
     )
-    show_page_of(
-        violations,
-        "spc_violations_page",
-        "No run-rule violations in this range.",
-        key="violations",
-    )
+    show_page_of(violations, "spc_violations_page", "No run-rule violations in this range.")
 
 
 main()

@@ -50,16 +50,14 @@ def main() -> None:
     st.subheader("Batches")
     if lab.height:
         batch_rows = batch_rows.join(lab, on="work_order", how="left")
-    show_page_of(batch_rows, "trace_batches_page", "No batches.", key="trace_batches")
+    show_page_of(batch_rows, "trace_batches_page", "No batches.")
     left, right = st.columns(2)
     left.subheader("Material lots")
-    left.dataframe(lot_rows, hide_index=True, width="stretch", key="trace_lots")
+    left.dataframe(lot_rows, hide_index=True, width="stretch")
     right.subheader("Customer orders")
-    right.dataframe(cascade.customer_orders, hide_index=True, width="stretch", key="trace_orders")
+    right.dataframe(cascade.customer_orders, hide_index=True, width="stretch")
     st.subheader("Alerts that touch it")
-    show_page_of(
-        alerts, "trace_alerts_page", "No alerts on these work orders or lots.", key="trace_alerts"
-    )
+    show_page_of(alerts, "trace_alerts_page", "No alerts on these work orders or lots.")
 
 
 def trace(kind: str, picked: str, tables: dict[str, pl.DataFrame]) -> Cascade:
