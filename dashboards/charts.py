@@ -18,6 +18,23 @@ def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
     return fig
 
 
+def gapped(part: pl.DataFrame, x: str, ys: tuple[str, ...], factor: float = 3.0) -> pl.DataFrame:
+    """``part`` (sorted by ``x``) with an empty row inside every gap longer than ``factor``
+    times the usual spacing, so a line breaks where the machine or product was away instead of
+    drawing a straight line across the hours it did not run."""
+    if part.height < 3:
+        return part
+    step = part[x].diff()
+    usual = step.median()
+    if usual is None or not usual:
+        return part
+    starts = part.filter(step > usual * factor).select(pl.col(x) - usual / 2)
+    if not starts.height:
+        return part
+    empty = starts.with_columns(pl.lit(None, dtype=part[c].dtype).alias(c) for c in ys)
+    return pl.concat([part.select(x, *ys), empty], how="diagonal").sort(x)
+
+
 def _step(fig: go.Figure, x, y, name: str, dash: str, colour: str | None = None) -> None:
     """A limit line that changes only where the product changes (a step, not a slope)."""
     line = {"dash": dash, "shape": "hv"}
@@ -90,7 +107,8 @@ def drift_statistics(
     ``stats``: window_end, feature, psi, ks, drifted; ``fired``: window_end, source.
     """
     fig = go.Figure()
-    for (feature,), part in stats.group_by("feature", maintain_order=True):
+    for (feature,), rows in stats.group_by("feature", maintain_order=True):
+        part = gapped(rows, "window_end", ("psi", "ks"))
         fig.add_scatter(x=part["window_end"], y=part["psi"], mode="lines", name=f"PSI {feature}")
         fig.add_scatter(
             x=part["window_end"],
@@ -141,7 +159,8 @@ def alert_severity_bars(counts: pl.DataFrame) -> go.Figure:
 def score_lines(series: pl.DataFrame, title: str, y_title: str) -> go.Figure:
     """One line per machine. ``series``: machine_id, window_end, value."""
     fig = go.Figure()
-    for (machine_id,), part in series.group_by("machine_id", maintain_order=True):
+    for (machine_id,), rows in series.group_by("machine_id", maintain_order=True):
+        part = gapped(rows, "window_end", ("value",))
         fig.add_scatter(x=part["window_end"], y=part["value"], mode="lines", name=machine_id)
     fig.update_layout(yaxis_title=y_title)
     return _layout(fig, title, 320)

@@ -1,5 +1,8 @@
 """Alerts inbox: open alerts by severity, their reason, evidence and context; act on them.
 
+Links can open it on one machine or one alert (``/alerts?machine=M01``,
+``/alerts?alert=<alert id>``), e.g. from an alert notification.
+
 Acknowledge, comment, resolve with a label (true problem / false alarm) or reopen: every action
 goes through ``floorsight.alerts.lifecycle`` (one audit row and the alert's status in one short
 transaction), the same path as any other client of the alert lifecycle.
@@ -39,21 +42,45 @@ def main() -> None:
     counts, filters, listing = st.container(), st.container(), st.container()
     with snapshot(db) as con:
         machine_ids = queries.machines(con)["machine_id"].to_list()
+    # a link may pick the machine or the alert: /alerts?machine=M01 or /alerts?alert=<id>
+    linked_machine, linked_alert = st.query_params.get("machine"), st.query_params.get("alert")
     c1, c2, c3 = filters.columns(3)
-    status = STATUSES[c1.selectbox("Status", list(STATUSES), key="alert_status")]
+    statuses = list(STATUSES)
+    status = STATUSES[
+        c1.selectbox(
+            "Status",
+            statuses,
+            index=statuses.index("all" if linked_alert else "unresolved"),
+            key="alert_status",
+        )
+    ]
     severity = c2.selectbox("Severity", ["all", *SEVERITIES], key="alert_severity")
     severity = None if severity == "all" else severity
-    machine = c3.selectbox("Machine", ["all", *machine_ids], key="alert_machine")
+    machines = ["all", *machine_ids]
+    machine = c3.selectbox(
+        "Machine",
+        machines,
+        index=machines.index(linked_machine) if linked_machine in machines else 0,
+        key="alert_machine",
+    )
     machine = None if machine == "all" else machine
     with snapshot(db) as con:
         picks = queries.alerts(con, PICKER_LIMIT, 0, status, severity, machine)
     if picks.height:
         st.divider()
         labels = {
-            r["alert_id"]: f"{r['severity']} · {r['machine_id']} · {r['cause']} · {r['alert_id']}"
+            r["alert_id"]: f"{r['machine_id']} · {r['cause']} · raised {r['raised_at']:%H:%M:%S}"
+            f" · {r['alert_id']}"
             for r in picks.iter_rows(named=True)
         }
-        alert_id = st.selectbox("Alert", list(labels), format_func=labels.get, key="alert_id")
+        ids = list(labels)
+        alert_id = st.selectbox(
+            "Alert",
+            ids,
+            format_func=labels.get,
+            key="alert_id",
+            index=ids.index(linked_alert) if linked_alert in ids else 0,
+        )
         details = st.container()
         actions(db, alert_id)
         with details:
@@ -125,7 +152,9 @@ def actions(db: Database, alert_id: str) -> None:
     st.success(f"{alert_id}: {done} recorded by {actor.strip()}")
 
 
+@st.fragment(run_every=REFRESH)
 def show_alert(db: Database, alert_id: str) -> None:
+    """The alert as the pipeline keeps updating it, its context, who is affected, its history."""
     with snapshot(db) as con:
         a = queries.alert(con, alert_id)
         if a is None:
@@ -135,6 +164,7 @@ def show_alert(db: Database, alert_id: str) -> None:
         tables = queries.genealogy_tables(con)
         events = lifecycle.read_events(con, alert_id)
     st.subheader(f"{a['severity'].capitalize()} · {a['machine_id']} · {a['cause']}")
+    st.caption(f"alert {alert_id}")
     st.markdown(f"**Reason:** {a['reason']}")
     st.markdown(f"**Status:** {a['status']}")
     context = {
@@ -154,10 +184,10 @@ def show_alert(db: Database, alert_id: str) -> None:
     }
     left, right = st.columns(2)
     left.markdown("**Context**")
-    left.dataframe(
+    left.table(
         pl.DataFrame({"field": list(context), "value": list(context.values())}),
         hide_index=True,
-        width="stretch",
+        hide_header=True,
     )
     right.markdown("**Evidence**")
     evidence(right, a["evidence"])

@@ -22,10 +22,13 @@ from floorsight.dashboards.common import (
     snapshot,
     time_range,
 )
+from floorsight.models.drift import FeatureDrift
 from floorsight.storage import Database
 
 #: at most this many recent windows are judged per refresh
 MAX_WINDOWS = 2000
+#: reference size, recent window and PSI limit: the drift model's own defaults
+DEFAULTS = FeatureDrift()
 
 
 def main() -> None:
@@ -57,9 +60,17 @@ def main() -> None:
     label = time_range(c[4], "drift_range")
     with st.expander("Reference and window sizes"):
         k = st.columns(3)
-        reference = int(k[0].number_input("Reference windows", 10, 5000, 60, key="drift_ref"))
-        window = int(k[1].number_input("Recent windows compared", 5, 1000, 30, key="drift_win"))
-        psi_limit = float(k[2].number_input("PSI limit", 0.05, 5.0, 0.25, key="drift_psi"))
+        reference = int(
+            k[0].number_input(
+                "Reference windows", 10, 5000, DEFAULTS.reference_size, key="drift_ref"
+            )
+        )
+        window = int(
+            k[1].number_input("Recent windows compared", 5, 1000, DEFAULTS.window, key="drift_win")
+        )
+        psi_limit = float(
+            k[2].number_input("PSI limit", 0.05, 5.0, DEFAULTS.psi_limit, key="drift_psi")
+        )
     if product and sensor:
         live(db, machine, product, sensor, label, (reference, window, psi_limit))
 

@@ -42,7 +42,15 @@ def live(db: Database, label: str) -> None:
         quality = queries.lab_vs_inline(con, now) if now else pl.DataFrame()
     st.subheader("Failure risk and remaining useful life")
     if latest.height:
-        st.dataframe(failure_table(latest, window_s), hide_index=True, width="stretch")
+        st.dataframe(
+            failure_table(latest, window_s),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "failure probability": st.column_config.NumberColumn(format="percent"),
+                "RUL (h)": st.column_config.NumberColumn(format="%.1f"),
+            },
+        )
         st.plotly_chart(
             charts.score_lines(
                 series.select("machine_id", "window_end", value="score"),
@@ -56,16 +64,20 @@ def live(db: Database, label: str) -> None:
 
     st.subheader("Predicted vs measured quality")
     if quality.height:
-        pairs = quality.select("machine_id", "product", "measured", predicted="inline")
-        mae = (pairs["predicted"] - pairs["measured"]).abs().mean()
         st.caption(
-            f"The in-line gauge's window mean when the part was made against the part's lab "
-            f"result (arrived by now): {pairs.height} parts, mean absolute difference {mae:.4g}."
+            "The in-line gauge's window mean when the part was made, against the part's lab "
+            "result (the results that had arrived by the newest window)."
         )
-        st.plotly_chart(
-            charts.predicted_vs_measured(pairs, "In-line prediction vs lab measurement"),
-            width="stretch",
-        )
+        groups = quality.partition_by("characteristic", as_dict=True, maintain_order=True)
+        for col, ((characteristic,), part) in zip(
+            st.columns(len(groups)), sorted(groups.items()), strict=True
+        ):
+            pairs = part.select("machine_id", "product", "measured", predicted="inline")
+            mae = (pairs["predicted"] - pairs["measured"]).abs().mean()
+            col.plotly_chart(charts.predicted_vs_measured(pairs, characteristic), width="stretch")
+            col.caption(
+                f"{characteristic}: {pairs.height} parts, mean absolute difference {mae:.4g}"
+            )
     else:
         st.write("No lab results have arrived yet (they come hours after the part was made).")
 
