@@ -152,7 +152,7 @@ def alert_severity_bars(counts: pl.DataFrame) -> go.Figure:
             name=severity,
             marker_color=_SEVERITY_COLOURS.get(severity),
         )
-    fig.update_layout(barmode="stack")
+    fig.update_layout(barmode="stack", yaxis={"dtick": 1, "title": "alerts"})
     return _layout(fig, "Open alerts by severity", 300)
 
 
@@ -167,13 +167,11 @@ def score_lines(series: pl.DataFrame, title: str, y_title: str) -> go.Figure:
 
 
 def predicted_vs_measured(pairs: pl.DataFrame, title: str) -> go.Figure:
-    """Scatter of prediction against lab measurement with the identity line.
-
-    ``pairs``: machine_id, product, predicted, measured.
-    """
+    """Scatter of prediction against lab measurement, one colour per machine, with the
+    identity line. ``pairs``: machine_id, predicted, measured."""
     fig = go.Figure()
-    for (product,), part in pairs.group_by("product", maintain_order=True):
-        fig.add_scatter(x=part["measured"], y=part["predicted"], mode="markers", name=product)
+    for (machine_id,), part in pairs.group_by("machine_id", maintain_order=True):
+        fig.add_scatter(x=part["measured"], y=part["predicted"], mode="markers", name=machine_id)
     if pairs.height:
         lo = min(pairs["measured"].min(), pairs["predicted"].min())
         hi = max(pairs["measured"].max(), pairs["predicted"].max())
@@ -185,7 +183,7 @@ def predicted_vs_measured(pairs: pl.DataFrame, title: str) -> go.Figure:
             line={"dash": "dot", "color": "grey"},
         )
     fig.update_layout(xaxis_title="measured in the lab", yaxis_title="predicted")
-    return _layout(fig, title, 360)
+    return _layout(fig, title, 320)
 
 
 def genealogy(lots: list[str], batch_rows: pl.DataFrame, genealogy: pl.DataFrame) -> go.Figure:
@@ -212,4 +210,4 @@ def genealogy(lots: list[str], batch_rows: pl.DataFrame, genealogy: pl.DataFrame
             link={"source": source, "target": target, "value": [1] * len(source)},
         )
     )
-    return _layout(fig, "Genealogy: material lots → batches → customer orders", 360)
+    return _layout(fig, "Genealogy: material lots → batches → customer orders", 260)

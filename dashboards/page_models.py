@@ -68,16 +68,15 @@ def live(db: Database, label: str) -> None:
             "The in-line gauge's window mean when the part was made, against the part's lab "
             "result (the results that had arrived by the newest window)."
         )
-        groups = quality.partition_by("characteristic", as_dict=True, maintain_order=True)
-        for col, ((characteristic,), part) in zip(
-            st.columns(len(groups)), sorted(groups.items()), strict=True
-        ):
+        groups = quality.partition_by(["product", "characteristic"], as_dict=True)
+        cols = st.columns(2)
+        for i, ((product, characteristic), part) in enumerate(sorted(groups.items())):
             pairs = part.select("machine_id", "product", "measured", predicted="inline")
             mae = (pairs["predicted"] - pairs["measured"]).abs().mean()
-            col.plotly_chart(charts.predicted_vs_measured(pairs, characteristic), width="stretch")
-            col.caption(
-                f"{characteristic}: {pairs.height} parts, mean absolute difference {mae:.4g}"
-            )
+            title = f"{product} · {characteristic}"
+            col = cols[i % 2]
+            col.plotly_chart(charts.predicted_vs_measured(pairs, title), width="stretch")
+            col.caption(f"{title}: {pairs.height} parts, mean absolute difference {mae:.4g}")
     else:
         st.write("No lab results have arrived yet (they come hours after the part was made).")
 

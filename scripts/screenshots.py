@@ -27,15 +27,15 @@ from floorsight.dashboards import streamlit_command
 from floorsight.storage import Database
 
 ROOT = Path(__file__).resolve().parents[1]
-#: (URL path, file name, text that shows the page has drawn)
+#: (URL path, file name, text that shows the page has drawn, charts on the page)
 PAGES = (
-    ("", "dashboard-overview.png", "Machines"),
-    ("alerts", "dashboard-alerts.png", "Act on this alert"),
-    ("spc", "dashboard-spc.png", "Run-rule violations"),
-    ("drift", "dashboard-drift.png", "When drift was detected"),
-    ("models", "dashboard-models.png", "Live model metrics"),
-    ("traceability", "dashboard-traceability.png", "Alerts that touch it"),
-    ("data-quality", "dashboard-data-quality.png", "Data quality"),
+    ("", "dashboard-overview.png", "Machines", 2),
+    ("alerts", "dashboard-alerts.png", "Act on this alert", 0),
+    ("spc", "dashboard-spc.png", "Run-rule violations", 1),
+    ("drift", "dashboard-drift.png", "When drift was detected", 2),
+    ("models", "dashboard-models.png", "Live model metrics", 3),
+    ("traceability", "dashboard-traceability.png", "Alerts that touch it", 1),
+    ("data-quality", "dashboard-data-quality.png", "Data quality", 0),
 )
 
 
@@ -90,6 +90,17 @@ def wait_listening(port: int, timeout_s: float = 60) -> None:
     raise RuntimeError(f"streamlit did not listen on {port}")
 
 
+def wait_for_charts(page, expected: int, timeout_s: float = 90) -> None:
+    """Until ``expected`` plotly charts have drawn (plotly.js loads slowly on a busy machine)."""
+    drawn = page.locator('[data-testid="stPlotlyChart"]:has(.main-svg)')
+    deadline = time.monotonic() + timeout_s
+    while drawn.count() < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{page.url}: {drawn.count()} of {expected} charts drawn")
+        time.sleep(0.5)
+    time.sleep(2)
+
+
 def photograph(db: Path, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -104,12 +115,19 @@ def photograph(db: Path, out: Path) -> None:
         wait_listening(port)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            for path, name, ready in PAGES:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            for path, name, ready, charts in PAGES:
                 page.goto(f"http://127.0.0.1:{port}/{path}")
                 page.get_by_text(ready, exact=True).first.wait_for(timeout=60_000)
-                time.sleep(3)  # let the charts finish drawing
+                wait_for_charts(page, charts)
+                # the app scrolls inside its main block: grow the window to the content
+                height = page.evaluate(
+                    "document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight"
+                )
+                page.set_viewport_size({"width": 1600, "height": min(int(height) + 120, 4000)})
+                time.sleep(1)
                 page.screenshot(path=str(out / name), full_page=True)
+                page.set_viewport_size({"width": 1600, "height": 1000})
                 print(f"wrote {out / name}")
             browser.close()
     finally:

@@ -671,7 +671,7 @@ def test_models_page_shows_failure_risk_rul_metrics_and_labels(monkeypatch, writ
     caption = next(c.value for c in at.caption if "mean absolute difference" in c.value)
     inline = {1: m1_windows()[1][1], 2: m1_windows()[2][1]}
     mae = (abs(12.004 - inline[1]) + abs(12.010 - inline[2])) / 2
-    assert caption == f"{BORE}: 2 parts, mean absolute difference {mae:.4g}"
+    assert caption == f"PA · {BORE}: 2 parts, mean absolute difference {mae:.4g}"
     assert "No MLflow registry configured" in " ".join(m.value for m in at.markdown)
 
 
