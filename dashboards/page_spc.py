@@ -37,21 +37,25 @@ def main() -> None:
     if not machine_ids:
         st.info("No machines yet.")
         return
-    c1, c2, c3, c4, c5 = st.columns(5)
+    c1, c2, c3, c4, c5, c6 = st.columns(6)
     machine = c1.selectbox("Machine", machine_ids, key="spc_machine")
     with snapshot(db) as con:
         quality = queries.spec_characteristics(con, machine)
         others = [s for s in queries.sensors(con, machine) if s not in quality]
-    sensor = c2.selectbox(
+        products = queries.products_of(con, machine)["product"].to_list()
+    product = c2.selectbox(
+        "Product", products, key="spc_product", help="the product running most recently first"
+    )
+    sensor = c3.selectbox(
         "Characteristic",
         [*quality, *others],
         key="spc_sensor",
         help="characteristics with spec limits from ERP come first",
     )
-    statistic = STATISTICS[c3.selectbox("Plotted value", list(STATISTICS), key="spc_statistic")]
-    label = time_range(c4, "spc_range")
+    statistic = STATISTICS[c4.selectbox("Plotted value", list(STATISTICS), key="spc_statistic")]
+    label = time_range(c5, "spc_range")
     phase1 = int(
-        c5.number_input(
+        c6.number_input(
             "Phase I windows",
             min_value=2,
             max_value=500,
@@ -60,44 +64,48 @@ def main() -> None:
             help="each product's first windows on the machine set its control limits",
         )
     )
-    if sensor:
-        live(db, machine, sensor, statistic, label, phase1)
+    if sensor and product:
+        live(db, machine, product, sensor, statistic, label, phase1)
 
 
 @st.fragment(run_every=SLOW_REFRESH)
-def live(db: Database, machine: str, sensor: str, statistic: str, label: str, phase1: int):
+def live(
+    db: Database, machine: str, product: str, sensor: str, statistic: str, label: str, phase1: int
+):
+    """The chart of one product (its own limits and specs); capability of every product."""
     with snapshot(db) as con:
         now = queries.latest_window_end(con)
         points = queries.feature_with_specs(con, machine, sensor, since(now, label))
-        references = {
-            p: queries.first_windows(con, machine, sensor, p, phase1)[statistic]
+        reference = (
+            queries.first_windows(con, machine, sensor, product, phase1)[statistic]
             .drop_nulls()
             .to_list()
-            for p in points["product"].unique().sort().to_list()
-        }
+        )
         lab = queries.lab_results(con, machine, sensor, now) if now else pl.DataFrame()
     if not points.height:
         st.write("No windows in this time range.")
         return
     points = points.with_columns(value=pl.col(statistic)).drop_nulls("value")
-    chart = analysis.control_points(points, references)
-    what = "one reading per window" if statistic == "last" else "window means"
-    short = sorted(p for p, ref in references.items() if len(ref) < phase1)
-    st.plotly_chart(
-        charts.control_chart(chart, f"{machine} · {sensor}: individuals chart of {what}"),
-        width="stretch",
+    chart = analysis.control_points(
+        points.filter(pl.col("product") == product), {product: reference}
     )
-    if short:
+    what = "one reading per window" if statistic == "last" else "window means"
+    if chart.height:
+        title = f"{machine} · {product} · {sensor}: individuals chart of {what}"
+        st.plotly_chart(charts.control_chart(chart, title), width="stretch")
+    else:
+        st.write(f"{product} did not run on {machine} in this time range.")
+    if len(reference) < phase1:
         st.caption(
-            f"Still in phase I (fewer than {phase1} windows so far): {', '.join(short)}; "
-            "their limits come from the windows there are."
+            f"{product} is still in phase I (fewer than {phase1} windows so far): its limits "
+            "come from the windows there are."
         )
     st.subheader("Capability per product")
     st.caption(
         f"In-line: the charted values ({what}) in the time range. Lab: single parts measured "
         "in the lab, the results that had arrived by the newest window."
     )
-    inline = analysis.capability_table(chart.select("product", "value", "lsl", "usl"))
+    inline = analysis.capability_table(points.select("product", "value", "lsl", "usl"))
     parts = analysis.capability_table(lab) if lab.height else inline.clear()
     st.dataframe(
         pl.concat(

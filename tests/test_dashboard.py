@@ -29,6 +29,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from floorsight.alerts import ALERT_SCHEMA, ALERTS, lifecycle
+from floorsight.dashboards.analysis import control_points
+from floorsight.dashboards.charts import gapped
 from floorsight.features import FEATURES
 from floorsight.models import SCORES
 from floorsight.pipelines.flow import TABLES
@@ -775,3 +777,34 @@ def test_data_quality_shows_the_latest_result_per_suite_and_table(monkeypatch, w
         ["context", "work_orders", True],
         ["readings", "features", False],
     ]
+
+
+# ----------------------------------------------------------------------------------------------
+# the computations behind the pages, without Streamlit
+
+
+def test_control_points_use_each_products_own_reference_across_changeovers():
+    # A runs, then B, then A again: A's chart continues where it left off (rule 2 needs nine
+    # points in a row above A's centre, and they span the B run)
+    products = ["A"] * 5 + ["B"] * 3 + ["A"] * 4
+    values_ = [10.5] * 5 + [20.0] * 3 + [10.5] * 4
+    points = pl.DataFrame({"product": products, "value": values_})
+    references = {"A": [9.0, 11.0, 9.0, 11.0, 10.0], "B": [19.0, 21.0, 20.0]}
+    out = control_points(points, references)
+    # A: centre 10, sigma = mean moving range (2, 2, 2, 1) / 1.128; B: centre 20, MR (2, 1)
+    sigma_a, sigma_b = 1.75 / 1.128, 1.5 / 1.128
+    assert out["center"].to_list() == [10.0] * 5 + [20.0] * 3 + [10.0] * 4
+    assert out["ucl"][0] == pytest.approx(10 + 3 * sigma_a)
+    assert out["ucl"][5] == pytest.approx(20 + 3 * sigma_b)
+    rules = out["rules"].to_list()
+    assert rules[:8] == [""] * 8
+    assert rules[8:11] == [""] * 3  # A's 6th to 8th point above its centre
+    assert rules[11] == "rule 2: nine points in a row on one side of the center line"
+
+
+def test_lines_break_in_gaps_longer_than_the_usual_spacing():
+    ends = [minutes(i) for i in (0, 1, 2, 3, 30, 31)]
+    part = pl.DataFrame({"window_end": ends, "value": [1.0, 2, 3, 4, 5, 6]})
+    out = gapped(part, "window_end", ("value",))
+    assert out["value"].to_list() == [1.0, 2, 3, 4, None, 5, 6]
+    assert out["window_end"][4] == minutes(29.5)
