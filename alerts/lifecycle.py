@@ -119,24 +119,17 @@ def history(db_path: Path | str, alert_id: str | None = None) -> pl.DataFrame:
 
 def read_events(con: duckdb.DuckDBPyConnection, alert_id: str | None = None) -> pl.DataFrame:
     """:func:`history` on an open connection (for a reader that runs several queries)."""
-    if not _has_table(con, ALERT_EVENTS.name):
-        return pl.DataFrame(schema=EVENT_SCHEMA)
     cols = ", ".join(f'"{c}"' for c in ALERT_EVENTS.columns)
-    frame = con.sql(
-        f"""SELECT {cols} FROM alert_events
-            WHERE ?::VARCHAR IS NULL OR alert_id = ?::VARCHAR
-            ORDER BY "at", event_id""",
-        params=[alert_id, alert_id],
-    ).pl()
+    try:
+        frame = con.sql(
+            f"""SELECT {cols} FROM alert_events
+                WHERE ?::VARCHAR IS NULL OR alert_id = ?::VARCHAR
+                ORDER BY "at", event_id""",
+            params=[alert_id, alert_id],
+        ).pl()
+    except duckdb.CatalogException:  # nobody has acted on an alert yet
+        return pl.DataFrame(schema=EVENT_SCHEMA)
     return frame.cast(EVENT_SCHEMA)
-
-
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    rows = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'",
-        [name],
-    ).fetchall()
-    return rows[0][0] > 0
 
 
 def _record(

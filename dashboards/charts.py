@@ -35,6 +35,19 @@ def gapped(part: pl.DataFrame, x: str, ys: tuple[str, ...], factor: float = 3.0)
     return pl.concat([part.select(x, *ys), empty], how="diagonal").sort(x)
 
 
+def _flags(fig: go.Figure, x, y, name: str, symbol: str, text) -> None:
+    """Red markers for points that raised something, with what they raised on hover."""
+    fig.add_scatter(
+        x=x,
+        y=y,
+        mode="markers",
+        name=name,
+        marker={"symbol": symbol, "size": 10, "color": "#d62728"},
+        text=text,
+        hovertemplate="%{x}<br>%{y}<br>%{text}<extra></extra>",
+    )
+
+
 def _step(fig: go.Figure, x, y, name: str, dash: str, colour: str | None = None) -> None:
     """A limit line that changes only where the product changes (a step, not a slope)."""
     line = {"dash": dash, "shape": "hv"}
@@ -78,15 +91,7 @@ def control_chart(points: pl.DataFrame, title: str) -> go.Figure:
         _step(fig, x, points["usl"], "USL", "dot", "#d62728")
     bad = points.filter(pl.col("rules") != "")
     if bad.height:
-        fig.add_scatter(
-            x=bad["window_end"],
-            y=bad["value"],
-            mode="markers",
-            name="violation",
-            marker={"symbol": "x", "size": 10, "color": "#d62728"},
-            text=bad["rules"],
-            hovertemplate="%{x}<br>%{y}<br>%{text}<extra></extra>",
-        )
+        _flags(fig, bad["window_end"], bad["value"], "violation", "x", bad["rules"])
     return _layout(fig, title, 420)
 
 
@@ -121,14 +126,13 @@ def drift_statistics(
         fig.add_hline(y=psi_limit, line_dash="dash", annotation_text="PSI limit")
     if fired.height:
         top = max(stats["psi"].max() or 0.0, stats["ks"].max() or 0.0, psi_limit) * 1.05
-        fig.add_scatter(
-            x=fired["window_end"],
-            y=[top] * fired.height,
-            mode="markers",
-            name="drift detected",
-            marker={"symbol": "triangle-down", "size": 10, "color": "#d62728"},
-            text=fired["source"],
-            hovertemplate="%{x}<br>%{text}<extra></extra>",
+        _flags(
+            fig,
+            fired["window_end"],
+            [top] * fired.height,
+            "drift detected",
+            "triangle-down",
+            fired["source"],
         )
     return _layout(fig, title, 320)
 

@@ -481,9 +481,9 @@ def test_inbox_counts_open_alerts_by_severity_and_lists_them_most_severe_first(s
         "Open info": "0",
         "Acknowledged": "1",
     }
-    shown = at.dataframe[0].value
-    assert list(shown["alert_id"]) == ["A1", "A3", "A2"]  # critical, then newest warning first
-    assert list(shown["status"]) == ["open", "open", "acknowledged"]
+    listed = at.dataframe[0].value
+    assert list(listed["alert_id"]) == ["A1", "A3", "A2"]  # critical, then newest warning first
+    assert list(listed["status"]) == ["open", "open", "acknowledged"]
     # the picked alert (the first) with its reason, evidence and context
     assert at.selectbox(key="alert_id").value == "A1"
     assert "**Reason:** M1: anomaly while running WO-1" in [m.value for m in at.markdown]
