@@ -459,6 +459,23 @@ def test_overview_offers_the_shifts_that_have_data(shown):
     assert at.selectbox[0].options == ["2026-01-05 06:00–14:00 UTC"]  # data starts at 06:00
 
 
+@pytest.mark.parametrize(
+    "page",
+    [
+        None,
+        *(
+            f"page_{p}.py"
+            for p in ("alerts", "spc", "drift", "models", "traceability", "data_quality")
+        ),
+    ],
+)
+def test_every_page_renders_on_a_database_the_pipeline_just_created(monkeypatch, tmp_path, page):
+    path = tmp_path / "floorsight.duckdb"
+    Database(path, TABLES).create()  # what the pipeline does first: tables, no rows yet
+    at = open_app(monkeypatch, path, page)
+    assert not at.error
+
+
 def test_waits_for_the_pipeline_when_there_is_no_database(monkeypatch, tmp_path):
     missing = tmp_path / "nothing-yet.duckdb"
     at = open_app(monkeypatch, missing)
@@ -617,6 +634,9 @@ def test_spc_switching_to_window_means_charts_the_means(monkeypatch, plant_db):
 
 def test_drift_compares_the_recent_windows_with_the_products_reference(monkeypatch, plant_db):
     at = open_app(monkeypatch, plant_db, "page_drift.py")
+    assert at.selectbox(key="drift_line").options == ["all", "cnc", "injection_moulding"]
+    at.selectbox(key="drift_line").select("injection_moulding").run()
+    assert at.selectbox(key="drift_machine").options == ["M2"]
     at.selectbox(key="drift_machine").select("M2").run()
     at.selectbox(key="drift_sensor").select(WEIGHT).run()
     at.number_input(key="drift_ref").set_value(20).run()
