@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -23,10 +24,12 @@ import streamlit as st
 
 from floorsight.storage import Database
 
-#: How often the live parts of a page re-read the database.
-REFRESH = "2s"
+#: How often the live parts of a page re-read the database. Windows close every 10 s by
+#: default, so a faster refresh would mostly redraw the same numbers, and on a small machine it
+#: would take CPU from the pipeline.
+REFRESH = "5s"
 #: Pages whose refresh computes more (drift statistics, control charts) refresh less often.
-SLOW_REFRESH = "10s"
+SLOW_REFRESH = "15s"
 #: Rows per page of a paged table.
 PAGE_ROWS = 25
 
@@ -63,10 +66,58 @@ def mlflow_uri() -> str | None:
     return f"sqlite:///{local}" if local.exists() else None
 
 
+class FileAccess:
+    """Many readers or one writer at a time, within this process.
+
+    The app serves every browser session from one process, and DuckDB refuses to open a file
+    read-write in a process that has it open read-only (and the other way round): "Can't open a
+    connection to same database file with a different configuration". So page refreshes share
+    the file with each other, and an alert action waits until they are done (and new refreshes
+    wait for the action: a writer is not starved). Across processes, the file lock and
+    ``floorsight.storage``'s retry do the same job.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.readers = 0
+        self.writing = False
+        self.waiting_writers = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self.writing and not self.waiting_writers)
+            self.readers += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.readers -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._changed:
+            self.waiting_writers += 1
+            self._changed.wait_for(lambda: not self.writing and not self.readers)
+            self.waiting_writers -= 1
+            self.writing = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.writing = False
+                self._changed.notify_all()
+
+
+#: the one gate to the database file for every session of this app process
+FILE_ACCESS = FileAccess()
+
+
 @contextmanager
 def snapshot(db: Database) -> Iterator[duckdb.DuckDBPyConnection]:
     """One read-only connection for one refresh of a page."""
-    with db.read() as con:
+    with FILE_ACCESS.read(), db.read() as con:
         yield con
 
 

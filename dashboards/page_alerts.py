@@ -19,7 +19,7 @@ import streamlit as st
 from floorsight.alerts import lifecycle
 from floorsight.alerts.cascade import Cascade, batch_cascade, lot_cascade, machine_cascade
 from floorsight.dashboards import queries
-from floorsight.dashboards.common import REFRESH, database, paged_table, snapshot
+from floorsight.dashboards.common import FILE_ACCESS, REFRESH, database, paged_table, snapshot
 from floorsight.storage import Database
 
 STATUSES = {
@@ -134,22 +134,28 @@ def actions(db: Database, alert_id: str) -> None:
         "comment": b[2].button("Add comment", key="add_comment"),
         "reopen": b[3].button("Reopen", key="reopen"),
     }
+    if not any(clicked.values()):
+        return
     try:
-        if clicked["acknowledge"]:
-            lifecycle.acknowledge(db.path, alert_id, actor, note)
-        elif clicked["resolve"]:
-            lifecycle.resolve(db.path, alert_id, actor, note, label)
-        elif clicked["comment"]:
-            lifecycle.comment(db.path, alert_id, actor, note)
-        elif clicked["reopen"]:
-            lifecycle.reopen(db.path, alert_id, actor, note)
-        else:
-            return
+        with FILE_ACCESS.write():
+            act(db, alert_id, clicked, actor, note, label)
     except ValueError as exc:
         st.error(str(exc))
         return
     done = next(k for k, v in clicked.items() if v)
     st.success(f"{alert_id}: {done} recorded by {actor.strip()}")
+
+
+def act(db: Database, alert_id: str, clicked: dict, actor: str, note: str, label) -> None:
+    """The lifecycle call behind the button that was clicked."""
+    if clicked["acknowledge"]:
+        lifecycle.acknowledge(db.path, alert_id, actor, note)
+    elif clicked["resolve"]:
+        lifecycle.resolve(db.path, alert_id, actor, note, label)
+    elif clicked["comment"]:
+        lifecycle.comment(db.path, alert_id, actor, note)
+    elif clicked["reopen"]:
+        lifecycle.reopen(db.path, alert_id, actor, note)
 
 
 @st.fragment(run_every=REFRESH)
@@ -196,9 +202,7 @@ def show_alert(db: Database, alert_id: str) -> None:
     if cascade is None:
         st.write("No genealogy in the ERP context: customer orders unknown.")
     elif cascade.customer_orders.height:
-        st.caption(
-            f"through batches {', '.join(cascade.batches)} (lots {', '.join(cascade.lots) or '—'})"
-        )
+        st.caption(f"through batches {listed(cascade.batches)} (lots {listed(cascade.lots)})")
         st.dataframe(cascade.customer_orders, hide_index=True, width="stretch")
     else:
         st.write("None found.")
@@ -211,6 +215,14 @@ def show_alert(db: Database, alert_id: str) -> None:
         )
     else:
         st.write("No actions yet.")
+
+
+def listed(names: list[str], most: int = 8) -> str:
+    """A readable list of ids: the first few and how many more."""
+    if not names:
+        return "—"
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def evidence(container, text: str) -> None:

@@ -20,9 +20,12 @@ import base64
 import json
 import math
 import shutil
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -31,6 +34,7 @@ from streamlit.testing.v1 import AppTest
 from floorsight.alerts import ALERT_SCHEMA, ALERTS, lifecycle
 from floorsight.dashboards.analysis import control_points
 from floorsight.dashboards.charts import gapped
+from floorsight.dashboards.common import FILE_ACCESS, snapshot
 from floorsight.features import FEATURES
 from floorsight.models import SCORES
 from floorsight.pipelines.flow import TABLES
@@ -567,6 +571,47 @@ def test_acknowledging_and_resolving_in_the_inbox_changes_the_database(monkeypat
     assert metrics(at)["Open critical"] == "0"
     # the default filter shows unresolved alerts only: A1 has left the list
     assert list(at.dataframe[0].value["alert_id"]) == ["A3", "A2"]
+
+
+def test_an_alert_action_waits_for_a_refresh_of_another_session(writable_db):
+    """Streamlit serves every session from one process, and DuckDB refuses a read-write
+    connection there while a read-only one is open ("different configuration"): an action
+    passes through FILE_ACCESS, which lets it wait for the refresh instead of failing."""
+    db = Database(writable_db)
+    reading, release = threading.Event(), threading.Event()
+
+    def refresh() -> None:
+        with snapshot(db) as con:
+            con.sql("SELECT count(*) FROM alerts").fetchall()
+            reading.set()
+            release.wait(timeout=60)
+
+    reader = threading.Thread(target=refresh)
+    reader.start()
+    assert reading.wait(timeout=60)
+    with pytest.raises(duckdb.ConnectionException, match="different configuration"):
+        lifecycle.acknowledge(writable_db, "A1", "maria")  # not through the gate: fails
+
+    errors: list[BaseException] = []
+
+    def act() -> None:
+        try:
+            with FILE_ACCESS.write():
+                lifecycle.acknowledge(writable_db, "A1", "maria")
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=act)
+    writer.start()
+    deadline = time.monotonic() + 60
+    while FILE_ACCESS.waiting_writers == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert FILE_ACCESS.waiting_writers == 1  # the action waits while the refresh reads
+    release.set()
+    reader.join(timeout=60)
+    writer.join(timeout=60)
+    assert not errors
+    assert db.query("SELECT status FROM alerts WHERE alert_id = 'A1'").item() == "acknowledged"
 
 
 # ----------------------------------------------------------------------------------------------
