@@ -123,7 +123,7 @@ def _drive(page, port: int, home: Path) -> None:
     _wait_for(lambda: _metric(page, "Feature rows") > first, 60, "feature rows to grow")
     # seed 4: the bearing fault starts 5.5 simulated minutes in, ~17 s wall at x20
     _wait_for(lambda: _metric(page, "Alerts") >= 1, 120, "the fault's alert")
-    assert _metric(page, "Active alerts") >= 1
+    _wait_for(lambda: _metric(page, "Active alerts") >= 1, 60, "an active alert")
     page.get_by_text("Machines", exact=True).wait_for(timeout=30_000)
     _no_errors(page)
 
@@ -137,7 +137,11 @@ def _drive(page, port: int, home: Path) -> None:
     heading.first.wait_for(timeout=60_000)
     reason = page.get_by_text(re.compile(rf"Reason:\s*{machine}: "))
     reason.first.wait_for(timeout=30_000)
-    assert sum(_metric(page, f"Open {s}") for s in ("critical", "warning", "info")) >= 1
+    _wait_for(
+        lambda: sum(_metric(page, f"Open {s}") for s in ("critical", "warning", "info")) >= 1,
+        60,
+        "the inbox to count the open alert",
+    )
     _no_errors(page)
     page.screenshot(path=str(ARTIFACTS / "alerts_inbox.png"), full_page=True)
 
