@@ -73,22 +73,23 @@ def control_chart(points: pl.DataFrame, title: str) -> go.Figure:
     rules the point violates, "" if none).
     """
     fig = go.Figure()
-    x = points["window_end"]
+    drawn = gapped(points, "window_end", ("value", "product", "center", "ucl", "lcl", "lsl", "usl"))
+    x = drawn["window_end"]
     fig.add_scatter(
         x=x,
-        y=points["value"],
+        y=drawn["value"],
         mode="lines+markers",
         name="value",
         marker={"size": 4},
-        customdata=points["product"],
+        customdata=drawn["product"],
         hovertemplate="%{x}<br>%{y}<br>%{customdata}<extra></extra>",
     )
-    _step(fig, x, points["center"], "CL", "solid", "#2ca02c")
-    _step(fig, x, points["ucl"], "UCL", "dash", "#2ca02c")
-    _step(fig, x, points["lcl"], "LCL", "dash", "#2ca02c")
+    _step(fig, x, drawn["center"], "CL", "solid", "#2ca02c")
+    _step(fig, x, drawn["ucl"], "UCL", "dash", "#2ca02c")
+    _step(fig, x, drawn["lcl"], "LCL", "dash", "#2ca02c")
     if points["lsl"].null_count() < points.height:
-        _step(fig, x, points["lsl"], "LSL", "dot", "#d62728")
-        _step(fig, x, points["usl"], "USL", "dot", "#d62728")
+        _step(fig, x, drawn["lsl"], "LSL", "dot", "#d62728")
+        _step(fig, x, drawn["usl"], "USL", "dot", "#d62728")
     bad = points.filter(pl.col("rules") != "")
     if bad.height:
         _flags(fig, bad["window_end"], bad["value"], "violation", "x", bad["rules"])
