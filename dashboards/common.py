@@ -190,18 +190,3 @@ def show_page_of(rows: pl.DataFrame, page_key: str, empty: str, **kwargs) -> Non
         st.dataframe(rows.slice(offset, PAGE_ROWS), hide_index=True, width="stretch", **kwargs)
     else:
         st.write(empty)
-
-
-def fmt_share(value: float | None) -> str:
-    """A ratio as a percentage with one decimal, or an em dash when it is not known."""
-    return (
-        "—"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else (f"{100 * value:.1f} %")
-    )
-
-
-def fmt_number(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return f"{value:.{digits}f}"

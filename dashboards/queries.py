@@ -546,7 +546,7 @@ def latest_validations(con: Con) -> pl.DataFrame | None:
 def count_rows(con: Con, table: str) -> int:
     """Rows of one of the dashboard's own tables (``table`` is never user input)."""
     if table not in {"validation_results", "alerts", "alert_events", "dead_letters"}:
-        raise ValueError(f"not a table the dashboard pages: {table}")
+        raise ValueError(f"{table} is not a table the dashboard counts")
     if not has_table(con, table):
         return 0
     return frame(con, f'SELECT count(*) AS n FROM "{table}"')["n"][0]

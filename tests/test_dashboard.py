@@ -524,6 +524,19 @@ def test_inbox_counts_open_alerts_by_severity_and_lists_them_most_severe_first(s
     assert list(table(at, "customer_order", "customer")["customer_order"]) == ["CO-1", "CO-2"]
 
 
+def test_inbox_link_opens_one_alert_even_when_resolved(monkeypatch, plant_db):
+    monkeypatch.setenv("FLOORSIGHT_DB", str(plant_db))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("page_alerts.py")
+    at.query_params["alert"] = "A4"  # /alerts?alert=A4, e.g. from a notification
+    at.run()
+    assert_ok(at)
+    assert at.selectbox(key="alert_status").value == "all"
+    assert at.selectbox(key="alert_id").value == "A4"
+    assert "**Status:** resolved" in [m.value for m in at.markdown]
+
+
 def test_inbox_pages_a_long_list(monkeypatch, plant_db):
     at = open_app(monkeypatch, plant_db, "page_alerts.py")
     at.selectbox(key="alert_status").select("all").run()
