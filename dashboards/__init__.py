@@ -1,6 +1,12 @@
-"""Dashboards: the Streamlit app (``app.py``) and the read queries behind it (``queries``).
+"""Dashboards: the Streamlit app quality engineers and maintenance live in.
 
-Dashboards only read the tables the pipeline writes, through short read-only connections.
+- ``app.py``: the entry point (``streamlit run``), a router over the pages ``page_*.py``;
+- ``queries``: the parameterised read queries, ``common``: snapshots, filters, paged tables;
+- ``oee`` (shifts, machine states, OEE), ``analysis`` (control limits, capability, drift),
+  ``charts`` (plotly figures), ``registry`` (MLflow champions): plain code, no Streamlit.
+
+Pages read the pipeline's tables in short read-only snapshots while it writes. The one thing
+they write, what people do with alerts, goes through ``floorsight.alerts.lifecycle``.
 """
 
 from __future__ import annotations

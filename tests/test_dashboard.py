@@ -1,247 +1,888 @@
-"""The Streamlit dashboard, run headless with Streamlit's AppTest on a known database."""
+"""The Streamlit dashboard, page by page, with Streamlit's AppTest on a database of known rows.
+
+The database holds a plant at 07:00 UTC, one hour into the 06:00 shift, with 60 s windows:
+
+- M1 (CNC, product PA) ran 06:00-06:30 and 06:40-07:00 under WO-1 (planned 05:00-09:00);
+  5 of its 50 bore-diameter window means are above the USL. Its "last" readings follow a
+  pattern with one spike (a rule-1 violation).
+- M2 (moulding, PB) ran 06:00-06:30 (WO-2) and 06:45-07:00 (WO-3, planned from 06:40); its
+  measured cycle time is the ideal 30 s for 30 windows and 40 s for 15; its part weight shifts
+  up by 0.5 g after its first 20 windows (drift).
+- M3 is in the setup of WO-4 (06:30-09:00); M4 ran 06:00-06:20 under WO-5 and is down for
+  a repair since 06:50.
+
+Every expected number below is worked out by hand from these rows (see each test).
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import math
+import shutil
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from floorsight.alerts import ALERTS
+from floorsight.alerts import ALERT_SCHEMA, ALERTS, lifecycle
+from floorsight.dashboards.analysis import control_points
+from floorsight.dashboards.charts import gapped
+from floorsight.dashboards.common import FILE_ACCESS, snapshot
 from floorsight.features import FEATURES
 from floorsight.models import SCORES
 from floorsight.pipelines.flow import TABLES
-from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
+from floorsight.pipelines.tables import SPEC_LIMITS, WORK_ORDERS
 from floorsight.storage import Database
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
-T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
-SENSOR = "bore_diameter_mm"
-# Product A on M1 and product B on M2, with different limits so the test sees which were joined.
-SPECS = {"PA": (11.95, 12.0, 12.05), "PB": (24.9, 25.0, 25.1)}
-ORDERS = {"WO-1": ("M1", "PA", "LOT-1"), "WO-2": ("M2", "PB", "LOT-2")}
-WINDOWS = 4
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)  # start of the morning shift
+NOW = T0 + timedelta(hours=1)
+W = timedelta(seconds=60)
+BORE, CYCLE, WEIGHT = "bore_diameter_mm", "cycle_time_s", "part_weight_g"
+SPECS = {("PA", BORE): (11.95, 12.0, 12.05), ("PB", WEIGHT): (47.4, 48.0, 48.6)}
+PRODUCTS = {"PA": ("cnc", 40.0), "PB": ("injection_moulding", 30.0), "PC": ("cnc", 55.0)}
+ORDERS = {  # work order: machine, product, lot, start, end
+    "WO-1": ("M1", "PA", "LOT-1", T0 - timedelta(hours=1), T0 + timedelta(hours=3)),
+    "WO-2": ("M2", "PB", "LOT-2", T0, T0 + timedelta(minutes=30)),
+    "WO-3": ("M2", "PB", "LOT-3", T0 + timedelta(minutes=40), T0 + timedelta(hours=2)),
+    "WO-4": ("M3", "PC", "LOT-4", T0 + timedelta(minutes=30), T0 + timedelta(hours=3)),
+    "WO-5": ("M4", "PA", "LOT-5", T0 - timedelta(hours=1), T0 + timedelta(hours=3)),
+    "WO-6": ("M3", "PC", "LOT-6", T0 + timedelta(hours=3), T0 + timedelta(hours=4)),  # planned
+}
+SPIKE = 37  # index of M1's rule-1 spike among its 50 windows
 
 
-def _frame(spec, rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(rows).select(spec.columns)
+def minutes(m: float) -> datetime:
+    return T0 + timedelta(minutes=m)
 
 
-def _features() -> pl.DataFrame:
-    rows = []
-    for wo, (machine, product, lot) in ORDERS.items():
-        target = SPECS[product][1]
-        for sensor in (SENSOR, "spindle_temp_c"):
-            for i in range(WINDOWS):
-                start = T0 + timedelta(seconds=10 * i)
-                mean = target + 0.001 * i if sensor == SENSOR else 40.0 + i
-                rows.append(
-                    {
-                        "machine_id": machine,
-                        "sensor": sensor,
-                        "window_start": start,
-                        "window_end": start + timedelta(seconds=10),
-                        "work_order": wo,
-                        "product": product,
-                        "material_lot": lot,
-                        "batch": "B-" + wo,
-                        "n": 10,
-                        "mean": mean,
-                        "std": 0.01,
-                        "min": mean - 0.02,
-                        "max": mean + 0.02,
-                        "last": mean,
-                        "slope": 0.0,
-                        "rms": mean,
-                    }
-                )
-    return _frame(FEATURES, rows)
+def m1_windows() -> list[tuple[datetime, float, float]]:
+    """(window start, mean, last) of M1's bore diameter: 30 windows, a gap, 20 windows."""
+    starts = [minutes(i) for i in range(30)] + [minutes(40 + i) for i in range(20)]
+    pattern = (0.0, 0.01, 0.0, -0.01)
+    out = []
+    for i, start in enumerate(starts):
+        last = 12.0 + (0.04 if i == SPIKE else pattern[i % 4])
+        mean = 12.06 if i in (5, 15, 25, 35, 45) else 12.0 + pattern[i % 4] / 2
+        out.append((start, mean, last))
+    return out
 
 
+def m1_last_values() -> list[float]:
+    return [last for _, _, last in m1_windows()]
+
+
+def m2_starts() -> list[datetime]:
+    return [minutes(i) for i in range(30)] + [minutes(45 + i) for i in range(15)]
+
+
+def feature(machine, sensor, start, wo, mean, last=None, std=0.01) -> dict:
+    _, product, lot, *_ = ORDERS[wo]
+    return {
+        "machine_id": machine,
+        "sensor": sensor,
+        "window_start": start,
+        "window_end": start + W,
+        "work_order": wo,
+        "product": product,
+        "material_lot": lot,
+        "batch": "B-" + wo.removeprefix("WO-"),
+        "n": 60,
+        "mean": mean,
+        "std": std,
+        "min": mean - 0.02,
+        "max": mean + 0.02,
+        "last": mean if last is None else last,
+        "slope": 0.0,
+        "rms": mean,
+    }
+
+
+def features() -> pl.DataFrame:
+    rows = [feature("M1", BORE, s, "WO-1", mean, last) for s, mean, last in m1_windows()]
+    for i, start in enumerate(m2_starts()):
+        wo = "WO-2" if i < 30 else "WO-3"
+        rows.append(feature("M2", CYCLE, start, wo, 30.0 if i < 30 else 40.0))
+        weight = 48.0 + 0.001 * (i - 10) if i < 20 else 48.5
+        rows.append(feature("M2", WEIGHT, start, wo, weight, std=0.05))
+    rows += [feature("M4", BORE, minutes(i), "WO-5", 12.0) for i in range(20)]
+    return pl.DataFrame(rows).select(FEATURES.columns)
+
+
+def alert(alert_id, machine, wo, severity, status, raised, cause="anomaly", cleared=None):
+    _, product, lot, *_ = ORDERS[wo]
+    return {
+        "alert_id": alert_id,
+        "machine_id": machine,
+        "cause": cause,
+        "severity": severity,
+        "status": status,
+        "first_seen": raised - 2 * W,
+        "raised_at": raised,
+        "last_seen": raised + W,
+        "cleared_at": cleared,
+        "score": 0.99999,
+        "windows": 3,
+        "reason": f"{machine}: {cause} while running {wo}",
+        "evidence": "vibration_mm_s.mean z=9.1 (value 3.2); spindle_temp_c.mean z=4.0 (value 47)",
+        "work_order": wo,
+        "product": product,
+        "material_lot": lot,
+    }
+
+
+#: the alerts nobody has resolved: A1 critical open, A2 warning acknowledged (condition
+#: cleared), A3 warning open on M2 (failure risk); A4 resolved; 30 resolved infos on M4
 ALERT_ROWS = [
-    # (alert_id, machine, status, reason, condition cleared). The pipeline clears an alert by
-    # setting cleared_at; status belongs to the people handling it and may still say "open".
-    ("alert-m1-0001", "M1", "open", "bore_diameter_mm drifting above target", False),
-    ("alert-m2-0002", "M2", "open", "spindle_temp_c step change", True),
+    alert("A1", "M1", "WO-1", "critical", "open", minutes(50)),
+    alert("A2", "M1", "WO-1", "warning", "acknowledged", minutes(20), cleared=minutes(25)),
+    alert("A3", "M2", "WO-3", "warning", "open", minutes(55), cause="failure_risk"),
+    alert("A4", "M2", "WO-2", "warning", "resolved", minutes(10)),
+    *(alert(f"I{i:02d}", "M4", "WO-5", "info", "resolved", minutes(i / 2)) for i in range(30)),
 ]
 
 
-def _alerts() -> pl.DataFrame:
+def scores() -> pl.DataFrame:
     rows = []
-    for i, (alert_id, machine, status, reason, cleared) in enumerate(ALERT_ROWS):
-        wo = "WO-1" if machine == "M1" else "WO-2"
-        _, product, lot = ORDERS[wo]
-        raised = T0 + timedelta(seconds=20 + i)
+    for machine, health, rul, risk in (("M1", 0.5, None, 0.03), ("M2", 4.6, 360.0, 0.65)):
+        for k in range(3):
+            rows.append(
+                {
+                    "machine_id": machine,
+                    "window_start": NOW - (3 - k) * W,
+                    "window_end": NOW - (2 - k) * W,
+                    "work_order": "WO-1" if machine == "M1" else "WO-3",
+                    "product": "PA" if machine == "M1" else "PB",
+                    "material_lot": "LOT-1" if machine == "M1" else "LOT-3",
+                    "model": "failure_risk",
+                    "score": risk - 0.01 * (2 - k),
+                    "is_anomaly": machine == "M2" and k == 2,
+                    "evidence": json.dumps({"health": health, "rul_windows": rul}),
+                }
+            )
+    # 4 anomaly-model windows of M1, one flagged; a drift model fired on M2 at 06:40
+    for k in range(4):
         rows.append(
             {
-                "alert_id": alert_id,
-                "machine_id": machine,
-                "cause": "drift",
-                "severity": "warning",
-                "status": status,
-                "first_seen": raised - timedelta(seconds=10),
-                "raised_at": raised,
-                "last_seen": raised + timedelta(seconds=10),
-                "cleared_at": raised + timedelta(seconds=20) if cleared else None,
-                "score": 4.5 + i,
-                "windows": 3,
-                "reason": reason,
-                "evidence": json.dumps({"sensor": SENSOR}),
-                "work_order": wo,
-                "product": product,
-                "material_lot": lot,
+                **rows[0],
+                "window_start": minutes(40 + k),
+                "window_end": minutes(41 + k),
+                "model": "zscore",
+                "score": 0.5,
+                "is_anomaly": k == 3,
+                "evidence": "",
             }
         )
-    return _frame(ALERTS, rows)
-
-
-def _context() -> dict[str, list[pl.DataFrame]]:
-    orders = [
+    rows.append(
         {
-            "work_order": wo,
-            "machine_id": machine,
-            "product": product,
-            "material_lot": lot,
-            "start": T0 - timedelta(hours=1),
-            "end": T0 + timedelta(hours=1),
-        }
-        for wo, (machine, product, lot) in ORDERS.items()
-    ]
-    specs = [
-        {"product": p, "characteristic": SENSOR, "lsl": lsl, "target": tgt, "usl": usl}
-        for p, (lsl, tgt, usl) in SPECS.items()
-    ]
-    return {
-        WORK_ORDERS.name: [_frame(WORK_ORDERS, orders)],
-        SPEC_LIMITS.name: [_frame(SPEC_LIMITS, specs)],
-    }
-
-
-def _dead_letters() -> pl.DataFrame:
-    row = {
-        "dead_letter_id": "dl-1",
-        "source": "edge",
-        "machine_id": "M1",
-        "sensor": SENSOR,
-        "ts": T0,
-        "value": None,
-        "raw": '{"value": "nan"}',
-        "reason": "value is not a finite number",
-        "received_at": T0,
-    }
-    return pl.DataFrame([row], schema_overrides={"value": pl.Float64}).select(DEAD_LETTERS.columns)
-
-
-@pytest.fixture
-def filled_db(tmp_path: Path) -> Path:
-    path = tmp_path / "floorsight.duckdb"
-    db = Database(path, TABLES)
-    db.create()
-    db.upsert(
-        {
-            FEATURES.name: [_features()],
-            ALERTS.name: [_alerts()],
-            DEAD_LETTERS.name: [_dead_letters()],
-            SCORES.name: [],
-            **_context(),
+            **rows[3],
+            "window_start": minutes(39),
+            "window_end": minutes(40),
+            "model": "drift_psi",
+            "score": 1.0,
+            "is_anomaly": True,
+            "evidence": "",
         }
     )
+    return pl.DataFrame(rows).select(SCORES.columns)
+
+
+def erp() -> dict[str, pl.DataFrame]:
+    batch = {wo: "B-" + wo.removeprefix("WO-") for wo in ORDERS}
+    customer = {
+        "WO-1": "CO-1",
+        "WO-2": "CO-2",
+        "WO-3": "CO-2",
+        "WO-4": "CO-3",
+        "WO-5": "CO-2",
+        "WO-6": "CO-4",
+    }
+    setup_end = {"WO-4": minutes(70)}
+    return {
+        "products": pl.DataFrame(
+            [
+                {"product": p, "description": p, "machine_type": t, "cycle_time_s": c}
+                for p, (t, c) in PRODUCTS.items()
+            ]
+        ),
+        "batches": pl.DataFrame(
+            [
+                {
+                    "batch_id": batch[wo],
+                    "work_order": wo,
+                    "machine_id": m,
+                    "product": p,
+                    "start": start,
+                    "setup_end": setup_end.get(wo, start),
+                    "end": end,
+                    "customer_order": customer[wo],
+                    "good_parts": 10,
+                    "scrap_parts": 1,
+                }
+                for wo, (m, p, _, start, end) in ORDERS.items()
+            ]
+        ),
+        # B-5 was made from two lots, one of them LOT-1 (as B-1 was)
+        "genealogy": pl.DataFrame(
+            [
+                {"batch_id": batch[wo], "material_lot": lot, "work_order": wo}
+                for wo, (_, _, lot, *_) in ORDERS.items()
+            ]
+            + [{"batch_id": "B-5", "material_lot": "LOT-1", "work_order": "WO-5"}]
+        ),
+        "material_lots": pl.DataFrame(
+            [
+                {"lot_id": lot, "material": "bar", "supplier": "S", "received": T0}
+                for _, _, lot, *_ in ORDERS.values()
+            ]
+        ),
+        "customer_orders": pl.DataFrame(
+            [
+                {"customer_order": co, "customer": c, "product": p, "quantity": 100, "due": NOW}
+                for co, c, p in (
+                    ("CO-1", "Acme", "PA"),
+                    ("CO-2", "Helix", "PB"),
+                    ("CO-3", "Nordic", "PC"),
+                    ("CO-4", "Vanta", "PC"),
+                )
+            ]
+        ),
+        "maintenance_log": pl.DataFrame(
+            [
+                {
+                    "event_id": "MX-1",
+                    "machine_id": "M4",
+                    "kind": "failure",
+                    "start": minutes(50),
+                    "end": minutes(50),
+                    "description": "bearing failure",
+                },
+                {
+                    "event_id": "MX-2",
+                    "machine_id": "M4",
+                    "kind": "repair",
+                    "start": minutes(50),
+                    "end": minutes(90),
+                    "description": "bearing failure",
+                },
+            ]
+        ),
+        # two lab results have arrived by 07:00, one has not
+        "lab_results": pl.DataFrame(
+            [
+                {
+                    "sample_id": s,
+                    "machine_id": "M1",
+                    "work_order": "WO-1",
+                    "product": "PA",
+                    "material_lot": "LOT-1",
+                    "part_made_at": made,
+                    "available_at": arrived,
+                    "characteristic": BORE,
+                    "value": value,
+                    "in_spec": True,
+                }
+                for s, made, arrived, value in (
+                    ("LAB-1", minutes(1.5), minutes(30), 12.004),
+                    ("LAB-2", minutes(2.5), minutes(59), 12.010),
+                    ("LAB-3", minutes(3.5), minutes(200), 12.020),
+                )
+            ]
+        ),
+    }
+
+
+def build(path: Path) -> Path:
+    db = Database(path, TABLES)
+    db.create()
+    orders = pl.DataFrame(
+        [
+            {
+                "work_order": wo,
+                "machine_id": m,
+                "product": p,
+                "material_lot": lot,
+                "start": start,
+                "end": end,
+            }
+            for wo, (m, p, lot, start, end) in ORDERS.items()
+        ]
+    ).select(WORK_ORDERS.columns)
+    specs = pl.DataFrame(
+        [
+            {"product": p, "characteristic": c, "lsl": lsl, "target": t, "usl": usl}
+            for (p, c), (lsl, t, usl) in SPECS.items()
+        ]
+    ).select(SPEC_LIMITS.columns)
+    db.upsert(
+        {
+            FEATURES.name: [features()],
+            ALERTS.name: [pl.DataFrame(ALERT_ROWS, schema=ALERT_SCHEMA)],
+            SCORES.name: [scores()],
+            WORK_ORDERS.name: [orders],
+            SPEC_LIMITS.name: [specs],
+        }
+    )
+    for name, frame in erp().items():
+        db.replace_table(f"erp_{name}", frame)
     return path
 
 
-def _run(monkeypatch: pytest.MonkeyPatch, db_path: Path) -> AppTest:
+@pytest.fixture(scope="module")
+def plant_db(tmp_path_factory) -> Path:
+    """The known plant, built once; tests that write get their own copy (``writable_db``)."""
+    return build(tmp_path_factory.mktemp("plant") / "floorsight.duckdb")
+
+
+@pytest.fixture
+def writable_db(plant_db: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copy(plant_db, tmp_path / "floorsight.duckdb"))
+
+
+@pytest.fixture(scope="module")
+def shown(plant_db):
+    """Pages of the known plant as first shown, each run once for the tests that only look."""
+    cache: dict[str | None, AppTest] = {}
+
+    def page(name: str | None = None) -> AppTest:
+        if name not in cache:
+            with pytest.MonkeyPatch.context() as mp:
+                cache[name] = open_app(mp, plant_db, name)
+        return cache[name]
+
+    return page
+
+
+def open_app(monkeypatch, db_path: Path, page: str | None = None, **env) -> AppTest:
     monkeypatch.setenv("FLOORSIGHT_DB", str(db_path))
-    at = AppTest.from_file(str(APP), default_timeout=30)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    if page:
+        at.switch_page(page).run()
+    assert_ok(at)
     return at
 
 
-def _metrics(at: AppTest) -> dict[str, str]:
+def assert_ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-def _chart_traces(at: AppTest) -> dict[str, list]:
-    charts = at.get("plotly_chart")
-    assert len(charts) == 1
-    figure = json.loads(charts[0].proto.spec)
-    return {trace["name"]: {"y": _values(trace["y"])} for trace in figure["data"]}
+def table(at: AppTest, *columns: str):
+    """The one table on the page that has all these columns (as a pandas frame)."""
+    found = [d.value for d in at.dataframe if set(columns) <= set(d.value.columns)]
+    assert len(found) == 1, f"{len(found)} tables with columns {columns}"
+    return found[0]
 
 
-def _values(array) -> list[float]:
-    """Plotly packs numeric arrays as ``{"dtype": ..., "bdata": base64}``; unpack either form."""
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def traces(figure: dict) -> dict[str, dict]:
+    return {t.get("name"): t for t in figure["data"]}
+
+
+def values(array) -> list:
+    """Plotly packs numeric arrays as ``{"dtype": ..., "bdata": base64}``; unpack either form.
+    The gaps where a line breaks (None or NaN) are left out."""
     if isinstance(array, dict):
-        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
-    return [float(v) for v in array]
+        array = np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return [v for v in array if v is not None and not (isinstance(v, float) and math.isnan(v))]
 
 
-def test_metrics_count_the_rows_in_the_database(monkeypatch, filled_db):
-    at = _run(monkeypatch, filled_db)
-    active = sum(not cleared for *_, cleared in ALERT_ROWS)
-    assert _metrics(at) == {
-        "Feature rows": str(len(ORDERS) * 2 * WINDOWS),
-        "Active alerts": str(active),
+# ----------------------------------------------------------------------------------------------
+# plant overview
+
+
+def overview_rows(at: AppTest) -> dict[str, dict]:
+    frame = at.dataframe[0].value
+    return {r["machine"]: r for r in frame.to_dict("records")}
+
+
+def test_overview_shows_each_machine_with_state_order_and_open_alerts(shown):
+    at = shown()
+    assert at.title[0].value == "Plant overview"
+    assert at.selectbox[0].value == "2026-01-05 06:00–14:00 UTC"
+    assert metrics(at) == {
+        "Feature rows": str(50 + 2 * 45 + 20),
+        "Active alerts": "2",  # A1 and A3: A2's condition has cleared, the rest are resolved
         "Alerts": str(len(ALERT_ROWS)),
-        "Dead letters": "1",
+        "Dead letters": "0",
     }
-    assert active == 1
+    rows = overview_rows(at)
+    assert list(rows) == ["M1", "M3", "M4", "M2"]  # by line (machine type), then machine
+    got = {m: (r["line"], r["state"], r["work_order"], r["product"]) for m, r in rows.items()}
+    assert got == {
+        "M1": ("cnc", "running", "WO-1", "PA"),
+        "M2": ("injection_moulding", "running", "WO-3", "PB"),
+        "M3": ("cnc", "setup", "WO-4", "PC"),
+        "M4": ("cnc", "down (repair)", "WO-5", "PA"),
+    }
+    open_counts = {
+        m: (r["open critical"], r["open warning"], r["open info"]) for m, r in rows.items()
+    }
+    assert open_counts == {"M1": (1, 1, 0), "M2": (0, 1, 0), "M3": (0, 0, 0), "M4": (0, 0, 0)}
 
 
-def test_alerts_table_lists_the_alerts(monkeypatch, filled_db):
-    at = _run(monkeypatch, filled_db)
-    assert [s.value for s in at.subheader] == ["Alerts"]
-    assert len(at.dataframe) == 1
-    shown = at.dataframe[0].value
-    # Newest first, with the reason and status the pipeline wrote.
-    assert list(shown["alert_id"]) == [a[0] for a in reversed(ALERT_ROWS)]
-    assert list(shown["reason"]) == [a[3] for a in reversed(ALERT_ROWS)]
-    assert list(shown["status"]) == [a[2] for a in reversed(ALERT_ROWS)]
+def test_overview_oee_equals_the_hand_computed_shift_values(shown):
+    rows = overview_rows(shown())
+    # M1: planned 06:00-07:00 = 3600 s, ran 30 + 20 windows of 60 s = 3000 s; 45 of 50 means
+    # in spec; no cycle time measured, so no performance and no OEE
+    assert rows["M1"]["availability"] == pytest.approx(3000 / 3600)
+    assert math.isnan(rows["M1"]["performance"]) and math.isnan(rows["M1"]["OEE"])
+    assert rows["M1"]["quality"] == pytest.approx(45 / 50)
+    # M2: planned 1800 s (WO-2) + 1200 s (WO-3 from 06:40), ran 1800 + 900 s; cycle time
+    # ideal 30 s, measured 30 s in 30 windows and 40 s in 15; every part weight in spec
+    a, p, q = 2700 / 3000, (30 * 1.0 + 15 * 30 / 40) / 45, 1.0
+    assert (rows["M2"]["availability"], rows["M2"]["performance"], rows["M2"]["quality"]) == (
+        pytest.approx(a),
+        pytest.approx(p),
+        q,
+    )
+    assert rows["M2"]["OEE"] == pytest.approx(a * p * q) == pytest.approx(0.825)
+    # M3 (in setup since 06:30) has not run; M4 ran 20 of its 60 planned minutes
+    assert rows["M3"]["availability"] == 0.0
+    assert rows["M4"]["availability"] == pytest.approx(1 / 3)
 
 
-def test_selectors_offer_machines_and_default_to_bore_diameter(monkeypatch, filled_db):
-    at = _run(monkeypatch, filled_db)
-    machine, feature = at.selectbox
-    assert machine.options == ["M1", "M2"]
-    assert machine.value == "M1"
-    assert feature.options == [SENSOR, "spindle_temp_c"]
-    assert feature.value == SENSOR
+def test_overview_offers_the_shifts_that_have_data(shown):
+    at = shown()
+    assert at.selectbox[0].options == ["2026-01-05 06:00–14:00 UTC"]  # data starts at 06:00
 
 
-def test_chart_shows_the_spec_limits_of_the_product(monkeypatch, filled_db):
-    at = _run(monkeypatch, filled_db)
-    traces = _chart_traces(at)
-    assert set(traces) == {f"{SENSOR} mean", "LSL", "TARGET", "USL"}
-    lsl, target, usl = SPECS["PA"]
-    assert set(traces["LSL"]["y"]) == {lsl}
-    assert set(traces["TARGET"]["y"]) == {target}
-    assert set(traces["USL"]["y"]) == {usl}
-    assert len(traces[f"{SENSOR} mean"]["y"]) == WINDOWS
-
-    # Switching machine shows that machine's product limits.
-    at.selectbox[0].select("M2").run()
-    assert not at.exception
-    traces = _chart_traces(at)
-    assert set(traces["LSL"]["y"]) == {SPECS["PB"][0]}
-    assert set(traces["USL"]["y"]) == {SPECS["PB"][2]}
-
-
-def test_chart_without_spec_limits_has_no_limit_lines(monkeypatch, filled_db):
-    at = _run(monkeypatch, filled_db)
-    at.selectbox[1].select("spindle_temp_c").run()
-    assert not at.exception
-    assert set(_chart_traces(at)) == {"spindle_temp_c mean"}
+@pytest.mark.parametrize(
+    "page",
+    [
+        None,
+        *(
+            f"page_{p}.py"
+            for p in ("alerts", "spc", "drift", "models", "traceability", "data_quality")
+        ),
+    ],
+)
+def test_every_page_renders_on_a_database_the_pipeline_just_created(monkeypatch, tmp_path, page):
+    path = tmp_path / "floorsight.duckdb"
+    Database(path, TABLES).create()  # what the pipeline does first: tables, no rows yet
+    at = open_app(monkeypatch, path, page)
+    assert not at.error
 
 
 def test_waits_for_the_pipeline_when_there_is_no_database(monkeypatch, tmp_path):
     missing = tmp_path / "nothing-yet.duckdb"
-    at = _run(monkeypatch, missing)
+    at = open_app(monkeypatch, missing)
     assert len(at.info) == 1
     assert "Waiting for the pipeline" in at.info[0].value
     assert str(missing) in at.info[0].value
     assert not at.metric
     assert not missing.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# alerts inbox
+
+
+def test_inbox_counts_open_alerts_by_severity_and_lists_them_most_severe_first(shown):
+    at = shown("page_alerts.py")
+    assert metrics(at) == {
+        "Open critical": "1",
+        "Open warning": "2",
+        "Open info": "0",
+        "Acknowledged": "1",
+    }
+    listed = at.dataframe[0].value
+    assert list(listed["alert_id"]) == ["A1", "A3", "A2"]  # critical, then newest warning first
+    assert list(listed["status"]) == ["open", "open", "acknowledged"]
+    # the picked alert (the first) with its reason, evidence and context
+    assert at.selectbox(key="alert_id").value == "A1"
+    assert "**Reason:** M1: anomaly while running WO-1" in [m.value for m in at.markdown]
+    context = dict(at.table[0].value.itertuples(index=False))
+    assert (context["work order"], context["batch"], context["material lot"]) == (
+        "WO-1",
+        "B-1",
+        "LOT-1",
+    )
+    assert context["condition cleared"] == "no, still active"
+    evidence = [m.value for m in at.markdown if m.value.startswith("- ")]
+    assert evidence == [
+        "- vibration_mm_s.mean z=9.1 (value 3.2)\n- spindle_temp_c.mean z=4.0 (value 47)"
+    ]
+    # B-1 shares LOT-1 with B-5, so CO-2 (B-5's customer) is affected as well as CO-1
+    assert list(table(at, "customer_order", "customer")["customer_order"]) == ["CO-1", "CO-2"]
+
+
+def test_inbox_link_opens_one_alert_even_when_resolved(monkeypatch, plant_db):
+    monkeypatch.setenv("FLOORSIGHT_DB", str(plant_db))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("page_alerts.py")
+    at.query_params["alert"] = "A4"  # /alerts?alert=A4, e.g. from a notification
+    at.run()
+    assert_ok(at)
+    assert at.selectbox(key="alert_status").value == "all"
+    assert at.selectbox(key="alert_id").value == "A4"
+    assert "**Status:** resolved" in [m.value for m in at.markdown]
+
+
+def test_inbox_pages_a_long_list(monkeypatch, plant_db):
+    at = open_app(monkeypatch, plant_db, "page_alerts.py")
+    at.selectbox(key="alert_status").select("all").run()
+    assert_ok(at)
+    pages = at.get("pagination")
+    assert len(pages) == 1 and pages[0].num_pages == 2  # 34 alerts, 25 a page
+    first = list(at.dataframe[0].value["alert_id"])
+    assert len(first) == 25
+    pages[0].set_value(2).run()
+    assert_ok(at)
+    second = list(at.dataframe[0].value["alert_id"])
+    assert len(second) == len(ALERT_ROWS) - 25
+    assert set(first) | set(second) == {a["alert_id"] for a in ALERT_ROWS}
+
+
+def test_acknowledging_and_resolving_in_the_inbox_changes_the_database(monkeypatch, writable_db):
+    at = open_app(monkeypatch, writable_db, "page_alerts.py", USER="")
+    at.text_input(key="actor").input("maria")
+    at.text_area(key="comment").input("checking the spindle bearing")
+    at.button(key="acknowledge").click().run()
+    assert_ok(at)
+    assert at.success[0].value == "A1: acknowledge recorded by maria"
+    db = Database(writable_db)
+    assert db.query("SELECT status FROM alerts WHERE alert_id = 'A1'").item() == "acknowledged"
+    assert lifecycle.history(writable_db, "A1").select("actor", "action", "comment").rows() == [
+        ("maria", "acknowledged", "checking the spindle bearing")
+    ]
+    assert metrics(at)["Acknowledged"] == "2"
+    assert list(table(at, "actor", "action")["action"]) == ["acknowledged"]
+
+    # resolving needs a label: the page says so and nothing changes
+    at.button(key="resolve").click().run()
+    assert "needs a label" in at.error[0].value
+    assert db.query("SELECT status FROM alerts WHERE alert_id = 'A1'").item() == "acknowledged"
+
+    at.radio(key="label").set_value("true_problem")
+    at.text_area(key="comment").input("bearing replaced")
+    at.button(key="resolve").click().run()
+    assert_ok(at)
+    assert db.query("SELECT status FROM alerts WHERE alert_id = 'A1'").item() == "resolved"
+    events = lifecycle.history(writable_db, "A1")
+    assert events.select("action", "comment", "label").rows() == [
+        ("acknowledged", "checking the spindle bearing", None),
+        ("resolved", "bearing replaced", "true_problem"),
+    ]
+    assert metrics(at)["Open critical"] == "0"
+    # the default filter shows unresolved alerts only: A1 has left the list
+    assert list(at.dataframe[0].value["alert_id"]) == ["A3", "A2"]
+
+
+def test_an_alert_action_waits_for_a_refresh_of_another_session(writable_db):
+    """Streamlit serves every session from one process, and DuckDB refuses a read-write
+    connection there while a read-only one is open ("different configuration"): an action
+    passes through FILE_ACCESS, which lets it wait for the refresh instead of failing."""
+    db = Database(writable_db)
+    reading, release = threading.Event(), threading.Event()
+
+    def refresh() -> None:
+        with snapshot(db) as con:
+            con.sql("SELECT count(*) FROM alerts").fetchall()
+            reading.set()
+            release.wait(timeout=60)
+
+    reader = threading.Thread(target=refresh)
+    reader.start()
+    assert reading.wait(timeout=60)
+    with pytest.raises(duckdb.ConnectionException, match="different configuration"):
+        lifecycle.acknowledge(writable_db, "A1", "maria")  # not through the gate: fails
+
+    errors: list[BaseException] = []
+
+    def act() -> None:
+        try:
+            with FILE_ACCESS.write():
+                lifecycle.acknowledge(writable_db, "A1", "maria")
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=act)
+    writer.start()
+    deadline = time.monotonic() + 60
+    while FILE_ACCESS.waiting_writers == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert FILE_ACCESS.waiting_writers == 1  # the action waits while the refresh reads
+    release.set()
+    reader.join(timeout=60)
+    writer.join(timeout=60)
+    assert not errors
+    assert db.query("SELECT status FROM alerts WHERE alert_id = 'A1'").item() == "acknowledged"
+
+
+# ----------------------------------------------------------------------------------------------
+# SPC
+
+
+def test_spc_chart_has_limits_per_product_spec_limits_and_named_violations(shown):
+    at = shown("page_spc.py")
+    assert at.selectbox(key="spc_machine").value == "M1"
+    assert at.selectbox(key="spc_sensor").value == BORE
+    (chart,) = figures(at)
+    t = traces(chart)
+    assert set(t) == {"value", "CL", "UCL", "LCL", "LSL", "USL", "violation"}
+    xs = m1_last_values()
+    assert values(t["value"]["y"]) == pytest.approx(xs)
+    # phase I = PA's first 25 windows: centre = their mean, sigma = mean moving range / 1.128
+    phase1 = xs[:25]
+    center = sum(phase1) / 25
+    sigma = np.mean(np.abs(np.diff(phase1))) / 1.128
+    assert set(np.round(values(t["CL"]["y"]), 9)) == {round(center, 9)}
+    assert values(t["UCL"]["y"])[0] == pytest.approx(center + 3 * sigma)
+    assert values(t["LCL"]["y"])[0] == pytest.approx(center - 3 * sigma)
+    assert set(values(t["LSL"]["y"])) == {11.95} and set(values(t["USL"]["y"])) == {12.05}
+    # the spike is the only violation, named
+    assert values(t["violation"]["y"]) == pytest.approx([xs[SPIKE]])
+    assert t["violation"]["text"] == ["rule 1: one point beyond 3 sigma"]
+    violations = table(at, "rules", "center")
+    assert list(violations["rules"]) == ["rule 1: one point beyond 3 sigma"]
+
+
+def test_spc_capability_equals_hand_computed_cp_cpk_pp_ppk(shown):
+    at = shown("page_spc.py")
+    cap = table(at, "Cpk", "source").to_dict("records")
+    assert [(r["source"], r["product"]) for r in cap] == [("in-line", "PA"), ("lab", "PA")]
+    xs = np.array(m1_last_values())
+    lsl, usl = 11.95, 12.05
+    mean = xs.mean()
+    within = np.mean(np.abs(np.diff(xs))) / 1.128
+    overall = xs.std(ddof=1)
+    r = cap[0]
+    assert r["n"] == 50
+    assert r["Cp"] == pytest.approx((usl - lsl) / (6 * within))
+    assert r["Cpk"] == pytest.approx(min(usl - mean, mean - lsl) / (3 * within))
+    assert r["Pp"] == pytest.approx((usl - lsl) / (6 * overall))
+    assert r["Ppk"] == pytest.approx(min(usl - mean, mean - lsl) / (3 * overall))
+    # the two lab results that had arrived by 07:00 (not the third, due at 09:20)
+    lab = cap[1]
+    lab_xs = np.array([12.004, 12.010])
+    assert lab["n"] == 2
+    assert lab["Pp"] == pytest.approx((usl - lsl) / (6 * lab_xs.std(ddof=1)))
+
+
+def test_spc_switching_to_window_means_charts_the_means(monkeypatch, plant_db):
+    at = open_app(monkeypatch, plant_db, "page_spc.py")
+    at.selectbox(key="spc_statistic").select("window mean").run()
+    assert_ok(at)
+    t = traces(figures(at)[0])
+    assert values(t["value"]["y"]) == pytest.approx([mean for _, mean, _ in m1_windows()])
+    assert table(at, "Cpk", "source")["n"].tolist() == [50, 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# drift
+
+
+def test_drift_compares_the_recent_windows_with_the_products_reference(monkeypatch, plant_db):
+    at = open_app(monkeypatch, plant_db, "page_drift.py")
+    assert at.selectbox(key="drift_line").options == ["all", "cnc", "injection_moulding"]
+    at.selectbox(key="drift_line").select("injection_moulding").run()
+    assert at.selectbox(key="drift_machine").options == ["M2"]
+    at.selectbox(key="drift_machine").select("M2").run()
+    at.selectbox(key="drift_sensor").select(WEIGHT).run()
+    at.number_input(key="drift_ref").set_value(20).run()
+    at.number_input(key="drift_win").set_value(10).run()
+    assert_ok(at)
+    assert at.selectbox(key="drift_product").value == "PB"
+    hist, stats = figures(at)
+    h = traces(hist)
+    assert sorted(values(h["reference"]["x"])) == pytest.approx(
+        [48.0 + 0.001 * (i - 10) for i in range(20)]
+    )
+    assert values(h["now"]["x"]) == pytest.approx([48.5] * 10)
+    # 20 distinct reference values: 2 in each of the 10 quantile bins; every recent mean lies
+    # above the largest, all in the top bin (empty bins count as 1e-4), so
+    # PSI = 9 (1e-4 - 0.1) ln(1e-4 / 0.1) + (1 - 0.1) ln(1 / 0.1) and KS = 1
+    psi = 9 * (1e-4 - 0.1) * math.log(1e-4 / 0.1) + 0.9 * math.log(10)
+    assert metrics(at)["PSI mean"] == f"{psi:.3f}" == "8.283"
+    assert metrics(at)["PSI std"] == "0.000"  # the std did not move
+    assert set(values(traces(stats)["KS mean"]["y"])) == {1.0}
+    # newest first: the drift model's flag at 06:40, and the onset of PSI and KS beyond their
+    # limits: the first judged window whose 10 recent windows are full (the 30th, ending 06:30)
+    fired = table(at, "window_end", "source")
+    assert list(zip(fired["window_end"], fired["source"], strict=True)) == [
+        (minutes(40), "model drift_psi"),
+        (minutes(30), "PSI and KS of mean beyond limits"),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# predictions and models
+
+
+def test_models_page_shows_failure_risk_rul_metrics_and_labels(monkeypatch, writable_db):
+    lifecycle.resolve(writable_db, "A1", "maria", "bearing", "true_problem")
+    lifecycle.resolve(writable_db, "A3", "tom", "sensor knocked", "false_alarm")
+    at = open_app(monkeypatch, writable_db, "page_models.py")
+    failure = table(at, "failure probability").to_dict("records")
+    assert [r["machine_id"] for r in failure] == ["M1", "M2"]
+    m2 = failure[1]
+    assert m2["failure probability"] == pytest.approx(0.65)
+    assert m2["health index"] == 4.6
+    assert m2["RUL (h)"] == pytest.approx(360 * 60 / 3600)  # 360 windows of 60 s
+    assert m2["alert"]
+    assert math.isnan(failure[0]["RUL (h)"])
+    models = {r["model"]: r for r in table(at, "windows_scored").to_dict("records")}
+    assert set(models) == {"drift_psi", "failure_risk", "zscore"}
+    assert models["zscore"]["windows_scored"] == 4
+    assert models["zscore"]["flagged_share"] == pytest.approx(0.25)
+    feedback = {r["cause"]: r for r in table(at, "true_problems").to_dict("records")}
+    assert (feedback["anomaly"]["true_problems"], feedback["anomaly"]["false_alarms"]) == (1, 0)
+    assert feedback["failure_risk"]["precision"] == 0.0
+    # lab vs in-line: the two results that had arrived, each against its window's mean
+    caption = next(c.value for c in at.caption if "mean absolute difference" in c.value)
+    inline = {1: m1_windows()[1][1], 2: m1_windows()[2][1]}
+    mae = (abs(12.004 - inline[1]) + abs(12.010 - inline[2])) / 2
+    assert caption == f"PA · {BORE}: 2 parts, mean absolute difference {mae:.4g}"
+    assert "No MLflow registry configured" in " ".join(m.value for m in at.markdown)
+
+
+def test_models_page_shows_the_mlflow_champion(monkeypatch, plant_db, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("quality")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("mae", 0.0123)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("champion_quality")
+    version = client.create_model_version(
+        "champion_quality", f"runs:/{run.info.run_id}/m", run.info.run_id
+    )
+    client.set_registered_model_alias("champion_quality", "champion", version.version)
+    client.create_registered_model("challenger_only")  # no champion: not listed
+    at = open_app(monkeypatch, plant_db, "page_models.py", MLFLOW_TRACKING_URI=uri)
+    champions = table(at, "registered_model").to_dict("records")
+    assert [
+        (c["registered_model"], c["version"], c["run_id"], c["metrics"]) for c in champions
+    ] == [("champion_quality", "1", run.info.run_id, "mae=0.0123")]
+
+
+# ----------------------------------------------------------------------------------------------
+# traceability
+
+
+@pytest.mark.parametrize(
+    ("kind", "picked", "lots", "batches", "orders", "alerts"),
+    [
+        # B-1 came from LOT-1, which also went into B-5: both batches and their orders are
+        # suspect; alerts on WO-1 (A1, A2) and WO-5 (30 infos)
+        ("batch", "B-1", ["LOT-1"], ["B-1", "B-5"], ["CO-1", "CO-2"], 32),
+        ("material lot", "LOT-5", ["LOT-5"], ["B-5"], ["CO-2"], 30),
+        ("customer order", "CO-1", ["LOT-1"], ["B-1"], ["CO-1"], 2),
+    ],
+)
+def test_traceability_shows_genealogy_and_the_alerts_that_touch_it(
+    monkeypatch, plant_db, kind, picked, lots, batches, orders, alerts
+):
+    at = open_app(monkeypatch, plant_db, "page_traceability.py")
+    at.radio(key="trace_kind").set_value(kind).run()
+    at.selectbox(key="trace_id").select(picked).run()
+    assert_ok(at)
+    assert metrics(at) == {
+        "Material lots": str(len(lots)),
+        "Batches": str(len(batches)),
+        "Work orders": str(len(batches)),
+        "Customer orders": str(len(orders)),
+        "Alerts": str(alerts),
+    }
+    assert list(table(at, "lot_id")["lot_id"]) == lots
+    assert list(table(at, "customer_order", "customer")["customer_order"]) == orders
+    sankey = figures(at)[0]["data"][0]
+    assert set(lots + batches + orders) <= set(sankey["node"]["label"])
+
+
+def test_traceability_offers_only_what_has_started_newest_first(monkeypatch, plant_db):
+    at = open_app(monkeypatch, plant_db, "page_traceability.py")
+    # B-6 (WO-6, from 09:00) is planned, not made: it is not offered; ties by id
+    assert at.selectbox(key="trace_id").options == ["B-3", "B-4", "B-2", "B-1", "B-5"]
+    at.radio(key="trace_kind").set_value("customer order").run()
+    assert at.selectbox(key="trace_id").options == ["CO-2", "CO-3", "CO-1"]
+    at.radio(key="trace_kind").set_value("material lot").run()
+    assert at.selectbox(key="trace_id").options == ["LOT-3", "LOT-4", "LOT-2", "LOT-1", "LOT-5"]
+
+
+# ----------------------------------------------------------------------------------------------
+# data quality
+
+
+def test_data_quality_without_results_says_so(shown):
+    at = shown("page_data_quality.py")
+    assert [i.value for i in at.info] == ["No validation results yet."]
+
+
+def test_data_quality_shows_the_latest_result_per_suite_and_table(monkeypatch, writable_db):
+    rows = [
+        (minutes(10), "readings", "features", True, 12, 0),
+        (minutes(40), "readings", "features", False, 12, 2),
+        (minutes(30), "context", "work_orders", True, 5, 0),
+    ]
+    with Database(writable_db).write() as con:
+        con.execute(
+            """CREATE TABLE validation_results (validated_at TIMESTAMPTZ, suite VARCHAR,
+               table_name VARCHAR, success BOOLEAN, evaluated INTEGER, failed INTEGER,
+               report VARCHAR)"""
+        )
+        for r in rows:
+            con.execute("INSERT INTO validation_results VALUES (?, ?, ?, ?, ?, ?, '{}')", list(r))
+    at = open_app(monkeypatch, writable_db, "page_data_quality.py")
+    assert metrics(at) == {
+        "Suites × tables": "2",
+        "Failing now": "1",
+        "Failed expectations now": "2",
+        "Dead letters": "0",
+    }
+    latest = at.dataframe[0].value
+    assert latest[["suite", "table_name", "success"]].values.tolist() == [
+        ["context", "work_orders", True],
+        ["readings", "features", False],
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# the computations behind the pages, without Streamlit
+
+
+def test_control_points_use_each_products_own_reference_across_changeovers():
+    # A runs, then B, then A again: A's chart continues where it left off (rule 2 needs nine
+    # points in a row above A's centre, and they span the B run)
+    products = ["A"] * 5 + ["B"] * 3 + ["A"] * 4
+    values_ = [10.5] * 5 + [20.0] * 3 + [10.5] * 4
+    points = pl.DataFrame({"product": products, "value": values_})
+    references = {"A": [9.0, 11.0, 9.0, 11.0, 10.0], "B": [19.0, 21.0, 20.0]}
+    out = control_points(points, references)
+    # A: centre 10, sigma = mean moving range (2, 2, 2, 1) / 1.128; B: centre 20, MR (2, 1)
+    sigma_a, sigma_b = 1.75 / 1.128, 1.5 / 1.128
+    assert out["center"].to_list() == [10.0] * 5 + [20.0] * 3 + [10.0] * 4
+    assert out["ucl"][0] == pytest.approx(10 + 3 * sigma_a)
+    assert out["ucl"][5] == pytest.approx(20 + 3 * sigma_b)
+    rules = out["rules"].to_list()
+    assert rules[:8] == [""] * 8
+    assert rules[8:11] == [""] * 3  # A's 6th to 8th point above its centre
+    assert rules[11] == "rule 2: nine points in a row on one side of the center line"
+
+
+def test_lines_break_in_gaps_longer_than_the_usual_spacing():
+    ends = [minutes(i) for i in (0, 1, 2, 3, 30, 31)]
+    part = pl.DataFrame({"window_end": ends, "value": [1.0, 2, 3, 4, 5, 6]})
+    out = gapped(part, "window_end", ("value",))
+    assert out["value"].to_list() == [1.0, 2, 3, 4, None, 5, 6]
+    assert out["window_end"][4] == minutes(29.5)

@@ -1,0 +1,148 @@
+"""The computations behind the SPC and drift pages, on frames read from the database.
+
+They reuse the models' own code instead of re-implementing it: control limits, run rules and
+capability from ``models/spc.py``, PSI/KS drift against a per-product reference from
+``models/drift.py``. No Streamlit and no database here, so each is a plain function of frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from floorsight.models.drift import FeatureDrift
+from floorsight.models.spc import IndividualsChart, ProductCharts, capability, individuals_limits
+
+CAPABILITY_SCHEMA: dict[str, pl.DataType] = {
+    "product": pl.String(),
+    "n": pl.Int64(),
+    "mean": pl.Float64(),
+    "lsl": pl.Float64(),
+    "usl": pl.Float64(),
+    "Cp": pl.Float64(),
+    "Cpk": pl.Float64(),
+    "Pp": pl.Float64(),
+    "Ppk": pl.Float64(),
+}
+
+DRIFT_SCHEMA: dict[str, pl.DataType] = {
+    "window_end": pl.Datetime("us", "UTC"),
+    "feature": pl.String(),
+    "psi": pl.Float64(),
+    "ks": pl.Float64(),
+    "drifted": pl.Boolean(),
+}
+
+
+def control_points(points: pl.DataFrame, references: dict[str, list[float]]) -> pl.DataFrame:
+    """Each point with its product's CL/LCL/UCL and the run rules it violates.
+
+    ``points`` (window_end, value, product, ...) are in time order; ``references`` holds each
+    product's phase I values (its first windows on the machine), from which its limits come
+    (center = mean, σ = MR̄ / d2). Points of a product without a reference of at least two
+    values get no limits and no rules. Rules are Nelson's, named (``models.spc.NELSON``); a
+    product's points form one chart, however its runs interleave with other products.
+    """
+    charts = ProductCharts()
+    for product, ref in references.items():
+        if len(ref) >= 2:
+            mid, sigma = individuals_limits(ref)
+            charts.charts[product] = IndividualsChart(phase1=len(ref), center=mid, sigma=sigma)
+    center, lcl, ucl, rules = [], [], [], []
+    for product, x in points.select("product", "value").iter_rows():
+        chart = charts.charts.get(product)
+        if chart is None:
+            center.append(None)
+            lcl.append(None)
+            ucl.append(None)
+            rules.append("")
+            continue
+        violations = charts.update(product, x)
+        lo, mid, hi = chart.limits
+        center.append(mid)
+        lcl.append(lo)
+        ucl.append(hi)
+        rules.append("; ".join(f"rule {v.rule}: {v.name}" for v in violations))
+    return points.with_columns(
+        pl.Series("center", center, pl.Float64),
+        pl.Series("lcl", lcl, pl.Float64),
+        pl.Series("ucl", ucl, pl.Float64),
+        pl.Series("rules", rules, pl.String),
+    )
+
+
+def capability_table(values: pl.DataFrame) -> pl.DataFrame:
+    """Cp, Cpk, Pp, Ppk per product of ``values`` (product, value, lsl, usl), in time order.
+
+    σ within is MR̄ / d2 of consecutive values of the product, σ overall their sample standard
+    deviation (``models.spc.capability``). Products without spec limits or with fewer than two
+    values are left out.
+    """
+    rows = []
+    for (product,), part in values.filter(
+        pl.col("lsl").is_not_null() & pl.col("usl").is_not_null()
+    ).group_by("product", maintain_order=True):
+        if part.height < 2:
+            continue
+        lsl, usl = part["lsl"][-1], part["usl"][-1]
+        c = capability(part["value"].to_list(), lsl, usl)
+        rows.append(
+            {
+                "product": product,
+                "n": part.height,
+                "mean": c.mean,
+                "lsl": lsl,
+                "usl": usl,
+                "Cp": _finite(c.cp),
+                "Cpk": _finite(c.cpk),
+                "Pp": _finite(c.pp),
+                "Ppk": _finite(c.ppk),
+            }
+        )
+    return pl.DataFrame(rows, schema=CAPABILITY_SCHEMA).sort("product")
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def drift_series(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    product: str,
+    features: tuple[str, ...] = ("mean", "std"),
+    window: int = 30,
+    psi_limit: float = 0.25,
+) -> pl.DataFrame:
+    """PSI and KS of each feature of the recent ``window`` windows against the reference.
+
+    ``reference`` is the product's first windows on the machine (its reference distribution),
+    ``current`` the windows to judge (window_end plus the ``features`` columns), in time order;
+    windows of ``current`` inside the reference are skipped. One row per judged window and
+    feature once the sliding window is full (``models.drift.FeatureDrift``).
+    """
+    ref = reference.drop_nulls(list(features))
+    if ref.height < 10:  # PSI needs its 10 quantile bins
+        return pl.DataFrame(schema=DRIFT_SCHEMA)
+    detector = FeatureDrift(reference_size=ref.height, window=window, psi_limit=psi_limit)
+    for row in ref.select(features).iter_rows(named=True):
+        detector.update(product, row)
+    last_ref = ref["window_end"].max()
+    rows = []
+    judged = current.filter(pl.col("window_end") > last_ref).drop_nulls(list(features))
+    for end, *values in judged.select("window_end", *features).iter_rows():
+        report = detector.update(product, dict(zip(features, values, strict=True)))
+        if report is None:
+            continue
+        for name in features:
+            rows.append(
+                {
+                    "window_end": end,
+                    "feature": name,
+                    "psi": report.psi[name],
+                    "ks": report.ks[name],
+                    "drifted": name in report.drifted,
+                }
+            )
+    return pl.DataFrame(rows, schema=DRIFT_SCHEMA)

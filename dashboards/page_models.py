@@ -1,0 +1,150 @@
+"""Predictions and models: failure probability and remaining useful life per machine, predicted
+vs measured quality, each model's live metrics, and the MLflow champion beside the online models.
+"""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import streamlit as st
+
+from floorsight.dashboards import charts, queries, registry
+from floorsight.dashboards.common import (
+    SLOW_REFRESH,
+    database,
+    mlflow_uri,
+    since,
+    snapshot,
+    time_range,
+)
+from floorsight.storage import Database
+
+FAILURE_MODEL = "failure_risk"
+
+
+def main() -> None:
+    st.title("Predictions and models")
+    label = time_range(st, "models_range")
+    live(database(), label)
+    champion_section()
+
+
+@st.fragment(run_every=SLOW_REFRESH)
+def live(db: Database, label: str) -> None:
+    with snapshot(db) as con:
+        now = queries.latest_window_end(con)
+        window_s = queries.window_seconds(con)
+        latest = queries.latest_scores(con, FAILURE_MODEL)
+        series = queries.score_series(con, FAILURE_MODEL, since(now, label))
+        metrics = queries.model_metrics(con)
+        feedback = queries.alert_feedback(con)
+        quality = queries.lab_vs_inline(con, now) if now else pl.DataFrame()
+    st.subheader("Failure risk and remaining useful life")
+    if latest.height:
+        st.dataframe(
+            failure_table(latest, window_s),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "failure probability": st.column_config.NumberColumn(format="percent"),
+                "RUL (h)": st.column_config.NumberColumn(format="%.1f"),
+            },
+        )
+        st.plotly_chart(
+            charts.score_lines(
+                series.select("machine_id", "window_end", value="score"),
+                "Failure probability per machine",
+                "probability",
+            ),
+            width="stretch",
+        )
+    else:
+        st.write("No failure-risk scores yet (each machine first learns its baseline).")
+
+    st.subheader("Predicted vs measured quality")
+    if quality.height:
+        st.caption(
+            "The in-line gauge's window mean when the part was made, against the part's lab "
+            "result (the results that had arrived by the newest window)."
+        )
+        groups = quality.partition_by(["product", "characteristic"], as_dict=True)
+        cols = st.columns(2)
+        for i, ((product, characteristic), part) in enumerate(sorted(groups.items())):
+            pairs = part.select("machine_id", "product", "measured", predicted="inline")
+            mae = (pairs["predicted"] - pairs["measured"]).abs().mean()
+            title = f"{product} · {characteristic}"
+            col = cols[i % 2]
+            col.plotly_chart(charts.predicted_vs_measured(pairs, title), width="stretch")
+            col.caption(f"{title}: {pairs.height} parts, mean absolute difference {mae:.4g}")
+    else:
+        st.write("No lab results have arrived yet (they come hours after the part was made).")
+
+    st.subheader("Live model metrics")
+    left, right = st.columns(2)
+    left.markdown("**Online models** (score table)")
+    left.dataframe(
+        metrics,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "flagged_share": st.column_config.NumberColumn("flagged share", format="percent")
+        },
+    )
+    right.markdown("**Alerts and their labels** (from the alerts inbox)")
+    right.dataframe(
+        feedback.with_columns(
+            precision=pl.when(pl.col("true_problems") + pl.col("false_alarms") > 0).then(
+                pl.col("true_problems") / (pl.col("true_problems") + pl.col("false_alarms"))
+            )
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+def failure_table(latest: pl.DataFrame, window_s: float) -> pl.DataFrame:
+    """Newest failure-risk score per machine with its health index and RUL in hours."""
+    evidence = [json.loads(e) if e else {} for e in latest["evidence"].to_list()]
+    rul = [e.get("rul_windows") for e in evidence]
+    return latest.select(
+        "machine_id",
+        pl.col("window_end").alias("as of"),
+        "product",
+        pl.col("score").alias("failure probability"),
+        pl.Series("health index", [e.get("health") for e in evidence], pl.Float64),
+        pl.Series("RUL (h)", [None if r is None else r * window_s / 3600 for r in rul], pl.Float64),
+        pl.col("is_anomaly").alias("alert"),
+    )
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _champions(uri: str) -> pl.DataFrame:
+    return registry.champions(uri)
+
+
+def champion_section() -> None:
+    st.subheader("Champion from MLflow")
+    uri = mlflow_uri()
+    if uri is None:
+        st.write(
+            "No MLflow registry configured: start the dashboard with --mlflow URI or set "
+            "MLFLOW_TRACKING_URI."
+        )
+        return
+    try:
+        table = _champions(uri)
+    except Exception as exc:  # the registry is optional: say what is wrong, keep the page
+        st.warning(f"MLflow registry at {uri} could not be read: {exc}")
+        return
+    if table.height:
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.caption(
+            "Champions score in the pipeline as models named champion*: see the metrics "
+            "of the online models above."
+        )
+    else:
+        st.write(f"No model in {uri} has a '{registry.CHAMPION_ALIAS}' alias yet.")
+
+
+main()
