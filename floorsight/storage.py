@@ -23,7 +23,11 @@ LOCK_TIMEOUT_S = 60.0
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
-    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+    if isinstance(exc, duckdb.IOException):
+        return "lock" in str(exc).lower()
+    # in one process DuckDB refuses a read-only connection beside an open read-write one (and
+    # the reverse); it is as transient as another process's lock
+    return isinstance(exc, duckdb.ConnectionException) and "different configuration" in str(exc)
 
 
 _retry_on_lock = retry(
