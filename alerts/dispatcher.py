@@ -7,7 +7,8 @@ the pipeline's process (or on its own: ``floorsight notify``) and, every ``inter
 1. **escalates**: an alert whose ``opened`` notification was queued more than
    ``routing.escalation.after_s`` ago and that is still open (nobody acknowledged or resolved
    it, and its condition has not cleared) is sent again as event ``escalated`` to the
-   escalation roles (once; key ``<alert_id>/escalated``);
+   escalation roles (once; key ``<alert_id>/escalated``) and recorded in the alert's audit
+   trail (``alert_events``, action ``escalated``);
 2. **delivers** what is due, with the outbox's retry and backoff.
 
 Alert status comes from the DuckDB ``alerts`` table, which the dashboard updates when people
@@ -25,6 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from floorsight.alerts.destinations import sender
+from floorsight.alerts.lifecycle import escalated
 from floorsight.alerts.notify import Notification, notifications
 from floorsight.alerts.outbox import DeliveryReport, Outbox, Sender
 from floorsight.alerts.routing import Routing
@@ -80,8 +82,13 @@ class Dispatcher:
                 "roles": esc.roles,
                 "escalated_after_s": esc.after_s,
             }
-            for d in destinations:
-                queued += self.outbox.enqueue(d, key, payload, now)
+            new = sum(self.outbox.enqueue(d, key, payload, now) for d in destinations)
+            if new:
+                try:
+                    escalated(self.db_path, p["alert_id"], esc.roles, esc.after_s)
+                except ValueError:
+                    log.warning("escalated %s, but could not record it", p["alert_id"])
+            queued += new
         return queued
 
     def _still_open(self, alert_ids: list[str]) -> set[str]:

@@ -34,6 +34,7 @@ class AlertAction(StrEnum):
     RESOLVED = "resolved"
     COMMENTED = "commented"
     REOPENED = "reopened"
+    ESCALATED = "escalated"  # by the delivery loop: nobody acknowledged it in time
 
 
 class AlertLabel(StrEnum):
@@ -73,6 +74,7 @@ _TRANSITIONS: dict[AlertAction, tuple[AlertStatus | None, tuple[AlertStatus, ...
     AlertAction.RESOLVED: (AlertStatus.RESOLVED, (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)),
     AlertAction.REOPENED: (AlertStatus.OPEN, (AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED)),
     AlertAction.COMMENTED: (None, tuple(AlertStatus)),
+    AlertAction.ESCALATED: (None, (AlertStatus.OPEN,)),
 }
 
 
@@ -106,6 +108,12 @@ def comment(db_path: Path | str, alert_id: str, actor: str, comment: str) -> str
 def reopen(db_path: Path | str, alert_id: str, actor: str, comment: str = "") -> str:
     """Back to ``open`` (an acknowledged or resolved alert that needs attention again)."""
     return _record(db_path, alert_id, actor, AlertAction.REOPENED, comment)
+
+
+def escalated(db_path: Path | str, alert_id: str, roles: list[str], after_s: float) -> str:
+    """Record that the alert went to the escalation roles (the status stays ``open``)."""
+    note = f"not acknowledged within {after_s:g} s: sent to {', '.join(roles)}"
+    return _record(db_path, alert_id, "floorsight", AlertAction.ESCALATED, note)
 
 
 def history(db_path: Path | str, alert_id: str | None = None) -> pl.DataFrame:
@@ -174,6 +182,7 @@ __all__ = [
     "AlertLabel",
     "acknowledge",
     "comment",
+    "escalated",
     "history",
     "read_events",
     "reopen",

@@ -296,6 +296,12 @@ def test_unacknowledged_alerts_escalate_once_acknowledged_ones_do_not(
     assert [(e["event"], e["alert_id"], e["roles"]) for e in escalated] == [
         ("escalated", left_open["alert_id"][0], ["supervisor"])
     ]
+    # the escalation is in the alert's audit trail; the alert stays open
+    from floorsight.alerts.lifecycle import history
+
+    trail = history(db.path, left_open["alert_id"][0])
+    assert trail["action"].to_list() == ["escalated"] and "supervisor" in trail["comment"][0]
+    assert history(db.path, "M01:failure_risk:x").height == 0
     # a failure risk carries the work orders planned on the machine from the alert on
     planned = escalated[0]["context"]["cascade"]["work_orders"]
     raised = left_open["raised_at"][0]
