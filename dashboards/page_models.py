@@ -39,6 +39,7 @@ def live(db: Database, label: str) -> None:
         series = queries.score_series(con, FAILURE_MODEL, since(now, label))
         metrics = queries.model_metrics(con)
         feedback = queries.alert_feedback(con)
+        predicted = queries.lab_vs_predicted(con, now) if now else pl.DataFrame()
         quality = queries.lab_vs_inline(con, now) if now else pl.DataFrame()
     st.subheader("Failure risk and remaining useful life")
     if latest.height:
@@ -63,15 +64,24 @@ def live(db: Database, label: str) -> None:
         st.write("No failure-risk scores yet (each machine first learns its baseline).")
 
     st.subheader("Predicted vs measured quality")
-    if quality.height:
+    if predicted.height:
         st.caption(
-            "The in-line gauge's window mean when the part was made, against the part's lab "
+            "The deviation model's prediction for the window the part was made in (from the "
+            "other sensors, made hours before the lab measured it), against the part's lab "
             "result (the results that had arrived by the newest window)."
         )
-        groups = quality.partition_by(["product", "characteristic"], as_dict=True)
+        source = predicted
+    else:
+        st.caption(
+            "The in-line gauge's window mean when the part was made, against the part's lab "
+            "result (no model predictions yet: the deviation model needs 30 lab results)."
+        )
+        source = quality.rename({"inline": "predicted"}) if quality.height else quality
+    if source.height:
+        groups = source.partition_by(["product", "characteristic"], as_dict=True)
         cols = st.columns(2)
         for i, ((product, characteristic), part) in enumerate(sorted(groups.items())):
-            pairs = part.select("machine_id", "product", "measured", predicted="inline")
+            pairs = part.select("machine_id", "product", "measured", "predicted")
             mae = (pairs["predicted"] - pairs["measured"]).abs().mean()
             title = f"{product} · {characteristic}"
             col = cols[i % 2]

@@ -437,6 +437,32 @@ def lab_vs_inline(con: Con, now: datetime, limit: int = 2000) -> pl.DataFrame:
     )
 
 
+def lab_vs_predicted(con: Con, now: datetime, limit: int = 2000) -> pl.DataFrame:
+    """Lab results that had arrived by ``now`` beside the deviation model's prediction for the
+    window the part was made in (made before the lab result was known), newest ``limit``."""
+    if not has_table(con, "erp_lab_results") or not has_table(con, "scores"):
+        return pl.DataFrame()
+    return frame(
+        con,
+        """SELECT * FROM (
+             SELECT l.machine_id::VARCHAR AS machine_id, l.product::VARCHAR AS product,
+                    l.characteristic::VARCHAR AS characteristic,
+                    TRY_CAST(l.part_made_at AS TIMESTAMPTZ) AS part_made_at,
+                    l.value::DOUBLE AS measured,
+                    TRY_CAST(json_extract_string(s.evidence,
+                        '$.' || l.characteristic::VARCHAR || '.predicted') AS DOUBLE) AS predicted
+             FROM erp_lab_results l
+             JOIN scores s ON s.machine_id = l.machine_id AND s.model = 'deviation'
+               AND s.evidence <> ''
+               AND s.window_start <= TRY_CAST(l.part_made_at AS TIMESTAMPTZ)
+               AND s.window_end > TRY_CAST(l.part_made_at AS TIMESTAMPTZ)
+             WHERE TRY_CAST(l.available_at AS TIMESTAMPTZ) <= ?)
+           WHERE predicted IS NOT NULL
+           ORDER BY part_made_at DESC LIMIT ?""",
+        [now, limit],
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # traceability
 

@@ -11,12 +11,14 @@ their label at most ``max_label_delay``; older ones are dropped, so the state st
 
 Score rows (model ``deviation``): ``score`` is the predicted distance from target in units of
 the half tolerance (capped at 1, so 1 means at or beyond a spec limit), ``is_anomaly`` the
-predicted-out-of-spec flag, ``evidence`` the prediction with its interval and the limit.
+predicted-out-of-spec flag, ``evidence`` a JSON object per characteristic: ``predicted``,
+``low``, ``high`` (the interval), ``lsl``, ``usl``, and a readable ``note`` when out of spec.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -78,7 +80,7 @@ class DeviationModel:
             x_of = {c: {k: v for k, v in means.items() if k != c} for c in targets}
             self._waiting[first["window_start"]] = (product, x_of)
             bisect.insort(self._starts, first["window_start"])
-            score, flagged, notes = 0.0, False, []
+            score, flagged, detail = 0.0, False, {}
             for c in targets:
                 lsl, target, usl = specs[(product, c)]
                 predictor = self.predictors.setdefault(
@@ -90,8 +92,15 @@ class DeviationModel:
                 half = (usl - lsl) / 2 or 1.0
                 score = max(score, min(1.0, abs(pred.value - target) / half))
                 flagged |= pred.out_of_spec
+                detail[c] = {
+                    "predicted": pred.value,
+                    "low": pred.low,
+                    "high": pred.high,
+                    "lsl": lsl,
+                    "usl": usl,
+                }
                 if pred.out_of_spec:
-                    notes.append(
+                    detail[c]["note"] = (
                         f"{c} predicted {pred.value:.5g} [{pred.low:.5g}, {pred.high:.5g}]"
                         f" outside spec [{lsl:.5g}, {usl:.5g}]"
                     )
@@ -101,7 +110,7 @@ class DeviationModel:
                     "model": self.name,
                     "score": score,
                     "is_anomaly": flagged,
-                    "evidence": "; ".join(notes),
+                    "evidence": json.dumps(detail) if detail else "",
                 }
             )
             self._forget(first["window_start"] - self.max_label_delay)

@@ -888,3 +888,32 @@ def test_lines_break_in_gaps_longer_than_the_usual_spacing():
     out = gapped(part, "window_end", ("value",))
     assert out["value"].to_list() == [1.0, 2, 3, 4, None, 5, 6]
     assert out["window_end"][4] == minutes(29.5)
+
+
+def test_models_page_compares_lab_results_with_the_deviation_models_predictions(
+    monkeypatch, writable_db
+):
+    from floorsight.models import SCORES
+
+    predicted = {1: 12.001, 2: 12.016}
+    rows = [
+        {
+            "machine_id": "M1",
+            "window_start": minutes(i),
+            "window_end": minutes(i + 1),
+            "work_order": "WO-1",
+            "product": "PA",
+            "material_lot": "LOT-1",
+            "model": "deviation",
+            "score": 0.1,
+            "is_anomaly": False,
+            "evidence": json.dumps({BORE: {"predicted": p, "low": p - 0.01, "high": p + 0.01}}),
+        }
+        for i, p in predicted.items()
+    ]
+    Database(writable_db, [SCORES]).upsert({"scores": [pl.DataFrame(rows)]})
+    at = open_app(monkeypatch, writable_db, "page_models.py")
+    assert any("deviation model's prediction" in c.value for c in at.caption)
+    caption = next(c.value for c in at.caption if "mean absolute difference" in c.value)
+    mae = (abs(12.004 - predicted[1]) + abs(12.010 - predicted[2])) / 2
+    assert caption == f"PA · {BORE}: 2 parts, mean absolute difference {mae:.4g}"
