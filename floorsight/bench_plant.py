@@ -1,4 +1,4 @@
-"""A large synthetic plant for ``floorsight bench``: readings generated vectorised, with ERP context.
+"""A large synthetic plant for ``floorsight bench``: vectorised readings and their ERP context.
 
 The simulator (``simulators/``) models a few machine types in detail; a benchmark needs a plant of
 hundreds of machines with many sensors each, generated faster than the pipeline reads it. Every
@@ -149,7 +149,9 @@ class BenchPlant:
         ).write_csv(directory / "batches.csv")
         return orders
 
-    def readings(self, t0: datetime, t1: datetime, machines: list[int] | None = None) -> pl.DataFrame:
+    def readings(
+        self, t0: datetime, t1: datetime, machines: list[int] | None = None
+    ) -> pl.DataFrame:
         """Every reading with ``t0 <= ts < t1`` (of ``machines``, default all), sorted by time."""
         period = _US // self.sample_hz
         k0 = -(-_to_us(t0) // period)

@@ -86,6 +86,7 @@ def run_pipeline(cfg: RunConfig) -> int:
     settings = PipelineSettings(
         window=timedelta(seconds=cfg.window_s),
         rules=ReadingRules(max_future=timedelta(days=36500)),
+        shards=cfg.partitions,  # one shard per source partition: batches stay on their worker
     )
     stop = threading.Event()
     if cfg.opcua is not None:

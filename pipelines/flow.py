@@ -53,8 +53,8 @@ class PipelineSettings:
     alert_open_after: int = 2
     alert_clear_after: int = 3
     flush_interval: timedelta = timedelta(seconds=1)
-    #: machines are grouped into this many shards for the per-reading steps (recovery state is
-    #: kept per shard: resume with the same number)
+    #: machines are grouped into this many shards for the per-reading steps: one per worker
+    #: spreads them over the workers (recovery state is kept per shard: resume with the same)
     shards: int = SHARDS
 
 

@@ -3,14 +3,19 @@
 Keying the per-reading steps (context join, windows) by machine would cost a Python call and a
 dozen polars calls per machine per batch, so a plant of hundreds of machines would spend its
 time in call overhead. Instead a machine belongs to shard ``crc32(machine_id) % shards`` and a
-batch becomes one frame per shard; the steps keep per-machine semantics inside the frame
-(each machine has its own watermark and context hold), so results do not depend on the number
-of shards or workers.
+batch becomes one frame per shard; the steps keep per-machine semantics inside the frame (each
+machine has its own watermark and context hold), so results do not depend on the number of
+shards or workers.
 
-Bytewax sends a key to worker ``siphash13(key) % workers`` (Rust's ``DefaultHasher`` over the
-key's bytes, in ``stateful_batch``). :func:`shard_key` names shard ``i`` so that its hash is
-``i`` modulo ``shards``: with a worker count that divides ``shards`` every worker gets the same
-number of shards. If Bytewax hashed differently the shards would merely be spread less evenly.
+``floorsight run`` uses one shard per source partition (``workers x processes``), and the file
+replay source puts a machine in partition ``crc32(machine_id) % partitions`` too, so a source
+batch is one shard: it is not split, and it stays on the worker that read it. Bytewax sends a
+key to worker ``siphash13(key) % workers`` (Rust's ``DefaultHasher`` over the key's bytes, in
+``stateful_batch``); :func:`shard_key` names shard ``i`` so that it goes to worker ``i``, which
+is also the worker Bytewax gives source partition ``i`` (checked in ``tests/test_shards.py``). If
+Bytewax assigned either differently the frames would just travel between workers.
+
+The shard count is part of the recovery state: resume a run with the same workers and processes.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from functools import cache
 
 import polars as pl
 
-#: Shards per dataflow. Part of the recovery state: keep it between a run and its resume.
-SHARDS = 8
+#: Shards of a one-worker dataflow (``floorsight run`` uses one per source partition).
+SHARDS = 1
 
 _MASK = (1 << 64) - 1
 
@@ -88,9 +93,10 @@ def shard_of(machine_id: str, shards: int = SHARDS) -> int:
 
 def by_shard(readings: pl.DataFrame, shards: int = SHARDS) -> list[tuple[str, pl.DataFrame]]:
     """``readings`` split into one ``(shard key, frame)`` per shard that has readings."""
-    machines = readings["machine_id"].unique().to_list()
-    shard = {m: shard_of(m, shards) for m in machines}
-    if len(set(shard.values())) == 1:
+    if shards == 1:
+        return [(shard_key(0, 1), readings)]
+    shard = {m: shard_of(m, shards) for m in readings["machine_id"].unique().to_list()}
+    if len(set(shard.values())) == 1:  # a replay batch: one source partition, one shard
         return [(shard_key(next(iter(shard.values())), shards), readings)]
     parts = readings.with_columns(
         _shard=pl.col("machine_id").replace_strict(shard, return_dtype=pl.Int32)
