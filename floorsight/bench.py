@@ -50,6 +50,9 @@ DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
 LIMITS = ("engine", "compute", "models", "duckdb")
 
+#: ``--write-docs`` rewrites docs/performance.md above this line and keeps what follows it.
+NOTES_MARKER = "<!-- notes: written by hand, kept by floorsight bench --write-docs -->"
+
 
 @dataclass(frozen=True)
 class BenchSettings:
@@ -61,7 +64,7 @@ class BenchSettings:
     #: plant time of the throughput data
     seconds: float = 600.0
     #: readings per source batch (replay): each machine closes several windows per batch
-    batch_rows: int = 2_000_000
+    batch_rows: int = 2_400_000
     #: plant time per history file
     file_seconds: float = 60.0
     window_s: float = 10.0
@@ -143,6 +146,8 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     result = {
         "readings_per_s": round(readings / one["seconds"]),
         f"readings_per_s_{settings.processes}_workers": round(readings / many["seconds"]),
+        "readings_per_cpu_s": round(readings / one["cpu_s"]),
+        f"readings_per_cpu_s_{settings.processes}_workers": round(readings / many["cpu_s"]),
         "limit_readings_per_s": limits[slowest],
         "limit_slowest": slowest.removeprefix("limit_").removesuffix("_readings_per_s"),
         **limits,
@@ -242,6 +247,7 @@ def _cluster(settings: BenchSettings, work: Path) -> dict:
         results.append(json.loads(stdout.strip().splitlines()[-1]))
     return {
         "seconds": max(r["end"] for r in results) - min(r["start"] for r in results),
+        "cpu_s": sum(r["cpu_s"] for r in results),
         "rss_mb": [r["rss_mb"] for r in results],
     }
 
@@ -250,6 +256,12 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) this process has used, its worker threads included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _rss_peak_mb() -> float:
@@ -285,10 +297,16 @@ def phase_run(
         process_id=process_id,
         addresses=addresses.split(";") if addresses else None,
     )
-    start = time.time()
+    cpu, start = _cpu_s(), time.time()
     run_pipeline(cfg)
     end = time.time()
-    return {"start": start, "end": end, "seconds": end - start, "rss_mb": _rss_peak_mb()}
+    return {
+        "start": start,
+        "end": end,
+        "seconds": end - start,
+        "cpu_s": _cpu_s() - cpu,
+        "rss_mb": _rss_peak_mb(),
+    }
 
 
 def phase_engine(settings: BenchSettings, work: Path) -> dict:
@@ -675,6 +693,8 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         row("limit (c) models: score step outside the dataflow", "limit_models_readings_per_s"),
         row("limit (d) DuckDB: appending the same rows", "limit_duckdb_readings_per_s"),
         f"| scaling, {n} processes / 1 | {result['scaling_2_workers']:.2f} | |",
+        f"| readings per CPU second (user + system), 1 / {n} processes | "
+        f"{result['readings_per_cpu_s']:,} / {result[f'readings_per_cpu_s_{n}_workers']:,} | |",
         f"| event-to-alert latency p50 / p99 (load {result['latency_load_readings_per_s']:,} "
         f"readings/s, {result['latency_alerts']} alerts) | {result['latency_p50_ms']:,} / "
         f"{result['latency_p99_ms']:,} ms | |",
@@ -698,8 +718,13 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         json.dumps(result, indent=1),
         "```",
         "",
+        NOTES_MARKER,
     ]
-    path.write_text("\n".join(lines))
+    # the hand-written part below the marker (how the figures came about) is kept
+    notes = ""
+    if path.exists() and NOTES_MARKER in path.read_text():
+        notes = path.read_text().split(NOTES_MARKER, 1)[1]
+    path.write_text("\n".join(lines) + (notes or "\n"))
 
 
 def _loads(loads) -> str:

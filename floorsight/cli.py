@@ -315,6 +315,9 @@ def bench(
     ] = None,
     batch_rows: Annotated[int | None, typer.Option(help="Readings per source batch.")] = None,
     soak_hours: Annotated[float | None, typer.Option(help="Simulated hours of the soak.")] = None,
+    lateness_s: Annotated[
+        float | None, typer.Option(help="Allowed lateness of the latency run, seconds.")
+    ] = None,
     write_docs: Annotated[
         bool, typer.Option(help="Write the table to docs/performance.md.")
     ] = False,
@@ -332,6 +335,7 @@ def bench(
         "seconds": seconds,
         "batch_rows": batch_rows,
         "soak_hours": soak_hours,
+        "lateness_s": lateness_s,
     }
     settings = replace(SIZES[size], **{k: v for k, v in given.items() if v is not None})
     result = run_bench(settings)

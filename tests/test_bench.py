@@ -18,6 +18,8 @@ from floorsight.bench import LIMITS, SIZES, write_docs_page
 FIELDS = {
     "readings_per_s",
     "readings_per_s_2_workers",
+    "readings_per_cpu_s",
+    "readings_per_cpu_s_2_workers",
     "limit_readings_per_s",
     "limit_slowest",
     *(f"limit_{name}_readings_per_s" for name in LIMITS),
@@ -62,7 +64,7 @@ def test_tiny_bench_prints_every_field(result) -> None:
     assert not FIELDS - set(result), f"missing: {FIELDS - set(result)}"
     tiny = SIZES["tiny"]
     assert result["readings"] == tiny.readings
-    for key in ("readings_per_s", "readings_per_s_2_workers", "peak_rss_mb"):
+    for key in ("readings_per_s", "readings_per_s_2_workers", "readings_per_cpu_s", "peak_rss_mb"):
         assert result[key] > 0
     limits = {name: result[f"limit_{name}_readings_per_s"] for name in LIMITS}
     assert result["limit_slowest"] == min(limits, key=limits.__getitem__)
