@@ -36,6 +36,10 @@ FIELDS = {
     "soak_rss_mb_max",
     "soak_rss_mb_per_hour",
     "ratio_to_limit",
+    "limit_readings_per_cpu_s",
+    "limit_slowest_cpu",
+    "ratio_to_limit_cpu",
+    "limits_readings_per_cpu_s",
     "scaling_2_workers",
     "readings",
     "feature_rows",
@@ -70,6 +74,8 @@ def test_tiny_bench_prints_every_field(result) -> None:
     assert result["limit_slowest"] == min(limits, key=limits.__getitem__)
     assert result["limit_readings_per_s"] == min(limits.values())
     assert result["ratio_to_limit"]["limit_readings_per_s"] == 1.0
+    assert set(result["limits_readings_per_cpu_s"]) == set(LIMITS)
+    assert result["limit_slowest_cpu"] in LIMITS
     # the pipeline and the compute limit computed the same windows from the same data
     rows = result["feature_rows"]
     assert rows["end_to_end"] == rows["compute_limit"] > 0
