@@ -177,6 +177,7 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     result["limit_slowest_cpu"] = slowest_cpu
     result["ratio_to_limit_cpu"] = round(result["readings_per_cpu_s"] / per_cpu[slowest_cpu], 3)
     result["limits_readings_per_cpu_s"] = {n: round(v) for n, v in per_cpu.items()}
+    result[f"processes_{settings.processes}_workers"] = many["processes"]
     result["scaling_2_workers"] = round(
         result[f"readings_per_s_{settings.processes}_workers"] / result["readings_per_s"], 2
     )
