@@ -1,8 +1,8 @@
 """Feature tables: event-time window statistics per machine and sensor, and their DuckDB schema.
 
 - :func:`window_features` computes window statistics of a readings frame (batch).
-- :class:`WindowAggregator` keeps one machine's open windows in a stream and closes them as the
-  watermark passes, handing back readings that arrive too late.
+- :class:`WindowAggregator` keeps the open windows of the machines in a stream and closes each
+  machine's windows as its watermark passes, handing back readings that arrive too late.
 - :data:`FEATURES` is the DuckDB table they are written to.
 """
 

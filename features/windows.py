@@ -4,16 +4,19 @@
 sensor, window and context segment: a window that spans a changeover becomes two rows, one per
 work order, so a window's statistics never mix two products.
 
-:class:`WindowAggregator` is the per-machine state of a streaming computation: it buffers the
-readings of open windows, closes a window once the watermark (latest event time minus the allowed
-lateness) passes its end, and hands back readings too late for any open window, so the caller
-can dead-letter them. It knows nothing of Bytewax.
+:class:`WindowAggregator` is the state of a streaming computation over the readings of any number
+of machines: it buffers the readings of open windows, closes a machine's window once that
+machine's watermark (its latest event time minus the allowed lateness) passes the window's end,
+and hands back readings too late for any open window, so the caller can dead-letter them. A
+frame of many machines is one vectorised pass, not a loop over machines. It knows nothing of
+Bytewax.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import polars as pl
 
@@ -21,6 +24,12 @@ from floorsight.records import TIMESTAMP
 
 #: Context columns a window row carries; empty string when no context was valid.
 CONTEXT_COLUMNS = ("work_order", "product", "material_lot", "batch")
+
+#: The columns that identify a window row (the key of the features table).
+WINDOW_KEY = ["machine_id", "sensor", "window_start", "work_order"]
+
+#: Readings grouped at once by :func:`window_features` (larger frames are cut between windows).
+CHUNK_ROWS = 250_000
 
 #: Statistics computed per window, in column order.
 STATISTICS = ("n", "mean", "std", "min", "max", "last", "slope", "rms")
@@ -34,11 +43,13 @@ def _newest_window_start(ts: pl.Expr, hop: timedelta) -> pl.Expr:
 def window_features(
     readings: pl.DataFrame, window: timedelta, hop: timedelta | None = None
 ) -> pl.DataFrame:
-    """Statistics of every (machine, sensor, window, context) group in ``readings``.
+    """Statistics of every (machine, sensor, window, work order) group in ``readings``.
 
     Windows are aligned to the epoch. With ``hop`` shorter than ``window`` they slide: each
     reading counts in ``window / hop`` windows. ``slope`` is the least-squares slope of value
-    against seconds; ``std`` is the sample standard deviation (null for one reading).
+    against seconds; ``std`` is the sample standard deviation (null for one reading); ``last`` is
+    the value of the newest reading. A row's product, material lot and batch are those of its
+    work order.
 
     >>> from datetime import datetime, UTC
     >>> r = pl.DataFrame({
@@ -60,128 +71,187 @@ def window_features(
     steps = window / hop
     if steps != int(steps):
         raise ValueError(f"window {window} must be a whole number of hops ({hop})")
+    # in time order, a group's last row is its newest reading (no sort per group)
+    if not readings["ts"].is_sorted():
+        readings = readings.sort("ts", maintain_order=True)
+    if steps == 1 and readings.height > 2 * CHUNK_ROWS:
+        return _in_chunks(readings, window)
+    return _window_statistics(readings, window, hop)
+
+
+def _window_statistics(readings: pl.DataFrame, window: timedelta, hop: timedelta) -> pl.DataFrame:
+    """:func:`window_features` of ``readings`` sorted by time, in one grouping."""
+    steps = int(window / hop)
     newest = _newest_window_start(pl.col("ts"), hop)
-    if int(steps) == 1:
+    if steps == 1:
         assigned = readings.with_columns(newest.alias("window_start"))
     else:
         assigned = readings.with_columns(
             pl.concat_list(
                 [
                     newest - pl.duration(microseconds=int(j * hop.total_seconds() * 1e6))
-                    for j in range(int(steps))
+                    for j in range(steps)
                 ]
             ).alias("window_start")
         ).explode("window_start")
-    t = (pl.col("ts") - pl.col("window_start")).dt.total_microseconds() / 1e6
     v = pl.col("value")
-    keys = ["machine_id", "sensor", "window_start", *CONTEXT_COLUMNS]
-    out = (
-        assigned.with_columns(_t=t)
-        .group_by(keys)
+    t = pl.col("_t")
+    # products computed as columns first, so every aggregation below is a plain one
+    assigned = assigned.with_columns(
+        _t=(pl.col("ts") - pl.col("window_start")).dt.total_microseconds() / 1e6
+    ).with_columns(_tv=t * v, _tt=t * t, _vv=v * v)
+    mt, mtt = pl.col("_mt"), pl.col("_mtt")
+    return (
+        assigned.group_by(WINDOW_KEY)
         .agg(
+            *(pl.col(c).first() for c in CONTEXT_COLUMNS if c != "work_order"),
             n=pl.len().cast(pl.Int32),
             mean=v.mean(),
             std=v.std(),
             min=v.min(),
             max=v.max(),
-            last=v.sort_by("ts").last(),
-            _mt=pl.col("_t").mean(),
-            _mtv=(pl.col("_t") * v).mean(),
-            _mtt=(pl.col("_t") * pl.col("_t")).mean(),
-            rms=(v * v).mean().sqrt(),
+            last=v.last(),
+            _mt=t.mean(),
+            _mtv=pl.col("_tv").mean(),
+            _mtt=pl.col("_tt").mean(),
+            rms=pl.col("_vv").mean().sqrt(),
         )
         .with_columns(
-            slope=pl.when(pl.col("_mtt") - pl.col("_mt") ** 2 > 1e-12)
-            .then(
-                (pl.col("_mtv") - pl.col("_mt") * pl.col("mean"))
-                / (pl.col("_mtt") - pl.col("_mt") ** 2)
-            )
+            slope=pl.when(mtt - mt**2 > 1e-12)
+            .then((pl.col("_mtv") - mt * pl.col("mean")) / (mtt - mt**2))
             .otherwise(0.0),
             window_end=pl.col("window_start")
             + pl.duration(microseconds=int(window.total_seconds() * 1e6)),
         )
         .select("machine_id", "sensor", "window_start", "window_end", *CONTEXT_COLUMNS, *STATISTICS)
-        .sort("machine_id", "sensor", "window_start", "work_order")
+        .sort(WINDOW_KEY)
     )
-    return out
+
+
+def _in_chunks(readings: pl.DataFrame, window: timedelta) -> pl.DataFrame:
+    """Tumbling-window features of a large frame (sorted by time), a few windows at a time.
+
+    Grouping costs more per row once the frame outgrows the CPU caches (measured: 180 ns per
+    reading for 0.5 M readings, 380 ns for 2 M), so whole windows are grouped in slices of about
+    ``CHUNK_ROWS`` readings; a window is never cut.
+    """
+    ts = readings["ts"]
+    first = _floor(ts[0], window)
+    spanned = max(1, (ts[-1] - first) // window + 1)
+    per_chunk = max(1, spanned * CHUNK_ROWS // readings.height)
+    bounds = [first + k * per_chunk * window for k in range(1, spanned // per_chunk + 1)]
+    cuts = [0, *ts.search_sorted(pl.Series(bounds, dtype=ts.dtype)).to_list(), readings.height]
+    parts = [
+        _window_statistics(readings.slice(a, b - a), window, window)
+        for a, b in pairwise(cuts)
+        if b > a
+    ]
+    return pl.concat(parts).sort(WINDOW_KEY)
 
 
 @dataclass
 class WindowAggregator:
-    """Open event-time windows of one machine; closes them as the watermark passes.
+    """Open event-time windows of the machines in a stream; closes them per machine.
 
-    ``push`` returns (closed window rows, readings too late for any open window). A reading is
-    late when its newest window has already closed; up to ``lateness`` behind the latest event
-    time it still counts.
+    Each machine has its own watermark (its latest event time minus the allowed ``lateness``),
+    so one machine's clock never closes another's windows, and a frame of many machines is
+    handled in one vectorised pass (a frame of one machine works the same). ``push`` returns
+    (closed window rows, readings too late for any open window). A reading is late when its
+    newest window has already closed; up to ``lateness`` behind its machine's latest event time
+    it still counts.
     """
 
     window: timedelta
     hop: timedelta | None = None
     lateness: timedelta = timedelta(0)
     _buffer: list[pl.DataFrame] = field(default_factory=list)
-    _max_ts: datetime | None = None
-    #: every window starting before this has been emitted
-    _closed_before: datetime | None = None
+    #: per machine: the newest event time seen
+    _max_ts: dict[str, datetime] = field(default_factory=dict)
+    #: per machine: every window starting before this has been emitted
+    _closed_before: dict[str, datetime] = field(default_factory=dict)
 
     def push(self, readings: pl.DataFrame) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
         late = None
-        if self._closed_before is not None:
-            # a reading whose newest window started before `_closed_before` can't be placed
-            is_late = pl.col("ts") < self._closed_before
-            late = readings.filter(is_late)
-            readings = readings.filter(~is_late)
+        # the usual case costs one min(): the batch starts after every closed window
+        if (
+            self._closed_before
+            and readings.height
+            and readings["ts"].min() < max(self._closed_before.values())
+        ):
+            is_late = (pl.col("ts") < _per_machine(self._closed_before)).fill_null(False)
+            flagged = readings.with_columns(_late=is_late)
+            late = flagged.filter(pl.col("_late")).drop("_late")
+            readings = flagged.filter(~pl.col("_late")).drop("_late")
             late = late if late.height else None
         if readings.height:
             self._buffer.append(readings)
-            batch_max = readings["ts"].max()
-            if self._max_ts is None or batch_max > self._max_ts:
-                self._max_ts = batch_max
-        return self._close(until=self._watermark()), late
+            newest = readings.group_by("machine_id").agg(pl.col("ts").max())
+            for machine, ts in newest.iter_rows():
+                if machine not in self._max_ts or ts > self._max_ts[machine]:
+                    self._max_ts[machine] = ts
+        return self._close(), late
 
     def flush(self) -> pl.DataFrame | None:
         """Close every open window (end of input)."""
-        if self._max_ts is None:
+        if not self._max_ts or not self._buffer:
+            self._reset()
             return None
-        return self._close(until=None)
+        data = pl.concat(self._buffer)
+        features = window_features(data, self.window, self.hop)
+        if self._closed_before:
+            done = _per_machine(self._closed_before)
+            features = features.filter(done.is_null() | (pl.col("window_start") >= done))
+        self._reset()
+        return features if features.height else None
 
-    def _watermark(self) -> datetime | None:
-        return None if self._max_ts is None else self._max_ts - self.lateness
+    def _reset(self) -> None:
+        self._buffer = []
+        self._max_ts = {}
+        self._closed_before = {}
 
-    def _close(self, until: datetime | None) -> pl.DataFrame | None:
-        """Emit windows whose end is <= ``until`` (all open ones when ``until`` is None).
+    def _close(self) -> pl.DataFrame | None:
+        """Emit, per machine, the windows whose end its watermark has passed.
 
-        Windows start on multiples of ``hop``; every window starting before ``_closed_before``
-        has been emitted, so only readings at or after it are still needed by an open window.
+        Windows start on multiples of ``hop``; every window of a machine starting before its
+        ``_closed_before`` has been emitted, so only its readings at or after that are still
+        needed by an open window.
         """
         if not self._buffer:
             return None
         hop = self.hop or self.window
+        closing: dict[str, datetime] = {}
+        for machine, newest in self._max_ts.items():
+            closed_before = _floor(newest - self.lateness - self.window, hop) + hop
+            previous = self._closed_before.get(machine)
+            if previous is None or closed_before > previous:
+                closing[machine] = closed_before
+        if not closing:
+            return None
         data = pl.concat(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-        previous = self._closed_before
-        if until is None:
-            closed_before = None
-            rows = data
+        bounds = set(closing.values())
+        if len(closing) == len(self._max_ts) and len(bounds) == 1:
+            # every machine closes at the same time (a plant on one clock): scalar bounds
+            until: pl.Expr | datetime = bounds.pop()
         else:
-            closed_before = _floor(until - self.window, hop) + hop
-            if previous is not None and closed_before <= previous:
-                self._buffer = [data]
-                return None
-            # the newest window to emit ends at closed_before - hop + window
-            rows = data.filter(pl.col("ts") < closed_before - hop + self.window)
-        features = window_features(rows, self.window, self.hop)
-        keep = pl.lit(True)
-        if previous is not None:
-            keep = keep & (pl.col("window_start") >= previous)
-        if closed_before is not None:
-            keep = keep & (pl.col("window_start") < closed_before)
-        features = features.filter(keep)
-        if closed_before is None:
-            self._buffer = []
-            self._max_ts = None
-        else:
-            self._buffer = [data.filter(pl.col("ts") >= closed_before)]
-        self._closed_before = closed_before
-        return features if features.height else None
+            until = _per_machine(closing)
+        # the newest window to emit ends at closed_before - hop + window
+        rows = data.filter(pl.col("ts") < until - hop + self.window)
+        features = window_features(rows, self.window, self.hop) if rows.height else None
+        if features is not None:
+            keep = pl.col("window_start") < until
+            if self._closed_before:
+                done = _per_machine(self._closed_before)
+                keep = keep & (done.is_null() | (pl.col("window_start") >= done))
+            features = features.filter(keep.fill_null(False))
+        kept = pl.col("ts") >= until
+        self._buffer = [data.filter(kept if isinstance(until, datetime) else kept.fill_null(True))]
+        self._closed_before.update(closing)
+        return features if features is not None and features.height else None
+
+
+def _per_machine(values: dict[str, datetime]) -> pl.Expr:
+    """Each row's machine's value (null for machines not in ``values``)."""
+    return pl.col("machine_id").replace_strict(values, default=None, return_dtype=TIMESTAMP)
 
 
 def _floor(ts: datetime, step: timedelta) -> datetime:

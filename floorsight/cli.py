@@ -24,14 +24,6 @@ app = typer.Typer(
 _KINDS = tuple(k.value for k in FaultKind)
 
 
-def _not_built(command: str, issue: int) -> None:
-    typer.echo(
-        f"floorsight {command}: not built yet (tracked in issue #{issue}); nothing was run.",
-        err=True,
-    )
-    raise typer.Exit(code=2)
-
-
 @app.command()
 def demo(
     headless: Annotated[bool, typer.Option(help="Run without the dashboard.")] = False,
@@ -367,10 +359,47 @@ def replay(
     )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench() -> None:
-    """Performance benchmark, printed as JSON (issue #9)."""
-    _not_built("bench", 9)
+@app.command()
+def bench(
+    size: Annotated[
+        str, typer.Option(help="tiny (seconds, for tests), small, or default (a few minutes).")
+    ] = "default",
+    machines: Annotated[int | None, typer.Option(help="Machines of the plant.")] = None,
+    sensors: Annotated[int | None, typer.Option(help="Sensors per machine (1..20).")] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Plant time of the throughput data, seconds.")
+    ] = None,
+    batch_rows: Annotated[int | None, typer.Option(help="Readings per source batch.")] = None,
+    soak_hours: Annotated[float | None, typer.Option(help="Simulated hours of the soak.")] = None,
+    lateness_s: Annotated[
+        float | None, typer.Option(help="Allowed lateness of the latency run, seconds.")
+    ] = None,
+    write_docs: Annotated[
+        bool, typer.Option(help="Write the table to docs/performance.md.")
+    ] = False,
+) -> None:
+    """Measure throughput, latency, memory and scaling beside their limits; prints JSON."""
+    from dataclasses import replace
+
+    from floorsight.bench import SIZES, run_bench, write_docs_page
+
+    if size not in SIZES:
+        raise typer.BadParameter(f"unknown size {size!r}: one of {', '.join(SIZES)}")
+    given = {
+        "machines": machines,
+        "sensors": sensors,
+        "seconds": seconds,
+        "batch_rows": batch_rows,
+        "soak_hours": soak_hours,
+        "lateness_s": lateness_s,
+    }
+    settings = replace(SIZES[size], **{k: v for k, v in given.items() if v is not None})
+    result = run_bench(settings)
+    if write_docs:
+        import sys
+
+        write_docs_page(result, "floorsight " + " ".join(sys.argv[1:]))
+    typer.echo(json.dumps(result))
 
 
 @app.command(name="eval")

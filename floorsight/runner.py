@@ -108,6 +108,7 @@ def run_pipeline(cfg: RunConfig) -> int:
         window=timedelta(seconds=cfg.window_s),
         rules=ReadingRules(max_future=timedelta(days=36500)),
         notify=notify,
+        shards=cfg.partitions,  # one shard per source partition: batches stay on their worker
     )
     stop = threading.Event()
     if cfg.opcua is not None:

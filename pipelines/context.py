@@ -97,7 +97,7 @@ class ErpContext:
         if "batch" not in wo.columns:
             wo = wo.with_columns(batch=pl.lit(""))
         wo = wo.select("machine_id", "start", "end", *CONTEXT_COLUMNS)
-        joined = readings.sort("ts").join_asof(
+        joined = _in_time_order(readings).join_asof(
             wo.sort("start"),
             left_on="ts",
             right_on="start",
@@ -105,10 +105,19 @@ class ErpContext:
             strategy="backward",
             check_sortedness=False,  # both sides are sorted just above
         )
-        valid = pl.col("end").is_not_null() & (pl.col("ts") < pl.col("end"))
+        valid = joined["end"].is_not_null() & (joined["ts"] < joined["end"])
+        if valid.all():  # the usual case: every reading has its order, nothing to blank
+            return joined.drop("start", "end")
         return joined.with_columns(
             pl.when(valid).then(pl.col(c)).otherwise(pl.lit("")).alias(c) for c in CONTEXT_COLUMNS
         ).drop("start", "end")
+
+
+def _in_time_order(readings: pl.DataFrame) -> pl.DataFrame:
+    """``readings`` sorted by time; a frame already in order (the usual case) is not re-sorted."""
+    if readings["ts"].is_sorted():
+        return readings.with_columns(pl.col("ts").set_sorted())
+    return readings.sort("ts", maintain_order=True)
 
 
 def load_context(directory: Path) -> tuple[ErpContext, pl.DataFrame | None]:
@@ -426,10 +435,11 @@ class ContextHold:
     The rule: a reading with no work order valid at its event time is held, and so is every
     later reading of its machine (their order matters to the windows). Held readings are joined
     again with each new batch, so context that arrives late (a work order booked after the
-    machine started) is applied. A held reading is given up once the machine's newest reading
+    machine started) is applied. A held reading is given up once its machine's newest reading
     is ``hold`` (event time) past it: it is released with empty context columns (flagged:
     ``work_order == ''``), never dropped. At the end of input everything held is released.
-    State is bounded by ``hold`` of one machine's readings.
+    One hold serves any number of machines (each with its own clock) in one vectorised pass;
+    state is bounded by ``hold`` of each machine's readings.
     """
 
     def __init__(self, hold: timedelta) -> None:
@@ -439,20 +449,27 @@ class ContextHold:
     def push(self, context: ErpContext, readings: pl.DataFrame) -> pl.DataFrame | None:
         """Joined readings that can go on now (in time order), or None."""
         data = readings if self.held is None else pl.concat([self.held, readings])
-        data = data.sort("ts", maintain_order=True)
+        data = _in_time_order(data)
         joined = context.join(data)
         missing = joined["work_order"] == ""
         if not missing.any():
             self.held = None
             return joined
-        cutoff = joined["ts"].max() - self.hold
-        blocking = missing & (joined["ts"] >= cutoff)
-        if not blocking.any():
+        ts = pl.col("ts")
+        # per machine: the first reading that still waits (missing context, within the hold)
+        first = (
+            pl.when((pl.col("work_order") == "") & (ts >= ts.max().over("machine_id") - self.hold))
+            .then(ts)
+            .min()
+            .over("machine_id")
+        )
+        marked = joined.with_columns(_first=first)
+        waits = pl.col("_first").is_not_null() & (ts >= pl.col("_first"))
+        if not marked["_first"].is_not_null().any():
             self.held = None
             return joined  # the missing ones waited long enough: flagged
-        first = joined.filter(blocking)["ts"].min()
-        self.held = data.filter(pl.col("ts") >= first)
-        out = joined.filter(pl.col("ts") < first)
+        self.held = data.filter(marked.select(waits.alias("w"))["w"])
+        out = marked.filter(~waits).drop("_first")
         return out if out.height else None
 
     def flush(self, context: ErpContext) -> pl.DataFrame | None:

@@ -1,7 +1,10 @@
 """The floorsight dataflow: readings -> checked -> context -> windows -> scores -> alerts -> DuckDB.
 
 Items are polars frames, never single readings: a batch of readings crosses each step as one
-frame, so Python runs per batch and per window, not per reading. The logic lives in plain
+frame, so Python runs per batch and per window, not per reading. The per-reading steps (context
+join, windows) are keyed by shard, a fixed group of machines (``pipelines/shards.py``), so a
+batch costs a few calls however many machines it holds; models are keyed by machine and run once
+per machine and batch of closed windows. The logic lives in plain
 libraries (``features``, ``models``, ``alerts``, ``pipelines.validate``, ``pipelines.context``);
 this module only wires them.
 """
@@ -19,6 +22,7 @@ import polars as pl
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
+from bytewax.outputs import Sink
 
 from floorsight.alerts import ALERTS
 from floorsight.alerts.engine import (
@@ -36,6 +40,7 @@ from floorsight.models.spc_monitor import SpecLimits, spec_limits_dict
 from floorsight.pipelines.context import ContextHold, ContextStore
 from floorsight.pipelines.model_snapshots import MlflowSnapshotSink, ModelSnapshot
 from floorsight.pipelines.notify_sink import NotifySink
+from floorsight.pipelines.shards import SHARDS, by_shard
 from floorsight.pipelines.sink import DuckDBSink, TableRows
 from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
 from floorsight.pipelines.validate import ReadingRules, check_batch, dead_letters
@@ -74,6 +79,9 @@ class PipelineSettings:
     mlflow_uri: str | None = None
     #: ... every this many scored windows of a machine
     snapshot_windows: int = 360
+    #: machines are grouped into this many shards for the per-reading steps: one per worker
+    #: spreads them over the workers (recovery state is kept per shard: resume with the same)
+    shards: int = SHARDS
 
 
 def mirror_context(context: ContextStore, db_path: Path) -> None:
@@ -95,7 +103,7 @@ def mirror_context(context: ContextStore, db_path: Path) -> None:
 
 
 class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], WindowAggregator]):
-    """Bytewax shell around one machine's :class:`WindowAggregator`."""
+    """Bytewax shell around one shard's :class:`WindowAggregator`."""
 
     def __init__(self, aggregator: WindowAggregator) -> None:
         self.aggregator = aggregator
@@ -118,7 +126,7 @@ class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], WindowA
 
 
 class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], ContextHold]):
-    """Bytewax shell around one machine's :class:`ContextHold`."""
+    """Bytewax shell around one shard's :class:`ContextHold`."""
 
     def __init__(self, context: ContextStore, state: ContextHold | None, hold: timedelta) -> None:
         self.context = context
@@ -149,8 +157,13 @@ def build_flow(
     db_path: Path,
     settings: PipelineSettings = PipelineSettings(),
     flow_id: str = "floorsight",
+    sink: Sink[tuple[str, TableRows]] | None = None,
 ) -> Dataflow:
-    """The dataflow from a source of reading frames to the DuckDB tables in ``db_path``."""
+    """The dataflow from a source of reading frames to the DuckDB tables in ``db_path``.
+
+    ``sink`` replaces the default :class:`DuckDBSink` on ``db_path`` (for instance one that
+    reports its commits, to measure latency).
+    """
 
     def new_windows(state: WindowAggregator | None) -> _WindowLogic:
         return _WindowLogic(
@@ -218,15 +231,12 @@ def build_flow(
     # Checked(ok, dead)
     rejected = op.filter_map("rejected", checked, lambda c: c.dead)
     valid = op.filter_map("valid", checked, lambda c: c.ok if c.ok.height else None)
-    by_machine = op.flat_map(
-        "key_by_machine", valid, lambda f: f.partition_by("machine_id", as_dict=True).items()
-    )
-    keyed = op.map("machine_key", by_machine, lambda kv: (kv[0][0], kv[1]))
-    # (machine_id, readings of that machine)
+    keyed = op.flat_map("key_by_shard", valid, lambda f: by_shard(f, settings.shards))
+    # (shard key, readings of that shard's machines)
     with_context = op.stateful(
         "join_context", keyed, lambda state: _ContextLogic(context, state, settings.context_hold)
     )
-    # (machine_id, ("joined", readings + work_order, product, material_lot at event time)
+    # (shard key, ("joined", readings + work_order, product, material_lot, batch at event time)
     #  | ("context_dead", context rows rejected when the context files changed))
     joined = op.filter_map_value(
         "joined", with_context, lambda t: t[1] if t[0] == "joined" else None
@@ -235,13 +245,19 @@ def build_flow(
         "context_dead", with_context, lambda kv: kv[1][1] if kv[1][0] == "context_dead" else None
     )
     windowed = op.stateful("windows", joined, new_windows)
-    # (machine_id, ("features" | "late", frame))
+    # (shard key, ("features" | "late", frame))
     features = op.filter_map_value(
         "features", windowed, lambda t: t[1] if t[0] == "features" else None
     )
     late = op.filter_map_value("late", windowed, lambda t: t[1] if t[0] == "late" else None)
-    # (machine_id, feature rows of closed windows)
-    scored = op.stateful_map("score", features, score)
+    # (shard key, feature rows of the windows its machines closed)
+    machine_features = op.flat_map(
+        "key_by_machine",
+        features,
+        lambda kv: [(m, f) for (m,), f in kv[1].partition_by("machine_id", as_dict=True).items()],
+    )
+    # (machine_id, feature rows of that machine's closed windows)
+    scored = op.stateful_map("score", machine_features, score)
     # (machine_id, (scores, alerts | None, model snapshot | None))
 
     def rows(table: str):
@@ -274,5 +290,6 @@ def build_flow(
         op.output("mlflow", snapshots, MlflowSnapshotSink(settings.mlflow_uri))
     tables = op.merge("tables", *out)
     # (table, (table, frame))
-    op.output("duckdb", tables, DuckDBSink(db_path, TABLES, flush_interval=settings.flush_interval))
+    sink = sink or DuckDBSink(db_path, TABLES, flush_interval=settings.flush_interval)
+    op.output("duckdb", tables, sink)
     return flow

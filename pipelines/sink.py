@@ -2,14 +2,15 @@
 
 Items are ``(key, (table name, frame))``; the key is ignored. The sink has one partition per
 database file, so exactly one worker writes a file and workers never contend for its lock.
-Frames are buffered and written in one transaction per flush (every ``flush_interval``, before
-every recovery snapshot, and at the end), with upserts on each table's key, so replayed items
-after a restart rewrite the same rows.
+Frames are buffered and written in one transaction per flush (every ``flush_interval``, as soon
+as rows of an urgent table such as ``alerts`` arrive, before every recovery snapshot, and at the
+end), with upserts on each table's key, so replayed items after a restart rewrite the same rows.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from floorsight.storage import Database, TableSpec
 #: What the sink writes: rows for one table.
 TableRows = tuple[str, pl.DataFrame]
 
+#: Called after each committed flush with the frames it wrote, per table.
+CommitHook = Callable[[dict[str, list[pl.DataFrame]]], None]
+
 
 class DuckDBSink(FixedPartitionedSink[TableRows, None]):
     """Upserts ``(table, frame)`` items into a DuckDB file."""
@@ -31,11 +35,16 @@ class DuckDBSink(FixedPartitionedSink[TableRows, None]):
         tables: list[TableSpec],
         flush_interval: timedelta = timedelta(seconds=1),
         max_buffered_rows: int = 200_000,
+        urgent: Sequence[str] = ("alerts",),
+        on_commit: CommitHook | None = None,
     ) -> None:
         self.path = Path(path)
         self.tables = tables
         self.flush_interval = flush_interval
         self.max_buffered_rows = max_buffered_rows
+        #: tables whose rows are written at once: people wait for an alert, not for a feature
+        self.urgent = frozenset(urgent)
+        self.on_commit = on_commit
 
     def list_parts(self) -> list[str]:
         return [str(self.path)]
@@ -46,23 +55,31 @@ class DuckDBSink(FixedPartitionedSink[TableRows, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _DuckDBPartition:
         db = Database(self.path, self.tables)
         db.create()
-        return _DuckDBPartition(db, self.flush_interval.total_seconds(), self.max_buffered_rows)
+        return _DuckDBPartition(db, self)
 
 
 class _DuckDBPartition(StatefulSinkPartition[TableRows, None]):
-    def __init__(self, db: Database, flush_s: float, max_rows: int) -> None:
+    def __init__(self, db: Database, sink: DuckDBSink) -> None:
         self._db = db
-        self._flush_s = flush_s
-        self._max_rows = max_rows
+        self._flush_s = sink.flush_interval.total_seconds()
+        self._max_rows = sink.max_buffered_rows
+        self._urgent = sink.urgent
+        self._on_commit = sink.on_commit
         self._buffer: dict[str, list[pl.DataFrame]] = {}
         self._rows = 0
         self._last_flush = time.monotonic()
 
     def write_batch(self, values: list[TableRows]) -> None:
+        urgent = False
         for table, frame in values:
             self._buffer.setdefault(table, []).append(frame)
             self._rows += frame.height
-        if self._rows >= self._max_rows or time.monotonic() - self._last_flush >= self._flush_s:
+            urgent = urgent or table in self._urgent
+        if (
+            urgent
+            or self._rows >= self._max_rows
+            or time.monotonic() - self._last_flush >= self._flush_s
+        ):
             self._flush()
 
     def snapshot(self) -> None:
@@ -75,6 +92,8 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, None]):
     def _flush(self) -> None:
         if self._rows:
             self._db.upsert(self._buffer)
+            if self._on_commit is not None:
+                self._on_commit(self._buffer)
         self._buffer = {}
         self._rows = 0
         self._last_flush = time.monotonic()

@@ -1,0 +1,760 @@
+"""``floorsight bench``: the pipeline's throughput, latency, memory and scaling on this machine,
+beside the limits it is compared with, measured in the same run on the same data.
+
+Measurements (each in its own process, so peak memory and timings do not leak between them;
+every process runs polars single-threaded, ``threads`` per worker, so one worker is one core):
+
+- **end to end**: ``floorsight run`` (the real pipeline: replay source, validation, context join,
+  windows, models, alerts, DuckDB sink) over history files of a :class:`BenchPlant`, with one
+  worker process and with ``processes`` worker processes (Bytewax cluster on 127.0.0.1). Timed
+  from the start of the dataflow to its end in every process (interpreter start-up excluded).
+- **limits**, on the same files: (a) ``engine``: Bytewax passing the same source items to a sink
+  that does nothing; (b) ``compute``: the context join and window features computed by polars
+  over each file at once, no dataflow; (c) ``models``: the models and alert rules of the score
+  step scoring those feature rows outside the dataflow, per machine, as many windows per call as
+  the dataflow's batches hold; (d) ``duckdb``: DuckDB appending the feature, score and alert rows
+  through Arrow in one transaction. Each is expressed in readings per second of the data it
+  stands for; every result is also given as a ratio to the slowest limit.
+- **latency**: the pipeline in-process on a paced source (the plant's own rate, event time = wall
+  time) after an unpaced warm-up; a fault is injected on some machines. For every alert raised
+  in the paced phase, each reading of the window that raised it has a latency: from the moment
+  the plant produced it (its event time on the wall clock) to the commit of the alert row in
+  DuckDB (a commit hook on the sink). p50 and p99 over those readings.
+- **memory**: peak RSS of the one-worker run, and RSS along a soak of ``soak_hours`` simulated
+  hours of a small plant (the real flow on a generated source), sampled after every hour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
+
+from floorsight.bench_plant import BenchPlant
+
+#: Where ``--write-docs`` writes the table.
+DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+
+LIMITS = ("engine", "compute", "models", "duckdb")
+
+#: ``--write-docs`` rewrites docs/performance.md above this line and keeps what follows it.
+NOTES_MARKER = "<!-- notes: written by hand, kept by floorsight bench --write-docs -->"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What one ``floorsight bench`` run measures, and at which size."""
+
+    machines: int = 200
+    sensors: int = 20
+    sample_hz: int = 10
+    #: plant time of the throughput data
+    seconds: float = 600.0
+    #: readings per source batch (replay): each machine closes several windows per batch
+    batch_rows: int = 2_400_000
+    #: plant time per history file
+    file_seconds: float = 60.0
+    window_s: float = 10.0
+    #: allowed lateness of the latency run (the pipeline's default)
+    lateness_s: float = 2.0
+    processes: int = 2
+    #: polars threads per worker process
+    threads: int = 1
+    latency_faulty: int = 20
+    latency_warmup_windows: int = 40
+    latency_tick_s: float = 0.1
+    #: wall time between the warm-up and the paced phase (the pipeline catches up)
+    latency_settle_s: float = 2.0
+    soak_machines: int = 2
+    soak_sensors: int = 10
+    soak_hz: int = 1
+    soak_hours: float = 24.0
+
+    @property
+    def plant(self) -> BenchPlant:
+        return BenchPlant(self.machines, self.sensors, self.sample_hz)
+
+    @property
+    def readings(self) -> int:
+        return int(self.plant.readings_per_s * self.seconds)
+
+
+SIZES = {
+    "tiny": BenchSettings(
+        machines=4,
+        sensors=5,
+        seconds=120.0,
+        batch_rows=20_000,
+        file_seconds=30.0,
+        window_s=1.0,
+        lateness_s=0.5,
+        latency_faulty=2,
+        latency_settle_s=0.5,
+        soak_machines=1,
+        soak_sensors=2,
+        soak_hours=3.0,
+    ),
+    "small": BenchSettings(machines=50, seconds=300.0, batch_rows=500_000, latency_faulty=5),
+    "default": BenchSettings(),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+
+
+def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> dict:
+    """Every measurement, as one flat dict (see the module docstring)."""
+    echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    began = time.perf_counter()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="floorsight-bench-") as tmp:
+        work = Path(work or tmp)
+        plant = settings.plant
+        end = plant.start + timedelta(seconds=settings.seconds)
+        echo(f"bench: writing {settings.readings:,} readings of {settings.machines} machines ...")
+        plant.write_context(work / "erp", end)
+        readings = plant.write_readings(
+            work / "readings", end, timedelta(seconds=settings.file_seconds)
+        )
+        echo("bench: end to end, 1 worker process ...")
+        one = _phase("run", settings, work, processes=1)
+        echo(f"bench: end to end, {settings.processes} worker processes ...")
+        many = _cluster(settings, work)
+        echo(f"bench: limits ({', '.join(LIMITS)}) ...")
+        out = _phase("limits", settings, work)
+        echo("bench: latency (paced source) ...")
+        latency = _phase("latency", settings, work)
+        echo(f"bench: soak ({settings.soak_hours:g} simulated hours) ...")
+        soak = _phase("soak", settings, work)
+        e2e_rows = _feature_rows(work / "e2e-1.duckdb")
+    limits = {f"limit_{n}_readings_per_s": round(readings / out[n]["seconds"]) for n in LIMITS}
+    per_cpu = {n: readings / out[n]["cpu_s"] for n in LIMITS}
+    slowest = min(limits, key=limits.__getitem__)
+    result = {
+        "readings_per_s": round(readings / one["seconds"]),
+        f"readings_per_s_{settings.processes}_workers": round(readings / many["seconds"]),
+        "readings_per_cpu_s": round(readings / one["cpu_s"]),
+        f"readings_per_cpu_s_{settings.processes}_workers": round(readings / many["cpu_s"]),
+        "limit_readings_per_s": limits[slowest],
+        "limit_slowest": slowest.removeprefix("limit_").removesuffix("_readings_per_s"),
+        **limits,
+        "latency_p50_ms": latency["p50_ms"],
+        "latency_p99_ms": latency["p99_ms"],
+        "latency_p99_beyond_window_ms": round(latency["p99_ms"] - settings.window_s * 1000),
+        "latency_alerts": latency["alerts"],
+        "latency_load_readings_per_s": latency["load_readings_per_s"],
+        "peak_rss_mb": one["rss_mb"],
+        f"peak_rss_mb_{settings.processes}_workers": max(many["rss_mb"]),
+        "soak_hours": settings.soak_hours,
+        "soak_rss_mb_start": soak["rss_mb"][0],
+        "soak_rss_mb_end": soak["rss_mb"][-1],
+        "soak_rss_mb_max": max(soak["rss_mb"]),
+        "soak_rss_mb_per_hour": soak["slope_mb_per_hour"],
+    }
+    base = result["limit_readings_per_s"]
+    result["ratio_to_limit"] = {
+        k: round(v / base, 3)
+        for k, v in result.items()
+        if k.startswith(("readings_per_s", "limit_")) and k != "limit_slowest"
+    }
+    # the same comparison in CPU seconds, which other work on the machine does not inflate
+    slowest_cpu = min(per_cpu, key=per_cpu.__getitem__)
+    result["limit_readings_per_cpu_s"] = round(per_cpu[slowest_cpu])
+    result["limit_slowest_cpu"] = slowest_cpu
+    result["ratio_to_limit_cpu"] = round(result["readings_per_cpu_s"] / per_cpu[slowest_cpu], 3)
+    result["limits_readings_per_cpu_s"] = {n: round(v) for n, v in per_cpu.items()}
+    result[f"processes_{settings.processes}_workers"] = many["processes"]
+    result["scaling_2_workers"] = round(
+        result[f"readings_per_s_{settings.processes}_workers"] / result["readings_per_s"], 2
+    )
+    result["readings"] = readings
+    result["feature_rows"] = {"end_to_end": e2e_rows, "compute_limit": out["compute"]["rows"]}
+    result["settings"] = asdict(settings)
+    result["machine"] = machine_info()
+    result["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    result["seconds"] = round(time.perf_counter() - began, 1)
+    return result
+
+
+def _feature_rows(db: Path) -> int:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.sql("SELECT count(*) FROM features").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def _env(settings: BenchSettings) -> dict[str, str]:
+    return {**os.environ, "POLARS_MAX_THREADS": str(settings.threads)}
+
+
+def _phase(name: str, settings: BenchSettings, work: Path, **extra) -> dict:
+    """Run one measurement in a fresh process; returns its JSON result."""
+    args = json.dumps({"settings": asdict(settings), "work": str(work), **extra})
+    began = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "floorsight.bench", name, args],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench phase {name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["phase_wall_s"] = round(time.perf_counter() - began, 1)
+    print(f"bench: {name} took {result['phase_wall_s']} s", file=sys.stderr, flush=True)
+    return result
+
+
+def _cluster(settings: BenchSettings, work: Path) -> dict:
+    """The end-to-end run as a Bytewax cluster of ``processes`` processes on 127.0.0.1."""
+    addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(settings.processes))
+    procs = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "floorsight.bench", "run"),
+                json.dumps(
+                    {
+                        "settings": asdict(settings),
+                        "work": str(work),
+                        "processes": settings.processes,
+                        "process_id": i,
+                        "addresses": addresses,
+                    }
+                ),
+            ],
+            env=_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(settings.processes)
+    ]
+    results = []
+    for p in procs:
+        stdout, stderr = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError(f"bench cluster process failed ({p.returncode}):\n{stderr[-4000:]}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return {
+        "seconds": max(r["end"] for r in results) - min(r["start"] for r in results),
+        "cpu_s": sum(r["cpu_s"] for r in results),
+        "rss_mb": [r["rss_mb"] for r in results],
+        "processes": [{k: round(r[k], 2) for k in ("seconds", "cpu_s", "rss_mb")} for r in results],
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) this process has used, its worker threads included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rss_peak_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# phases (each runs in its own process: python -m floorsight.bench PHASE ARGS_JSON)
+
+
+def phase_run(
+    settings: BenchSettings,
+    work: Path,
+    processes: int = 1,
+    process_id: int | None = None,
+    addresses: str | None = None,
+) -> dict:
+    """``floorsight run`` over the bench history, timed from the dataflow's start to its end."""
+    from floorsight.runner import RunConfig, run_pipeline
+
+    cfg = RunConfig(
+        history=work / "readings",
+        context=work / "erp",
+        db=work / f"e2e-{processes}.duckdb",
+        window_s=settings.window_s,
+        batch_rows=settings.batch_rows,
+        processes=processes,
+        process_id=process_id,
+        addresses=addresses.split(";") if addresses else None,
+    )
+    cpu, start = _cpu_s(), time.time()
+    run_pipeline(cfg)
+    end = time.time()
+    return {
+        "start": start,
+        "end": end,
+        "seconds": end - start,
+        "cpu_s": _cpu_s() - cpu,
+        "rss_mb": _rss_peak_mb(),
+    }
+
+
+def phase_engine(settings: BenchSettings, work: Path) -> dict:
+    """Limit (a): Bytewax moving the same source items (same files, same batches), no work."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, run_main
+
+    from floorsight.pipelines.replay import ReplaySource
+
+    counts: list[int] = []
+    flow = Dataflow("bench-engine")
+    items = op.input("readings", flow, ReplaySource(work / "readings", 1, settings.batch_rows))
+    op.output("nothing", op.map("height", items, lambda f: f.height), TestingSink(counts))
+    began, cpu = time.perf_counter(), _cpu_s()
+    run_main(flow)
+    return {
+        "seconds": time.perf_counter() - began,
+        "cpu_s": _cpu_s() - cpu,
+        "readings": sum(counts),
+    }
+
+
+def phase_compute(settings: BenchSettings, work: Path) -> dict:
+    """Limit (b): context join + window features by polars over each whole file, no dataflow."""
+    from floorsight.features import window_features
+    from floorsight.pipelines.context import ContextStore
+    from floorsight.pipelines.replay import history_files, read_readings
+
+    context = ContextStore(work / "erp").current()
+    window = timedelta(seconds=settings.window_s)
+    seconds, cpu, parts = 0.0, 0.0, []
+    for path in history_files(work / "readings"):
+        readings = read_readings(path)
+        began, cpu_began = time.perf_counter(), _cpu_s()
+        parts.append(window_features(context.join(readings), window))
+        seconds += time.perf_counter() - began
+        cpu += _cpu_s() - cpu_began
+    # a window cut by a file boundary is two partial rows here: merge them for the next limits
+    features = pl.concat(parts)
+    features.write_parquet(work / "features.parquet")
+    rows = features.select("machine_id", "sensor", "window_start", "work_order").unique().height
+    return {"seconds": seconds, "cpu_s": cpu, "rows": rows}
+
+
+def phase_models(settings: BenchSettings, work: Path) -> dict:
+    """Limit (c): the score step's models and alert rules outside the dataflow.
+
+    Mirrors the dataflow's ``score`` step (``pipelines/flow.py``): per machine, the anomaly
+    model, its alert tracker, the failure model and its tracker, fed as many closed windows per
+    call as one source batch closes.
+    """
+    from floorsight.alerts import AlertTracker
+    from floorsight.models import MachineAnomalyModel
+    from floorsight.models.failure import MachineFailureModel
+    from floorsight.pipelines.flow import PipelineSettings
+
+    ps = PipelineSettings()
+    features = pl.read_parquet(work / "features.parquet")
+    batch_s = settings.batch_rows / settings.plant.readings_per_s
+    per_call = max(1, int(batch_s // settings.window_s))
+    machines = {
+        m: f.sort("window_start")
+        for (m,), f in features.partition_by("machine_id", as_dict=True).items()
+    }
+    chunks = {
+        m: f.with_columns(
+            _call=(pl.col("window_start").rank("dense") - 1) // per_call
+        ).partition_by("_call", maintain_order=True, include_key=False)
+        for m, f in machines.items()
+    }
+    scores, alerts = [], []
+    began, cpu = time.perf_counter(), _cpu_s()
+    for m in machines:
+        model = MachineAnomalyModel(threshold=ps.anomaly_threshold, grace_period=ps.grace_windows)
+        tracker = AlertTracker(open_after=ps.alert_open_after, clear_after=ps.alert_clear_after)
+        failure = MachineFailureModel()
+        failure_tracker = AlertTracker(
+            cause="failure_risk", open_after=1, clear_after=ps.alert_clear_after
+        )
+        for chunk in chunks[m]:
+            s = model.score(chunk)
+            found = [tracker.update(s)]
+            risk = failure.score(chunk)
+            if risk is not None:
+                found.append(failure_tracker.update(risk))
+                s = pl.concat([s, risk], how="vertical_relaxed")
+            scores.append(s)
+            alerts.extend(a for a in found if a is not None)
+    seconds, cpu = time.perf_counter() - began, _cpu_s() - cpu
+    pl.concat(scores).write_parquet(work / "scores.parquet")
+    if alerts:
+        pl.concat(alerts).unique("alert_id", keep="last").write_parquet(work / "alerts.parquet")
+    return {"seconds": seconds, "cpu_s": cpu, "windows_per_call": per_call}
+
+
+def phase_duckdb(settings: BenchSettings, work: Path) -> dict:
+    """Limit (d): DuckDB appending the feature, score and alert rows through Arrow."""
+    from floorsight.pipelines.flow import TABLES
+    from floorsight.storage import Database
+
+    frames = {"features": pl.read_parquet(work / "features.parquet")}
+    frames["scores"] = pl.read_parquet(work / "scores.parquet")
+    if (work / "alerts.parquet").exists():
+        frames["alerts"] = pl.read_parquet(work / "alerts.parquet")
+    db = Database(work / "limit.duckdb", TABLES)
+    db.create()
+    specs = {t.name: t for t in TABLES}
+    frames = {
+        name: f.unique(list(specs[name].key), keep="last").select(specs[name].columns).to_arrow()
+        for name, f in frames.items()
+    }
+    began, cpu = time.perf_counter(), _cpu_s()
+    with db.write() as con:
+        for name, table in frames.items():
+            con.register(f"_{name}", table)
+            con.execute(f"INSERT INTO {name} SELECT * FROM _{name}")
+    return {
+        "seconds": time.perf_counter() - began,
+        "cpu_s": _cpu_s() - cpu,
+        "rows": sum(t.num_rows for t in frames.values()),
+    }
+
+
+def phase_latency(settings: BenchSettings, work: Path) -> dict:
+    """Event-to-alert latency on a paced source at the plant's own rate (see module docstring)."""
+    from bytewax.testing import run_main
+
+    from floorsight.pipelines.context import ContextStore
+    from floorsight.pipelines.flow import TABLES, PipelineSettings, build_flow
+    from floorsight.pipelines.sink import DuckDBSink
+    from floorsight.pipelines.validate import ReadingRules
+
+    window = timedelta(seconds=settings.window_s)
+    base = settings.plant
+    paced_start = base.start + settings.latency_warmup_windows * window
+    plant = replace(
+        base,
+        faulty_machines=tuple(range(settings.latency_faulty)),
+        fault_start=paced_start + 1.5 * window,
+    )
+    lateness = timedelta(seconds=settings.lateness_s)
+    paced_end = plant.fault_start + 2.5 * window + lateness + timedelta(seconds=1)
+    ctx_dir = work / "latency-erp"
+    plant.write_context(ctx_dir, paced_end + window)
+    source = PacedSource(
+        plant,
+        paced_start,
+        paced_end,
+        settings.latency_tick_s,
+        settings.batch_rows,
+        settings.latency_settle_s,
+    )
+    commits: list[tuple[float, pl.DataFrame]] = []
+
+    def on_commit(frames: dict[str, list[pl.DataFrame]]) -> None:
+        if frames.get("alerts"):
+            commits.append((time.monotonic(), pl.concat(frames["alerts"])))
+
+    db = work / "latency.duckdb"
+    pipeline = PipelineSettings(
+        window=window, lateness=lateness, rules=ReadingRules(max_future=timedelta(days=36500))
+    )
+    sink = DuckDBSink(db, TABLES, flush_interval=pipeline.flush_interval, on_commit=on_commit)
+    flow = build_flow(source, ContextStore(ctx_dir), db, pipeline, sink=sink)
+    run_main(flow, epoch_interval=timedelta(seconds=2))
+    latencies = alert_latencies(commits, source.clock, plant, paced_start, window)
+    return {
+        "p50_ms": round(float(np.percentile(latencies, 50)) * 1000) if latencies.size else None,
+        "p99_ms": round(float(np.percentile(latencies, 99)) * 1000) if latencies.size else None,
+        "alerts": len({a for _, f in commits for a in f["alert_id"]}),
+        "load_readings_per_s": plant.readings_per_s,
+    }
+
+
+def alert_latencies(
+    commits: list[tuple[float, pl.DataFrame]],
+    clock: PacedClock,
+    plant: BenchPlant,
+    paced_start: datetime,
+    window: timedelta,
+) -> np.ndarray:
+    """Seconds from each reading of an alert's raising window to the alert row's first commit.
+
+    A reading's arrival is the wall-clock moment the paced plant produced it (its event time on
+    the source's clock), so time the pipeline spends behind the plant counts as latency.
+    """
+    first: dict[str, tuple[float, dict]] = {}
+    for committed_at, frame in commits:
+        for row in frame.iter_rows(named=True):
+            first.setdefault(row["alert_id"], (committed_at, row))
+    faulty = {f"B{m:04d}" for m in plant.faulty_machines}
+    period = 1 / plant.sample_hz
+    out = []
+    for committed_at, row in first.values():
+        raised = row["raised_at"]
+        if row["machine_id"] not in faulty or raised <= paced_start or clock.wall0 is None:
+            continue
+        # every tick of the raising window (each carries one reading of every sensor)
+        offsets = np.arange(0, window.total_seconds(), period)
+        produced = clock.wall_of(raised - window) + offsets
+        out.append(np.repeat(committed_at - produced, plant.sensors))
+    return np.concatenate(out) if out else np.array([])
+
+
+@dataclass
+class PacedClock:
+    """The paced phase's mapping from plant (event) time to the wall clock (monotonic)."""
+
+    plant0: datetime
+    speed: float = 1.0
+    wall0: float | None = None
+
+    def wall_of(self, ts: datetime) -> float:
+        return self.wall0 + (ts - self.plant0).total_seconds() / self.speed
+
+
+class PacedSource(DynamicSource[pl.DataFrame]):
+    """An unpaced warm-up of ``plant`` up to ``paced_start``, then the plant at its own rate.
+
+    The paced phase emits, every ``tick_s``, the readings produced since the last tick; its
+    clock starts ``settle_s`` after the warm-up, so the pipeline can finish that backlog first.
+    """
+
+    def __init__(
+        self,
+        plant: BenchPlant,
+        paced_start: datetime,
+        paced_end: datetime,
+        tick_s: float,
+        warmup_rows: int = 1_000_000,
+        settle_s: float = 2.0,
+    ) -> None:
+        self.plant = plant
+        self.settle_s = settle_s
+        self.warmup_rows = warmup_rows
+        self.paced_start = paced_start
+        self.paced_end = paced_end
+        self.tick_s = tick_s
+        self.clock = PacedClock(paced_start)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _PacedPartition:
+        return _PacedPartition(self)
+
+
+class _PacedPartition(StatelessSourcePartition[pl.DataFrame]):
+    def __init__(self, source: PacedSource) -> None:
+        self._source = source
+        self._cursor = source.plant.start
+        self._awake: datetime | None = None
+        # warm-up frames as large as the replay's batches (fewer model calls)
+        self._chunk = timedelta(seconds=max(1.0, source.warmup_rows / source.plant.readings_per_s))
+
+    def next_batch(self) -> list[pl.DataFrame]:
+        source, clock = self._source, self._source.clock
+        if self._cursor < source.paced_start:
+            t1 = min(self._cursor + self._chunk, source.paced_start)
+            frame, self._cursor = source.plant.readings(self._cursor, t1), t1
+            return [frame]
+        now = time.monotonic()
+        if clock.wall0 is None:
+            clock.wall0 = now + source.settle_s
+        if self._cursor >= source.paced_end:
+            raise StopIteration
+        self._awake = datetime.now(tz=UTC) + timedelta(seconds=source.tick_s)
+        plant_now = min(clock.plant0 + timedelta(seconds=now - clock.wall0), source.paced_end)
+        if plant_now <= self._cursor:
+            return []
+        frame, self._cursor = source.plant.readings(self._cursor, plant_now), plant_now
+        return [frame]
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+
+def phase_soak(settings: BenchSettings, work: Path) -> dict:
+    """RSS after every simulated hour of a small plant run through the real flow."""
+    from bytewax.testing import run_main
+
+    from floorsight.pipelines.context import ContextStore
+    from floorsight.pipelines.flow import PipelineSettings, build_flow
+    from floorsight.pipelines.sources import FrameSource
+    from floorsight.pipelines.validate import ReadingRules
+
+    plant = BenchPlant(settings.soak_machines, settings.soak_sensors, settings.soak_hz)
+    hours = settings.soak_hours
+    end = plant.start + timedelta(hours=hours)
+    plant.write_context(work / "soak-erp", end)
+    rss: list[float] = []
+    chunk = timedelta(minutes=15)
+
+    def frames(worker_index: int, worker_count: int):
+        t = plant.start
+        while t < end:
+            t1 = min(t + chunk, end)
+            yield plant.readings(t, t1)
+            t = t1
+            if (t - plant.start) % timedelta(hours=1) == timedelta(0):
+                rss.append(_rss_now_mb())
+
+    # the pipeline's own settings (10 s windows): what a plant would run for days
+    pipeline = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=36500)))
+    flow = build_flow(
+        FrameSource(frames), ContextStore(work / "soak-erp"), work / "soak.duckdb", pipeline
+    )
+    run_main(flow, epoch_interval=timedelta(seconds=2))
+    half = rss[len(rss) // 2 :]
+    slope = float(np.polyfit(np.arange(len(half)), half, 1)[0]) if len(half) > 1 else 0.0
+    return {"rss_mb": rss, "slope_mb_per_hour": round(slope, 2)}
+
+
+def phase_limits(settings: BenchSettings, work: Path) -> dict:
+    """The four limits one after the other (each timed on its own, in one process)."""
+    steps = (phase_engine, phase_compute, phase_models, phase_duckdb)
+    return {name: step(settings, work) for name, step in zip(LIMITS, steps, strict=True)}
+
+
+PHASES = {
+    "run": phase_run,
+    "limits": phase_limits,
+    "latency": phase_latency,
+    "soak": phase_soak,
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# the machine and the docs page
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+    except (OSError, StopIteration):
+        mem_kb = 0
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(terse=True),
+    }
+
+
+def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
+    """``docs/performance.md``: the table of one bench run, with the machine and the command."""
+    s = result["settings"]
+    n = s["processes"]
+    m = result["machine"]
+    ratio = result["ratio_to_limit"]
+
+    def row(name: str, key: str, unit: str = "readings/s") -> str:
+        value = result[key]
+        r = ratio.get(key)
+        return f"| {name} | {value:,} {unit} | {'' if r is None else f'{r:.2f}'} |"
+
+    lines = [
+        "# Performance",
+        "",
+        "Measured by `floorsight bench` (module docstring of `floorsight/bench.py` says how each",
+        "figure is taken). Regenerate this page with the command below.",
+        "",
+        f"- command: `{command}`",
+        f"- date: {datetime.now(tz=UTC):%Y-%m-%d %H:%M} UTC, {result['seconds']:.0f} s",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']:g} GB RAM, "
+        f"Python {m['python']}, {m['os']}",
+        f"- load average (1, 5, 15 min) before: {_loads(result['load_average']['before'])}, "
+        f"after: {_loads(result['load_average']['after'])} (other work on the machine slows "
+        "every figure)",
+        f"- plant: {s['machines']} machines x {s['sensors']} sensors at {s['sample_hz']} Hz "
+        f"({s['machines'] * s['sensors'] * s['sample_hz']:,} readings/s of plant time), "
+        f"{result['readings']:,} readings ({s['seconds']:g} s of plant time), "
+        f"{s['window_s']:g} s windows, source batches of {s['batch_rows']:,} readings, "
+        f"polars threads per worker: {s['threads']}",
+        "",
+        "| measurement | value | ratio to the slowest limit |",
+        "| --- | --- | --- |",
+        row("end to end, 1 worker process", "readings_per_s"),
+        row(f"end to end, {n} worker processes", f"readings_per_s_{n}_workers"),
+        row("limit (a) engine: Bytewax moving the same items", "limit_engine_readings_per_s"),
+        row("limit (b) compute: join + window features in polars", "limit_compute_readings_per_s"),
+        row("limit (c) models: score step outside the dataflow", "limit_models_readings_per_s"),
+        row("limit (d) DuckDB: appending the same rows", "limit_duckdb_readings_per_s"),
+        f"| scaling, {n} processes / 1 | {result['scaling_2_workers']:.2f} | |",
+        f"| readings per CPU second (user + system), 1 / {n} processes | "
+        f"{result['readings_per_cpu_s']:,} / {result[f'readings_per_cpu_s_{n}_workers']:,} | "
+        f"{result['ratio_to_limit_cpu']:.2f} (1 process, to the slowest limit in CPU time: "
+        f"{result['limit_slowest_cpu']}, {result['limit_readings_per_cpu_s']:,}) |",
+        f"| event-to-alert latency p50 / p99 (load {result['latency_load_readings_per_s']:,} "
+        f"readings/s, {result['latency_alerts']} alerts) | {result['latency_p50_ms']:,} / "
+        f"{result['latency_p99_ms']:,} ms | |",
+        f"| p99 latency beyond the window length ({s['window_s']:g} s; allowed lateness "
+        f"{s['lateness_s']:g} s) | {result['latency_p99_beyond_window_ms']:,} ms | |",
+        f"| peak RSS, 1 worker process | {result['peak_rss_mb']:,} MB | |",
+        f"| soak: RSS after hour 1 / after hour {s['soak_hours']:g} / max "
+        f"({s['soak_machines']} machines x {s['soak_sensors']} sensors at {s['soak_hz']} Hz) | "
+        f"{result['soak_rss_mb_start']} / {result['soak_rss_mb_end']} / "
+        f"{result['soak_rss_mb_max']} MB | |",
+        f"| soak: RSS trend over the second half | {result['soak_rss_mb_per_hour']} MB per "
+        "simulated hour | |",
+        "",
+        f"The slowest limit is **{result['limit_slowest']}**. Feature rows written end to end: "
+        f"{result['feature_rows']['end_to_end']:,}; by the compute limit: "
+        f"{result['feature_rows']['compute_limit']:,} (the same windows).",
+        "",
+        "Raw result:",
+        "",
+        "```json",
+        json.dumps(result, indent=1),
+        "```",
+        "",
+        NOTES_MARKER,
+    ]
+    # the hand-written part below the marker (how the figures came about) is kept
+    notes = ""
+    if path.exists() and NOTES_MARKER in path.read_text():
+        notes = path.read_text().split(NOTES_MARKER, 1)[1]
+    path.write_text("\n".join(lines) + (notes or "\n"))
+
+
+def _loads(loads) -> str:
+    return " / ".join(f"{x:.1f}" for x in loads)
+
+
+def main() -> None:  # python -m floorsight.bench PHASE ARGS_JSON
+    name, args = sys.argv[1], json.loads(sys.argv[2])
+    settings = BenchSettings(**args.pop("settings"))
+    work = Path(args.pop("work"))
+    result = PHASES[name](settings, work, **args)
+    print(json.dumps(result, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    main()

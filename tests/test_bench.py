@@ -1,0 +1,99 @@
+"""``floorsight bench`` at a tiny size: every field is there and the runs did what they claim.
+
+No timing assertions: the figures depend on the machine; the test checks the measurement ran
+(the same windows end to end as in the compute limit, alerts seen by the latency run, a soak
+sample per simulated hour) and that the docs page is written from the result.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from floorsight.bench import LIMITS, SIZES, write_docs_page
+
+FIELDS = {
+    "readings_per_s",
+    "readings_per_s_2_workers",
+    "readings_per_cpu_s",
+    "readings_per_cpu_s_2_workers",
+    "limit_readings_per_s",
+    "limit_slowest",
+    *(f"limit_{name}_readings_per_s" for name in LIMITS),
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_p99_beyond_window_ms",
+    "latency_alerts",
+    "latency_load_readings_per_s",
+    "peak_rss_mb",
+    "peak_rss_mb_2_workers",
+    "soak_hours",
+    "soak_rss_mb_start",
+    "soak_rss_mb_end",
+    "soak_rss_mb_max",
+    "soak_rss_mb_per_hour",
+    "ratio_to_limit",
+    "limit_readings_per_cpu_s",
+    "limit_slowest_cpu",
+    "ratio_to_limit_cpu",
+    "limits_readings_per_cpu_s",
+    "scaling_2_workers",
+    "readings",
+    "feature_rows",
+    "settings",
+    "machine",
+    "load_average",
+    "seconds",
+}
+
+
+@pytest.fixture(scope="module")
+def result() -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "floorsight.cli", "bench", "--size", "tiny"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.e2e
+def test_tiny_bench_prints_every_field(result) -> None:
+    assert not FIELDS - set(result), f"missing: {FIELDS - set(result)}"
+    tiny = SIZES["tiny"]
+    assert result["readings"] == tiny.readings
+    for key in ("readings_per_s", "readings_per_s_2_workers", "readings_per_cpu_s", "peak_rss_mb"):
+        assert result[key] > 0
+    limits = {name: result[f"limit_{name}_readings_per_s"] for name in LIMITS}
+    assert result["limit_slowest"] == min(limits, key=limits.__getitem__)
+    assert result["limit_readings_per_s"] == min(limits.values())
+    assert result["ratio_to_limit"]["limit_readings_per_s"] == 1.0
+    assert set(result["limits_readings_per_cpu_s"]) == set(LIMITS)
+    assert result["limit_slowest_cpu"] in LIMITS
+    # the pipeline and the compute limit computed the same windows from the same data
+    rows = result["feature_rows"]
+    assert rows["end_to_end"] == rows["compute_limit"] > 0
+    # the paced run saw alerts on the faulty machines, and their readings waited at least the
+    # allowed lateness after their window (a latency below that would be a measuring error)
+    assert result["latency_alerts"] >= 1
+    assert result["latency_p99_ms"] >= result["latency_p50_ms"] >= tiny.lateness_s * 1000
+    assert result["soak_hours"] == tiny.soak_hours
+    assert result["soak_rss_mb_max"] >= result["soak_rss_mb_end"] > 0
+    assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
+
+
+@pytest.mark.e2e
+def test_docs_page_holds_the_table_the_machine_and_the_command(result, tmp_path) -> None:
+    page = tmp_path / "performance.md"
+    write_docs_page(result, "floorsight bench --size tiny --write-docs", page)
+    text = page.read_text()
+    assert "`floorsight bench --size tiny --write-docs`" in text
+    assert result["machine"]["cpu"] in text
+    assert f"{result['readings_per_s']:,} readings/s" in text
+    assert "| measurement | value | ratio to the slowest limit |" in text
