@@ -283,8 +283,8 @@ def build_flow(
     ]
     if settings.notify is not None:
         alert_rows = op.filter_map("alert_rows", scored, lambda kv: kv[1][1])
-        sink = NotifySink(settings.notify.outbox, settings.notify.routing, context)
-        op.output("notify", alert_rows, sink)
+        notify = NotifySink(settings.notify.outbox, settings.notify.routing, context)
+        op.output("notify", alert_rows, notify)
     if settings.mlflow_uri:
         snapshots = op.filter_map("model_snapshots", scored, lambda kv: kv[1][2])
         op.output("mlflow", snapshots, MlflowSnapshotSink(settings.mlflow_uri))
