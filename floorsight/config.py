@@ -27,3 +27,21 @@ def default_db_path() -> Path:
 
 def default_context_dir() -> Path:
     return home() / "erp"
+
+
+def mlflow_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, or a SQLite store under the home folder (tracking and registry)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    path = home() / "mlflow" / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def mlflow_artifact_location(tracking_uri: str) -> str:
+    """Where runs of a new experiment keep their artifacts: beside a SQLite store's file, else
+    the server's default (None-like empty string is not allowed, so a folder under home)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    return (home() / "mlflow" / "artifacts").as_uri()

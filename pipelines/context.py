@@ -6,10 +6,17 @@ order was valid is held for a bounded event time in case its context arrives lat
 (:class:`ContextHold`), then gets empty context columns: it is kept and flagged, never dropped.
 The folder is re-read when its files change, so new work orders and changeovers reach the
 pipeline without a restart.
+
+Every load is checked twice: row by row (a bad row becomes a dead letter with its reason) and as
+a whole by the Great Expectations suites of ``features.expectations`` (keys unique, LSL < target
+< USL, times ordered, foreign keys resolve). A load that fails its suites while a load that
+passed them is in use is rejected as a whole, with its report, and the pipeline keeps the last
+good context (see docs/data-quality.md).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -21,7 +28,10 @@ import duckdb
 import polars as pl
 
 from floorsight.features import CONTEXT_COLUMNS
+from floorsight.features.expectations import ValidationReport, content_hash, validate_context
 from floorsight.records import TIMESTAMP
+
+log = logging.getLogger("floorsight.context")
 
 WORK_ORDER_SCHEMA: dict[str, pl.DataType] = {
     "work_order": pl.String(),
@@ -66,6 +76,14 @@ class ErpContext:
     work_orders: pl.DataFrame
     spec_limits: pl.DataFrame
     records: dict[str, pl.DataFrame] = field(default_factory=dict)
+    #: the context suites' results on this load's tables, as read (before the row checks)
+    validation: tuple[ValidationReport, ...] = ()
+    #: content hash of the tables as read: equal loads have equal fingerprints
+    fingerprint: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return all(r.success for r in self.validation)
 
     @classmethod
     def empty(cls) -> ErpContext:
@@ -205,7 +223,54 @@ def _checked(
     spec, spec_dead = check_spec_limits(spec_limits)
     wo = wo.join(batch_map, on="work_order", how="left").with_columns(pl.col("batch").fill_null(""))
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
-    return ErpContext(wo, spec, records), (pl.concat(dead) if dead else None)
+    raw = {"work_orders": work_orders, "spec_limits": spec_limits, **records}
+    fingerprint = "|".join(f"{name}:{content_hash(frame)}" for name, frame in sorted(raw.items()))
+    validation = _validation(fingerprint, raw)
+    context = ErpContext(wo, spec, records, validation, fingerprint)
+    return context, (pl.concat(dead) if dead else None)
+
+
+_validated: dict[str, tuple[ValidationReport, ...]] = {}
+
+
+def _validation(fingerprint: str, raw: dict[str, pl.DataFrame]) -> tuple[ValidationReport, ...]:
+    """The context suites' reports on ``raw``, computed once per content (polled sources re-read
+    the same tables every few seconds)."""
+    if fingerprint not in _validated:
+        if len(_validated) >= 16:
+            _validated.pop(next(iter(_validated)))
+        _validated[fingerprint] = tuple(validate_context(raw))
+    return _validated[fingerprint]
+
+
+def _rejected_load(report: str) -> pl.DataFrame:
+    """One dead letter that records a context load rejected as a whole."""
+    reason = "context load rejected (failed its expectation suites); the last good context stays"
+    return pl.DataFrame(
+        {
+            "source": ["context:load"],
+            "machine_id": [None],
+            "sensor": [None],
+            "ts": [None],
+            "value": [None],
+            "raw": [report],
+            "reason": [reason],
+        },
+        schema={
+            "source": pl.String,
+            "machine_id": pl.String,
+            "sensor": pl.String,
+            "ts": TIMESTAMP,
+            "value": pl.Float64,
+            "raw": pl.String,
+            "reason": pl.String,
+        },
+    ).with_columns(
+        dead_letter_id=pl.concat_str(["source", "raw"], separator="|")
+        .hash(seed=17)
+        .cast(pl.String),
+        received_at=pl.lit(datetime.now(tz=UTC)).cast(TIMESTAMP),
+    )
 
 
 def _missing(frame: pl.DataFrame, columns, source: str) -> None:
@@ -382,6 +447,11 @@ class ContextStore:
         self._stamp: tuple[float, ...] | None = None
         self._context = ErpContext.empty()
         self._dead: list[pl.DataFrame] = []
+        self._reports: list[ValidationReport] = []
+        self._fingerprint: str | None = None
+        #: whether the context in use passed its suites (then a failing load is rejected)
+        self.good = False
+        self.rejected_loads = 0
 
     @property
     def is_duckdb(self) -> bool:
@@ -396,18 +466,41 @@ class ContextStore:
         if self.url is not None:
             if time.monotonic() - self._read_at >= self.refresh.total_seconds():
                 self._read_at = time.monotonic()
-                self._context, dead = load_postgres_context(self.url)
-                if dead is not None:
-                    self._dead.append(dead)
+                self._use(*load_postgres_context(self.url))
             return self._context
         stamp = tuple(f.stat().st_mtime if f.exists() else -1.0 for f in self._files())
         if stamp != self._stamp and min(stamp) >= 0:
             loader = load_duckdb_context if self.is_duckdb else load_context
-            self._context, dead = loader(self.directory)
-            if dead is not None:
-                self._dead.append(dead)
+            self._use(*loader(self.directory))
             self._stamp = stamp
         return self._context
+
+    def _use(self, loaded: ErpContext, dead: pl.DataFrame | None) -> None:
+        """Take a new load, or reject it and keep the last good context."""
+        if loaded.fingerprint and loaded.fingerprint == self._fingerprint:
+            return  # the same tables again (a polled source): nothing new to check or report
+        self._fingerprint = loaded.fingerprint
+        self._reports.extend(loaded.validation)
+        if not loaded.valid and self.good:
+            self.rejected_loads += 1
+            report = "\n".join(r.report for r in loaded.validation if not r.success)
+            log.warning("context load rejected, keeping the last good context:\n%s", report)
+            self._dead.append(_rejected_load(report))
+            return
+        if not loaded.valid:
+            log.warning(
+                "context fails its suites and no valid context was loaded before: using the "
+                "rows that pass the row checks"
+            )
+        self._context = loaded
+        self.good = loaded.valid
+        if dead is not None:
+            self._dead.append(dead)
+
+    def take_reports(self) -> list[ValidationReport]:
+        """Validation reports of the loads since the last call (accepted or rejected)."""
+        reports, self._reports = self._reports, []
+        return reports
 
     def take_dead(self) -> pl.DataFrame | None:
         """Context rows rejected since the last call (as dead letters), or None."""

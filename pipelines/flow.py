@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bytewax.operators as op
 import polars as pl
@@ -21,6 +22,7 @@ from bytewax.operators import StatefulLogic
 
 from floorsight.alerts import ALERTS, AlertTracker
 from floorsight.features import FEATURES, WindowAggregator
+from floorsight.features.expectations import VALIDATION_RESULTS, reports_frame
 from floorsight.models import SCORES, MachineAnomalyModel
 from floorsight.models.failure import MachineFailureModel
 from floorsight.pipelines.context import ContextHold, ContextStore
@@ -29,8 +31,11 @@ from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
 from floorsight.pipelines.validate import ReadingRules, check_batch, dead_letters
 from floorsight.storage import Database
 
+if TYPE_CHECKING:  # scikit-learn and MLflow load only when a champion is configured
+    from floorsight.models.champion import ChampionScorer
+
 #: Every table the pipeline writes.
-TABLES = [FEATURES, SCORES, ALERTS, DEAD_LETTERS, WORK_ORDERS, SPEC_LIMITS]
+TABLES = [FEATURES, SCORES, ALERTS, DEAD_LETTERS, WORK_ORDERS, SPEC_LIMITS, VALIDATION_RESULTS]
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,13 @@ def mirror_context(context: ContextStore, db_path: Path) -> None:
     db = Database(db_path, TABLES)
     db.create()
     dead = context.take_dead()
+    reports = context.take_reports()
     db.upsert(
         {
             "work_orders": [erp.work_orders],
             "spec_limits": [erp.spec_limits],
             "dead_letters": [dead] if dead is not None else [],
+            "validation_results": [reports_frame(reports)] if reports else [],
         }
     )
     # the rest of the context (lots, genealogy, maintenance log, lab results, ...) as erp_* tables
@@ -104,6 +111,9 @@ class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], Contex
         dead = self.context.take_dead()
         if dead is not None:
             out.append(("context_dead", dead))
+        reports = self.context.take_reports()
+        if reports:
+            out.append(("validation", reports_frame(reports)))
         joined = self.hold.push(erp, value)
         if joined is not None:
             out.append(("joined", joined))
@@ -133,8 +143,13 @@ def build_flow(
     db_path: Path,
     settings: PipelineSettings = PipelineSettings(),
     flow_id: str = "floorsight",
+    champion: ChampionScorer | None = None,
 ) -> Dataflow:
-    """The dataflow from a source of reading frames to the DuckDB tables in ``db_path``."""
+    """The dataflow from a source of reading frames to the DuckDB tables in ``db_path``.
+
+    With ``champion``, the MLflow champion scores every machine's closed windows beside the
+    online models (its own step; a new champion version is picked up while the flow runs).
+    """
 
     def new_windows(state: WindowAggregator | None) -> _WindowLogic:
         return _WindowLogic(
@@ -183,12 +198,16 @@ def build_flow(
         "join_context", keyed, lambda state: _ContextLogic(context, state, settings.context_hold)
     )
     # (machine_id, ("joined", readings + work_order, product, material_lot at event time)
-    #  | ("context_dead", context rows rejected when the context files changed))
+    #  | ("context_dead", context rows rejected when the context files changed)
+    #  | ("validation", the context suites' reports of a (re)load))
     joined = op.filter_map_value(
         "joined", with_context, lambda t: t[1] if t[0] == "joined" else None
     )
     context_dead = op.filter_map(
         "context_dead", with_context, lambda kv: kv[1][1] if kv[1][0] == "context_dead" else None
+    )
+    validations = op.filter_map(
+        "validation", with_context, lambda kv: kv[1][1] if kv[1][0] == "validation" else None
     )
     windowed = op.stateful("windows", joined, new_windows)
     # (machine_id, ("features" | "late", frame))
@@ -220,7 +239,12 @@ def build_flow(
         op.filter_map("w_features", features, lambda kv: rows("features")(kv[1])),
         op.filter_map("w_scores", scored, lambda kv: rows("scores")(kv[1][0])),
         op.filter_map("w_alerts", scored, lambda kv: rows("alerts")(kv[1][1])),
+        op.filter_map("w_validation", validations, rows("validation_results")),
     ]
+    if champion is not None:
+        champion_scores = op.filter_map_value("champion", features, champion.score)
+        # (machine_id, champion score rows of the machine's closed windows)
+        out.append(op.filter_map("w_champion", champion_scores, lambda kv: rows("scores")(kv[1])))
     tables = op.merge("tables", *out)
     # (table, (table, frame))
     op.output("duckdb", tables, DuckDBSink(db_path, TABLES, flush_interval=settings.flush_interval))
