@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -430,10 +430,28 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+_context_cache: dict[tuple[str, str], ValidationReport] = {}
+
+
 def validate_context(tables: dict[str, pl.DataFrame]) -> list[ValidationReport]:
-    """Every context suite on its table of this load; FKs are resolved within ``tables``."""
+    """Every context suite on its table of this load; FKs are resolved within ``tables``.
+
+    A table whose content and rules (foreign-key sets included) are unchanged since an earlier
+    load is not validated again: its earlier result is reported with the new time, so a reload
+    that touches one table costs one suite.
+    """
     typed_tables = {name: typed(frame) for name, frame in tables.items()}
-    return [validate(typed_tables[s.table_name], s) for s in context_suites(typed_tables)]
+    reports = []
+    for suite in context_suites(typed_tables):
+        frame = typed_tables[suite.table_name]
+        key = (content_hash(frame), hashlib.sha256(repr(suite).encode()).hexdigest())
+        cached = _context_cache.get(key)
+        if cached is None:
+            if len(_context_cache) >= 256:
+                _context_cache.pop(next(iter(_context_cache)))
+            cached = _context_cache[key] = validate(frame, suite)
+        reports.append(replace(cached, validated_at=datetime.now(tz=UTC)))
+    return reports
 
 
 def validate_features(

@@ -45,6 +45,9 @@ class RunConfig:
     snapshot_s: float = 2.0
     process_id: int | None = None
     addresses: list[str] | None = None
+    champion: str | None = None  # registered model whose `champion` alias is scored too
+    mlflow_uri: str | None = None
+    champion_poll_s: float = 10.0
 
     @property
     def partitions(self) -> int:
@@ -61,6 +64,10 @@ class RunConfig:
         ]
         if self.recovery is not None:
             out += ["--recovery", str(self.recovery)]
+        if self.champion is not None:
+            out += ["--champion", self.champion, "--champion-poll-s", str(self.champion_poll_s)]
+        if self.mlflow_uri is not None:
+            out += ["--mlflow-uri", self.mlflow_uri]
         return out
 
     def _source_args(self) -> tuple[str, str]:
@@ -100,7 +107,14 @@ def run_pipeline(cfg: RunConfig) -> int:
         source = MqttSource(host, int(port), stop=stop, units=sensor_units(cfg.context))
     else:
         source = ReplaySource(cfg.history, cfg.partitions, cfg.batch_rows, stop=stop)
-    flow = build_flow(source, ContextStore(cfg.context), cfg.db, settings)
+    champion = None
+    if cfg.champion is not None:
+        from floorsight.models.champion import ChampionScorer
+
+        champion = ChampionScorer(
+            cfg.champion, cfg.mlflow_uri, poll=timedelta(seconds=cfg.champion_poll_s)
+        )
+    flow = build_flow(source, ContextStore(cfg.context), cfg.db, settings, champion=champion)
     with stop_on_signals(stop, log.warning, "stopping: flushing the database ..."):
         cli_main(
             flow,

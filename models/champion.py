@@ -1,11 +1,12 @@
 """The MLflow champion in the stream: the registered model behind the ``champion`` alias.
 
-A data scientist trains a failure-within-horizon classifier in the notebooks, registers it in
-MLflow with its decision threshold, horizon and feature columns as model-version tags
-(:func:`log_failure_model`), and points the ``champion`` alias at the version that should run
-(:func:`promote`). The pipeline's champion step holds a :class:`ChampionScorer`: it scores each
-machine's closed windows with the champion and checks the alias at most every ``poll``; when
-the alias moves, the new version is loaded and used from the next batch on, without a restart.
+A data scientist trains a failure-within-horizon classifier in the notebooks, logs it
+(:func:`log_model`), registers it in MLflow with its decision threshold, horizon and feature
+columns as model-version tags (:func:`register_failure_model`), and points the ``champion``
+alias at the version that should run (:func:`promote`). The pipeline's champion step holds a
+:class:`ChampionScorer`: it scores each machine's closed windows with the champion and checks
+the alias at most every ``poll``; when the alias moves, the new version is loaded and used from
+the next batch on, without a restart.
 
 Score rows use the score table's schema: ``model`` is ``champion:<registered name>@v<version>``,
 ``score`` the calibrated probability of a failure within the horizon, ``is_anomaly`` whether it
@@ -119,7 +120,7 @@ def _load(client, name: str, version) -> Champion:
     if missing:
         raise ValueError(
             f"model {name} v{version.version} lacks the tags {missing}: "
-            "register it with floorsight.models.champion.log_failure_model"
+            "register it with floorsight.models.champion.register_failure_model"
         )
     model = mlflow.sklearn.load_model(client.get_model_version_download_uri(name, version.version))
     return Champion(
@@ -210,30 +211,38 @@ def experiment(name: str, tracking_uri: str | None = None) -> str:
     return experiment_id
 
 
-def log_failure_model(
-    model,
-    name: str,
-    feature_columns: list[str],
-    threshold: float,
-    horizon: timedelta,
-    input_example=None,
-) -> int:
-    """Log ``model`` in the active run, register it as a new version of ``name``, tag it with
-    what the stream needs (threshold, horizon, feature columns); returns the version number."""
-    import mlflow
+def log_model(model, input_example=None) -> str:
+    """Log a fitted scikit-learn model in the active MLflow run (skops format); returns its URI."""
     import mlflow.sklearn
     import sklearn
 
     info = mlflow.sklearn.log_model(
         model,
         name="model",
-        registered_model_name=name,
         input_example=input_example,
         skops_trusted_types=TRUSTED_TYPES,
         # pinned here instead of inferred (inference loads the model in a subprocess)
         pip_requirements=[f"scikit-learn=={sklearn.__version__}", "floorsight"],
     )
-    version = int(info.registered_model_version)
+    return info.model_uri
+
+
+def register_failure_model(
+    model_uri: str,
+    name: str,
+    feature_columns: list[str],
+    threshold: float,
+    horizon: timedelta,
+    tracking_uri: str | None = None,
+) -> int:
+    """Register a logged failure classifier as a new version of ``name``, tagged with what the
+    stream needs (decision threshold, horizon, feature columns); returns the version number."""
+    import mlflow
+
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    version = mlflow.register_model(model_uri, name)
     client = _client(mlflow.get_registry_uri())
     tags = {
         THRESHOLD_TAG: str(threshold),
@@ -241,8 +250,8 @@ def log_failure_model(
         FEATURES_TAG: json.dumps(list(feature_columns)),
     }
     for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, value)
-    return version
+        client.set_model_version_tag(name, version.version, key, value)
+    return int(version.version)
 
 
 def promote(name: str, version: int, tracking_uri: str | None = None) -> None:
@@ -250,12 +259,127 @@ def promote(name: str, version: int, tracking_uri: str | None = None) -> None:
     _client(tracking_uri).set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
 
 
+# ---------------------------------------------------------------- comparing models on recent data
+
+
+def compare_scores(
+    scores: pl.DataFrame,
+    maintenance_log: pl.DataFrame,
+    horizon: timedelta,
+    known_until=None,
+) -> pl.DataFrame:
+    """Every model of a ``scores`` frame against the failures of the maintenance log.
+
+    A window's label is a failure of its machine within ``horizon`` after it (windows whose
+    label is not known yet are left out). Per model: windows, positives, alarms
+    (``is_anomaly``), window precision and recall, ROC AUC and average precision of ``score``,
+    Brier score (meaningful for probabilities), failures in the period, how many had an alarm
+    within the horizon before them, and the median lead time of the first such alarm.
+    """
+    import numpy as np
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    from floorsight.models.training import failure_labels
+
+    rows = []
+    failures = maintenance_log.filter(pl.col("kind") == "failure")
+    for model, part in scores.partition_by("model", as_dict=True).items():
+        labelled = failure_labels(part, maintenance_log, horizon, known_until)
+        y = labelled["failure_within"].to_numpy()
+        p = labelled["score"].to_numpy()
+        alarm = labelled["is_anomaly"].to_numpy()
+        both = 0 < y.sum() < len(y)
+        in_period = failures.filter(
+            pl.col("machine_id").is_in(part["machine_id"].unique().implode())
+            & (pl.col("start") > part["window_end"].min())
+            & (pl.col("start") <= part["window_end"].max())
+        )
+        leads = []
+        for machine_id, failed_at in in_period.select("machine_id", "start").iter_rows():
+            alarms = part.filter(
+                (pl.col("machine_id") == machine_id)
+                & pl.col("is_anomaly")
+                & (pl.col("window_end") <= failed_at)
+                & (pl.col("window_end") >= failed_at - horizon)
+            )
+            if alarms.height:
+                leads.append((failed_at - alarms["window_end"].min()) / timedelta(minutes=1))
+        tp = int((alarm & (y == 1)).sum())
+        rows.append(
+            {
+                "model": model[0],
+                "windows": len(y),
+                "positives": int(y.sum()),
+                "alarms": int(alarm.sum()),
+                "precision": tp / alarm.sum() if alarm.sum() else None,
+                "recall": tp / y.sum() if y.sum() else None,
+                "roc_auc": float(roc_auc_score(y, p)) if both else None,
+                "average_precision": float(average_precision_score(y, p)) if both else None,
+                "brier": float(brier_score_loss(y, p)) if len(y) else None,
+                "failures": in_period.height,
+                "failures_warned": len(leads),
+                "median_lead_min": float(np.median(leads)) if leads else None,
+            }
+        )
+    schema = {
+        "model": pl.String,
+        "windows": pl.Int64,
+        "positives": pl.Int64,
+        "alarms": pl.Int64,
+        "precision": pl.Float64,
+        "recall": pl.Float64,
+        "roc_auc": pl.Float64,
+        "average_precision": pl.Float64,
+        "brier": pl.Float64,
+        "failures": pl.Int64,
+        "failures_warned": pl.Int64,
+        "median_lead_min": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema).sort("model")
+
+
+def registered_models(tracking_uri: str | None = None) -> pl.DataFrame:
+    """One row per registered model version: aliases, tags the stream reads, its run's metrics."""
+    client = _client(tracking_uri)
+    rows = []
+    for model in client.search_registered_models():
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        for v in client.search_model_versions(f"name = '{model.name}'"):
+            metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
+            rows.append(
+                {
+                    "name": model.name,
+                    "version": int(v.version),
+                    "aliases": ",".join(sorted(aliases.get(str(v.version), []))),
+                    "threshold": v.tags.get(THRESHOLD_TAG),
+                    "horizon_h": v.tags.get(HORIZON_TAG),
+                    "run_id": v.run_id or "",
+                    "metrics": json.dumps({k: round(val, 4) for k, val in sorted(metrics.items())}),
+                }
+            )
+    schema = {
+        "name": pl.String,
+        "version": pl.Int64,
+        "aliases": pl.String,
+        "threshold": pl.String,
+        "horizon_h": pl.String,
+        "run_id": pl.String,
+        "metrics": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema).sort("name", "version")
+
+
 __all__ = [
     "CHAMPION_ALIAS",
     "Champion",
     "ChampionScorer",
+    "compare_scores",
     "experiment",
     "load_champion",
-    "log_failure_model",
+    "log_model",
     "promote",
+    "register_failure_model",
+    "registered_models",
 ]

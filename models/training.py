@@ -4,6 +4,7 @@ The notebooks and the pipeline's champion step share this module, so a model is 
 exactly the columns it is later scored on in the stream (no copy of the feature code in a
 notebook).
 
+- :func:`load_training_features`: the ``features`` table, refused unless it passes its suite.
 - :func:`window_matrix`: the long ``features`` table (one row per machine, sensor and window)
   as one row per machine window with a column per ``sensor.statistic``.
 - :func:`failure_labels`: whether the machine failed (CMMS ``maintenance_log``, kind
@@ -29,13 +30,37 @@ import pandas as pd
 import polars as pl
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from floorsight.features.expectations import content_hash
+from floorsight.features.expectations import (
+    ValidationReport,
+    content_hash,
+    require_valid,
+    validate_features,
+)
+from floorsight.storage import Database
 
 #: Columns that identify a machine window (a window spanning a changeover is two rows).
 WINDOW_KEYS = ("machine_id", "window_start", "window_end", "work_order", "product", "material_lot")
 
 #: Window statistics the offline models read, per sensor.
 MATRIX_STATISTICS = ("mean", "std", "slope")
+
+
+def load_training_features(
+    db_path,
+    fresh_since: datetime | None = None,
+    ranges: dict[str, tuple[float, float]] | None = None,
+) -> tuple[pl.DataFrame, ValidationReport]:
+    """The ``features`` table of a pipeline database, if it passes the feature suite.
+
+    Raises :class:`~floorsight.features.expectations.DataValidationError` (with the report)
+    when it does not: a model is never trained on data that failed its checks.
+    """
+    features = Database(db_path).query(
+        "SELECT * FROM features ORDER BY window_start, machine_id, sensor, work_order"
+    )
+    report = validate_features(features, fresh_since, ranges)
+    require_valid([report])
+    return features, report
 
 
 def window_matrix(
@@ -280,6 +305,7 @@ __all__ = [
     "TimeSplit",
     "failure_labels",
     "feature_columns",
+    "load_training_features",
     "model_input",
     "provenance",
     "quality_targets",

@@ -225,22 +225,9 @@ def _checked(
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
     raw = {"work_orders": work_orders, "spec_limits": spec_limits, **records}
     fingerprint = "|".join(f"{name}:{content_hash(frame)}" for name, frame in sorted(raw.items()))
-    validation = _validation(fingerprint, raw)
+    validation = tuple(validate_context(raw))
     context = ErpContext(wo, spec, records, validation, fingerprint)
     return context, (pl.concat(dead) if dead else None)
-
-
-_validated: dict[str, tuple[ValidationReport, ...]] = {}
-
-
-def _validation(fingerprint: str, raw: dict[str, pl.DataFrame]) -> tuple[ValidationReport, ...]:
-    """The context suites' reports on ``raw``, computed once per content (polled sources re-read
-    the same tables every few seconds)."""
-    if fingerprint not in _validated:
-        if len(_validated) >= 16:
-            _validated.pop(next(iter(_validated)))
-        _validated[fingerprint] = tuple(validate_context(raw))
-    return _validated[fingerprint]
 
 
 def _rejected_load(report: str) -> pl.DataFrame:
