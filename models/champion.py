@@ -35,8 +35,15 @@ CHAMPION_ALIAS = "champion"
 THRESHOLD_TAG = "decision_threshold"
 HORIZON_TAG = "horizon_h"
 FEATURES_TAG = "feature_columns"
-#: types outside scikit-learn that the skops format must be told to trust when loading
-TRUSTED_TYPES = ["floorsight.models.training.ProductStandardizer"]
+#: types skops does not trust by default, in the models floorsight trains itself (our own
+#: transformer, calibration and the gradient-boosting trees); a model from elsewhere that needs
+#: other types fails to load instead of running unreviewed code
+TRUSTED_TYPES = [
+    "floorsight.models.training.ProductStandardizer",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]
 
 
 @dataclass(frozen=True)
