@@ -25,7 +25,7 @@ from floorsight.features.expectations import (
 )
 from floorsight.features.tables import FEATURES
 from floorsight.models.training import load_training_features
-from floorsight.pipelines.context import ContextStore
+from floorsight.pipelines.context import RECORD_TABLES, ContextStore
 from floorsight.pipelines.flow import PipelineSettings, build_flow
 from floorsight.simulate import PlantOptions, make_plant
 from floorsight.simulators import build_plant
@@ -34,18 +34,7 @@ from floorsight.storage import Database
 from tests.conftest import T0
 from tests.streaming import FedInput, wait_for
 
-ALL_TABLES = {
-    "products",
-    "recipes",
-    "spec_limits",
-    "work_orders",
-    "batches",
-    "material_lots",
-    "genealogy",
-    "customer_orders",
-    "maintenance_log",
-    "lab_results",
-}
+ALL_TABLES = {"work_orders", "spec_limits", *RECORD_TABLES}
 
 
 @pytest.fixture(scope="module")
