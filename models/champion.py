@@ -146,7 +146,8 @@ class ChampionScorer:
     The alias is looked up at most every ``poll`` (wall time) when frames arrive; a changed
     version is loaded before the frame is scored. While no champion is registered, or the
     registry cannot be read, nothing is scored and the scorer keeps looking (the rest of the
-    pipeline runs on). Safe to share between worker threads.
+    pipeline runs on); a version that fails to score is logged and skipped the same way. Safe to
+    share between worker threads.
     """
 
     def __init__(
@@ -164,6 +165,7 @@ class ChampionScorer:
         self._checked_at = -float("inf")
         self._lock = threading.Lock()
         self._warned = False
+        self._failing: int | None = None
 
     def current(self) -> Champion | None:
         """The champion to score with now (checks the registry when ``poll`` has passed)."""
@@ -196,7 +198,15 @@ class ChampionScorer:
 
     def score(self, features: pl.DataFrame) -> pl.DataFrame | None:
         champion = self.current()
-        return None if champion is None else champion.score(features)
+        if champion is None:
+            return None
+        try:
+            return champion.score(features)
+        except Exception as e:  # a model that cannot score must not stop the pipeline
+            if self._failing != champion.version:
+                log.exception("champion %s cannot score (%s): skipping its rows", champion.label, e)
+                self._failing = champion.version
+            return None
 
 
 def experiment(name: str, tracking_uri: str | None = None) -> str:
