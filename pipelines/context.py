@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -76,14 +77,10 @@ class ErpContext:
     work_orders: pl.DataFrame
     spec_limits: pl.DataFrame
     records: dict[str, pl.DataFrame] = field(default_factory=dict)
-    #: the context suites' results on this load's tables, as read (before the row checks)
-    validation: tuple[ValidationReport, ...] = ()
+    #: the tables as read (before the row checks): what the context suites judge
+    raw: dict[str, pl.DataFrame] = field(default_factory=dict)
     #: content hash of the tables as read: equal loads have equal fingerprints
     fingerprint: str = ""
-
-    @property
-    def valid(self) -> bool:
-        return all(r.success for r in self.validation)
 
     @classmethod
     def empty(cls) -> ErpContext:
@@ -225,8 +222,7 @@ def _checked(
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
     raw = {"work_orders": work_orders, "spec_limits": spec_limits, **records}
     fingerprint = "|".join(f"{name}:{content_hash(frame)}" for name, frame in sorted(raw.items()))
-    validation = tuple(validate_context(raw))
-    context = ErpContext(wo, spec, records, validation, fingerprint)
+    context = ErpContext(wo, spec, records, raw, fingerprint)
     return context, (pl.concat(dead) if dead else None)
 
 
@@ -439,6 +435,8 @@ class ContextStore:
         #: whether the context in use passed its suites (then a failing load is rejected)
         self.good = False
         self.rejected_loads = 0
+        self._lock = threading.Lock()
+        self._first_verdict: threading.Thread | None = None
 
     @property
     def is_duckdb(self) -> bool:
@@ -466,27 +464,64 @@ class ContextStore:
         """Take a new load, or reject it and keep the last good context."""
         if loaded.fingerprint and loaded.fingerprint == self._fingerprint:
             return  # the same tables again (a polled source): nothing new to check or report
+        first = self._fingerprint is None
         self._fingerprint = loaded.fingerprint
-        self._reports.extend(loaded.validation)
-        if not loaded.valid and self.good:
+        if first:
+            # nothing to fall back on: the first load is used whatever its verdict, so it is
+            # judged in the background and the pipeline starts at once (importing GX is slow)
+            self._take(loaded, dead)
+            self._first_verdict = threading.Thread(
+                target=self._judge_first, args=(loaded,), name="context-suites", daemon=True
+            )
+            self._first_verdict.start()
+            return
+        self._wait_first_verdict()
+        reports = validate_context(loaded.raw)
+        valid = all(r.success for r in reports)
+        with self._lock:
+            self._reports.extend(reports)
+        if not valid and self.good:
             self.rejected_loads += 1
-            report = "\n".join(r.report for r in loaded.validation if not r.success)
+            report = "\n".join(r.report for r in reports if not r.success)
             log.warning("context load rejected, keeping the last good context:\n%s", report)
             self._dead.append(_rejected_load(report))
             return
-        if not loaded.valid:
+        if not valid:
             log.warning(
                 "context fails its suites and no valid context was loaded before: using the "
                 "rows that pass the row checks"
             )
+        self._take(loaded, dead)
+        self.good = valid
+
+    def _take(self, loaded: ErpContext, dead: pl.DataFrame | None) -> None:
         self._context = loaded
-        self.good = loaded.valid
         if dead is not None:
             self._dead.append(dead)
 
-    def take_reports(self) -> list[ValidationReport]:
-        """Validation reports of the loads since the last call (accepted or rejected)."""
-        reports, self._reports = self._reports, []
+    def _judge_first(self, loaded: ErpContext) -> None:
+        reports = validate_context(loaded.raw)
+        with self._lock:
+            self._reports.extend(reports)
+        self.good = all(r.success for r in reports)
+        if not self.good:
+            log.warning(
+                "the first context load fails its suites: it stays in use (nothing to fall "
+                "back on) until a load that passes arrives"
+            )
+
+    def _wait_first_verdict(self) -> None:
+        if self._first_verdict is not None:
+            self._first_verdict.join()
+            self._first_verdict = None
+
+    def take_reports(self, wait: bool = False) -> list[ValidationReport]:
+        """Validation reports of the loads since the last call (accepted or rejected); with
+        ``wait``, after the first load's verdict is in (at the end of a run)."""
+        if wait:
+            self._wait_first_verdict()
+        with self._lock:
+            reports, self._reports = self._reports, []
         return reports
 
     def take_dead(self) -> pl.DataFrame | None:

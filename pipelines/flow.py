@@ -121,7 +121,11 @@ class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], Contex
 
     def on_eof(self) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
         joined = self.hold.flush(self.context.current())
-        return ([("joined", joined)] if joined is not None else []), StatefulLogic.RETAIN
+        out = [("joined", joined)] if joined is not None else []
+        reports = self.context.take_reports(wait=True)  # a short run ends before the verdict
+        if reports:
+            out.append(("validation", reports_frame(reports)))
+        return out, StatefulLogic.RETAIN
 
     def snapshot(self) -> ContextHold:
         return copy.deepcopy(self.hold)
