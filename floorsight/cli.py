@@ -240,6 +240,16 @@ def run(
         Path | None,
         typer.Option(help="Route alerts to people and systems (TOML, see docs/alerts.md)."),
     ] = None,
+    champion: Annotated[
+        str | None,
+        typer.Option(help="Also score with this MLflow model's `champion` version (followed)."),
+    ] = None,
+    mlflow_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking/registry URI (default: under home).")
+    ] = None,
+    champion_poll_s: Annotated[
+        float, typer.Option(help="Seconds between looks at the champion alias.")
+    ] = 10.0,
 ) -> None:
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RunConfig, run_pipeline
@@ -263,6 +273,9 @@ def run(
         snapshot_s=snapshot_s,
         process_id=process_id,
         addresses=addresses.split(";") if addresses else None,
+        champion=champion,
+        mlflow_uri=mlflow_uri,
+        champion_poll_s=champion_poll_s,
     )
     code = run_pipeline(cfg)
     if code:
@@ -446,6 +459,91 @@ def evaluate(
             cps = " / ".join(f"{v:.2f}" for v in cp)
             typer.echo(f"{name + ' (paper)':<28}{'-':>6}{'-':>8}{'-':>8}   {cps}")
     typer.echo(json.dumps(result))
+
+
+# ---- floorsight models: the MLflow registry and the champion (issue #8) ----
+
+models_app = typer.Typer(
+    help="Registered models (MLflow), the champion, and how models compare on recent data.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+_MlflowUri = Annotated[
+    str | None, typer.Option(help="MLflow tracking/registry URI (default: under home).")
+]
+
+
+@models_app.command("list")
+def models_list(mlflow_uri: _MlflowUri = None) -> None:
+    """Registered model versions: aliases, decision threshold, horizon, run metrics."""
+    import polars as pl
+
+    from floorsight.models.champion import registered_models
+
+    table = registered_models(mlflow_uri)
+    if table.height == 0:
+        typer.echo("no registered models (train and register one: notebooks/, docs/notebooks.md)")
+        return
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=200):
+        typer.echo(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="Version to make the champion.")],
+    mlflow_uri: _MlflowUri = None,
+) -> None:
+    """Point the `champion` alias at a version; running pipelines switch to it."""
+    from floorsight.models.champion import promote
+
+    promote(name, version, mlflow_uri)
+    typer.echo(f"{name}@champion -> v{version}")
+
+
+@models_app.command("compare")
+def models_compare(
+    db: Annotated[Path, typer.Option(help="DuckDB file the pipeline writes.")] = Path(
+        "var/floorsight.duckdb"
+    ),
+    hours: Annotated[
+        float | None, typer.Option(help="Only the newest H hours of scored windows.")
+    ] = None,
+    horizon_h: Annotated[
+        float, typer.Option(help="A window is positive if its machine fails within this.")
+    ] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Champion and online models on recent scored windows, against the maintenance log."""
+    import polars as pl
+
+    from floorsight.models.champion import compare_scores
+    from floorsight.storage import Database
+
+    database = Database(db)
+    if not database.exists():
+        raise typer.BadParameter(f"{db} does not exist")
+    tables = set(database.query("SHOW TABLES")["name"])
+    if "erp_maintenance_log" not in tables:
+        raise typer.BadParameter(f"{db} has no erp_maintenance_log (failures): run the pipeline")
+    newest = database.query("SELECT max(window_end) AS t FROM scores")["t"][0]
+    since = newest - timedelta(hours=hours) if hours is not None and newest else None
+    scores = database.query(
+        "SELECT * FROM scores WHERE window_end >= coalesce(?, window_end)", [since]
+    )
+    log = database.query("SELECT * FROM erp_maintenance_log")
+    result = compare_scores(scores, log, timedelta(hours=horizon_h))
+    if as_json:
+        for row in result.iter_rows(named=True):
+            typer.echo(json.dumps(row))
+        return
+    typer.echo(
+        f"{scores.height} scored windows from {scores['window_end'].min()} to {newest}; "
+        f"positive = failure within {horizon_h:g} h (maintenance_log)"
+    )
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, float_precision=3):
+        typer.echo(result)
 
 
 def main() -> None:

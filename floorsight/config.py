@@ -30,5 +30,18 @@ def default_context_dir() -> Path:
 
 
 def mlflow_tracking_uri() -> str:
-    """MLflow store: ``MLFLOW_TRACKING_URI`` or a SQLite file under :func:`home`."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
+    """``MLFLOW_TRACKING_URI``, or a SQLite store under the home folder (tracking and registry)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    path = home() / "mlflow" / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def mlflow_artifact_location(tracking_uri: str) -> str:
+    """Where runs of a new experiment keep their artifacts: beside a SQLite store's file, else
+    the server's default (None-like empty string is not allowed, so a folder under home)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    return (home() / "mlflow" / "artifacts").as_uri()

@@ -49,6 +49,9 @@ class RunConfig:
     process_id: int | None = None
     addresses: list[str] | None = None
     routing: Path | None = None
+    champion: str | None = None  # registered model whose `champion` alias is scored too
+    mlflow_uri: str | None = None
+    champion_poll_s: float = 10.0
 
     @property
     def outbox(self) -> Path:
@@ -71,6 +74,10 @@ class RunConfig:
             out += ["--recovery", str(self.recovery)]
         if self.routing is not None:
             out += ["--routing", str(self.routing)]
+        if self.champion is not None:
+            out += ["--champion", self.champion, "--champion-poll-s", str(self.champion_poll_s)]
+        if self.mlflow_uri is not None:
+            out += ["--mlflow-uri", self.mlflow_uri]
         return out
 
     def _source_args(self) -> tuple[str, str]:
@@ -123,7 +130,14 @@ def run_pipeline(cfg: RunConfig) -> int:
         source = MqttSource(host, int(port), stop=stop, units=sensor_units(cfg.context))
     else:
         source = ReplaySource(cfg.history, cfg.partitions, cfg.batch_rows, stop=stop)
-    flow = build_flow(source, ContextStore(cfg.context), cfg.db, settings)
+    champion = None
+    if cfg.champion is not None:
+        from floorsight.models.champion import ChampionScorer
+
+        champion = ChampionScorer(
+            cfg.champion, cfg.mlflow_uri, poll=timedelta(seconds=cfg.champion_poll_s)
+        )
+    flow = build_flow(source, ContextStore(cfg.context), cfg.db, settings, champion=champion)
     delivery = dispatcher.start() if dispatcher is not None else None
     try:
         with stop_on_signals(stop, log.warning, "stopping: flushing the database ..."):

@@ -6,12 +6,20 @@ order was valid is held for a bounded event time in case its context arrives lat
 (:class:`ContextHold`), then gets empty context columns: it is kept and flagged, never dropped.
 The folder is re-read when its files change, so new work orders and changeovers reach the
 pipeline without a restart.
+
+Every load is checked twice: row by row (a bad row becomes a dead letter with its reason) and as
+a whole by the Great Expectations suites of ``features.expectations`` (keys unique, LSL < target
+< USL, times ordered, foreign keys resolve). A load that fails its suites while a load that
+passed them is in use is rejected as a whole, with its report, and the pipeline keeps the last
+good context (see docs/data-quality.md).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +29,10 @@ import duckdb
 import polars as pl
 
 from floorsight.features import CONTEXT_COLUMNS
+from floorsight.features.expectations import ValidationReport, content_hash, validate_context
 from floorsight.records import TIMESTAMP
+
+log = logging.getLogger("floorsight.context")
 
 WORK_ORDER_SCHEMA: dict[str, pl.DataType] = {
     "work_order": pl.String(),
@@ -68,6 +79,10 @@ class ErpContext:
     work_orders: pl.DataFrame
     spec_limits: pl.DataFrame
     records: dict[str, pl.DataFrame] = field(default_factory=dict)
+    #: the tables as read (before the row checks): what the context suites judge
+    raw: dict[str, pl.DataFrame] = field(default_factory=dict)
+    #: content hash of the tables as read: equal loads have equal fingerprints
+    fingerprint: str = ""
 
     @classmethod
     def empty(cls) -> ErpContext:
@@ -216,7 +231,40 @@ def _checked(
     spec, spec_dead = check_spec_limits(spec_limits)
     wo = wo.join(batch_map, on="work_order", how="left").with_columns(pl.col("batch").fill_null(""))
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
-    return ErpContext(wo, spec, records), (pl.concat(dead) if dead else None)
+    raw = {"work_orders": work_orders, "spec_limits": spec_limits, **records}
+    fingerprint = "|".join(f"{name}:{content_hash(frame)}" for name, frame in sorted(raw.items()))
+    context = ErpContext(wo, spec, records, raw, fingerprint)
+    return context, (pl.concat(dead) if dead else None)
+
+
+def _rejected_load(report: str) -> pl.DataFrame:
+    """One dead letter that records a context load rejected as a whole."""
+    reason = "context load rejected (failed its expectation suites); the last good context stays"
+    return pl.DataFrame(
+        {
+            "source": ["context:load"],
+            "machine_id": [None],
+            "sensor": [None],
+            "ts": [None],
+            "value": [None],
+            "raw": [report],
+            "reason": [reason],
+        },
+        schema={
+            "source": pl.String,
+            "machine_id": pl.String,
+            "sensor": pl.String,
+            "ts": TIMESTAMP,
+            "value": pl.Float64,
+            "raw": pl.String,
+            "reason": pl.String,
+        },
+    ).with_columns(
+        dead_letter_id=pl.concat_str(["source", "raw"], separator="|")
+        .hash(seed=17)
+        .cast(pl.String),
+        received_at=pl.lit(datetime.now(tz=UTC)).cast(TIMESTAMP),
+    )
 
 
 def _missing(frame: pl.DataFrame, columns, source: str) -> None:
@@ -393,6 +441,13 @@ class ContextStore:
         self._stamp: tuple[float, ...] | None = None
         self._context = ErpContext.empty()
         self._dead: list[pl.DataFrame] = []
+        self._reports: list[ValidationReport] = []
+        self._fingerprint: str | None = None
+        #: whether the context in use passed its suites (then a failing load is rejected)
+        self.good = False
+        self.rejected_loads = 0
+        self._lock = threading.Lock()
+        self._first_verdict: threading.Thread | None = None
 
     @property
     def is_duckdb(self) -> bool:
@@ -407,18 +462,78 @@ class ContextStore:
         if self.url is not None:
             if time.monotonic() - self._read_at >= self.refresh.total_seconds():
                 self._read_at = time.monotonic()
-                self._context, dead = load_postgres_context(self.url)
-                if dead is not None:
-                    self._dead.append(dead)
+                self._use(*load_postgres_context(self.url))
             return self._context
         stamp = tuple(f.stat().st_mtime if f.exists() else -1.0 for f in self._files())
         if stamp != self._stamp and min(stamp) >= 0:
             loader = load_duckdb_context if self.is_duckdb else load_context
-            self._context, dead = loader(self.directory)
-            if dead is not None:
-                self._dead.append(dead)
+            self._use(*loader(self.directory))
             self._stamp = stamp
         return self._context
+
+    def _use(self, loaded: ErpContext, dead: pl.DataFrame | None) -> None:
+        """Take a new load, or reject it and keep the last good context."""
+        if loaded.fingerprint and loaded.fingerprint == self._fingerprint:
+            return  # the same tables again (a polled source): nothing new to check or report
+        first = self._fingerprint is None
+        self._fingerprint = loaded.fingerprint
+        if first:
+            # nothing to fall back on: the first load is used whatever its verdict, so it is
+            # judged in the background and the pipeline starts at once (importing GX is slow)
+            self._take(loaded, dead)
+            self._first_verdict = threading.Thread(
+                target=self._judge_first, args=(loaded,), name="context-suites", daemon=True
+            )
+            self._first_verdict.start()
+            return
+        self._wait_first_verdict()
+        reports = validate_context(loaded.raw)
+        valid = all(r.success for r in reports)
+        with self._lock:
+            self._reports.extend(reports)
+        if not valid and self.good:
+            self.rejected_loads += 1
+            report = "\n".join(r.report for r in reports if not r.success)
+            log.warning("context load rejected, keeping the last good context:\n%s", report)
+            self._dead.append(_rejected_load(report))
+            return
+        if not valid:
+            log.warning(
+                "context fails its suites and no valid context was loaded before: using the "
+                "rows that pass the row checks"
+            )
+        self._take(loaded, dead)
+        self.good = valid
+
+    def _take(self, loaded: ErpContext, dead: pl.DataFrame | None) -> None:
+        self._context = loaded
+        if dead is not None:
+            self._dead.append(dead)
+
+    def _judge_first(self, loaded: ErpContext) -> None:
+        reports = validate_context(loaded.raw)
+        with self._lock:
+            self._reports.extend(reports)
+        self.good = all(r.success for r in reports)
+        if not self.good:
+            log.warning(
+                "the first context load fails its suites: it stays in use (nothing to fall "
+                "back on) until a load that passes arrives"
+            )
+
+    def _wait_first_verdict(self) -> None:
+        if self._first_verdict is not None:
+            self._first_verdict.join()
+            self._first_verdict = None
+
+    def take_reports(self, wait: bool = False) -> list[ValidationReport]:
+        """Validation reports of the loads since the last call (accepted or rejected); with
+        ``wait``, after the first load's verdict is in (at the end of a run)."""
+        if wait:
+            self._wait_first_verdict()
+        with self._lock:
+            reports, self._reports = self._reports, []
+        return reports
 
     def take_dead(self) -> pl.DataFrame | None:
         """Context rows rejected since the last call (as dead letters), or None."""

@@ -16,6 +16,7 @@ import pickle
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bytewax.operators as op
 import polars as pl
@@ -34,6 +35,7 @@ from floorsight.alerts.engine import (
 from floorsight.alerts.feedback import FeedbackStore
 from floorsight.alerts.routing import Routing
 from floorsight.features import FEATURES, WindowAggregator
+from floorsight.features.expectations import VALIDATION_RESULTS, reports_frame
 from floorsight.models import SCORES
 from floorsight.models.deviation_monitor import LabResult, lab_results_by_machine
 from floorsight.models.spc_monitor import SpecLimits, spec_limits_dict
@@ -46,8 +48,11 @@ from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
 from floorsight.pipelines.validate import ReadingRules, check_batch, dead_letters
 from floorsight.storage import Database
 
+if TYPE_CHECKING:  # scikit-learn and MLflow load only when a champion is configured
+    from floorsight.models.champion import ChampionScorer
+
 #: Every table the pipeline writes.
-TABLES = [FEATURES, SCORES, ALERTS, DEAD_LETTERS, WORK_ORDERS, SPEC_LIMITS]
+TABLES = [FEATURES, SCORES, ALERTS, DEAD_LETTERS, WORK_ORDERS, SPEC_LIMITS, VALIDATION_RESULTS]
 
 
 @dataclass(frozen=True)
@@ -90,11 +95,13 @@ def mirror_context(context: ContextStore, db_path: Path) -> None:
     db = Database(db_path, TABLES)
     db.create()
     dead = context.take_dead()
+    reports = context.take_reports()
     db.upsert(
         {
             "work_orders": [erp.work_orders],
             "spec_limits": [erp.spec_limits],
             "dead_letters": [dead] if dead is not None else [],
+            "validation_results": [reports_frame(reports)] if reports else [],
         }
     )
     # the rest of the context (lots, genealogy, maintenance log, lab results, ...) as erp_* tables
@@ -138,6 +145,9 @@ class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], Contex
         dead = self.context.take_dead()
         if dead is not None:
             out.append(("context_dead", dead))
+        reports = self.context.take_reports()
+        if reports:
+            out.append(("validation", reports_frame(reports)))
         joined = self.hold.push(erp, value)
         if joined is not None:
             out.append(("joined", joined))
@@ -145,7 +155,11 @@ class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], Contex
 
     def on_eof(self) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
         joined = self.hold.flush(self.context.current())
-        return ([("joined", joined)] if joined is not None else []), StatefulLogic.RETAIN
+        out = [("joined", joined)] if joined is not None else []
+        reports = self.context.take_reports(wait=True)  # a short run ends before the verdict
+        if reports:
+            out.append(("validation", reports_frame(reports)))
+        return out, StatefulLogic.RETAIN
 
     def snapshot(self) -> ContextHold:
         return copy.deepcopy(self.hold)
@@ -158,11 +172,14 @@ def build_flow(
     settings: PipelineSettings = PipelineSettings(),
     flow_id: str = "floorsight",
     sink: Sink[tuple[str, TableRows]] | None = None,
+    champion: ChampionScorer | None = None,
 ) -> Dataflow:
     """The dataflow from a source of reading frames to the DuckDB tables in ``db_path``.
 
     ``sink`` replaces the default :class:`DuckDBSink` on ``db_path`` (for instance one that
-    reports its commits, to measure latency).
+    reports its commits, to measure latency). With ``champion``, the MLflow champion scores
+    every machine's closed windows beside the online models (its own step; a new champion
+    version is picked up while the flow runs).
     """
 
     def new_windows(state: WindowAggregator | None) -> _WindowLogic:
@@ -237,12 +254,16 @@ def build_flow(
         "join_context", keyed, lambda state: _ContextLogic(context, state, settings.context_hold)
     )
     # (shard key, ("joined", readings + work_order, product, material_lot, batch at event time)
-    #  | ("context_dead", context rows rejected when the context files changed))
+    #  | ("context_dead", context rows rejected when the context files changed)
+    #  | ("validation", the context suites' reports of a (re)load))
     joined = op.filter_map_value(
         "joined", with_context, lambda t: t[1] if t[0] == "joined" else None
     )
     context_dead = op.filter_map(
         "context_dead", with_context, lambda kv: kv[1][1] if kv[1][0] == "context_dead" else None
+    )
+    validations = op.filter_map(
+        "validation", with_context, lambda kv: kv[1][1] if kv[1][0] == "validation" else None
     )
     windowed = op.stateful("windows", joined, new_windows)
     # (shard key, ("features" | "late", frame))
@@ -280,6 +301,7 @@ def build_flow(
         op.filter_map("w_features", features, lambda kv: rows("features")(kv[1])),
         op.filter_map("w_scores", scored, lambda kv: rows("scores")(kv[1][0])),
         op.filter_map("w_alerts", scored, lambda kv: rows("alerts")(kv[1][1])),
+        op.filter_map("w_validation", validations, rows("validation_results")),
     ]
     if settings.notify is not None:
         alert_rows = op.filter_map("alert_rows", scored, lambda kv: kv[1][1])
@@ -288,6 +310,10 @@ def build_flow(
     if settings.mlflow_uri:
         snapshots = op.filter_map("model_snapshots", scored, lambda kv: kv[1][2])
         op.output("mlflow", snapshots, MlflowSnapshotSink(settings.mlflow_uri))
+    if champion is not None:
+        champion_scores = op.filter_map_value("champion", features, champion.score)
+        # (machine_id, champion score rows of the machine's closed windows)
+        out.append(op.filter_map("w_champion", champion_scores, lambda kv: rows("scores")(kv[1])))
     tables = op.merge("tables", *out)
     # (table, (table, frame))
     sink = sink or DuckDBSink(db_path, TABLES, flush_interval=settings.flush_interval)

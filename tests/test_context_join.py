@@ -160,9 +160,11 @@ def test_context_from_a_duckdb_database_equals_the_csv_folder(tmp_path) -> None:
     # an order booked in the database is picked up without a restart
     time.sleep(0.01)
     with duckdb.connect(str(tmp_path / "erp.duckdb")) as con:
+        # (its lot must exist: the context suite checks foreign keys, docs/data-quality.md)
         con.execute(
-            "INSERT INTO work_orders VALUES ('WO-NEW', 'M09', 'P-100', 'L', "
-            "TIMESTAMPTZ '2026-01-05 06:00:00+00', TIMESTAMPTZ '2026-01-05 07:00:00+00')"
+            "INSERT INTO work_orders SELECT 'WO-NEW', 'M09', 'P-100', min(lot_id), "
+            "TIMESTAMPTZ '2026-01-05 06:00:00+00', TIMESTAMPTZ '2026-01-05 07:00:00+00' "
+            "FROM material_lots"
         )
     os.utime(tmp_path / "erp.duckdb")
     assert "WO-NEW" in from_db.current().work_orders["work_order"].to_list()

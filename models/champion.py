@@ -1,0 +1,402 @@
+"""The MLflow champion in the stream: the registered model behind the ``champion`` alias.
+
+A data scientist trains a failure-within-horizon classifier in the notebooks, logs it
+(:func:`log_model`), registers it in MLflow with its decision threshold, horizon and feature
+columns as model-version tags (:func:`register_failure_model`), and points the ``champion``
+alias at the version that should run (:func:`promote`). The pipeline's champion step holds a
+:class:`ChampionScorer`: it scores each machine's closed windows with the champion and checks
+the alias at most every ``poll``; when the alias moves, the new version is loaded and used from
+the next batch on, without a restart.
+
+Score rows use the score table's schema: ``model`` is ``champion:<registered name>@v<version>``,
+``score`` the calibrated probability of a failure within the horizon, ``is_anomaly`` whether it
+reaches the version's decision threshold, ``evidence`` the model, version, threshold, horizon.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import polars as pl
+
+from floorsight.models.machine import SCORE_SCHEMA
+from floorsight.models.training import model_input, window_matrix
+
+log = logging.getLogger("floorsight.champion")
+
+CHAMPION_ALIAS = "champion"
+#: model-version tags a champion carries
+THRESHOLD_TAG = "decision_threshold"
+HORIZON_TAG = "horizon_h"
+FEATURES_TAG = "feature_columns"
+#: types skops does not trust by default, in the models floorsight trains itself (our own
+#: transformer, calibration and the gradient-boosting trees); a model from elsewhere that needs
+#: other types fails to load instead of running unreviewed code
+TRUSTED_TYPES = [
+    "floorsight.models.training.ProductStandardizer",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]
+
+
+@dataclass(frozen=True)
+class Champion:
+    """One loaded version of a registered failure classifier."""
+
+    name: str
+    version: int
+    model: Any  # a fitted scikit-learn classifier reading model_input(...)
+    threshold: float
+    horizon_h: float
+    feature_columns: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"champion:{self.name}@v{self.version}"
+
+    def predict(self, matrix: pl.DataFrame) -> pl.Series:
+        """Probability of a failure within the horizon for each row of a window matrix."""
+        if matrix.height == 0:
+            return pl.Series("score", [], dtype=pl.Float64)
+        proba = self.model.predict_proba(model_input(matrix, list(self.feature_columns)))
+        return pl.Series("score", proba[:, 1], dtype=pl.Float64)
+
+    def score(self, features: pl.DataFrame) -> pl.DataFrame | None:
+        """Score rows (score table schema) for the windows in a ``features`` frame."""
+        matrix = window_matrix(features)
+        if matrix.height == 0:
+            return None
+        evidence = json.dumps(
+            {
+                "model": self.name,
+                "version": self.version,
+                "threshold": self.threshold,
+                "horizon_h": self.horizon_h,
+            }
+        )
+        scored = matrix.select(
+            "machine_id", "window_start", "window_end", "work_order", "product", "material_lot"
+        ).with_columns(score=self.predict(matrix))
+        return scored.select(
+            "machine_id",
+            "window_start",
+            "window_end",
+            "work_order",
+            "product",
+            "material_lot",
+            pl.lit(self.label).alias("model"),
+            "score",
+            (pl.col("score") >= self.threshold).alias("is_anomaly"),
+            pl.lit(evidence).alias("evidence"),
+        ).cast(SCORE_SCHEMA)
+
+
+def _client(tracking_uri: str | None):
+    from mlflow import MlflowClient
+
+    from floorsight import config
+
+    uri = tracking_uri or config.mlflow_tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def load_champion(name: str, tracking_uri: str | None = None, alias: str = CHAMPION_ALIAS):
+    """The version of ``name`` behind ``alias``, loaded; None when the alias is not set."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return _load(client, name, version)
+
+
+def _load(client, name: str, version) -> Champion:
+    import mlflow.sklearn
+
+    tags = version.tags
+    missing = [t for t in (THRESHOLD_TAG, HORIZON_TAG, FEATURES_TAG) if t not in tags]
+    if missing:
+        raise ValueError(
+            f"model {name} v{version.version} lacks the tags {missing}: "
+            "register it with floorsight.models.champion.register_failure_model"
+        )
+    model = mlflow.sklearn.load_model(client.get_model_version_download_uri(name, version.version))
+    return Champion(
+        name=name,
+        version=int(version.version),
+        model=model,
+        threshold=float(tags[THRESHOLD_TAG]),
+        horizon_h=float(tags[HORIZON_TAG]),
+        feature_columns=tuple(json.loads(tags[FEATURES_TAG])),
+    )
+
+
+class ChampionScorer:
+    """Scores feature frames with the current champion of ``name``, swapping in new versions.
+
+    The alias is looked up at most every ``poll`` (wall time) when frames arrive; a changed
+    version is loaded before the frame is scored. While no champion is registered, or the
+    registry cannot be read, nothing is scored and the scorer keeps looking (the rest of the
+    pipeline runs on); a version that fails to score is logged and skipped the same way. Safe to
+    share between worker threads.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        tracking_uri: str | None = None,
+        poll: timedelta = timedelta(seconds=10),
+        alias: str = CHAMPION_ALIAS,
+    ) -> None:
+        self.name = name
+        self.tracking_uri = tracking_uri
+        self.poll = poll
+        self.alias = alias
+        self._champion: Champion | None = None
+        self._checked_at = -float("inf")
+        self._lock = threading.Lock()
+        self._warned = False
+        self._failing: int | None = None
+
+    def current(self) -> Champion | None:
+        """The champion to score with now (checks the registry when ``poll`` has passed)."""
+        with self._lock:
+            if time.monotonic() - self._checked_at >= self.poll.total_seconds():
+                self._checked_at = time.monotonic()
+                self._refresh()
+            return self._champion
+
+    def _refresh(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client = _client(self.tracking_uri)
+            version = client.get_model_version_by_alias(self.name, self.alias)
+            if self._champion is None or int(version.version) != self._champion.version:
+                old = self._champion
+                self._champion = _load(client, self.name, version)
+                log.info(
+                    "champion %s: %s -> v%s",
+                    self.name,
+                    f"v{old.version}" if old else "none",
+                    self._champion.version,
+                )
+            self._warned = False
+        except (MlflowException, OSError, ValueError) as e:
+            if not self._warned:
+                log.warning("champion %s@%s not available (%s)", self.name, self.alias, e)
+                self._warned = True
+
+    def score(self, features: pl.DataFrame) -> pl.DataFrame | None:
+        champion = self.current()
+        if champion is None:
+            return None
+        try:
+            return champion.score(features)
+        except Exception as e:  # a model that cannot score must not stop the pipeline
+            if self._failing != champion.version:
+                log.exception("champion %s cannot score (%s): skipping its rows", champion.label, e)
+                self._failing = champion.version
+            return None
+
+
+def experiment(name: str, tracking_uri: str | None = None) -> str:
+    """Make ``name`` the active MLflow experiment (created with its artifacts beside the store)."""
+    import mlflow
+
+    from floorsight import config
+
+    uri = tracking_uri or config.mlflow_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    found = mlflow.get_experiment_by_name(name)
+    if found is None:
+        location = config.mlflow_artifact_location(uri)
+        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = found.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def log_model(model, input_example=None) -> str:
+    """Log a fitted scikit-learn model in the active MLflow run (skops format); returns its URI."""
+    import mlflow.sklearn
+    import sklearn
+
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        input_example=input_example,
+        skops_trusted_types=TRUSTED_TYPES,
+        # pinned here instead of inferred (inference loads the model in a subprocess)
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}", "floorsight"],
+    )
+    return info.model_uri
+
+
+def register_failure_model(
+    model_uri: str,
+    name: str,
+    feature_columns: list[str],
+    threshold: float,
+    horizon: timedelta,
+    tracking_uri: str | None = None,
+) -> int:
+    """Register a logged failure classifier as a new version of ``name``, tagged with what the
+    stream needs (decision threshold, horizon, feature columns); returns the version number."""
+    import mlflow
+
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    version = mlflow.register_model(model_uri, name)
+    client = _client(mlflow.get_registry_uri())
+    tags = {
+        THRESHOLD_TAG: str(threshold),
+        HORIZON_TAG: str(horizon / timedelta(hours=1)),
+        FEATURES_TAG: json.dumps(list(feature_columns)),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    return int(version.version)
+
+
+def promote(name: str, version: int, tracking_uri: str | None = None) -> None:
+    """Point the ``champion`` alias of ``name`` at ``version`` (running pipelines follow)."""
+    _client(tracking_uri).set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
+
+
+# ---------------------------------------------------------------- comparing models on recent data
+
+
+def compare_scores(
+    scores: pl.DataFrame,
+    maintenance_log: pl.DataFrame,
+    horizon: timedelta,
+    known_until=None,
+) -> pl.DataFrame:
+    """Every model of a ``scores`` frame against the failures of the maintenance log.
+
+    A window's label is a failure of its machine within ``horizon`` after it (windows whose
+    label is not known yet are left out). Per model: windows, positives, alarms
+    (``is_anomaly``), window precision and recall, ROC AUC and average precision of ``score``,
+    Brier score (meaningful for probabilities), failures in the period, how many had an alarm
+    within the horizon before them, and the median lead time of the first such alarm.
+    """
+    import numpy as np
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    from floorsight.models.training import failure_labels
+
+    rows = []
+    failures = maintenance_log.filter(pl.col("kind") == "failure")
+    for model, part in scores.partition_by("model", as_dict=True).items():
+        labelled = failure_labels(part, maintenance_log, horizon, known_until)
+        y = labelled["failure_within"].to_numpy()
+        p = labelled["score"].to_numpy()
+        alarm = labelled["is_anomaly"].to_numpy()
+        both = 0 < y.sum() < len(y)
+        in_period = failures.filter(
+            pl.col("machine_id").is_in(part["machine_id"].unique().implode())
+            & (pl.col("start") > part["window_end"].min())
+            & (pl.col("start") <= part["window_end"].max())
+        )
+        leads = []
+        for machine_id, failed_at in in_period.select("machine_id", "start").iter_rows():
+            alarms = part.filter(
+                (pl.col("machine_id") == machine_id)
+                & pl.col("is_anomaly")
+                & (pl.col("window_end") <= failed_at)
+                & (pl.col("window_end") >= failed_at - horizon)
+            )
+            if alarms.height:
+                leads.append((failed_at - alarms["window_end"].min()) / timedelta(minutes=1))
+        tp = int((alarm & (y == 1)).sum())
+        rows.append(
+            {
+                "model": model[0],
+                "windows": len(y),
+                "positives": int(y.sum()),
+                "alarms": int(alarm.sum()),
+                "precision": tp / alarm.sum() if alarm.sum() else None,
+                "recall": tp / y.sum() if y.sum() else None,
+                "roc_auc": float(roc_auc_score(y, p)) if both else None,
+                "average_precision": float(average_precision_score(y, p)) if both else None,
+                "brier": float(brier_score_loss(y, p)) if len(y) else None,
+                "failures": in_period.height,
+                "failures_warned": len(leads),
+                "median_lead_min": float(np.median(leads)) if leads else None,
+            }
+        )
+    schema = {
+        "model": pl.String,
+        "windows": pl.Int64,
+        "positives": pl.Int64,
+        "alarms": pl.Int64,
+        "precision": pl.Float64,
+        "recall": pl.Float64,
+        "roc_auc": pl.Float64,
+        "average_precision": pl.Float64,
+        "brier": pl.Float64,
+        "failures": pl.Int64,
+        "failures_warned": pl.Int64,
+        "median_lead_min": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema).sort("model")
+
+
+def registered_models(tracking_uri: str | None = None) -> pl.DataFrame:
+    """One row per registered model version: aliases, tags the stream reads, its run's metrics."""
+    client = _client(tracking_uri)
+    rows = []
+    for model in client.search_registered_models():
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        for v in client.search_model_versions(f"name = '{model.name}'"):
+            metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
+            rows.append(
+                {
+                    "name": model.name,
+                    "version": int(v.version),
+                    "aliases": ",".join(sorted(aliases.get(str(v.version), []))),
+                    "threshold": v.tags.get(THRESHOLD_TAG),
+                    "horizon_h": v.tags.get(HORIZON_TAG),
+                    "run_id": v.run_id or "",
+                    "metrics": json.dumps({k: round(val, 4) for k, val in sorted(metrics.items())}),
+                }
+            )
+    schema = {
+        "name": pl.String,
+        "version": pl.Int64,
+        "aliases": pl.String,
+        "threshold": pl.String,
+        "horizon_h": pl.String,
+        "run_id": pl.String,
+        "metrics": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema).sort("name", "version")
+
+
+__all__ = [
+    "CHAMPION_ALIAS",
+    "Champion",
+    "ChampionScorer",
+    "compare_scores",
+    "experiment",
+    "load_champion",
+    "log_model",
+    "promote",
+    "register_failure_model",
+    "registered_models",
+]

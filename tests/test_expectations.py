@@ -1,0 +1,284 @@
+"""Great Expectations guards the ERP context and the feature table.
+
+The simulator's context passes every suite; each kind of breakage fails the suite of its table
+with a report that names the rule and the offending rows; a context store keeps its last good
+context when a reload fails; training refuses a feature table that fails its suite.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from floorsight.features.expectations import (
+    VALIDATION_RESULTS,
+    DataValidationError,
+    context_suites,
+    reports_frame,
+    validate_context,
+    validate_features,
+)
+from floorsight.features.tables import FEATURES
+from floorsight.models.training import load_training_features
+from floorsight.pipelines.context import RECORD_TABLES, ContextStore
+from floorsight.pipelines.flow import PipelineSettings, build_flow
+from floorsight.simulate import PlantOptions, make_plant
+from floorsight.simulators import build_plant
+from floorsight.simulators.erp import erp_tables
+from floorsight.storage import Database
+from tests.conftest import T0
+from tests.streaming import FedInput, wait_for
+
+ALL_TABLES = {"work_orders", "spec_limits", *RECORD_TABLES}
+
+
+@pytest.fixture(scope="module")
+def erp() -> dict[str, pl.DataFrame]:
+    plant = make_plant(
+        PlantOptions(
+            machines=3,
+            start=T0,
+            horizon=timedelta(hours=8),
+            seed=3,
+            sample_hz=1,
+            faults_per_machine_day=4,
+        )
+    )
+    tables = erp_tables(plant)
+    assert tables["maintenance_log"].height and tables["lab_results"].height
+    return tables
+
+
+def test_the_simulators_context_passes_every_suite(erp) -> None:
+    reports = validate_context(erp)
+    assert {r.table_name for r in reports} == ALL_TABLES
+    assert all(r.success for r in reports), "\n".join(r.report for r in reports)
+    assert all(r.evaluated >= 2 for r in reports)
+    # the foreign keys are part of the suites: e.g. lab results -> work orders, products
+    lab = next(s for s in context_suites(erp) if s.table_name == "lab_results")
+    assert {
+        "work_order refers to an existing work_orders.work_order",
+        "product refers to an existing products.product",
+    } <= {r.description for r in lab.rules}
+
+
+def _broken(erp: dict[str, pl.DataFrame], kind: str) -> dict[str, pl.DataFrame]:
+    t = dict(erp)
+    if kind == "lsl above usl":
+        t["spec_limits"] = t["spec_limits"].with_columns(
+            lsl=pl.when(pl.col("product") == "P-100").then(25.5).otherwise(pl.col("lsl"))
+        )
+    elif kind == "duplicate work order":
+        t["work_orders"] = pl.concat([t["work_orders"], t["work_orders"].head(1)])
+    elif kind == "unknown product":
+        t["work_orders"] = t["work_orders"].with_columns(
+            product=pl.when(pl.int_range(pl.len()) == 0)
+            .then(pl.lit("P-999"))
+            .otherwise(pl.col("product"))
+        )
+    elif kind == "batch ends before it starts":
+        t["batches"] = t["batches"].with_columns(
+            end=pl.when(pl.int_range(pl.len()) == 0)
+            .then(pl.col("start") - timedelta(hours=1))
+            .otherwise(pl.col("end"))
+        )
+    return t
+
+
+@pytest.mark.parametrize(
+    ("kind", "table", "rule", "names"),
+    [
+        ("lsl above usl", "spec_limits", "LSL < target", "product=P-100"),
+        ("duplicate work order", "work_orders", "work_order is unique", "work_order=WO-"),
+        (
+            "unknown product",
+            "work_orders",
+            "product refers to an existing products.product",
+            "P-999",
+        ),
+        ("batch ends before it starts", "batches", "start < end", "batch_id=B-"),
+    ],
+)
+def test_a_broken_table_fails_its_suite_with_a_readable_report(
+    erp, kind, table, rule, names
+) -> None:
+    reports = {r.table_name: r for r in validate_context(_broken(erp, kind))}
+    failed = {name for name, r in reports.items() if not r.success}
+    assert failed == {table}
+    report = reports[table].report
+    line = next(line for line in report.splitlines() if rule in line)
+    assert "rows break it" in line and names in line, report
+
+
+def _write_context(directory: Path, tables: dict[str, pl.DataFrame]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        frame.write_csv(directory / f"{name}.csv")
+    later = time.time() + 5  # the store notices a change by mtime, even on coarse clocks
+    for f in directory.glob("*.csv"):
+        os.utime(f, (later, later))
+
+
+def test_the_pipeline_keeps_running_on_the_last_good_context(tmp_path) -> None:
+    """Reloads with LSL above USL, then with a duplicate work order, are rejected with a report
+    while the flow runs on; a fixed context is taken again."""
+    plant = build_plant(2, start=T0, horizon=timedelta(hours=2), seed=5, sample_hz=1, faults=())
+    erp = erp_tables(plant)
+    ctx_dir = tmp_path / "erp"
+    _write_context(ctx_dir, erp)
+    db = Database(tmp_path / "f.duckdb")
+    fed = FedInput()
+    flow = build_flow(
+        fed.source(),
+        ContextStore(ctx_dir),
+        db.path,
+        PipelineSettings(flush_interval=timedelta(milliseconds=200)),
+    )
+    # every new load also switches the product of the order running on M01 at the next step
+    # (P-100 <-> P-200): had a load been taken, that step's features would show it
+    steps = [T0 + timedelta(minutes=20 * i) for i in range(5)]
+    swap = {"P-100": "P-200", "P-200": "P-100"}
+
+    def product_at(t) -> str:
+        wo = erp["work_orders"]
+        return wo.filter(
+            (pl.col("machine_id") == "M01") & (pl.col("start") <= t) & (pl.col("end") > t)
+        )["product"][0]
+
+    def swapped(tables, t) -> dict[str, pl.DataFrame]:
+        wo = tables["work_orders"]
+        running = (pl.col("machine_id") == "M01") & (pl.col("start") <= t) & (pl.col("end") > t)
+        out = dict(tables)
+        out["work_orders"] = wo.with_columns(
+            product=pl.when(running)
+            .then(pl.col("product").replace_strict(swap, default=pl.col("product")))
+            .otherwise(pl.col("product"))
+        )
+        return out
+
+    def mid(i: int):
+        return steps[i] + timedelta(minutes=10)
+
+    def feed_until(i: int) -> None:
+        fed.feed(plant.readings(steps[i], steps[i + 1]))
+        wait_for(
+            db,
+            "SELECT 1 FROM features WHERE window_end >= ?",
+            [steps[i + 1] - timedelta(minutes=1)],
+        )
+
+    def script() -> None:
+        feed_until(0)
+        _write_context(ctx_dir, swapped(_broken(erp, "lsl above usl"), mid(1)))
+        feed_until(1)
+        _write_context(ctx_dir, swapped(_broken(erp, "duplicate work order"), mid(2)))
+        feed_until(2)
+        _write_context(ctx_dir, swapped(erp, mid(3)))
+        feed_until(3)
+
+    fed.run(flow, script)
+
+    def product(i: int) -> set[str]:
+        return set(
+            db.query(
+                "SELECT DISTINCT product FROM features WHERE machine_id = 'M01' "
+                "AND window_start <= ? AND window_end > ?",
+                [mid(i), mid(i)],
+            )["product"]
+        )
+
+    # the rejected loads changed nothing: the flow ran on with the first context ...
+    assert product(1) == {product_at(mid(1))}
+    assert product(2) == {product_at(mid(2))}
+    # ... and took the fixed one
+    assert product(3) == {swap[product_at(mid(3))]}
+    assert db.query("SELECT max(window_end) AS t FROM features")["t"][0] >= steps[4] - timedelta(
+        minutes=1
+    )
+    results = db.query(
+        "SELECT table_name, success, report FROM validation_results "
+        "WHERE NOT success ORDER BY validated_at"
+    )
+    assert results["table_name"].to_list() == ["spec_limits", "work_orders"]
+    spec_report, wo_report = results["report"].to_list()
+    assert "LSL < target" in spec_report and "product=P-100" in spec_report
+    assert "work_order is unique" in wo_report
+    rejected = db.query(
+        "SELECT reason, raw FROM dead_letters WHERE source = 'context:load' ORDER BY received_at"
+    )
+    assert rejected.height == 2 and all("rejected" in r for r in rejected["reason"])
+    # the first and the fixed load passed every suite, and are stored as well
+    passed = db.query("SELECT count(*) AS n FROM validation_results WHERE success")["n"][0]
+    assert passed >= 2 * 10 - 2
+
+
+def _features() -> pl.DataFrame:
+    t = [T0 + timedelta(seconds=10 * i) for i in range(6)]
+    return pl.DataFrame(
+        {
+            "machine_id": ["M01"] * 6,
+            "sensor": ["vibration_mm_s"] * 6,
+            "window_start": t,
+            "window_end": [x + timedelta(seconds=10) for x in t],
+            "work_order": ["WO-1"] * 6,
+            "product": ["P-100"] * 6,
+            "material_lot": ["L"] * 6,
+            "batch": ["B-1"] * 6,
+            "n": [10] * 6,
+            "mean": [2.0, 2.1, 2.0, 1.9, 2.2, 2.0],
+            "std": [0.1] * 6,
+            "min": [1.8] * 6,
+            "max": [2.4] * 6,
+            "last": [2.0] * 6,
+            "slope": [0.0] * 6,
+            "rms": [2.0] * 6,
+        }
+    )
+
+
+def test_the_feature_suite_checks_ranges_nulls_and_freshness() -> None:
+    good = _features()
+    newest = good["window_end"].max()
+    ok = validate_features(good, fresh_since=newest, ranges={"vibration_mm_s": (0.0, 50.0)})
+    assert ok.success, ok.report
+
+    stale = validate_features(good, fresh_since=newest + timedelta(minutes=5))
+    assert not stale.success and "newest window ends at or after" in stale.report
+
+    broken = good.with_columns(
+        mean=pl.Series([None, 2.1, 99.0, 1.9, 2.2, 2.0]), std=pl.Series([0.1, -1.0] + [0.1] * 4)
+    )
+    report = validate_features(broken, ranges={"vibration_mm_s": (0.0, 50.0)})
+    failed = report.report
+    assert not report.success
+    for rule in (
+        "mean is present in 99% of rows",
+        "std within [0, None]",
+        "mean <= max",
+        "vibration_mm_s mean within [0.0, 50.0]",
+    ):
+        assert rule in failed, failed
+
+
+def test_training_refuses_a_feature_table_that_fails_its_suite(tmp_path) -> None:
+    db = Database(tmp_path / "f.duckdb", [FEATURES, VALIDATION_RESULTS])
+    db.create()
+    db.upsert({"features": [_features()]})
+    features, report = load_training_features(db.path)
+    assert features.height == 6 and report.success
+    # and the report can be stored with the others
+    db.upsert({"validation_results": [reports_frame([report])]})
+    assert db.query("SELECT success FROM validation_results")["success"].to_list() == [True]
+
+    bad = _features().with_columns(
+        window_start=pl.col("window_start") + timedelta(seconds=3),
+        window_end=pl.col("window_start"),  # ends before it starts
+    )
+    db.upsert({"features": [bad]})
+    with pytest.raises(DataValidationError, match="window_start < window_end"):
+        load_training_features(db.path)
