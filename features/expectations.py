@@ -195,6 +195,16 @@ _CONTEXT_RULES: dict[str, list[Rule]] = {
     "material_lots": [_unique("lot_id"), _not_null("lot_id")],
     "genealogy": [_unique("batch_id", "material_lot")],
     "customer_orders": [_unique("customer_order"), _between("quantity", 0, None)],
+    "machines": [_unique("machine_id"), _not_null("line")],
+    "shipments": [
+        _unique("shipment_id", "batch_id"),
+        _not_null("shipped_at"),
+        Rule(
+            "ExpectColumnValuesToBeInSet",
+            {"column": "status", "value_set": ["shipped", "planned"]},
+            "status is shipped or planned",
+        ),
+    ],
     "maintenance_log": [
         _unique("event_id"),
         _not_null("machine_id"),
@@ -222,6 +232,8 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "material_lots": ("lot_id",),
     "genealogy": ("batch_id", "material_lot"),
     "customer_orders": ("customer_order",),
+    "machines": ("machine_id",),
+    "shipments": ("shipment_id", "batch_id"),
     "maintenance_log": ("event_id",),
     "lab_results": ("sample_id",),
 }
@@ -238,6 +250,8 @@ _FOREIGN_KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("genealogy", "material_lot"): ("material_lots", "lot_id"),
     ("genealogy", "work_order"): ("work_orders", "work_order"),
     ("customer_orders", "product"): ("products", "product"),
+    ("shipments", "batch_id"): ("batches", "batch_id"),
+    ("shipments", "customer_order"): ("customer_orders", "customer_order"),
     ("maintenance_log", "machine_id"): ("work_orders", "machine_id"),
     ("lab_results", "work_order"): ("work_orders", "work_order"),
     ("lab_results", "product"): ("products", "product"),
