@@ -20,7 +20,7 @@ def live(db: Database) -> None:
     with snapshot(db) as con:
         latest = queries.latest_validations(con)
         dead_letters = queries.count_rows(con, "dead_letters")
-    if latest is None:
+    if latest is None or latest.height == 0:
         st.info("No validation results yet.")
         st.metric("Dead letters", dead_letters, help="records the pipeline rejected, with reason")
         return

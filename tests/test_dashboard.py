@@ -36,6 +36,7 @@ from floorsight.dashboards.analysis import control_points
 from floorsight.dashboards.charts import gapped
 from floorsight.dashboards.common import FILE_ACCESS, snapshot
 from floorsight.features import FEATURES
+from floorsight.features.expectations import VALIDATION_RESULTS
 from floorsight.models import SCORES
 from floorsight.pipelines.flow import TABLES
 from floorsight.pipelines.tables import SPEC_LIMITS, WORK_ORDERS
@@ -838,11 +839,8 @@ def test_data_quality_shows_the_latest_result_per_suite_and_table(monkeypatch, w
         (minutes(30), "context", "work_orders", True, 5, 0),
     ]
     with Database(writable_db).write() as con:
-        con.execute(
-            """CREATE TABLE validation_results (validated_at TIMESTAMPTZ, suite VARCHAR,
-               table_name VARCHAR, success BOOLEAN, evaluated INTEGER, failed INTEGER,
-               report VARCHAR)"""
-        )
+        # the pipeline's own table (the DuckDB file already has it when the flow created it)
+        con.execute(VALIDATION_RESULTS.ddl)
         for r in rows:
             con.execute("INSERT INTO validation_results VALUES (?, ?, ?, ?, ?, ?, '{}')", list(r))
     at = open_app(monkeypatch, writable_db, "page_data_quality.py")
