@@ -31,6 +31,7 @@ from floorsight.pipelines import context, flow, replay, shards, validate
 from floorsight.storage import Database
 
 SPENT: dict[str, float] = defaultdict(float)
+CALLS: dict[str, int] = defaultdict(int)
 
 
 def count(owner, name: str, label: str) -> None:
@@ -43,6 +44,7 @@ def count(owner, name: str, label: str) -> None:
             return inner(*args, **kwargs)
         finally:
             SPENT[label] += time.process_time() - began
+            CALLS[label] += 1
 
     setattr(owner, name, timed)
 
@@ -85,6 +87,7 @@ def main() -> None:
             settings,
         )
         SPENT.clear()
+        CALLS.clear()
         wall, cpu = time.perf_counter(), time.process_time()
         run_main(dataflow, epoch_interval=timedelta(seconds=2))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -101,6 +104,8 @@ def main() -> None:
                 "cpu_ms_per_million_readings": {
                     k: round(v / readings * 1e9) for k, v in steps.items()
                 },
+                "calls": dict(CALLS),
+                "cpu_ms_per_call": {k: round(SPENT[k] / n * 1e3, 2) for k, n in CALLS.items()},
             },
             indent=1,
         )

@@ -130,8 +130,8 @@ class Database:
         """Write frames to their tables in one transaction; returns rows written.
 
         Rows of insert-only tables (no ``update_columns``) are appended with a plain ``INSERT``,
-        which costs a third of ``INSERT ... ON CONFLICT``; only if a key is already there (a
-        replay after recovery) is the whole transaction redone with conflict handling.
+        cheaper than ``INSERT ... ON CONFLICT``; only if a key is already there (a replay after
+        recovery) is the whole transaction redone with conflict handling.
         """
         batches = {}
         for name, parts in frames.items():
