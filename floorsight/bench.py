@@ -364,16 +364,23 @@ def phase_compute(settings: BenchSettings, work: Path) -> dict:
 def phase_models(settings: BenchSettings, work: Path) -> dict:
     """Limit (c): the score step's models and alert rules outside the dataflow.
 
-    Mirrors the dataflow's ``score`` step (``pipelines/flow.py``): per machine, the anomaly
-    model, its alert tracker, the failure model and its tracker, fed as many closed windows per
-    call as one source batch closes.
+    Runs what the dataflow's ``score`` step runs (``pipelines/flow.py``): per machine one
+    :class:`~floorsight.alerts.engine.MachineAlerting` (every model and alert rule, with the
+    ERP spec limits), fed as many closed windows per call as one source batch closes.
     """
-    from floorsight.alerts import AlertTracker
-    from floorsight.models import MachineAnomalyModel
-    from floorsight.models.failure import MachineFailureModel
+    from floorsight.alerts.engine import AlertSettings, MachineAlerting
+    from floorsight.models.spc_monitor import spec_limits_dict
+    from floorsight.pipelines.context import ContextStore
     from floorsight.pipelines.flow import PipelineSettings
 
     ps = PipelineSettings()
+    alert_settings = AlertSettings(
+        anomaly_threshold=ps.anomaly_threshold,
+        grace_windows=ps.grace_windows,
+        open_after=ps.alert_open_after,
+        clear_after=ps.alert_clear_after,
+    )
+    specs = spec_limits_dict(ContextStore(work / "erp").current().spec_limits)
     features = pl.read_parquet(work / "features.parquet")
     batch_s = settings.batch_rows / settings.plant.readings_per_s
     per_call = max(1, int(batch_s // settings.window_s))
@@ -390,21 +397,12 @@ def phase_models(settings: BenchSettings, work: Path) -> dict:
     scores, alerts = [], []
     began, cpu = time.perf_counter(), _cpu_s()
     for m in machines:
-        model = MachineAnomalyModel(threshold=ps.anomaly_threshold, grace_period=ps.grace_windows)
-        tracker = AlertTracker(open_after=ps.alert_open_after, clear_after=ps.alert_clear_after)
-        failure = MachineFailureModel()
-        failure_tracker = AlertTracker(
-            cause="failure_risk", open_after=1, clear_after=ps.alert_clear_after
-        )
+        engine = MachineAlerting(alert_settings)
         for chunk in chunks[m]:
-            s = model.score(chunk)
-            found = [tracker.update(s)]
-            risk = failure.score(chunk)
-            if risk is not None:
-                found.append(failure_tracker.update(risk))
-                s = pl.concat([s, risk], how="vertical_relaxed")
+            s, a = engine.update(chunk, specs)
             scores.append(s)
-            alerts.extend(a for a in found if a is not None)
+            if a is not None:
+                alerts.append(a)
     seconds, cpu = time.perf_counter() - began, _cpu_s() - cpu
     pl.concat(scores).write_parquet(work / "scores.parquet")
     if alerts:
