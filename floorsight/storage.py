@@ -149,6 +149,17 @@ class Database:
             self._write(batches, append=False)
         return sum(frame.height for frame in batches.values())
 
+    @retry(
+        # DuckDB can lose its Arrow scan function while another connection of this process
+        # closes the database instance at the same moment; the transaction was rolled back,
+        # and writing it again is safe (idempotent upserts)
+        retry=retry_if_exception(
+            lambda e: isinstance(e, duckdb.CatalogException) and "python_arrow_scan" in str(e)
+        ),
+        wait=wait_random_exponential(multiplier=0.01, max=0.2),
+        stop=stop_after_delay(10),
+        reraise=True,
+    )
     def _write(self, batches: dict[str, pl.DataFrame], append: bool) -> None:
         with self.write() as con:
             for name, frame in batches.items():
