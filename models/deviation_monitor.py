@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from floorsight.models.deviation import DeviationPredictor
-from floorsight.models.machine import SCORE_SCHEMA
+from floorsight.models.machine import SCORE_SCHEMA, SEGMENT_KEYS
 from floorsight.models.spc_monitor import SpecLimits
 
 
@@ -65,7 +65,7 @@ class DeviationModel:
         self, features: pl.DataFrame, specs: SpecLimits, labs: list[LabResult]
     ) -> pl.DataFrame:
         characteristics = {c for _, c in specs}
-        keys = ["machine_id", "window_start", "window_end", "work_order", "product", "material_lot"]
+        keys = list(SEGMENT_KEYS)
         part = features.filter(pl.col("mean").is_not_null()).sort("window_start")
         rows = []
         for seg in part.partition_by(keys, maintain_order=True):

@@ -37,6 +37,38 @@ SCORE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+#: columns that identify a scored segment: one machine window within one work order
+SEGMENT_KEYS = ("machine_id", "window_start", "window_end", "work_order", "product", "material_lot")
+
+
+def full_windows(
+    features: pl.DataFrame, full_count: dict[str, int], min_coverage: float
+) -> pl.DataFrame:
+    """Rows whose window has at least ``min_coverage`` of the sensor's full reading count.
+
+    A window cut short by a changeover or by the start of data has too few readings for its
+    statistics to be comparable; it is stored as a feature but not scored. ``full_count`` (the
+    most readings each sensor delivered in a window so far) is updated in place.
+    """
+    for sensor, n in features.group_by("sensor").agg(pl.col("n").max()).iter_rows():
+        full_count[sensor] = max(full_count.get(sensor, 0), n)
+    full = pl.col("sensor").replace_strict(full_count, default=0)
+    return features.filter(pl.col("n") >= min_coverage * full)
+
+
+def segment_means(
+    features: pl.DataFrame, full_count: dict[str, int], min_coverage: float
+) -> pl.DataFrame:
+    """Per full segment, in time order: its keys and lists ``sensor`` and ``mean``."""
+    return (
+        full_windows(features, full_count, min_coverage)
+        .filter(pl.col("mean").is_not_null())
+        .group_by(SEGMENT_KEYS)
+        .agg("sensor", "mean")
+        .sort("window_start")
+    )
+
+
 @dataclass
 class MachineAnomalyModel:
     """Scores each complete window of one machine, then learns it unless it was anomalous."""
@@ -72,11 +104,6 @@ class MachineAnomalyModel:
         Windows whose start is in ``quarantine`` (another model found the measurement itself
         faulty: a stuck, missing or spiking sensor) are scored but teach the detector nothing.
         """
-        # a window cut short by a changeover or by the start of data has too few readings for
-        # its statistics to be comparable; it is stored as a feature but not scored
-        for sensor, n in features.group_by("sensor").agg(pl.col("n").max()).iter_rows():
-            self._full_count[sensor] = max(self._full_count.get(sensor, 0), n)
-        full = pl.col("sensor").replace_strict(self._full_count, default=0)
         # a sensor held per machine cycle has no spread in most windows: its std is not a
         # statistic of the process, so only its mean is scored
         for sensor, zero, total in (
@@ -88,7 +115,7 @@ class MachineAnomalyModel:
             self._zero_std[sensor] = (z0 + zero, t0 + total)
         held = [s for s, (z, t) in self._zero_std.items() if t >= 10 and z > 0.3 * t]
         segments = (
-            features.filter(pl.col("n") >= self.min_coverage * full)
+            full_windows(features, self._full_count, self.min_coverage)
             .with_columns(
                 feature=pl.concat_list(
                     [pl.concat_str([pl.col("sensor"), pl.lit("." + s)]) for s in MODEL_STATISTICS]
@@ -96,9 +123,7 @@ class MachineAnomalyModel:
                 stat=pl.concat_list([pl.col(s) for s in MODEL_STATISTICS]),
             )
             .explode("feature", "stat")
-            .group_by(
-                "machine_id", "window_start", "window_end", "work_order", "product", "material_lot"
-            )
+            .group_by(SEGMENT_KEYS)
             .agg("feature", "stat")
             .sort("window_start")
         )

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from floorsight.models.machine import SCORE_SCHEMA
+from floorsight.models.machine import SCORE_SCHEMA, segment_means
 
 
 @dataclass
@@ -87,18 +87,7 @@ class OrderDriftModel:
     _full_count: dict[str, int] = field(default_factory=dict)
 
     def score(self, features: pl.DataFrame) -> pl.DataFrame:
-        for sensor, n in features.group_by("sensor").agg(pl.col("n").max()).iter_rows():
-            self._full_count[sensor] = max(self._full_count.get(sensor, 0), n)
-        full = pl.col("sensor").replace_strict(self._full_count, default=0)
-        keys = ["machine_id", "window_start", "window_end", "work_order", "product", "material_lot"]
-        segments = (
-            features.filter(
-                (pl.col("n") >= self.min_coverage * full) & pl.col("mean").is_not_null()
-            )
-            .group_by(keys)
-            .agg("sensor", "mean")
-            .sort("window_start")
-        )
+        segments = segment_means(features, self._full_count, self.min_coverage)
         rows = []
         for seg in segments.iter_rows(named=True):
             x = dict(zip(seg.pop("sensor"), seg.pop("mean"), strict=True))

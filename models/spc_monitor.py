@@ -25,7 +25,7 @@ from functools import partial
 
 import polars as pl
 
-from floorsight.models.machine import SCORE_SCHEMA
+from floorsight.models.machine import SCORE_SCHEMA, SEGMENT_KEYS
 from floorsight.models.spc import IndividualsChart, ProductCharts
 
 #: (product, characteristic) -> (lsl, target, usl)
@@ -55,7 +55,7 @@ class SpcModel:
         part = features.filter(
             pl.col("sensor").is_in(list(characteristics)) & pl.col("mean").is_not_null()
         ).sort("window_start")
-        keys = ["machine_id", "window_start", "window_end", "work_order", "product", "material_lot"]
+        keys = list(SEGMENT_KEYS)
         rows = []
         for seg in part.partition_by(keys, maintain_order=True):
             first = seg.row(0, named=True)

@@ -29,7 +29,6 @@ from floorsight.alerts import ALERTS
 from floorsight.alerts.engine import (
     AlertSettings,
     MachineAlerting,
-    Maintenance,
     maintenance_events,
 )
 from floorsight.alerts.feedback import FeedbackStore
@@ -37,8 +36,8 @@ from floorsight.alerts.routing import Routing
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.features.expectations import VALIDATION_RESULTS, reports_frame
 from floorsight.models import SCORES
-from floorsight.models.deviation_monitor import LabResult, lab_results_by_machine
-from floorsight.models.spc_monitor import SpecLimits, spec_limits_dict
+from floorsight.models.deviation_monitor import lab_results_by_machine
+from floorsight.models.spc_monitor import spec_limits_dict
 from floorsight.pipelines.context import ContextHold, ContextStore
 from floorsight.pipelines.model_snapshots import MlflowSnapshotSink, ModelSnapshot
 from floorsight.pipelines.notify_sink import NotifySink
@@ -87,6 +86,20 @@ class PipelineSettings:
     #: machines are grouped into this many shards for the per-reading steps: one per worker
     #: spreads them over the workers (recovery state is kept per shard: resume with the same)
     shards: int = SHARDS
+
+
+def _per_version(frame_of, derive):
+    """``derive(frame)`` recomputed only when ``frame_of()`` returns another frame."""
+    cache: dict[int, object] = {}
+
+    def get():
+        frame = frame_of()
+        if id(frame) not in cache:
+            cache.clear()
+            cache[id(frame)] = derive(frame)
+        return cache[id(frame)]
+
+    return get
 
 
 def mirror_context(context: ContextStore, db_path: Path) -> None:
@@ -195,39 +208,26 @@ def build_flow(
     )
 
     feedback = FeedbackStore(db_path)
-    specs_cache: dict[int, SpecLimits] = {}
-
-    maintenance_cache: dict[int, dict[str, list[Maintenance]]] = {}
-
-    def specs() -> SpecLimits:
-        frame = context.current().spec_limits
-        if id(frame) not in specs_cache:  # the context was (re)loaded
-            specs_cache.clear()
-            specs_cache[id(frame)] = spec_limits_dict(frame)
-        return specs_cache[id(frame)]
-
-    labs_cache: dict[int, dict[str, list[LabResult]]] = {}
-
-    def labs(machine_id: str) -> list[LabResult]:
-        frame = context.current().records.get("lab_results")
-        if id(frame) not in labs_cache:
-            labs_cache.clear()
-            labs_cache[id(frame)] = lab_results_by_machine(frame)
-        return labs_cache[id(frame)].get(machine_id, [])
-
-    def maintenance(machine_id: str) -> list[Maintenance]:
-        log = context.current().records.get("maintenance_log")
-        if id(log) not in maintenance_cache:
-            maintenance_cache.clear()
-            maintenance_cache[id(log)] = maintenance_events(log)
-        return maintenance_cache[id(log)].get(machine_id, [])
+    # each derived once per context version (the context store replaces its frames on reload)
+    specs = _per_version(lambda: context.current().spec_limits, spec_limits_dict)
+    labs_by_machine = _per_version(
+        lambda: context.current().records.get("lab_results"), lab_results_by_machine
+    )
+    maintenance_by_machine = _per_version(
+        lambda: context.current().records.get("maintenance_log"), maintenance_events
+    )
 
     def score(state: MachineAlerting | None, features: pl.DataFrame):
         # the machine's models and alert trackers are its state: recovery snapshots keep them
         state = state or MachineAlerting(alert_settings)
         machine_id = features["machine_id"][0]
         state.apply_feedback(feedback.for_machine(machine_id))
-        scores, alerts = state.update(features, specs(), maintenance(machine_id), labs(machine_id))
+        scores, alerts = state.update(
+            features,
+            specs(),
+            maintenance_by_machine().get(machine_id, []),
+            labs_by_machine().get(machine_id, []),
+        )
         snapshot = None
         if settings.mlflow_uri and state.windows - state.snapshot_at >= settings.snapshot_windows:
             state.snapshot_at = state.windows
