@@ -475,7 +475,10 @@ def phase_latency(settings: BenchSettings, work: Path) -> dict:
 
     db = work / "latency.duckdb"
     pipeline = PipelineSettings(
-        window=window, lateness=lateness, rules=ReadingRules(max_future=timedelta(days=36500))
+        window=window,
+        lateness=lateness,
+        rules=ReadingRules(max_future=timedelta(days=36500)),
+        recovery=False,  # like `floorsight run` without --recovery
     )
     sink = DuckDBSink(db, TABLES, flush_interval=pipeline.flush_interval, on_commit=on_commit)
     flow = build_flow(source, ContextStore(ctx_dir), db, pipeline, sink=sink)
@@ -615,7 +618,7 @@ def phase_soak(settings: BenchSettings, work: Path) -> dict:
                 rss.append(_rss_now_mb())
 
     # the pipeline's own settings (10 s windows): what a plant would run for days
-    pipeline = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=36500)))
+    pipeline = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=36500)), recovery=False)
     flow = build_flow(
         FrameSource(frames), ContextStore(work / "soak-erp"), work / "soak.duckdb", pipeline
     )

@@ -150,6 +150,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
         window=timedelta(seconds=cfg.window_s),
         rules=ReadingRules(max_future=future),
         notify=NotifySettings(outbox_path, routing),
+        recovery=False,  # the demo runs once, with no recovery store
     )
     flow = build_flow(FrameSource(frames), ContextStore(erp_dir), db_path, settings)
     dispatcher = Dispatcher(Outbox(outbox_path), routing, db_path=db_path)

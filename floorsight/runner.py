@@ -116,6 +116,7 @@ def run_pipeline(cfg: RunConfig) -> int:
         rules=ReadingRules(max_future=timedelta(days=36500)),
         notify=notify,
         shards=cfg.partitions,  # one shard per source partition: batches stay on their worker
+        recovery=cfg.recovery is not None,
     )
     stop = threading.Event()
     if cfg.opcua is not None:

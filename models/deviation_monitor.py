@@ -55,8 +55,9 @@ class DeviationModel:
     min_labels: int = 30
     name: str = "deviation"
     predictors: dict[tuple[str, str], DeviationPredictor] = field(default_factory=dict)
-    #: windows waiting for a lab label: window_start -> (product, {characteristic: features})
-    _waiting: dict[datetime, tuple[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
+    #: windows waiting for a lab label: window_start -> (product, {sensor: window mean}); the
+    #: features of a characteristic are the means of the other sensors (taken when learned)
+    _waiting: dict[datetime, tuple[str, dict[str, float]]] = field(default_factory=dict)
     _starts: list[datetime] = field(default_factory=list)
     _labels_seen: int = 0  # index into the machine's lab results (ordered by available_at)
     _window: timedelta | None = None
@@ -77,16 +78,16 @@ class DeviationModel:
             targets = [c for c in means if c in characteristics and (product, c) in specs]
             if not targets:
                 continue
-            x_of = {c: {k: v for k, v in means.items() if k != c} for c in targets}
-            self._waiting[first["window_start"]] = (product, x_of)
+            self._waiting[first["window_start"]] = (product, means)
             bisect.insort(self._starts, first["window_start"])
             score, flagged, detail = 0.0, False, {}
             for c in targets:
                 lsl, target, usl = specs[(product, c)]
-                predictor = self.predictors.setdefault(
-                    (product, c), DeviationPredictor(min_labels=self.min_labels)
-                )
-                pred = predictor.predict_only(x_of[c], lsl, usl)
+                predictor = self.predictors.get((product, c))
+                if predictor is None:
+                    predictor = DeviationPredictor(min_labels=self.min_labels)
+                    self.predictors[(product, c)] = predictor
+                pred = predictor.predict_only(_without(means, c), lsl, usl)
                 if pred is None:
                     continue
                 half = (usl - lsl) / 2 or 1.0
@@ -123,11 +124,10 @@ class DeviationModel:
             start = self._window_of(lab.part_made_at)
             if start is None:
                 continue
-            product, x_of = self._waiting[start]
-            x = x_of.get(lab.characteristic)
+            product, means = self._waiting[start]
             predictor = self.predictors.get((product, lab.characteristic))
-            if x is not None and predictor is not None:
-                predictor.learn(x, lab.value)
+            if lab.characteristic in means and predictor is not None:
+                predictor.learn(_without(means, lab.characteristic), lab.value)
 
     def _window_of(self, t: datetime) -> datetime | None:
         i = bisect.bisect_right(self._starts, t) - 1
@@ -140,3 +140,8 @@ class DeviationModel:
         for start in self._starts[:k]:
             self._waiting.pop(start, None)
         del self._starts[:k]
+
+
+def _without(means: dict[str, float], characteristic: str) -> dict[str, float]:
+    """The process features of ``characteristic``: the other sensors' means (never its own)."""
+    return {k: v for k, v in means.items() if k != characteristic}

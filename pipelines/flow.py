@@ -11,7 +11,6 @@ this module only wires them.
 
 from __future__ import annotations
 
-import copy
 import pickle
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -86,6 +85,10 @@ class PipelineSettings:
     #: machines are grouped into this many shards for the per-reading steps: one per worker
     #: spreads them over the workers (recovery state is kept per shard: resume with the same)
     shards: int = SHARDS
+    #: keep recovery snapshots of the state (off when the run has no recovery store: Bytewax
+    #: asks every stateful step for a snapshot each epoch all the same, and copying the models
+    #: of every machine each epoch costs more than scoring them)
+    recovery: bool = True
 
 
 def _per_version(frame_of, derive):
@@ -122,11 +125,22 @@ def mirror_context(context: ContextStore, db_path: Path) -> None:
         db.replace_table(f"erp_{name}", frame)
 
 
-class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], WindowAggregator]):
+def _snapshot(state: object, recovery: bool) -> bytes | None:
+    """A recovery snapshot: the state pickled (immutable, and far cheaper than a deep copy);
+    None when the run keeps no snapshots."""
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL) if recovery else None
+
+
+def _resume(snapshot: bytes | None) -> object | None:
+    return pickle.loads(snapshot) if snapshot is not None else None
+
+
+class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], bytes | None]):
     """Bytewax shell around one shard's :class:`WindowAggregator`."""
 
-    def __init__(self, aggregator: WindowAggregator) -> None:
+    def __init__(self, aggregator: WindowAggregator, recovery: bool) -> None:
         self.aggregator = aggregator
+        self.recovery = recovery
 
     def on_item(self, value: pl.DataFrame) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
         features, late = self.aggregator.push(value)
@@ -141,16 +155,19 @@ class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], WindowA
         features = self.aggregator.flush()
         return ([("features", features)] if features is not None else []), StatefulLogic.RETAIN
 
-    def snapshot(self) -> WindowAggregator:
-        return copy.deepcopy(self.aggregator)
+    def snapshot(self) -> bytes | None:
+        return _snapshot(self.aggregator, self.recovery)
 
 
-class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], ContextHold]):
+class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], bytes | None]):
     """Bytewax shell around one shard's :class:`ContextHold`."""
 
-    def __init__(self, context: ContextStore, state: ContextHold | None, hold: timedelta) -> None:
+    def __init__(
+        self, context: ContextStore, state: bytes | None, hold: timedelta, recovery: bool
+    ) -> None:
         self.context = context
-        self.hold = state or ContextHold(hold)
+        self.hold = _resume(state) or ContextHold(hold)
+        self.recovery = recovery
 
     def on_item(self, value: pl.DataFrame) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
         erp = self.context.current()
@@ -174,8 +191,24 @@ class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], Contex
             out.append(("validation", reports_frame(reports)))
         return out, StatefulLogic.RETAIN
 
-    def snapshot(self) -> ContextHold:
-        return copy.deepcopy(self.hold)
+    def snapshot(self) -> bytes | None:
+        return _snapshot(self.hold, self.recovery)
+
+
+class _ScoreLogic(StatefulLogic[pl.DataFrame, tuple, bytes | None]):
+    """Bytewax shell around one machine's :class:`MachineAlerting` (its models and alert
+    trackers are its state: recovery snapshots keep them)."""
+
+    def __init__(self, state: MachineAlerting, score, recovery: bool) -> None:
+        self.state = state
+        self.score = score
+        self.recovery = recovery
+
+    def on_item(self, value: pl.DataFrame) -> tuple[list[tuple], bool]:
+        return [self.score(self.state, value)], StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes | None:
+        return _snapshot(self.state, self.recovery)
 
 
 def build_flow(
@@ -195,10 +228,11 @@ def build_flow(
     version is picked up while the flow runs).
     """
 
-    def new_windows(state: WindowAggregator | None) -> _WindowLogic:
-        return _WindowLogic(
-            state or WindowAggregator(settings.window, settings.hop, settings.lateness)
+    def new_windows(state: bytes | None) -> _WindowLogic:
+        aggregator = _resume(state) or WindowAggregator(
+            settings.window, settings.hop, settings.lateness
         )
+        return _WindowLogic(aggregator, settings.recovery)
 
     alert_settings = AlertSettings(
         anomaly_threshold=settings.anomaly_threshold,
@@ -217,9 +251,7 @@ def build_flow(
         lambda: context.current().records.get("maintenance_log"), maintenance_events
     )
 
-    def score(state: MachineAlerting | None, features: pl.DataFrame):
-        # the machine's models and alert trackers are its state: recovery snapshots keep them
-        state = state or MachineAlerting(alert_settings)
+    def score(state: MachineAlerting, features: pl.DataFrame):
         machine_id = features["machine_id"][0]
         state.apply_feedback(feedback.for_machine(machine_id))
         scores, alerts = state.update(
@@ -238,7 +270,11 @@ def build_flow(
                 state.metrics(),
                 pickle.dumps(state),
             )
-        return state, (scores, alerts, snapshot)
+        return scores, alerts, snapshot
+
+    def new_scorer(state: bytes | None) -> _ScoreLogic:
+        alerting = _resume(state) or MachineAlerting(alert_settings)
+        return _ScoreLogic(alerting, score, settings.recovery)
 
     mirror_context(context, db_path)
     flow = Dataflow(flow_id)
@@ -251,7 +287,9 @@ def build_flow(
     keyed = op.flat_map("key_by_shard", valid, lambda f: by_shard(f, settings.shards))
     # (shard key, readings of that shard's machines)
     with_context = op.stateful(
-        "join_context", keyed, lambda state: _ContextLogic(context, state, settings.context_hold)
+        "join_context",
+        keyed,
+        lambda state: _ContextLogic(context, state, settings.context_hold, settings.recovery),
     )
     # (shard key, ("joined", readings + work_order, product, material_lot, batch at event time)
     #  | ("context_dead", context rows rejected when the context files changed)
@@ -278,7 +316,7 @@ def build_flow(
         lambda kv: [(m, f) for (m,), f in kv[1].partition_by("machine_id", as_dict=True).items()],
     )
     # (machine_id, feature rows of that machine's closed windows)
-    scored = op.stateful_map("score", machine_features, score)
+    scored = op.stateful("score", machine_features, new_scorer)
     # (machine_id, (scores, alerts | None, model snapshot | None))
 
     def rows(table: str):
