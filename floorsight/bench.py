@@ -618,7 +618,9 @@ def phase_soak(settings: BenchSettings, work: Path) -> dict:
                 rss.append(_rss_now_mb())
 
     # the pipeline's own settings (10 s windows): what a plant would run for days
-    pipeline = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=36500)), recovery=False)
+    pipeline = PipelineSettings(
+        rules=ReadingRules(max_future=timedelta(days=36500)), recovery=False
+    )
     flow = build_flow(
         FrameSource(frames), ContextStore(work / "soak-erp"), work / "soak.duckdb", pipeline
     )
