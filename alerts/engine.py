@@ -32,10 +32,11 @@ from datetime import UTC, datetime
 import polars as pl
 
 from floorsight.alerts.feedback import Verdict
-from floorsight.alerts.rules import AlertTracker
+from floorsight.alerts.rules import ALERT_SCHEMA, AlertTracker
 from floorsight.models import MachineAnomalyModel
 from floorsight.models.deviation_monitor import DeviationModel, LabResult
 from floorsight.models.failure import MachineFailureModel
+from floorsight.models.machine import Segment, score_frame, segments_of
 from floorsight.models.order_drift import OrderDriftModel
 from floorsight.models.order_offset import OrderOffsetModel
 from floorsight.models.sensor_health import SensorHealthModel
@@ -201,23 +202,21 @@ class MachineAlerting:
             (m for m in maintenance or () if m.end > self.maintenance_seen), key=lambda m: m.end
         )
         labs = labs or []
-        if not due or features.height == 0:
-            return self._update(features, specs, labs)
-        outs = []
-        rest = features
+        segments = segments_of(features)
+        scores: list[dict] = []
+        alerts: list[dict] = []
+        rest = segments
         for event in due:
-            if rest.height == 0 or rest["window_start"].max() < event.end:
+            if not rest or rest[-1].start < event.end:
                 break
-            before = rest.filter(pl.col("window_start") < event.end)
-            if before.height:
-                outs.append(self._update(before, specs, labs))
+            k = next(i for i, seg in enumerate(rest) if seg.start >= event.end)
+            if k:
+                self._update(rest[:k], specs, labs, scores, alerts)
             self._maintenance(event)
-            rest = rest.filter(pl.col("window_start") >= event.end)
-        if rest.height:
-            outs.append(self._update(rest, specs, labs))
-        scores = pl.concat([o[0] for o in outs], how="vertical_relaxed")
-        alerts = [o[1] for o in outs if o[1] is not None]
-        return scores, pl.concat(alerts) if alerts else None
+            rest = rest[k:]
+        if rest:
+            self._update(rest, specs, labs, scores, alerts)
+        return score_frame(scores), pl.DataFrame(alerts, schema=ALERT_SCHEMA) if alerts else None
 
     def _maintenance(self, event: Maintenance) -> None:
         self.maintenance_seen = event.end
@@ -229,41 +228,38 @@ class MachineAlerting:
         self.counts["maintenance.events"] = self.counts.get("maintenance.events", 0) + 1
 
     def _update(
-        self, features: pl.DataFrame, specs: SpecLimits | None, labs: list[LabResult]
-    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-        sensors = self.sensors.score(features)
+        self,
+        segments: list[Segment],
+        specs: SpecLimits | None,
+        labs: list[LabResult],
+        scores: list[dict],
+        alerts: list[dict],
+    ) -> None:
+        """Score ``segments`` (in time order): appends score rows and changed alert rows."""
+        sensors = self.sensors.score_segments(segments)
         # a faulty measurement must not teach the process model its value
-        quarantine = frozenset(sensors.filter("is_anomaly")["window_start"].to_list())
+        quarantine = frozenset(r["window_start"] for r in sensors if r["is_anomaly"])
         scored = [
-            ("anomaly", self.anomaly.score(features, quarantine)),
+            ("anomaly", self.anomaly.score_segments(segments, quarantine)),
             ("sensor", sensors),
-            ("order_offset", self.orders.score(features)),
-            ("drift", self.drift.score(features)),
-            ("out_of_spec", self.spc.score(features, specs or {})),
-            ("failure_risk", self.failure.score(features)),
-            ("deviation", self.deviation.score(features, specs or {}, labs)),
+            ("order_offset", self.orders.score_segments(segments)),
+            ("drift", self.drift.score_segments(segments)),
+            ("out_of_spec", self.spc.score_segments(segments, specs or {})),
+            ("failure_risk", self.failure.score_segments(segments)),
+            ("deviation", self.deviation.score_segments(segments, specs or {}, labs)),
         ]
-        scores, alerts = [], []
         c = self.counts
-        self.windows += features.select("window_start").n_unique()
-        for cause, frame in scored:
-            if frame is None or frame.height == 0:
+        self.windows += len({seg.start for seg in segments})
+        for cause, rows in scored:
+            if not rows:
                 continue
-            scores.append(frame)
-            c[f"{cause}.windows"] = c.get(f"{cause}.windows", 0) + frame.height
-            flagged = int(frame["is_anomaly"].sum())
+            scores.extend(rows)
+            c[f"{cause}.windows"] = c.get(f"{cause}.windows", 0) + len(rows)
+            flagged = sum(r["is_anomaly"] for r in rows)
             c[f"{cause}.flagged"] = c.get(f"{cause}.flagged", 0) + flagged
             if cause not in self.trackers:
                 continue  # scores only (predicted deviations are shown, not paged)
-            changed = self.trackers[cause].update(frame)
-            if changed is not None:
-                alerts.append(changed)
-                c[f"{cause}.alert_updates"] = c.get(f"{cause}.alert_updates", 0) + changed.height
-        out = pl.concat(scores, how="vertical_relaxed") if scores else _empty_scores()
-        return out, pl.concat(alerts) if alerts else None
-
-
-def _empty_scores() -> pl.DataFrame:
-    from floorsight.models import SCORE_SCHEMA
-
-    return pl.DataFrame(schema=SCORE_SCHEMA)
+            changed = self.trackers[cause].update_rows(rows)
+            if changed:
+                alerts.extend(changed)
+                c[f"{cause}.alert_updates"] = c.get(f"{cause}.alert_updates", 0) + len(changed)

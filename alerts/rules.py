@@ -52,14 +52,17 @@ class AlertTracker:
 
     def update(self, scores: pl.DataFrame) -> pl.DataFrame | None:
         """Feed score rows (one machine, any number of windows); returns alert rows to upsert."""
+        changed = self.update_rows(scores.sort("window_start", maintain_order=True).to_dicts())
+        return pl.DataFrame(changed, schema=ALERT_SCHEMA) if changed else None
+
+    def update_rows(self, rows: list[dict]) -> list[dict]:
+        """Like :meth:`update` for score rows as dicts already in time order."""
         changed: dict[str, dict] = {}
-        for row in scores.sort("window_start").iter_rows(named=True):
+        for row in rows:
             alert = self._step(row)
             if alert is not None:
                 changed[alert["alert_id"]] = dict(alert)
-        if not changed:
-            return None
-        return pl.DataFrame(list(changed.values()), schema=ALERT_SCHEMA)
+        return list(changed.values())
 
     def _step(self, row: dict) -> dict | None:
         if row["is_anomaly"]:

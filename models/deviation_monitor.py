@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from floorsight.models.deviation import DeviationPredictor
-from floorsight.models.machine import SCORE_SCHEMA, SEGMENT_KEYS
+from floorsight.models.machine import Segment, score_frame, segments_of
 from floorsight.models.spc_monitor import SpecLimits
 
 
@@ -65,21 +65,26 @@ class DeviationModel:
     def score(
         self, features: pl.DataFrame, specs: SpecLimits, labs: list[LabResult]
     ) -> pl.DataFrame:
+        return score_frame(self.score_segments(segments_of(features), specs, labs))
+
+    def score_segments(
+        self, segments: list[Segment], specs: SpecLimits, labs: list[LabResult]
+    ) -> list[dict]:
+        """One score row per segment with a characteristic of the product, in time order."""
         characteristics = {c for _, c in specs}
-        keys = list(SEGMENT_KEYS)
-        part = features.filter(pl.col("mean").is_not_null()).sort("window_start")
         rows = []
-        for seg in part.partition_by(keys, maintain_order=True):
-            first = seg.row(0, named=True)
-            self._window = first["window_end"] - first["window_start"]
-            self._learn_labels(labs, first["window_end"])
-            means = dict(seg.select("sensor", "mean").iter_rows())
-            product = first["product"]
+        for seg in segments:
+            means = {s: r["mean"] for s, r in seg.rows.items() if r["mean"] is not None}
+            if not means:
+                continue
+            self._window = seg.end - seg.start
+            self._learn_labels(labs, seg.end)
+            product = seg.product
             targets = [c for c in means if c in characteristics and (product, c) in specs]
             if not targets:
                 continue
-            self._waiting[first["window_start"]] = (product, means)
-            bisect.insort(self._starts, first["window_start"])
+            self._waiting[seg.start] = (product, means)
+            bisect.insort(self._starts, seg.start)
             score, flagged, detail = 0.0, False, {}
             for c in targets:
                 lsl, target, usl = specs[(product, c)]
@@ -106,16 +111,10 @@ class DeviationModel:
                         f" outside spec [{lsl:.5g}, {usl:.5g}]"
                     )
             rows.append(
-                {
-                    **{k: first[k] for k in keys},
-                    "model": self.name,
-                    "score": score,
-                    "is_anomaly": flagged,
-                    "evidence": json.dumps(detail) if detail else "",
-                }
+                seg.score_row(self.name, score, flagged, json.dumps(detail) if detail else "")
             )
-            self._forget(first["window_start"] - self.max_label_delay)
-        return pl.DataFrame(rows, schema=SCORE_SCHEMA)
+            self._forget(seg.start - self.max_label_delay)
+        return rows
 
     def _learn_labels(self, labs: list[LabResult], now: datetime) -> None:
         while self._labels_seen < len(labs) and labs[self._labels_seen].available_at <= now:

@@ -120,29 +120,22 @@ class MachineFailureModel:
     monitor: DegradationMonitor = field(default_factory=DegradationMonitor)
 
     def score(self, features: pl.DataFrame) -> pl.DataFrame | None:
-        from floorsight.models.machine import SCORE_SCHEMA
+        from floorsight.models.machine import score_frame, segments_of
 
+        rows = self.score_segments(segments_of(features))
+        return score_frame(rows) if rows else None
+
+    def score_segments(self, segments: list) -> list[dict]:
+        """One score row per segment with the signal's mean (once the monitor has a verdict)."""
         rows = []
-        part = features.filter(pl.col("sensor") == self.signal).sort("window_start")
-        for r in part.iter_rows(named=True):
-            if r["mean"] is None:
+        for seg in segments:
+            r = seg.rows.get(self.signal)
+            if r is None or r["mean"] is None:
                 continue
-            v = self.monitor.update(r["product"] or "?", r["mean"])
+            v = self.monitor.update(seg.product or "?", r["mean"])
             if v is None:
                 continue
             rul = None if v.rul_windows is None else round(v.rul_windows, 1)
-            rows.append(
-                {
-                    "machine_id": r["machine_id"],
-                    "window_start": r["window_start"],
-                    "window_end": r["window_end"],
-                    "work_order": r["work_order"],
-                    "product": r["product"],
-                    "material_lot": r["material_lot"],
-                    "model": "failure_risk",
-                    "score": v.risk,
-                    "is_anomaly": v.alert,
-                    "evidence": json.dumps({"health": round(v.health, 2), "rul_windows": rul}),
-                }
-            )
-        return pl.DataFrame(rows, schema=SCORE_SCHEMA) if rows else None
+            evidence = json.dumps({"health": round(v.health, 2), "rul_windows": rul})
+            rows.append(seg.score_row("failure_risk", v.risk, v.alert, evidence))
+        return rows

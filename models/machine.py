@@ -40,33 +40,118 @@ SCORE_SCHEMA: dict[str, pl.DataType] = {
 #: columns that identify a scored segment: one machine window within one work order
 SEGMENT_KEYS = ("machine_id", "window_start", "window_end", "work_order", "product", "material_lot")
 
+#: per-sensor window statistics the models read
+SEGMENT_STATS = ("n", "mean", "std", "min", "max", "last")
 
-def full_windows(
-    features: pl.DataFrame, full_count: dict[str, int], min_coverage: float
-) -> pl.DataFrame:
-    """Rows whose window has at least ``min_coverage`` of the sensor's full reading count.
+
+@dataclass(slots=True)
+class Segment:
+    """One machine window within one work order, as plain Python values.
+
+    A batch of feature rows is turned into segments once (:func:`segments_of`) and every model
+    reads them: on a few hundred rows, one polars call costs more than the Python that reads
+    the values, so the models loop over these instead of filtering frames.
+    """
+
+    #: the values of :data:`SEGMENT_KEYS`
+    key: tuple
+    #: sensor -> its statistics (:data:`SEGMENT_STATS`), in the order of the input rows
+    rows: dict[str, dict]
+
+    @property
+    def start(self):
+        return self.key[1]
+
+    @property
+    def end(self):
+        return self.key[2]
+
+    @property
+    def work_order(self) -> str | None:
+        return self.key[3]
+
+    @property
+    def product(self) -> str | None:
+        return self.key[4]
+
+    def score_row(self, model: str, score: float, is_anomaly: bool, evidence: str) -> dict:
+        """A row of the ``scores`` table for this segment."""
+        row = dict(zip(SEGMENT_KEYS, self.key, strict=True))
+        row["model"], row["score"], row["is_anomaly"], row["evidence"] = (
+            model,
+            score,
+            is_anomaly,
+            evidence,
+        )
+        return row
+
+
+def segments_of(features: pl.DataFrame) -> list[Segment]:
+    """One machine's feature rows as segments, in time order (ties: the input's order)."""
+    if features.height == 0:
+        return []
+    cols = features.columns
+    none = [None] * features.height
+
+    def column(name: str) -> list:
+        return features.get_column(name).to_list() if name in cols else none
+
+    keys = list(zip(*(column(k) for k in SEGMENT_KEYS), strict=True))
+    sensors = column("sensor")
+    stats = [column(s) for s in SEGMENT_STATS]
+    starts = column("window_start")
+    out: dict[tuple, Segment] = {}
+    for i in sorted(range(features.height), key=starts.__getitem__):
+        key = keys[i]
+        seg = out.get(key)
+        if seg is None:
+            seg = out[key] = Segment(key, {})
+        seg.rows[sensors[i]] = {s: v[i] for s, v in zip(SEGMENT_STATS, stats, strict=True)}
+    return list(out.values())
+
+
+def full_rows(
+    segments: list[Segment], full_count: dict[str, int], min_coverage: float
+) -> list[tuple[Segment, dict[str, dict]]]:
+    """Per segment, the rows whose window has at least ``min_coverage`` of the sensor's full
+    reading count (segments with none are left out).
 
     A window cut short by a changeover or by the start of data has too few readings for its
     statistics to be comparable; it is stored as a feature but not scored. ``full_count`` (the
-    most readings each sensor delivered in a window so far) is updated in place.
+    most readings each sensor delivered in a window so far, these segments included) is
+    updated in place.
     """
-    for sensor, n in features.group_by("sensor").agg(pl.col("n").max()).iter_rows():
-        full_count[sensor] = max(full_count.get(sensor, 0), n)
-    full = pl.col("sensor").replace_strict(full_count, default=0)
-    return features.filter(pl.col("n") >= min_coverage * full)
+    for seg in segments:
+        for sensor, r in seg.rows.items():
+            if r["n"] is not None and r["n"] > full_count.get(sensor, 0):
+                full_count[sensor] = r["n"]
+    out = []
+    for seg in segments:
+        full = {
+            sensor: r
+            for sensor, r in seg.rows.items()
+            if r["n"] is not None and r["n"] >= min_coverage * full_count.get(sensor, 0)
+        }
+        if full:
+            out.append((seg, full))
+    return out
 
 
 def segment_means(
-    features: pl.DataFrame, full_count: dict[str, int], min_coverage: float
-) -> pl.DataFrame:
-    """Per full segment, in time order: its keys and lists ``sensor`` and ``mean``."""
-    return (
-        full_windows(features, full_count, min_coverage)
-        .filter(pl.col("mean").is_not_null())
-        .group_by(SEGMENT_KEYS)
-        .agg("sensor", "mean")
-        .sort("window_start")
-    )
+    segments: list[Segment], full_count: dict[str, int], min_coverage: float
+) -> list[tuple[Segment, dict[str, float]]]:
+    """Per full segment, in time order: sensor -> window mean (missing means left out)."""
+    out = []
+    for seg, rows in full_rows(segments, full_count, min_coverage):
+        means = {s: r["mean"] for s, r in rows.items() if r["mean"] is not None}
+        if means:
+            out.append((seg, means))
+    return out
+
+
+def score_frame(rows: list[dict]) -> pl.DataFrame:
+    """Score rows as a frame of the ``scores`` table's schema."""
+    return pl.DataFrame(rows, schema=SCORE_SCHEMA)
 
 
 @dataclass
@@ -99,44 +184,37 @@ class MachineAnomalyModel:
         return self._detectors[product]
 
     def score(self, features: pl.DataFrame, quarantine: frozenset = frozenset()) -> pl.DataFrame:
-        """One score row per (window, work order) segment of ``features`` (one machine).
+        """One score row per (window, work order) segment of ``features`` (one machine)."""
+        return score_frame(self.score_segments(segments_of(features), quarantine))
+
+    def score_segments(self, segments: list[Segment], quarantine=frozenset()) -> list[dict]:
+        """Score rows of the full segments, in time order.
 
         Windows whose start is in ``quarantine`` (another model found the measurement itself
         faulty: a stuck, missing or spiking sensor) are scored but teach the detector nothing.
         """
         # a sensor held per machine cycle has no spread in most windows: its std is not a
         # statistic of the process, so only its mean is scored
-        for sensor, zero, total in (
-            features.group_by("sensor")
-            .agg((pl.col("std") == 0).sum().alias("zero"), pl.col("std").is_not_null().sum())
-            .iter_rows()
-        ):
-            z0, t0 = self._zero_std.get(sensor, (0, 0))
-            self._zero_std[sensor] = (z0 + zero, t0 + total)
-        held = [s for s, (z, t) in self._zero_std.items() if t >= 10 and z > 0.3 * t]
-        segments = (
-            full_windows(features, self._full_count, self.min_coverage)
-            .with_columns(
-                feature=pl.concat_list(
-                    [pl.concat_str([pl.col("sensor"), pl.lit("." + s)]) for s in MODEL_STATISTICS]
-                ),
-                stat=pl.concat_list([pl.col(s) for s in MODEL_STATISTICS]),
-            )
-            .explode("feature", "stat")
-            .group_by(SEGMENT_KEYS)
-            .agg("feature", "stat")
-            .sort("window_start")
-        )
+        zero_std = self._zero_std
+        for seg in segments:
+            for sensor, r in seg.rows.items():
+                std = r["std"]
+                if std is not None:
+                    z0, t0 = zero_std.get(sensor, (0, 0))
+                    zero_std[sensor] = (z0 + (std == 0), t0 + 1)
+        held = {s for s, (z, t) in zero_std.items() if t >= 10 and z > 0.3 * t}
         rows = []
-        for seg in segments.iter_rows(named=True):
-            x = dict(zip(seg.pop("feature"), seg.pop("stat"), strict=True))
-            for sensor in held:
-                x.pop(f"{sensor}.std", None)
-            detector = self._detector(seg["product"])
-            if seg["work_order"] != self._work_order:
+        for seg, full in full_rows(segments, self._full_count, self.min_coverage):
+            x = {}
+            for sensor, r in full.items():
+                x[f"{sensor}.mean"] = r["mean"]
+                if sensor not in held:
+                    x[f"{sensor}.std"] = r["std"]
+            detector = self._detector(seg.product)
+            if seg.work_order != self._work_order:
                 if self._work_order is not None:
                     detector.rebase()
-                self._work_order = seg["work_order"]
+                self._work_order = seg.work_order
             score = detector.score_one(x)
             flagged = score >= self.threshold
             evidence = ""
@@ -144,19 +222,11 @@ class MachineAnomalyModel:
                 z = detector.explain_one(x)
                 top = sorted(z.items(), key=lambda kv: -kv[1])[:3]
                 evidence = "; ".join(f"{k} z={v:.1f} (value {x[k]:.4g})" for k, v in top)
-            if seg["window_start"] in quarantine:
+            if seg.start in quarantine:
                 pass
             elif score < self.learn_below:
                 detector.learn_one(x)
             else:
                 detector.track_one(x)
-            rows.append(
-                {
-                    **seg,
-                    "model": self.name,
-                    "score": score,
-                    "is_anomaly": flagged,
-                    "evidence": evidence,
-                }
-            )
-        return pl.DataFrame(rows, schema=SCORE_SCHEMA)
+            rows.append(seg.score_row(self.name, score, flagged, evidence))
+        return rows

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import polars as pl
 from scipy.stats import t as student_t
 
-from floorsight.models.machine import SCORE_SCHEMA, segment_means
+from floorsight.models.machine import Segment, score_frame, segment_means, segments_of
 
 
 @dataclass
@@ -100,24 +100,18 @@ class OrderOffsetModel:
     _full_count: dict[str, int] = field(default_factory=dict)
 
     def score(self, features: pl.DataFrame) -> pl.DataFrame:
-        segments = segment_means(features, self._full_count, self.min_coverage)
+        return score_frame(self.score_segments(segments_of(features)))
+
+    def score_segments(self, segments: list[Segment]) -> list[dict]:
+        """One score row per full segment, in time order."""
         rows = []
-        for seg in segments.iter_rows(named=True):
-            x = dict(zip(seg.pop("sensor"), seg.pop("mean"), strict=True))
-            if self._order is None or seg["work_order"] != self._order.work_order:
+        for seg, x in segment_means(segments, self._full_count, self.min_coverage):
+            if self._order is None or seg.work_order != self._order.work_order:
                 self._close_order()
-                self._order = _Order(seg["work_order"], seg["product"] or "?")
+                self._order = _Order(seg.work_order, seg.product or "?")
             score, evidence = self._step(self._order, x)
-            rows.append(
-                {
-                    **seg,
-                    "model": self.name,
-                    "score": score,
-                    "is_anomaly": score >= self.threshold,
-                    "evidence": evidence,
-                }
-            )
-        return pl.DataFrame(rows, schema=SCORE_SCHEMA)
+            rows.append(seg.score_row(self.name, score, score >= self.threshold, evidence))
+        return rows
 
     def _step(self, order: _Order, x: dict[str, float]) -> tuple[float, str]:
         order.windows += 1

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from floorsight.models.machine import SCORE_SCHEMA
+from floorsight.models.machine import Segment, score_frame, segments_of
 
 
 @dataclass
@@ -84,12 +84,14 @@ class SensorHealthModel:
         return self._state[key]
 
     def score(self, features: pl.DataFrame) -> pl.DataFrame:
+        return score_frame(self.score_segments(segments_of(features)))
+
+    def score_segments(self, segments: list[Segment]) -> list[dict]:
+        """One score row per segment, in time order."""
         rows = []
-        keys = ["window_start", "window_end", "work_order", "product", "material_lot"]
-        for seg in features.sort("window_start").partition_by(keys, maintain_order=True):
-            first = seg.row(0, named=True)
-            product = first["product"] or "?"
-            present = {r["sensor"]: r for r in seg.iter_rows(named=True)}
+        for seg in segments:
+            product = seg.product or "?"
+            present = seg.rows
             # the machine is running when some sensor delivers a full window
             full = [
                 s
@@ -97,8 +99,8 @@ class SensorHealthModel:
                 if (st := self._state.get((product, s))) and st.full_n and r["n"] >= st.full_n
             ]
             findings: list[tuple[float, str]] = []
-            expected = [s for (p, s) in self._state if p == product]
             if full:
+                expected = [s for (p, s) in self._state if p == product]
                 for sensor in expected:
                     st = self._state[(product, sensor)]
                     n = present[sensor]["n"] if sensor in present else 0
@@ -111,17 +113,8 @@ class SensorHealthModel:
             score = min(1.0, max((f[0] for f in findings), default=0.0))
             flagged = score >= 1.0
             evidence = "; ".join(f[1] for f in sorted(findings, key=lambda f: -f[0]) if f[0] >= 1)
-            rows.append(
-                {
-                    "machine_id": first["machine_id"],
-                    **{k: first[k] for k in keys},
-                    "model": self.name,
-                    "score": score,
-                    "is_anomaly": flagged,
-                    "evidence": evidence,
-                }
-            )
-        return pl.DataFrame(rows, schema=SCORE_SCHEMA)
+            rows.append(seg.score_row(self.name, score, flagged, evidence))
+        return rows
 
     def _check(self, product: str, sensor: str, r: dict) -> list[tuple[float, str]]:
         st = self._sensor(product, sensor)

@@ -25,7 +25,7 @@ from functools import partial
 
 import polars as pl
 
-from floorsight.models.machine import SCORE_SCHEMA, SEGMENT_KEYS
+from floorsight.models.machine import Segment, score_frame, segments_of
 from floorsight.models.spc import IndividualsChart, ProductCharts
 
 #: (product, characteristic) -> (lsl, target, usl)
@@ -51,25 +51,31 @@ class SpcModel:
     charts: dict[str, ProductCharts] = field(default_factory=dict)
 
     def score(self, features: pl.DataFrame, specs: SpecLimits) -> pl.DataFrame:
+        return score_frame(self.score_segments(segments_of(features), specs))
+
+    def score_segments(self, segments: list[Segment], specs: SpecLimits) -> list[dict]:
+        """One score row per segment with a characteristic of the product, in time order."""
         characteristics = {c for _, c in specs}
-        part = features.filter(
-            pl.col("sensor").is_in(list(characteristics)) & pl.col("mean").is_not_null()
-        ).sort("window_start")
-        keys = list(SEGMENT_KEYS)
         rows = []
-        for seg in part.partition_by(keys, maintain_order=True):
-            first = seg.row(0, named=True)
-            score, out_of_spec, notes = 0.0, False, []
-            for sensor, x in seg.select("sensor", "mean").iter_rows():
-                limits = specs.get((first["product"], sensor))
+        for seg in segments:
+            product = seg.product
+            score, out_of_spec, notes, seen = 0.0, False, [], False
+            for sensor, r in seg.rows.items():
+                x = r["mean"]
+                if x is None or sensor not in characteristics:
+                    continue
+                seen = True
+                limits = specs.get((product, sensor))
                 if limits is None:
                     continue
                 lsl, _, usl = limits
-                charts = self.charts.setdefault(
-                    sensor, ProductCharts(make=partial(IndividualsChart, phase1=self.phase1))
-                )
-                violations = charts.update(first["product"], x)
-                chart = charts.charts[first["product"]]
+                charts = self.charts.get(sensor)
+                if charts is None:
+                    charts = self.charts[sensor] = ProductCharts(
+                        make=partial(IndividualsChart, phase1=self.phase1)
+                    )
+                violations = charts.update(product, x)
+                chart = charts.charts[product]
                 if chart.ready and chart.sigma:
                     score = max(score, min(1.0, abs(x - chart.center) / (3 * chart.sigma)))
                 if violations:
@@ -79,15 +85,9 @@ class SpcModel:
                 if not lsl <= x <= usl:
                     out_of_spec = True
                     notes.insert(0, f"{sensor} {x:.5g} out of spec [{lsl:.5g}, {usl:.5g}]")
+            if not seen:
+                continue
             if not math.isfinite(score):
                 score = 1.0
-            rows.append(
-                {
-                    **{k: first[k] for k in keys},
-                    "model": self.name,
-                    "score": score,
-                    "is_anomaly": out_of_spec,
-                    "evidence": "; ".join(notes),
-                }
-            )
-        return pl.DataFrame(rows, schema=SCORE_SCHEMA)
+            rows.append(seg.score_row(self.name, score, out_of_spec, "; ".join(notes)))
+        return rows

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import numpy as np
 import pytest
 
 from floorsight.models.spc import (
@@ -113,3 +115,69 @@ def test_a_new_product_starts_its_own_phase_one() -> None:
     assert all(charts.update("P-200", x) == [] for x in (32.0, 32.1, 31.9, 32.0, 32.2))
     assert charts.update("P-200", 32.05) == []
     assert [v.rule for v in charts.update("P-100", 12.0)] == [1]
+
+
+# ------------------------------------------------------------------------------------------------
+# the Nelson rules as written in the textbooks, on the last points: the reference the online
+# run lengths of RunRules must agree with
+
+
+def _last(pts, n):
+    return pts[-n:] if len(pts) >= n else None
+
+
+def _reference_rule(r: int, p: list[float], we: bool) -> bool:
+    if r == 1:
+        return abs(p[-1]) > 3
+    if r == 2:
+        w = _last(p, 8 if we else 9)
+        return w is not None and (all(z > 0 for z in w) or all(z < 0 for z in w))
+    if r in (3, 4):
+        w = _last(p, 6 if r == 3 else 14)
+        if w is None:
+            return False
+        d = [b - a for a, b in itertools.pairwise(w)]
+        if r == 3:
+            return all(x > 0 for x in d) or all(x < 0 for x in d)
+        return all(d[i] * d[i + 1] < 0 for i in range(len(d) - 1))
+    if r in (5, 6):
+        k, n, limit = (2, 3, 2.0) if r == 5 else (4, 5, 1.0)
+        w = _last(p, n)
+        return w is not None and any(
+            sign * w[-1] > limit and sum(sign * z > limit for z in w) >= k for sign in (1, -1)
+        )
+    if r == 7:
+        w = _last(p, 15)
+        return w is not None and all(abs(z) < 1 for z in w)
+    w = _last(p, 8)
+    return (
+        w is not None
+        and all(abs(z) > 1 for z in w)
+        and any(z > 1 for z in w)
+        and any(z < -1 for z in w)
+    )
+
+
+@pytest.mark.parametrize("we", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_online_run_rules_agree_with_the_textbook_checks(seed, we) -> None:
+    rng = np.random.default_rng(seed)
+    # walks, trends, alternation, plateaus and repeats, so that every rule fires
+    parts = [
+        rng.normal(0, 1, 300),
+        np.cumsum(rng.normal(0, 0.4, 200)),
+        np.tile([1.5, -1.5], 40) + rng.normal(0, 0.1, 80),
+        np.linspace(-3, 3, 40),
+        np.full(30, 0.5),
+        rng.choice([-2.5, 2.5, 0.0, 1.2, -1.2], 300),
+    ]
+    zs = [float(z) for z in np.concatenate([parts[i] for i in rng.permutation(len(parts))])]
+    rules = RunRules(western_electric=we)
+    fired = set()
+    for i, z in enumerate(zs):
+        pts = zs[max(0, i - 14) : i + 1]
+        expected = [r for r in rules.rules if _reference_rule(r, pts, we)]
+        got = rules.update(z)
+        assert got == expected, (i, z, got, expected)
+        fired.update(got)
+    assert fired == set(range(1, 9))
