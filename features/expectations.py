@@ -19,17 +19,22 @@ table of the same load, so a context is checked as one consistent version.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import json
 import logging
 import os
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from floorsight.records import TIMESTAMP
 from floorsight.storage import TableSpec
+
+log = logging.getLogger(__name__)
 
 VALIDATION_RESULTS = TableSpec(
     name="validation_results",
@@ -456,13 +461,58 @@ def _short(value: Any) -> str:
 
 _context_cache: dict[tuple[str, str], ValidationReport] = {}
 
+#: environment variable: where verdicts of the context suites are kept between runs ("" = don't)
+CACHE_ENV = "FLOORSIGHT_CACHE_DIR"
+
+
+def _verdict_file(key: tuple[str, str]) -> Path | None:
+    """The file that keeps the verdict of a (table content, suite) pair across processes.
+
+    Starting GX costs seconds of CPU in every process (a cluster's processes, every restart)
+    while the verdict of unchanged tables under unchanged rules cannot change: it is kept on
+    disk, keyed by content, rules and the GX version.
+    """
+    root = os.environ.get(CACHE_ENV)
+    if root == "":
+        return None
+    base = Path(root) if root else Path.home() / ".cache" / "floorsight"
+    version = importlib.metadata.version("great_expectations")
+    name = hashlib.sha256("|".join((*key, version)).encode()).hexdigest()
+    return base / "context-suites" / f"{name}.json"
+
+
+def _load_verdict(key: tuple[str, str]) -> ValidationReport | None:
+    path = _verdict_file(key)
+    if path is None or not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return ValidationReport(**{**data, "failures": tuple(data["failures"])})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # unreadable: validate again
+
+
+def _store_verdict(key: tuple[str, str], report: ValidationReport) -> None:
+    path = _verdict_file(key)
+    if path is None:
+        return
+    data = {k: v for k, v in asdict(report).items() if k != "validated_at"}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
+    except OSError as err:
+        log.warning("could not keep the context suites' verdict in %s: %s", path, err)
+
 
 def validate_context(tables: dict[str, pl.DataFrame]) -> list[ValidationReport]:
     """Every context suite on its table of this load; FKs are resolved within ``tables``.
 
     A table whose content and rules (foreign-key sets included) are unchanged since an earlier
-    load is not validated again: its earlier result is reported with the new time, so a reload
-    that touches one table costs one suite.
+    load is not validated again: its earlier result (from this process, or kept on disk by an
+    earlier one, see :data:`CACHE_ENV`) is reported with the new time, so a reload that touches
+    one table costs one suite and a restart costs none.
     """
     typed_tables = {name: typed(frame) for name, frame in tables.items()}
     reports = []
@@ -473,7 +523,11 @@ def validate_context(tables: dict[str, pl.DataFrame]) -> list[ValidationReport]:
         if cached is None:
             if len(_context_cache) >= 256:
                 _context_cache.pop(next(iter(_context_cache)))
-            cached = _context_cache[key] = validate(frame, suite)
+            cached = _load_verdict(key)
+            if cached is None:
+                cached = validate(frame, suite)
+                _store_verdict(key, cached)
+            _context_cache[key] = cached
         reports.append(replace(cached, validated_at=datetime.now(tz=UTC)))
     return reports
 

@@ -143,9 +143,15 @@ class BenchPlant:
             directory / "work_orders.csv"
         )
         self.spec_limits().write_csv(directory / "spec_limits.csv")
+        # one batch per order, with the columns an ERP batch has (the context suites check them)
         orders.select(
             pl.concat_str([pl.lit("BATCH-"), pl.col("work_order").str.slice(3)]).alias("batch_id"),
             "work_order",
+            pl.col("start").dt.strftime(iso),
+            pl.col("start").dt.strftime(iso).alias("setup_end"),
+            pl.col("end").dt.strftime(iso),
+            pl.lit(0).alias("good_parts"),
+            pl.lit(0).alias("scrap_parts"),
         ).write_csv(directory / "batches.csv")
         return orders
 

@@ -138,7 +138,9 @@ def run_pipeline(cfg: RunConfig) -> int:
         champion = ChampionScorer(
             cfg.champion, cfg.mlflow_uri, poll=timedelta(seconds=cfg.champion_poll_s)
         )
-    flow = build_flow(source, ContextStore(cfg.context), cfg.db, settings, champion=champion)
+    # the first context load's suites run and report in one process of a cluster
+    context = ContextStore(cfg.context, report_first=cfg.process_id in (None, 0))
+    flow = build_flow(source, context, cfg.db, settings, champion=champion)
     delivery = dispatcher.start() if dispatcher is not None else None
     try:
         with stop_on_signals(stop, log.warning, "stopping: flushing the database ..."):

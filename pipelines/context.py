@@ -433,7 +433,16 @@ class ContextStore:
 
     FILES = ("work_orders.csv", "spec_limits.csv")
 
-    def __init__(self, directory: Path | str, refresh: timedelta = timedelta(seconds=5)) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        refresh: timedelta = timedelta(seconds=5),
+        report_first: bool = True,
+    ) -> None:
+        """``report_first``: judge the first load at once and report its verdict. A cluster
+        reports it from one process; the others judge it only when a reload needs the verdict
+        (whether the context in use was good), which saves each of them the suites' start-up.
+        """
         self.url = str(directory) if str(directory).startswith("postgresql://") else None
         self.directory = Path(directory) if self.url is None else Path()
         self.refresh = refresh
@@ -448,6 +457,8 @@ class ContextStore:
         self.rejected_loads = 0
         self._lock = threading.Lock()
         self._first_verdict: threading.Thread | None = None
+        self.report_first = report_first
+        self._unjudged: ErpContext | None = None
 
     @property
     def is_duckdb(self) -> bool:
@@ -481,6 +492,9 @@ class ContextStore:
             # nothing to fall back on: the first load is used whatever its verdict, so it is
             # judged in the background and the pipeline starts at once (importing GX is slow)
             self._take(loaded, dead)
+            if not self.report_first:
+                self._unjudged = loaded
+                return
             self._first_verdict = threading.Thread(
                 target=self._judge_first, args=(loaded,), name="context-suites", daemon=True
             )
@@ -525,12 +539,16 @@ class ContextStore:
         if self._first_verdict is not None:
             self._first_verdict.join()
             self._first_verdict = None
+        if self._unjudged is not None:  # judged now, reported by another process
+            self.good = all(r.success for r in validate_context(self._unjudged.raw))
+            self._unjudged = None
 
     def take_reports(self, wait: bool = False) -> list[ValidationReport]:
         """Validation reports of the loads since the last call (accepted or rejected); with
         ``wait``, after the first load's verdict is in (at the end of a run)."""
-        if wait:
-            self._wait_first_verdict()
+        if wait and self._first_verdict is not None:
+            self._first_verdict.join()
+            self._first_verdict = None
         with self._lock:
             reports, self._reports = self._reports, []
         return reports

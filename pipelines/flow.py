@@ -1,10 +1,11 @@
 """The floorsight dataflow: readings -> checked -> context -> windows -> scores -> alerts -> DuckDB.
 
 Items are polars frames, never single readings: a batch of readings crosses each step as one
-frame, so Python runs per batch and per window, not per reading. The per-reading steps (context
-join, windows) are keyed by shard, a fixed group of machines (``pipelines/shards.py``), so a
-batch costs a few calls however many machines it holds; models are keyed by machine and run once
-per machine and batch of closed windows. The logic lives in plain
+frame, so Python runs per batch and per window, not per reading. Every stateful step (context
+join, windows, models) is keyed by shard, a fixed group of machines (``pipelines/shards.py``),
+so a batch costs a few calls however many machines it holds and stays on the worker that read
+it; inside the score step each machine has its own models, run once per batch of its closed
+windows. The logic lives in plain
 libraries (``features``, ``models``, ``alerts``, ``pipelines.validate``, ``pipelines.context``);
 this module only wires them.
 """
@@ -196,10 +197,11 @@ class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], bytes 
 
 
 class _ScoreLogic(StatefulLogic[pl.DataFrame, tuple, bytes | None]):
-    """Bytewax shell around one machine's :class:`MachineAlerting` (its models and alert
-    trackers are its state: recovery snapshots keep them)."""
+    """Bytewax shell around one shard's machines, each a :class:`MachineAlerting` (their
+    models and alert trackers are the state: recovery snapshots keep them). Keyed by shard like
+    the steps before it, so a batch stays on its worker and costs one call."""
 
-    def __init__(self, state: MachineAlerting, score, recovery: bool) -> None:
+    def __init__(self, state: dict[str, MachineAlerting], score, recovery: bool) -> None:
         self.state = state
         self.score = score
         self.recovery = recovery
@@ -251,30 +253,44 @@ def build_flow(
         lambda: context.current().records.get("maintenance_log"), maintenance_events
     )
 
-    def score(state: MachineAlerting, features: pl.DataFrame):
-        machine_id = features["machine_id"][0]
-        state.apply_feedback(feedback.for_machine(machine_id))
-        scores, alerts = state.update(
-            features,
-            specs(),
-            maintenance_by_machine().get(machine_id, []),
-            labs_by_machine().get(machine_id, []),
-        )
-        snapshot = None
-        if settings.mlflow_uri and state.windows - state.snapshot_at >= settings.snapshot_windows:
-            state.snapshot_at = state.windows
-            snapshot = ModelSnapshot(
-                machine_id,
-                features["window_end"].max(),
-                state.windows,
-                state.metrics(),
-                pickle.dumps(state),
+    def score(machines: dict[str, MachineAlerting], features: pl.DataFrame):
+        """A shard's closed windows through each machine's models and alert rules: one frame
+        of scores, one of alert rows (or None) and the model snapshots due, per batch."""
+        limits, labs, maintenance = specs(), labs_by_machine(), maintenance_by_machine()
+        scores, alerts, snapshots = [], [], []
+        for (machine_id,), part in features.partition_by(
+            "machine_id", as_dict=True, maintain_order=True
+        ).items():
+            state = machines.get(machine_id)
+            if state is None:
+                state = machines[machine_id] = MachineAlerting(alert_settings)
+            state.apply_feedback(feedback.for_machine(machine_id))
+            s, a = state.update(
+                part, limits, maintenance.get(machine_id, []), labs.get(machine_id, [])
             )
-        return scores, alerts, snapshot
+            scores.append(s)
+            if a is not None:
+                alerts.append(a)
+            due = state.windows - state.snapshot_at >= settings.snapshot_windows
+            if settings.mlflow_uri and due:
+                state.snapshot_at = state.windows
+                snapshots.append(
+                    ModelSnapshot(
+                        machine_id,
+                        part["window_end"].max(),
+                        state.windows,
+                        state.metrics(),
+                        pickle.dumps(state),
+                    )
+                )
+        return (
+            pl.concat(scores) if scores else None,
+            pl.concat(alerts) if alerts else None,
+            snapshots,
+        )
 
     def new_scorer(state: bytes | None) -> _ScoreLogic:
-        alerting = _resume(state) or MachineAlerting(alert_settings)
-        return _ScoreLogic(alerting, score, settings.recovery)
+        return _ScoreLogic(_resume(state) or {}, score, settings.recovery)
 
     mirror_context(context, db_path)
     flow = Dataflow(flow_id)
@@ -310,14 +326,8 @@ def build_flow(
     )
     late = op.filter_map_value("late", windowed, lambda t: t[1] if t[0] == "late" else None)
     # (shard key, feature rows of the windows its machines closed)
-    machine_features = op.flat_map(
-        "key_by_machine",
-        features,
-        lambda kv: [(m, f) for (m,), f in kv[1].partition_by("machine_id", as_dict=True).items()],
-    )
-    # (machine_id, feature rows of that machine's closed windows)
-    scored = op.stateful("score", machine_features, new_scorer)
-    # (machine_id, (scores, alerts | None, model snapshot | None))
+    scored = op.stateful("score", features, new_scorer)
+    # (shard key, (scores | None, alerts | None, [model snapshots]))
 
     def rows(table: str):
         return lambda frame: None if frame is None or frame.height == 0 else (table, (table, frame))
@@ -346,7 +356,7 @@ def build_flow(
         notify = NotifySink(settings.notify.outbox, settings.notify.routing, context)
         op.output("notify", alert_rows, notify)
     if settings.mlflow_uri:
-        snapshots = op.filter_map("model_snapshots", scored, lambda kv: kv[1][2])
+        snapshots = op.flat_map("model_snapshots", scored, lambda kv: kv[1][2])
         op.output("mlflow", snapshots, MlflowSnapshotSink(settings.mlflow_uri))
     if champion is not None:
         champion_scores = op.filter_map_value("champion", features, champion.score)

@@ -17,6 +17,10 @@ from floorsight.records import READING_SCHEMA
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
+# the context suites' verdicts are kept between processes (features.expectations.CACHE_ENV):
+# the tests keep theirs in a folder of their own, never in the user's cache
+os.environ.setdefault("FLOORSIGHT_CACHE_DIR", tempfile.mkdtemp(prefix="floorsight-test-cache-"))
+
 
 def readings(rows: list[tuple[str, str, float, float]]) -> pl.DataFrame:
     """Readings from (machine, sensor, seconds after T0, value) tuples."""

@@ -282,3 +282,42 @@ def test_training_refuses_a_feature_table_that_fails_its_suite(tmp_path) -> None
     db.upsert({"features": [bad]})
     with pytest.raises(DataValidationError, match="window_start < window_end"):
         load_training_features(db.path)
+
+
+_VERDICTS = """
+import json, sys
+import polars as pl
+from pathlib import Path
+from floorsight.features.expectations import validate_context
+tables = {p.stem: pl.read_parquet(p) for p in Path(sys.argv[1]).glob("*.parquet")}
+reports = validate_context(tables)
+print(json.dumps({"gx": "great_expectations" in sys.modules,
+                  "reports": sorted([r.table_name, r.success, list(r.failures)] for r in reports)}))
+"""
+
+
+def test_a_restart_reuses_the_verdicts_of_unchanged_tables_without_starting_gx(
+    erp, tmp_path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    tables = _broken(erp, "batch ends before it starts")  # one failing suite, kept as failing
+    for name, frame in tables.items():
+        frame.write_parquet(tmp_path / f"{name}.parquet")
+    env = {**os.environ, "FLOORSIGHT_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run() -> dict:
+        cmd = [sys.executable, "-c", _VERDICTS, str(tmp_path)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, second = run(), run()
+    assert first["gx"] and not second["gx"]  # the second process never imported GX
+    assert second["reports"] == first["reports"]
+    assert [t for t, ok, _ in first["reports"] if not ok] == ["batches"]
+    # a changed table is validated again (GX starts), the others come from the cache
+    erp_orders = tables["work_orders"].head(tables["work_orders"].height - 1)
+    erp_orders.write_parquet(tmp_path / "work_orders.parquet")
+    assert run()["gx"]
