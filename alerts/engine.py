@@ -26,6 +26,7 @@ Models and the alert cause each one raises:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -36,7 +37,7 @@ from floorsight.alerts.rules import ALERT_SCHEMA, AlertTracker
 from floorsight.models import MachineAnomalyModel
 from floorsight.models.deviation_monitor import DeviationModel, LabResult
 from floorsight.models.failure import MachineFailureModel
-from floorsight.models.machine import Segment, score_frame, segments_of
+from floorsight.models.machine import Segment, by_machine, rows_frame, score_frame, segments_of
 from floorsight.models.order_drift import OrderDriftModel
 from floorsight.models.order_offset import OrderOffsetModel
 from floorsight.models.sensor_health import SensorHealthModel
@@ -198,11 +199,22 @@ class MachineAlerting:
         ``labs``: the machine's lab results (ordered by ``available_at``), the deviation
         model's labels, each learned once the windows have passed its ``available_at``.
         """
+        scores, alerts = self.update_segments(segments_of(features), specs, maintenance, labs)
+        return score_frame(scores), rows_frame(alerts, ALERT_SCHEMA) if alerts else None
+
+    def update_segments(
+        self,
+        segments: list[Segment],
+        specs: SpecLimits | None = None,
+        maintenance: list[Maintenance] | None = None,
+        labs: list[LabResult] | None = None,
+    ) -> tuple[list[dict], list[dict]]:
+        """:meth:`update` on the machine's segments (in time order); returns score rows and
+        alert rows as dicts."""
         due = sorted(
             (m for m in maintenance or () if m.end > self.maintenance_seen), key=lambda m: m.end
         )
         labs = labs or []
-        segments = segments_of(features)
         scores: list[dict] = []
         alerts: list[dict] = []
         rest = segments
@@ -216,7 +228,7 @@ class MachineAlerting:
             rest = rest[k:]
         if rest:
             self._update(rest, specs, labs, scores, alerts)
-        return score_frame(scores), pl.DataFrame(alerts, schema=ALERT_SCHEMA) if alerts else None
+        return scores, alerts
 
     def _maintenance(self, event: Maintenance) -> None:
         self.maintenance_seen = event.end
@@ -263,3 +275,51 @@ class MachineAlerting:
             if changed:
                 alerts.extend(changed)
                 c[f"{cause}.alert_updates"] = c.get(f"{cause}.alert_updates", 0) + len(changed)
+
+
+@dataclass
+class BatchScores:
+    """What :func:`score_batch` returns for one batch of closed windows."""
+
+    scores: pl.DataFrame | None
+    alerts: pl.DataFrame | None
+    #: machine -> end of its newest window in the batch
+    machines: dict[str, datetime]
+
+
+def score_batch(
+    machines: dict[str, MachineAlerting],
+    features: pl.DataFrame,
+    settings: AlertSettings,
+    specs: SpecLimits | None = None,
+    maintenance: dict[str, list[Maintenance]] | None = None,
+    labs: dict[str, list[LabResult]] | None = None,
+    verdicts: Callable[[str], list[Verdict]] | None = None,
+) -> BatchScores:
+    """The closed windows of many machines (a shard's batch) through each machine's models and
+    alert rules (``machines`` holds them, new machines are added): one frame of score rows and
+    one of alert rows for the whole batch, so the per-batch cost is paid once, not per machine.
+    ``verdicts(machine_id)``: people's labels of the machine's alerts (feedback)."""
+    scores: list[dict] = []
+    alerts: list[dict] = []
+    newest: dict[str, datetime] = {}
+    for machine_id, segments in by_machine(segments_of(features)).items():
+        state = machines.get(machine_id)
+        if state is None:
+            state = machines[machine_id] = MachineAlerting(settings)
+        if verdicts is not None:
+            state.apply_feedback(verdicts(machine_id))
+        s, a = state.update_segments(
+            segments,
+            specs,
+            (maintenance or {}).get(machine_id, []),
+            (labs or {}).get(machine_id, []),
+        )
+        scores.extend(s)
+        alerts.extend(a)
+        newest[machine_id] = max(seg.end for seg in segments)
+    return BatchScores(
+        score_frame(scores) if scores else None,
+        rows_frame(alerts, ALERT_SCHEMA) if alerts else None,
+        newest,
+    )

@@ -372,11 +372,11 @@ def phase_compute(settings: BenchSettings, work: Path) -> dict:
 def phase_models(settings: BenchSettings, work: Path) -> dict:
     """Limit (c): the score step's models and alert rules outside the dataflow.
 
-    Runs what the dataflow's ``score`` step runs (``pipelines/flow.py``): per machine one
-    :class:`~floorsight.alerts.engine.MachineAlerting` (every model and alert rule, with the
-    ERP spec limits), fed as many closed windows per call as one source batch closes.
+    Runs what the dataflow's ``score`` step runs (``pipelines/flow.py``):
+    :func:`~floorsight.alerts.engine.score_batch` (every machine's models and alert rules, with
+    the ERP spec limits) on the windows one source batch closes, batch after batch.
     """
-    from floorsight.alerts.engine import AlertSettings, MachineAlerting
+    from floorsight.alerts.engine import AlertSettings, score_batch
     from floorsight.models.spc_monitor import spec_limits_dict
     from floorsight.pipelines.context import ContextStore
     from floorsight.pipelines.flow import PipelineSettings
@@ -392,25 +392,19 @@ def phase_models(settings: BenchSettings, work: Path) -> dict:
     features = pl.read_parquet(work / "features.parquet")
     batch_s = settings.batch_rows / settings.plant.readings_per_s
     per_call = max(1, int(batch_s // settings.window_s))
-    machines = {
-        m: f.sort("window_start")
-        for (m,), f in features.partition_by("machine_id", as_dict=True).items()
-    }
-    chunks = {
-        m: f.with_columns(
-            _call=(pl.col("window_start").rank("dense") - 1) // per_call
-        ).partition_by("_call", maintain_order=True, include_key=False)
-        for m, f in machines.items()
-    }
+    batches = (
+        features.sort("window_start", maintain_order=True)
+        .with_columns(_call=(pl.col("window_start").rank("dense") - 1) // per_call)
+        .partition_by("_call", maintain_order=True, include_key=False)
+    )
+    machines: dict = {}
     scores, alerts = [], []
     began, cpu = time.perf_counter(), _cpu_s()
-    for m in machines:
-        engine = MachineAlerting(alert_settings)
-        for chunk in chunks[m]:
-            s, a = engine.update(chunk, specs)
-            scores.append(s)
-            if a is not None:
-                alerts.append(a)
+    for batch in batches:
+        out = score_batch(machines, batch, alert_settings, specs)
+        scores.append(out.scores)
+        if out.alerts is not None:
+            alerts.append(out.alerts)
     seconds, cpu = time.perf_counter() - began, _cpu_s() - cpu
     pl.concat(scores).write_parquet(work / "scores.parquet")
     if alerts:
@@ -489,7 +483,9 @@ def phase_latency(settings: BenchSettings, work: Path) -> dict:
         rules=ReadingRules(max_future=timedelta(days=36500)),
         recovery=False,  # like `floorsight run` without --recovery
     )
-    sink = DuckDBSink(db, TABLES, flush_interval=pipeline.flush_interval, on_commit=on_commit)
+    sink = DuckDBSink(
+        db, TABLES, flush_interval=pipeline.flush_interval, on_commit=on_commit, recovery=False
+    )
     flow = build_flow(source, ContextStore(ctx_dir), db, pipeline, sink=sink)
     run_main(flow, epoch_interval=timedelta(seconds=2))
     latencies = alert_latencies(commits, source.clock, plant, paced_start, window)

@@ -39,6 +39,11 @@ class DeviationPredictor:
     labels: int = 0
 
     def __post_init__(self) -> None:
+        self._residuals = deque(maxlen=self.window)
+
+    def _regression(self):
+        """The online regression, built at first use: a machine has a predictor per product and
+        characteristic, most of which never see a lab result."""
         if self.model is None:
             # the target is standardized too: a characteristic of 25 mm must not take the
             # intercept hundreds of SGD steps to reach
@@ -50,7 +55,7 @@ class DeviationPredictor:
                     ),
                 )
             )
-        self._residuals = deque(maxlen=self.window)
+        return self.model
 
     def predict(
         self, sample_id: str, x: dict[str, float], lsl: float, usl: float
@@ -59,7 +64,7 @@ class DeviationPredictor:
         self._pending[sample_id] = x
         if self.labels < self.min_labels:
             return None
-        value = self.model.predict_one(x)
+        value = self._regression().predict_one(x)
         half = self._quantile()
         low, high = value - half, value + half
         return Prediction(value, low, high, not lsl <= value <= usl)
@@ -68,16 +73,16 @@ class DeviationPredictor:
         """Like :meth:`predict` for a part whose features the caller keeps (see :meth:`learn`)."""
         if self.labels < self.min_labels:
             return None
-        value = self.model.predict_one(x)
+        value = self._regression().predict_one(x)
         half = self._quantile()
         return Prediction(value, value - half, value + half, not lsl <= value <= usl)
 
     def learn(self, x: dict[str, float], y: float) -> None:
         """Learn one labelled part from its features (its residual feeds the interval first)."""
-        residual = y - self.model.predict_one(x)
+        residual = y - self._regression().predict_one(x)
         if self.labels >= 1:
             self._residuals.append(abs(residual))
-        self.model.learn_one(x, y)
+        self._regression().learn_one(x, y)
         self.labels += 1
 
     def label(self, sample_id: str, y: float) -> None:

@@ -92,6 +92,8 @@ class DeviationModel:
                 if predictor is None:
                     predictor = DeviationPredictor(min_labels=self.min_labels)
                     self.predictors[(product, c)] = predictor
+                if predictor.labels < predictor.min_labels:
+                    continue  # no prediction before enough lab results (see predict_only)
                 pred = predictor.predict_only(_without(means, c), lsl, usl)
                 if pred is None:
                     continue

@@ -14,6 +14,8 @@ process and the alert clears when the fault is over.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -87,27 +89,55 @@ class Segment:
 
 
 def segments_of(features: pl.DataFrame) -> list[Segment]:
-    """One machine's feature rows as segments, in time order (ties: the input's order)."""
+    """Feature rows as segments, in time order (ties: the input's order); rows of several
+    machines give each machine's segments in that order (see :func:`by_machine`)."""
     if features.height == 0:
         return []
     cols = features.columns
     none = [None] * features.height
 
     def column(name: str) -> list:
-        return features.get_column(name).to_list() if name in cols else none
+        if name not in cols:
+            return none
+        series = features.get_column(name)
+        return _times(series) if series.dtype == TIMESTAMP else series.to_list()
 
     keys = list(zip(*(column(k) for k in SEGMENT_KEYS), strict=True))
     sensors = column("sensor")
-    stats = [column(s) for s in SEGMENT_STATS]
-    starts = column("window_start")
+    stats = list(zip(*(column(s) for s in SEGMENT_STATS), strict=True))
+    starts = features.get_column("window_start").to_physical().to_list()
     out: dict[tuple, Segment] = {}
     for i in sorted(range(features.height), key=starts.__getitem__):
         key = keys[i]
         seg = out.get(key)
         if seg is None:
             seg = out[key] = Segment(key, {})
-        seg.rows[sensors[i]] = {s: v[i] for s, v in zip(SEGMENT_STATS, stats, strict=True)}
+        seg.rows[sensors[i]] = dict(zip(SEGMENT_STATS, stats[i]))  # noqa: B905 (same length)
     return list(out.values())
+
+
+def by_machine(segments: list[Segment]) -> dict[str, list[Segment]]:
+    """Segments by machine, each machine's in the given (time) order."""
+    out: dict[str, list[Segment]] = {}
+    for seg in segments:
+        out.setdefault(seg.key[0], []).append(seg)
+    return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
+
+
+def _times(series: pl.Series) -> list:
+    """A UTC microsecond time column as Python datetimes (what ``to_list`` gives), each
+    distinct value built once: a batch holds a few window bounds, repeated on every row."""
+    cache: dict[int, datetime] = {}
+    out = []
+    for us in series.to_physical().to_list():
+        t = cache.get(us)
+        if t is None and us is not None:
+            t = cache[us] = _EPOCH + timedelta(microseconds=us)
+        out.append(t)
+    return out
 
 
 def full_rows(
@@ -150,8 +180,32 @@ def segment_means(
 
 
 def score_frame(rows: list[dict]) -> pl.DataFrame:
-    """Score rows as a frame of the ``scores`` table's schema."""
-    return pl.DataFrame(rows, schema=SCORE_SCHEMA)
+    """Score rows as a frame of the ``scores`` table's schema (built column by column: times
+    go in as integers, each distinct one converted once, many times faster than row dicts)."""
+    return rows_frame(rows, SCORE_SCHEMA)
+
+
+def rows_frame(rows: list[dict], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Row dicts as a frame of ``schema``; UTC times may be Python datetimes."""
+    columns = []
+    for name, dtype in schema.items():
+        values = [r[name] for r in rows]
+        if dtype == TIMESTAMP:
+            cache: dict[datetime, int] = {}
+            ints = []
+            for t in values:
+                us = cache.get(t) if t is not None else None
+                if us is None and t is not None:
+                    aware = t if t.tzinfo is not None else t.replace(tzinfo=_EPOCH.tzinfo)
+                    us = cache[t] = (aware - _EPOCH) // _US
+                ints.append(us)
+            columns.append(pl.Series(name, ints, dtype=pl.Int64).cast(dtype))
+        else:
+            columns.append(pl.Series(name, values, dtype=dtype))
+    return pl.DataFrame(columns)
+
+
+_US = timedelta(microseconds=1)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from floorsight.alerts.engine import (
     AlertSettings,
     MachineAlerting,
     maintenance_events,
+    score_batch,
 )
 from floorsight.alerts.feedback import FeedbackStore
 from floorsight.alerts.routing import Routing
@@ -256,38 +257,26 @@ def build_flow(
     def score(machines: dict[str, MachineAlerting], features: pl.DataFrame):
         """A shard's closed windows through each machine's models and alert rules: one frame
         of scores, one of alert rows (or None) and the model snapshots due, per batch."""
-        limits, labs, maintenance = specs(), labs_by_machine(), maintenance_by_machine()
-        scores, alerts, snapshots = [], [], []
-        for (machine_id,), part in features.partition_by(
-            "machine_id", as_dict=True, maintain_order=True
-        ).items():
-            state = machines.get(machine_id)
-            if state is None:
-                state = machines[machine_id] = MachineAlerting(alert_settings)
-            state.apply_feedback(feedback.for_machine(machine_id))
-            s, a = state.update(
-                part, limits, maintenance.get(machine_id, []), labs.get(machine_id, [])
-            )
-            scores.append(s)
-            if a is not None:
-                alerts.append(a)
-            due = state.windows - state.snapshot_at >= settings.snapshot_windows
-            if settings.mlflow_uri and due:
+        batch = score_batch(
+            machines,
+            features,
+            alert_settings,
+            specs(),
+            maintenance_by_machine(),
+            labs_by_machine(),
+            feedback.for_machine,
+        )
+        snapshots = []
+        for machine_id, newest in batch.machines.items() if settings.mlflow_uri else ():
+            state = machines[machine_id]
+            if state.windows - state.snapshot_at >= settings.snapshot_windows:
                 state.snapshot_at = state.windows
                 snapshots.append(
                     ModelSnapshot(
-                        machine_id,
-                        part["window_end"].max(),
-                        state.windows,
-                        state.metrics(),
-                        pickle.dumps(state),
+                        machine_id, newest, state.windows, state.metrics(), pickle.dumps(state)
                     )
                 )
-        return (
-            pl.concat(scores) if scores else None,
-            pl.concat(alerts) if alerts else None,
-            snapshots,
-        )
+        return batch.scores, batch.alerts, snapshots
 
     def new_scorer(state: bytes | None) -> _ScoreLogic:
         return _ScoreLogic(_resume(state) or {}, score, settings.recovery)
@@ -364,6 +353,8 @@ def build_flow(
         out.append(op.filter_map("w_champion", champion_scores, lambda kv: rows("scores")(kv[1])))
     tables = op.merge("tables", *out)
     # (table, (table, frame))
-    sink = sink or DuckDBSink(db_path, TABLES, flush_interval=settings.flush_interval)
+    sink = sink or DuckDBSink(
+        db_path, TABLES, flush_interval=settings.flush_interval, recovery=settings.recovery
+    )
     op.output("duckdb", tables, sink)
     return flow

@@ -5,6 +5,12 @@ database file, so exactly one worker writes a file and workers never contend for
 Frames are buffered and written in one transaction per flush (every ``flush_interval``, as soon
 as rows of an urgent table such as ``alerts`` arrive, before every recovery snapshot, and at the
 end), with upserts on each table's key, so replayed items after a restart rewrite the same rows.
+
+A flush opens the file, writes, commits and closes it (so dashboards in other processes can
+read between flushes), which costs tens to hundreds of milliseconds however few rows it holds.
+When the pipeline runs far faster than real time (a replay), flushes are therefore spaced so
+that they take at most ``max_flush_share`` of the time: fewer, larger transactions, while a live
+source at plant speed still gets one a ``flush_interval``. Urgent rows are never held back.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class DuckDBSink(FixedPartitionedSink[TableRows, None]):
         max_buffered_rows: int = 200_000,
         urgent: Sequence[str] = ("alerts",),
         on_commit: CommitHook | None = None,
+        recovery: bool = True,
+        max_flush_share: float = 0.1,
     ) -> None:
         self.path = Path(path)
         self.tables = tables
@@ -45,6 +53,10 @@ class DuckDBSink(FixedPartitionedSink[TableRows, None]):
         #: tables whose rows are written at once: people wait for an alert, not for a feature
         self.urgent = frozenset(urgent)
         self.on_commit = on_commit
+        #: flush before each recovery snapshot (rows must be in the file before their epoch is
+        #: recorded as done); without a recovery store the snapshots are not kept
+        self.recovery = recovery
+        self.max_flush_share = max_flush_share
 
     def list_parts(self) -> list[str]:
         return [str(self.path)]
@@ -65,6 +77,9 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, None]):
         self._max_rows = sink.max_buffered_rows
         self._urgent = sink.urgent
         self._on_commit = sink.on_commit
+        self._recovery = sink.recovery
+        self._max_share = sink.max_flush_share
+        self._flush_cost = 0.0  # seconds the last flush took
         self._buffer: dict[str, list[pl.DataFrame]] = {}
         self._rows = 0
         self._last_flush = time.monotonic()
@@ -75,23 +90,23 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, None]):
             self._buffer.setdefault(table, []).append(frame)
             self._rows += frame.height
             urgent = urgent or table in self._urgent
-        if (
-            urgent
-            or self._rows >= self._max_rows
-            or time.monotonic() - self._last_flush >= self._flush_s
-        ):
+        gap = max(self._flush_s, self._flush_cost / self._max_share)
+        if urgent or self._rows >= self._max_rows or time.monotonic() - self._last_flush >= gap:
             self._flush()
 
     def snapshot(self) -> None:
         # rows must be in the file before the runtime records that their epoch is done
-        self._flush()
+        if self._recovery:
+            self._flush()
 
     def close(self) -> None:
         self._flush()
 
     def _flush(self) -> None:
         if self._rows:
+            began = time.monotonic()
             self._db.upsert(self._buffer)
+            self._flush_cost = time.monotonic() - began
             if self._on_commit is not None:
                 self._on_commit(self._buffer)
         self._buffer = {}
