@@ -134,11 +134,15 @@ class SensorHealthModel:
             # held per cycle: a window holds one or two values, so compare its range with the
             # usual change from one cycle to the next
             spike = span / (self.held_spike_factor * st.typical_range)
+            # evidence is written only for findings that flag (score >= 1): formatting it for
+            # every sensor of every window would cost more than the check
             out.append(
                 (
                     spike,
                     f"{sensor} spikes: range {span:.4g} is {span / st.typical_range:.1f} x its "
-                    f"usual cycle-to-cycle change {st.typical_range:.3g}",
+                    f"usual cycle-to-cycle change {st.typical_range:.3g}"
+                    if spike >= 1
+                    else "",
                 )
             )
         elif warm and st.typical_std > 0:
@@ -147,13 +151,16 @@ class SensorHealthModel:
                 (
                     spike,
                     f"{sensor} spikes: range {span:.4g} is {span / st.typical_std:.1f} x its "
-                    f"typical std {st.typical_std:.3g}",
+                    f"typical std {st.typical_std:.3g}"
+                    if spike >= 1
+                    else "",
                 )
             )
         stuck_limit = max(self.stuck_min_windows, self.stuck_factor * st.normal_max_run)
         stuck = st.run / stuck_limit if warm else 0.0
         if stuck > 0:
-            out.append((stuck, f"{sensor} stuck at {r['last']:.6g} for {st.run + 1} windows"))
+            text = f"{sensor} stuck at {r['last']:.6g} for {st.run + 1} windows"
+            out.append((stuck, text if stuck >= 1 else ""))
         if spike < 0.5 and stuck < 0.5:
             # learn only from windows that look normal: a fault must not teach its own level
             st.windows += 1
