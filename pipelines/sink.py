@@ -10,7 +10,8 @@ A flush opens the file, writes, commits and closes it (so dashboards in other pr
 read between flushes), which costs tens to hundreds of milliseconds however few rows it holds.
 When the pipeline runs far faster than real time (a replay), flushes are therefore spaced so
 that they take at most ``max_flush_share`` of the time: fewer, larger transactions, while a live
-source at plant speed still gets one a ``flush_interval``. Urgent rows are never held back.
+source at plant speed still gets one a ``flush_interval``. Urgent rows are never held back: they
+go at once in a small transaction of their own, the other rows at the next flush.
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, None]):
             self._rows += frame.height
             urgent = urgent or table in self._urgent
         gap = max(self._flush_s, self._flush_cost / self._max_share)
-        if urgent or self._rows >= self._max_rows or time.monotonic() - self._last_flush >= gap:
+        if self._rows >= self._max_rows or time.monotonic() - self._last_flush >= gap:
             self._flush()
+        elif urgent:
+            self._flush_urgent()
 
     def snapshot(self) -> None:
         # rows must be in the file before the runtime records that their epoch is done
@@ -101,6 +104,17 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, None]):
 
     def close(self) -> None:
         self._flush()
+
+    def _flush_urgent(self) -> None:
+        """Write the urgent tables' rows alone, in a small transaction of their own (an alert
+        must not wait for a second's features and scores to be written with it)."""
+        urgent = {t: self._buffer.pop(t) for t in list(self._buffer) if t in self._urgent}
+        if not urgent:
+            return
+        self._rows -= sum(f.height for frames in urgent.values() for f in frames)
+        self._db.upsert(urgent)
+        if self._on_commit is not None:
+            self._on_commit(urgent)
 
     def _flush(self) -> None:
         if self._rows:
