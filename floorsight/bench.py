@@ -87,7 +87,7 @@ class BenchSettings:
     soak_machines: int = 2
     soak_sensors: int = 10
     soak_hz: int = 1
-    soak_hours: float = 24.0
+    soak_hours: float = 48.0
 
     @property
     def plant(self) -> BenchPlant:

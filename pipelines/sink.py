@@ -41,7 +41,7 @@ class DuckDBSink(FixedPartitionedSink[TableRows, None]):
         path: Path,
         tables: list[TableSpec],
         flush_interval: timedelta = timedelta(seconds=1),
-        max_buffered_rows: int = 200_000,
+        max_buffered_rows: int = 100_000,
         urgent: Sequence[str] = ("alerts",),
         on_commit: CommitHook | None = None,
         recovery: bool = True,
