@@ -29,7 +29,11 @@ import duckdb
 import polars as pl
 
 from floorsight.features import CONTEXT_COLUMNS
-from floorsight.features.expectations import ValidationReport, content_hash, validate_context
+from floorsight.features.expectations import (
+    ValidationReport,
+    content_hash,
+    validate_context_in_worker,
+)
 from floorsight.records import TIMESTAMP
 
 log = logging.getLogger("floorsight.context")
@@ -479,7 +483,9 @@ class ContextStore:
         self._fingerprint = loaded.fingerprint
         if first:
             # nothing to fall back on: the first load is used whatever its verdict, so it is
-            # judged in the background and the pipeline starts at once (importing GX is slow)
+            # judged in the background and the pipeline starts at once (importing GX is slow);
+            # the suites run in a worker process, this thread only waits for them (GX in a
+            # thread here would hold the GIL for seconds and starve the sources' threads)
             self._take(loaded, dead)
             self._first_verdict = threading.Thread(
                 target=self._judge_first, args=(loaded,), name="context-suites", daemon=True
@@ -487,7 +493,7 @@ class ContextStore:
             self._first_verdict.start()
             return
         self._wait_first_verdict()
-        reports = validate_context(loaded.raw)
+        reports = validate_context_in_worker(loaded.raw)
         valid = all(r.success for r in reports)
         with self._lock:
             self._reports.extend(reports)
@@ -511,7 +517,7 @@ class ContextStore:
             self._dead.append(dead)
 
     def _judge_first(self, loaded: ErpContext) -> None:
-        reports = validate_context(loaded.raw)
+        reports = validate_context_in_worker(loaded.raw)
         with self._lock:
             self._reports.extend(reports)
         self.good = all(r.success for r in reports)
