@@ -9,6 +9,8 @@
   ephemeral GX context: GX 1.24 has no polars datasource) and return
   :class:`ValidationReport` s, one per table, whose ``report`` says which rule failed, how
   often, with examples.
+- :func:`validate_context_in_worker` runs :func:`validate_context` in a worker process: what
+  the pipeline calls, so GX never runs beside its sources.
 - :data:`VALIDATION_RESULTS` is the DuckDB table the pipeline and the notebooks store reports
   in; the dashboard shows it.
 
@@ -23,7 +25,11 @@ import importlib.metadata
 import json
 import logging
 import os
+import pickle
+import subprocess
+import sys
 import threading
+import traceback
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -532,6 +538,75 @@ def validate_context(tables: dict[str, pl.DataFrame]) -> list[ValidationReport]:
     return reports
 
 
+class _SuitesWorker:
+    """A Python process of its own that runs :func:`validate_context`, started on first use.
+
+    Importing GX and running its suites is seconds of pure Python (thousands of modules). In a
+    thread of a streaming process it wants the GIL all the while, and every other thread waits
+    for the GIL at each wake-up (up to the 5 ms switch interval): an asyncio loop (an OPC-UA
+    client's, a 1 ms sleep took 4-5 ms) runs several times slower and its source misses
+    readings. A process of its own shares no GIL; it runs at a lower priority (``nice`` 10), so
+    on a busy machine the stream gets the CPU first. It stays for later loads (GX imported
+    once, unchanged tables cached) and ends with this process (at the end of its input).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+
+    def validate(self, tables: dict[str, pl.DataFrame]) -> list[ValidationReport]:
+        with self._lock:  # one request at a time on the pipe
+            if self._proc is None or self._proc.poll() is not None:
+                # the worker imports what this process imports, from where it imports it
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+                code = "from floorsight.features.expectations import _serve; _serve()"
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-c", code],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env=env,
+                )
+            proc = self._proc
+            try:
+                pickle.dump(tables, proc.stdin)
+                proc.stdin.flush()
+                ok, result = pickle.load(proc.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError) as e:
+                proc.kill()
+                self._proc = None
+                raise RuntimeError(f"the context suites' worker process ended: {e!r}") from e
+        if not ok:
+            raise RuntimeError(f"the context suites failed in their worker process:\n{result}")
+        return result
+
+
+def _serve() -> None:
+    """The worker's loop: pickled tables in on stdin, ``(ok, reports | traceback)`` out."""
+    os.nice(10)
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever GX prints goes to stderr, not into the replies
+    while True:
+        try:
+            tables = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            return
+        try:
+            reply = (True, validate_context(tables))
+        except Exception:
+            reply = (False, traceback.format_exc())
+        pickle.dump(reply, replies)
+        replies.flush()
+
+
+_worker = _SuitesWorker()
+
+
+def validate_context_in_worker(tables: dict[str, pl.DataFrame]) -> list[ValidationReport]:
+    """:func:`validate_context` in this process's suites worker (see :class:`_SuitesWorker`):
+    for a process that must stay responsive while the suites run (the pipeline)."""
+    return _worker.validate(tables)
+
+
 def validate_features(
     features: pl.DataFrame,
     fresh_since: datetime | None = None,
@@ -609,5 +684,6 @@ __all__ = [
     "typed",
     "validate",
     "validate_context",
+    "validate_context_in_worker",
     "validate_features",
 ]

@@ -29,7 +29,11 @@ import duckdb
 import polars as pl
 
 from floorsight.features import CONTEXT_COLUMNS
-from floorsight.features.expectations import ValidationReport, content_hash, validate_context
+from floorsight.features.expectations import (
+    ValidationReport,
+    content_hash,
+    validate_context_in_worker,
+)
 from floorsight.records import TIMESTAMP
 
 log = logging.getLogger("floorsight.context")
@@ -490,7 +494,9 @@ class ContextStore:
         self._fingerprint = loaded.fingerprint
         if first:
             # nothing to fall back on: the first load is used whatever its verdict, so it is
-            # judged in the background and the pipeline starts at once (importing GX is slow)
+            # judged in the background and the pipeline starts at once (importing GX is slow);
+            # the suites run in a worker process, this thread only waits for them (GX in a
+            # thread here would hold the GIL for seconds and starve the sources' threads)
             self._take(loaded, dead)
             if not self.report_first:
                 self._unjudged = loaded
@@ -501,7 +507,7 @@ class ContextStore:
             self._first_verdict.start()
             return
         self._wait_first_verdict()
-        reports = validate_context(loaded.raw)
+        reports = validate_context_in_worker(loaded.raw)
         valid = all(r.success for r in reports)
         with self._lock:
             self._reports.extend(reports)
@@ -525,7 +531,7 @@ class ContextStore:
             self._dead.append(dead)
 
     def _judge_first(self, loaded: ErpContext) -> None:
-        reports = validate_context(loaded.raw)
+        reports = validate_context_in_worker(loaded.raw)
         with self._lock:
             self._reports.extend(reports)
         self.good = all(r.success for r in reports)
@@ -540,7 +546,7 @@ class ContextStore:
             self._first_verdict.join()
             self._first_verdict = None
         if self._unjudged is not None:  # judged now, reported by another process
-            self.good = all(r.success for r in validate_context(self._unjudged.raw))
+            self.good = all(r.success for r in validate_context_in_worker(self._unjudged.raw))
             self._unjudged = None
 
     def take_reports(self, wait: bool = False) -> list[ValidationReport]:

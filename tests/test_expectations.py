@@ -8,6 +8,9 @@ context when a reload fails; training refuses a feature table that fails its sui
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -15,12 +18,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from floorsight.features import expectations
 from floorsight.features.expectations import (
     VALIDATION_RESULTS,
     DataValidationError,
     context_suites,
     reports_frame,
     validate_context,
+    validate_context_in_worker,
     validate_features,
 )
 from floorsight.features.tables import FEATURES
@@ -113,6 +118,48 @@ def test_a_broken_table_fails_its_suite_with_a_readable_report(
     report = reports[table].report
     line = next(line for line in report.splitlines() if rule in line)
     assert "rows break it" in line and names in line, report
+
+
+def test_the_pipeline_process_runs_no_suite_itself(tmp_path, erp) -> None:
+    """The context store's suites run in a worker process: GX (seconds of pure Python) in a
+    thread of the pipeline held up its other threads, and the OPC-UA source missed its server's
+    readings. A fresh interpreter (this one has imported GX) judges a broken first load with
+    the same verdict as :func:`validate_context`, without importing GX."""
+    _write_context(tmp_path / "erp", _broken(erp, "lsl above usl"))
+    code = textwrap.dedent(
+        """
+        import sys
+        from floorsight.pipelines.context import ContextStore
+
+        store = ContextStore(sys.argv[1])
+        store.current()
+        reports = store.take_reports(wait=True)
+        print(sorted(r.table_name for r in reports if not r.success), len(reports), store.good)
+        print("great_expectations" in sys.modules)
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "erp")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    verdict, gx_imported = run.stdout.splitlines()
+    assert verdict == f"['spec_limits'] {len(ALL_TABLES)} False"
+    assert gx_imported == "False"
+
+
+def test_a_worker_that_died_is_started_again(erp) -> None:
+    first = validate_context_in_worker(erp)
+    worker = expectations._worker._proc
+    worker.kill()
+    worker.wait()
+    again = validate_context_in_worker(_broken(erp, "duplicate work order"))
+    assert expectations._worker._proc.pid != worker.pid
+    assert all(r.success for r in first)
+    assert {r.table_name for r in again if not r.success} == {"work_orders"}
 
 
 def _write_context(directory: Path, tables: dict[str, pl.DataFrame]) -> None:
