@@ -106,7 +106,6 @@ SIZES = {
         batch_rows=20_000,
         file_seconds=30.0,
         window_s=1.0,
-        lateness_s=0.5,
         latency_faulty=2,
         latency_settle_s=0.5,
         soak_machines=1,
@@ -376,18 +375,12 @@ def phase_models(settings: BenchSettings, work: Path) -> dict:
     :func:`~floorsight.alerts.engine.score_batch` (every machine's models and alert rules, with
     the ERP spec limits) on the windows one source batch closes, batch after batch.
     """
-    from floorsight.alerts.engine import AlertSettings, score_batch
+    from floorsight.alerts.engine import score_batch
     from floorsight.models.spc_monitor import spec_limits_dict
     from floorsight.pipelines.context import ContextStore
     from floorsight.pipelines.flow import PipelineSettings
 
-    ps = PipelineSettings()
-    alert_settings = AlertSettings(
-        anomaly_threshold=ps.anomaly_threshold,
-        grace_windows=ps.grace_windows,
-        open_after=ps.alert_open_after,
-        clear_after=ps.alert_clear_after,
-    )
+    alert_settings = PipelineSettings().alerting
     specs = spec_limits_dict(ContextStore(work / "erp").current().spec_limits)
     features = pl.read_parquet(work / "features.parquet")
     batch_s = settings.batch_rows / settings.plant.readings_per_s

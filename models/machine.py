@@ -191,14 +191,13 @@ def rows_frame(rows: list[dict], schema: dict[str, pl.DataType]) -> pl.DataFrame
     for name, dtype in schema.items():
         values = [r[name] for r in rows]
         if dtype == TIMESTAMP:
-            cache: dict[datetime, int] = {}
+            cache: dict[datetime | None, int | None] = {None: None}
             ints = []
             for t in values:
-                us = cache.get(t) if t is not None else None
-                if us is None and t is not None:
+                if t not in cache:
                     aware = t if t.tzinfo is not None else t.replace(tzinfo=_EPOCH.tzinfo)
-                    us = cache[t] = (aware - _EPOCH) // _US
-                ints.append(us)
+                    cache[t] = (aware - _EPOCH) // _US
+                ints.append(cache[t])
             columns.append(pl.Series(name, ints, dtype=pl.Int64).cast(dtype))
         else:
             columns.append(pl.Series(name, values, dtype=dtype))

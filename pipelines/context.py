@@ -541,10 +541,13 @@ class ContextStore:
                 "back on) until a load that passes arrives"
             )
 
-    def _wait_first_verdict(self) -> None:
+    def _join_first_verdict(self) -> None:
         if self._first_verdict is not None:
             self._first_verdict.join()
             self._first_verdict = None
+
+    def _wait_first_verdict(self) -> None:
+        self._join_first_verdict()
         if self._unjudged is not None:  # judged now, reported by another process
             self.good = all(r.success for r in validate_context_in_worker(self._unjudged.raw))
             self._unjudged = None
@@ -552,9 +555,8 @@ class ContextStore:
     def take_reports(self, wait: bool = False) -> list[ValidationReport]:
         """Validation reports of the loads since the last call (accepted or rejected); with
         ``wait``, after the first load's verdict is in (at the end of a run)."""
-        if wait and self._first_verdict is not None:
-            self._first_verdict.join()
-            self._first_verdict = None
+        if wait:
+            self._join_first_verdict()  # not the deferred judgement: another process reports it
         with self._lock:
             reports, self._reports = self._reports, []
         return reports

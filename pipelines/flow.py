@@ -92,6 +92,16 @@ class PipelineSettings:
     #: of every machine each epoch costs more than scoring them)
     recovery: bool = True
 
+    @property
+    def alerting(self) -> AlertSettings:
+        """The thresholds and hysteresis of every machine's models and alert rules."""
+        return AlertSettings(
+            anomaly_threshold=self.anomaly_threshold,
+            grace_windows=self.grace_windows,
+            open_after=self.alert_open_after,
+            clear_after=self.alert_clear_after,
+        )
+
 
 def _per_version(frame_of, derive):
     """``derive(frame)`` recomputed only when ``frame_of()`` returns another frame."""
@@ -137,11 +147,22 @@ def _resume(snapshot: bytes | None) -> object | None:
     return pickle.loads(snapshot) if snapshot is not None else None
 
 
-class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], bytes | None]):
+class _PickledLogic(StatefulLogic[pl.DataFrame, tuple, bytes | None]):
+    """A Bytewax logic whose ``state`` is snapshotted pickled, and only when the run keeps
+    recovery snapshots (the builder gets the pickle back: :func:`_resume`)."""
+
+    state: object
+    recovery: bool
+
+    def snapshot(self) -> bytes | None:
+        return _snapshot(self.state, self.recovery)
+
+
+class _WindowLogic(_PickledLogic):
     """Bytewax shell around one shard's :class:`WindowAggregator`."""
 
     def __init__(self, aggregator: WindowAggregator, recovery: bool) -> None:
-        self.aggregator = aggregator
+        self.state = self.aggregator = aggregator
         self.recovery = recovery
 
     def on_item(self, value: pl.DataFrame) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
@@ -157,18 +178,15 @@ class _WindowLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], bytes |
         features = self.aggregator.flush()
         return ([("features", features)] if features is not None else []), StatefulLogic.RETAIN
 
-    def snapshot(self) -> bytes | None:
-        return _snapshot(self.aggregator, self.recovery)
 
-
-class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], bytes | None]):
+class _ContextLogic(_PickledLogic):
     """Bytewax shell around one shard's :class:`ContextHold`."""
 
     def __init__(
         self, context: ContextStore, state: bytes | None, hold: timedelta, recovery: bool
     ) -> None:
         self.context = context
-        self.hold = _resume(state) or ContextHold(hold)
+        self.state = self.hold = _resume(state) or ContextHold(hold)
         self.recovery = recovery
 
     def on_item(self, value: pl.DataFrame) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
@@ -193,11 +211,8 @@ class _ContextLogic(StatefulLogic[pl.DataFrame, tuple[str, pl.DataFrame], bytes 
             out.append(("validation", reports_frame(reports)))
         return out, StatefulLogic.RETAIN
 
-    def snapshot(self) -> bytes | None:
-        return _snapshot(self.hold, self.recovery)
 
-
-class _ScoreLogic(StatefulLogic[pl.DataFrame, tuple, bytes | None]):
+class _ScoreLogic(_PickledLogic):
     """Bytewax shell around one shard's machines, each a :class:`MachineAlerting` (their
     models and alert trackers are the state: recovery snapshots keep them). Keyed by shard like
     the steps before it, so a batch stays on its worker and costs one call."""
@@ -209,9 +224,6 @@ class _ScoreLogic(StatefulLogic[pl.DataFrame, tuple, bytes | None]):
 
     def on_item(self, value: pl.DataFrame) -> tuple[list[tuple], bool]:
         return [self.score(self.state, value)], StatefulLogic.RETAIN
-
-    def snapshot(self) -> bytes | None:
-        return _snapshot(self.state, self.recovery)
 
 
 def build_flow(
@@ -237,12 +249,7 @@ def build_flow(
         )
         return _WindowLogic(aggregator, settings.recovery)
 
-    alert_settings = AlertSettings(
-        anomaly_threshold=settings.anomaly_threshold,
-        grace_windows=settings.grace_windows,
-        open_after=settings.alert_open_after,
-        clear_after=settings.alert_clear_after,
-    )
+    alert_settings = settings.alerting
 
     feedback = FeedbackStore(db_path)
     # each derived once per context version (the context store replaces its frames on reload)

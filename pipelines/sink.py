@@ -112,17 +112,18 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, None]):
         if not urgent:
             return
         self._rows -= sum(f.height for frames in urgent.values() for f in frames)
-        self._db.upsert(urgent)
-        if self._on_commit is not None:
-            self._on_commit(urgent)
+        self._commit(urgent)
 
     def _flush(self) -> None:
         if self._rows:
             began = time.monotonic()
-            self._db.upsert(self._buffer)
+            self._commit(self._buffer)
             self._flush_cost = time.monotonic() - began
-            if self._on_commit is not None:
-                self._on_commit(self._buffer)
         self._buffer = {}
         self._rows = 0
         self._last_flush = time.monotonic()
+
+    def _commit(self, frames: dict[str, list[pl.DataFrame]]) -> None:
+        self._db.upsert(frames)
+        if self._on_commit is not None:
+            self._on_commit(frames)
