@@ -11,16 +11,32 @@ the next batch on, without a restart.
 Score rows use the score table's schema: ``model`` is ``champion:<registered name>@v<version>``,
 ``score`` the calibrated probability of a failure within the horizon, ``is_anomaly`` whether it
 reaches the version's decision threshold, ``evidence`` the model, version, threshold, horizon.
+
+Whoever can write the registry chooses what the pipeline loads, so loading never runs code from
+the registry. A champion is MLflow's scikit-learn flavor in skops format, as :func:`log_model`
+writes it: the model version's artifacts hold ``MLmodel`` (read as plain YAML, only to check
+that its ``sklearn`` flavor says ``serialization_format: skops`` and ``pickled_model:
+model.skops``) and ``model.skops``. The loader downloads those two files with MLflow's artifact
+API, lists the file's types with :func:`skops.io.get_untrusted_types`, refuses any type outside
+skops' defaults and this module's :data:`TRUSTED_TYPES` (the trusted types an ``MLmodel``
+names are ignored: they come from the registry writer), and only then calls
+:func:`skops.io.load` with :data:`TRUSTED_TYPES`. A pickle or cloudpickle flavor, a file that is
+not a skops zip, an untrusted type, a missing artifact or missing tags raise
+:class:`ChampionRefusedError`; the scorer logs the reason and keeps the champion it had. Nothing
+here calls ``mlflow.sklearn.load_model``, pickle, cloudpickle or joblib on registry content.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -35,15 +51,26 @@ CHAMPION_ALIAS = "champion"
 THRESHOLD_TAG = "decision_threshold"
 HORIZON_TAG = "horizon_h"
 FEATURES_TAG = "feature_columns"
+#: the champion's files in a model version's artifacts (MLflow's sklearn flavor, skops format)
+MLMODEL_FILE = "MLmodel"
+SKOPS_FILE = "model.skops"
 #: types skops does not trust by default, in the models floorsight trains itself (our own
-#: transformer, calibration and the gradient-boosting trees); a model from elsewhere that needs
-#: other types fails to load instead of running unreviewed code
+#: transformer, calibration and the gradient-boosting trees); the loader trusts these and
+#: skops' defaults only, so a model that needs any other type is refused before it is built
 TRUSTED_TYPES = [
     "floorsight.models.training.ProductStandardizer",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 ]
+
+
+class ChampionRefusedError(ValueError):
+    """A model version the loader will not load, with the reason (and the untrusted types)."""
+
+    def __init__(self, name: str, version: int, reason: str, untrusted: tuple[str, ...] = ()):
+        self.name, self.version, self.reason, self.untrusted = name, version, reason, untrusted
+        super().__init__(f"model {name} v{version} refused: {reason}")
 
 
 @dataclass(frozen=True)
@@ -108,7 +135,11 @@ def _client(tracking_uri: str | None):
 
 
 def load_champion(name: str, tracking_uri: str | None = None, alias: str = CHAMPION_ALIAS):
-    """The version of ``name`` behind ``alias``, loaded; None when the alias is not set."""
+    """The version of ``name`` behind ``alias``, loaded; None when the alias is not set.
+
+    Raises :class:`ChampionRefusedError` when that version is not a skops model of trusted types
+    with the stream's tags (see the module docstring).
+    """
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
@@ -120,24 +151,111 @@ def load_champion(name: str, tracking_uri: str | None = None, alias: str = CHAMP
 
 
 def _load(client, name: str, version) -> Champion:
-    import mlflow.sklearn
-
-    tags = version.tags
-    missing = [t for t in (THRESHOLD_TAG, HORIZON_TAG, FEATURES_TAG) if t not in tags]
-    if missing:
-        raise ValueError(
-            f"model {name} v{version.version} lacks the tags {missing}: "
-            "register it with floorsight.models.champion.register_failure_model"
-        )
-    model = mlflow.sklearn.load_model(client.get_model_version_download_uri(name, version.version))
+    number = int(version.version)
+    threshold, horizon_h, columns = _stream_tags(name, number, version.tags)
+    with tempfile.TemporaryDirectory(prefix="floorsight-champion-") as tmp:
+        path = _download_skops(client, name, number, Path(tmp))
+        model = _load_skops(name, number, path)
+    if not callable(getattr(model, "predict_proba", None)):
+        raise ChampionRefusedError(name, number, f"{type(model).__name__} has no predict_proba")
     return Champion(
         name=name,
-        version=int(version.version),
+        version=number,
         model=model,
-        threshold=float(tags[THRESHOLD_TAG]),
-        horizon_h=float(tags[HORIZON_TAG]),
-        feature_columns=tuple(json.loads(tags[FEATURES_TAG])),
+        threshold=threshold,
+        horizon_h=horizon_h,
+        feature_columns=columns,
     )
+
+
+def _stream_tags(name: str, number: int, tags: dict[str, str]):
+    missing = [t for t in (THRESHOLD_TAG, HORIZON_TAG, FEATURES_TAG) if t not in tags]
+    if missing:
+        raise ChampionRefusedError(
+            name,
+            number,
+            f"it lacks the tags {missing}: "
+            "register it with floorsight.models.champion.register_failure_model",
+        )
+    try:
+        threshold, horizon_h = float(tags[THRESHOLD_TAG]), float(tags[HORIZON_TAG])
+        columns = json.loads(tags[FEATURES_TAG])
+    except ValueError as e:
+        raise ChampionRefusedError(name, number, f"a tag cannot be read ({e})") from None
+    if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
+        reason = f"tag {FEATURES_TAG} is not a list of column names"
+        raise ChampionRefusedError(name, number, reason)
+    return threshold, horizon_h, tuple(columns)
+
+
+def _download_skops(client, name: str, number: int, folder: Path) -> Path:
+    """``model.skops`` of the version, downloaded after its ``MLmodel`` says skops."""
+    import mlflow.artifacts
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    base = client.get_model_version_download_uri(name, str(number)).rstrip("/")
+
+    def download(file: str) -> Path:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{base}/{file}",
+                dst_path=str(folder),
+                tracking_uri=client.tracking_uri,
+            )
+        except (MlflowException, OSError):  # its long message lists every file it tried
+            raise ChampionRefusedError(name, number, f"no {file} in {base}") from None
+        path = Path(local)
+        if not path.is_file():
+            raise ChampionRefusedError(name, number, f"no {file} in {base}")
+        return path
+
+    try:
+        mlmodel = yaml.safe_load(download(MLMODEL_FILE).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ChampionRefusedError(name, number, f"its {MLMODEL_FILE} is not YAML ({e})") from None
+    flavors = mlmodel.get("flavors") if isinstance(mlmodel, dict) else None
+    flavor = flavors.get("sklearn") if isinstance(flavors, dict) else None
+    if not isinstance(flavor, dict):
+        raise ChampionRefusedError(name, number, f"its {MLMODEL_FILE} has no sklearn flavor")
+    serialization = flavor.get("serialization_format", "pickle")
+    if serialization != "skops" or flavor.get("pickled_model") != SKOPS_FILE:
+        raise ChampionRefusedError(
+            name,
+            number,
+            f"its sklearn flavor is serialized as {serialization!r} in "
+            f"{flavor.get('pickled_model')!r}: only skops ({SKOPS_FILE}) is loaded, "
+            "a pickle or cloudpickle model could run any code",
+        )
+    return download(SKOPS_FILE)
+
+
+def _load_skops(name: str, number: int, path: Path):
+    """The model in a skops file, built only if every type in it is trusted."""
+    import skops.io
+
+    if not zipfile.is_zipfile(path):
+        reason = f"its {SKOPS_FILE} is not a skops file (not a zip)"
+        raise ChampionRefusedError(name, number, reason)
+    try:
+        found = skops.io.get_untrusted_types(file=path)
+    except Exception as e:  # a hostile file may break the schema reader in any way
+        reason = f"its {SKOPS_FILE} cannot be read ({type(e).__name__}: {e})"
+        raise ChampionRefusedError(name, number, reason) from None
+    untrusted = tuple(t for t in found if t not in TRUSTED_TYPES)
+    if untrusted:
+        raise ChampionRefusedError(
+            name,
+            number,
+            f"its {SKOPS_FILE} holds untrusted types {list(untrusted)} "
+            "(floorsight trusts skops' defaults and models.champion.TRUSTED_TYPES)",
+            untrusted,
+        )
+    try:
+        return skops.io.load(path, trusted=TRUSTED_TYPES)
+    except Exception as e:  # e.g. UntrustedTypesFoundException, a corrupt array
+        reason = f"its {SKOPS_FILE} cannot be loaded ({type(e).__name__}: {e})"
+        raise ChampionRefusedError(name, number, reason) from None
 
 
 class ChampionScorer:
@@ -146,8 +264,10 @@ class ChampionScorer:
     The alias is looked up at most every ``poll`` (wall time) when frames arrive; a changed
     version is loaded before the frame is scored. While no champion is registered, or the
     registry cannot be read, nothing is scored and the scorer keeps looking (the rest of the
-    pipeline runs on); a version that fails to score is logged and skipped the same way. Safe to
-    share between worker threads.
+    pipeline runs on); a version that fails to score is logged and skipped the same way. A
+    version the loader refuses (:class:`ChampionRefusedError`) is logged once with its reason and
+    not fetched again until the alias or the version's tags change; the champion loaded before
+    it (or none) goes on scoring. Safe to share between worker threads.
     """
 
     def __init__(
@@ -166,6 +286,7 @@ class ChampionScorer:
         self._lock = threading.Lock()
         self._warned = False
         self._failing: int | None = None
+        self._refused: tuple | None = None  # (version, tags) last refused
 
     def current(self) -> Champion | None:
         """The champion to score with now (checks the registry when ``poll`` has passed)."""
@@ -178,19 +299,31 @@ class ChampionScorer:
     def _refresh(self) -> None:
         from mlflow.exceptions import MlflowException
 
+        old = self._champion
         try:
             client = _client(self.tracking_uri)
             version = client.get_model_version_by_alias(self.name, self.alias)
-            if self._champion is None or int(version.version) != self._champion.version:
-                old = self._champion
-                self._champion = _load(client, self.name, version)
-                log.info(
-                    "champion %s: %s -> v%s",
-                    self.name,
-                    f"v{old.version}" if old else "none",
-                    self._champion.version,
-                )
             self._warned = False
+            key = (int(version.version), tuple(sorted(version.tags.items())))
+            if (old is not None and key[0] == old.version) or key == self._refused:
+                return
+            self._champion = _load(client, self.name, version)
+            self._refused = None
+            log.info(
+                "champion %s: %s -> v%s",
+                self.name,
+                f"v{old.version}" if old else "none",
+                self._champion.version,
+            )
+        except ChampionRefusedError as e:
+            self._refused = key
+            log.error(
+                "champion %s@%s: %s; %s",
+                self.name,
+                self.alias,
+                e,
+                f"v{old.version} goes on scoring" if old else "no champion scores until then",
+            )
         except (MlflowException, OSError, ValueError) as e:
             if not self._warned:
                 log.warning("champion %s@%s not available (%s)", self.name, self.alias, e)
@@ -237,6 +370,9 @@ def log_model(model, input_example=None) -> str:
         model,
         name="model",
         input_example=input_example,
+        # the one layout the loader reads (MLmodel + model.skops); mlflow checks at once that
+        # the file loads with these types
+        serialization_format="skops",
         skops_trusted_types=TRUSTED_TYPES,
         # pinned here instead of inferred (inference loads the model in a subprocess)
         pip_requirements=[f"scikit-learn=={sklearn.__version__}", "floorsight"],
@@ -391,6 +527,7 @@ def registered_models(tracking_uri: str | None = None) -> pl.DataFrame:
 __all__ = [
     "CHAMPION_ALIAS",
     "Champion",
+    "ChampionRefusedError",
     "ChampionScorer",
     "compare_scores",
     "experiment",
