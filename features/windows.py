@@ -31,6 +31,9 @@ WINDOW_KEY = ["machine_id", "sensor", "window_start", "work_order"]
 #: Readings grouped at once by :func:`window_features` (larger frames are cut between windows).
 CHUNK_ROWS = 250_000
 
+#: The columns that make two readings the same reading (a duplicate delivery).
+DUPLICATE_KEY = ["machine_id", "sensor", "ts"]
+
 #: Statistics computed per window, in column order.
 STATISTICS = ("n", "mean", "std", "min", "max", "last", "slope", "rms")
 
@@ -159,11 +162,21 @@ class WindowAggregator:
     (closed window rows, readings too late for any open window). A reading is late when its
     newest window has already closed; up to ``lateness`` behind its machine's latest event time
     it still counts.
+
+    Exact duplicates (same machine, sensor and event time) are dropped before they enter a
+    window and counted in ``duplicates``: at-least-once sources (MQTT QoS 1, an OPC-UA backfill,
+    a recovered run) deliver them as normal traffic, and a window's reading count must not
+    depend on them. Of a batch's duplicates the first is kept; a reading equal in key to one an
+    open window holds is dropped. A duplicate of a reading whose window has closed is late like
+    any reading of a closed window (only the open windows' keys are kept, so state stays
+    bounded).
     """
 
     window: timedelta
     hop: timedelta | None = None
     lateness: timedelta = timedelta(0)
+    #: exact duplicates dropped so far (a class default: snapshots from before it load too)
+    duplicates: int = 0
     _buffer: list[pl.DataFrame] = field(default_factory=list)
     #: per machine: the newest event time seen
     _max_ts: dict[str, datetime] = field(default_factory=dict)
@@ -184,12 +197,31 @@ class WindowAggregator:
             readings = flagged.filter(~pl.col("_late")).drop("_late")
             late = late if late.height else None
         if readings.height:
+            readings = self._without_duplicates(readings)
+        if readings.height:
             self._buffer.append(readings)
             newest = readings.group_by("machine_id").agg(pl.col("ts").max())
             for machine, ts in newest.iter_rows():
                 if machine not in self._max_ts or ts > self._max_ts[machine]:
                     self._max_ts[machine] = ts
         return self._close(), late
+
+    def _without_duplicates(self, readings: pl.DataFrame) -> pl.DataFrame:
+        """``readings`` less exact duplicates, of each other and of the open windows' readings
+        (counted in ``duplicates``); the order of the rest is kept."""
+        height = readings.height
+        if readings.select(pl.struct(DUPLICATE_KEY).is_duplicated().any()).item():
+            readings = readings.unique(DUPLICATE_KEY, keep="first", maintain_order=True)
+        # only a reading at or before its machine's newest event time can repeat a buffered one
+        if self._buffer and self._max_ts:
+            seen = (pl.col("ts") <= _per_machine(self._max_ts)).fill_null(False)
+            if readings.select(seen.any()).item():
+                held = pl.concat(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+                keys = held.select(pl.struct(DUPLICATE_KEY).alias("_key"))["_key"]
+                repeated = seen & pl.struct(DUPLICATE_KEY).is_in(keys.implode())
+                readings = readings.filter(~repeated)
+        self.duplicates += height - readings.height
+        return readings
 
     def flush(self) -> pl.DataFrame | None:
         """Close every open window (end of input)."""

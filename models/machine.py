@@ -13,6 +13,7 @@ process and the alert clears when the fault is over.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -140,27 +141,43 @@ def _times(series: pl.Series) -> list:
     return out
 
 
+#: windows whose reading counts make a sensor's full count (the median of the newest of them)
+FULL_COUNT_WINDOWS = 15
+
+
 def full_rows(
-    segments: list[Segment], full_count: dict[str, int], min_coverage: float
+    segments: list[Segment], full_count: dict[str, deque], min_coverage: float
 ) -> list[tuple[Segment, dict[str, dict]]]:
     """Per segment, the rows whose window has at least ``min_coverage`` of the sensor's full
     reading count (segments with none are left out).
 
     A window cut short by a changeover or by the start of data has too few readings for its
-    statistics to be comparable; it is stored as a feature but not scored. ``full_count`` (the
-    most readings each sensor delivered in a window so far, these segments included) is
-    updated in place.
+    statistics to be comparable; it is stored as a feature but not scored. A sensor's full
+    count is the median reading count of its newest :data:`FULL_COUNT_WINDOWS` windows (these
+    segments included): it follows the sampling rate, and no single window (a burst of
+    duplicates, a short one) changes what counts as complete. ``full_count`` (sensor -> those
+    counts) is updated in place; a count kept by an older version (the largest one seen, an
+    int) starts the sensor's history.
     """
     for seg in segments:
         for sensor, r in seg.rows.items():
-            if r["n"] is not None and r["n"] > full_count.get(sensor, 0):
-                full_count[sensor] = r["n"]
+            n = r["n"]
+            if n is None:
+                continue
+            counts = full_count.get(sensor)
+            if not isinstance(counts, deque):
+                counts = full_count[sensor] = deque(
+                    () if counts is None else (counts,), maxlen=FULL_COUNT_WINDOWS
+                )
+            counts.append(n)
+    # the upper median: of an even number of counts, the larger middle one
+    expected = {s: sorted(c)[len(c) // 2] for s, c in full_count.items() if c}
     out = []
     for seg in segments:
         full = {
             sensor: r
             for sensor, r in seg.rows.items()
-            if r["n"] is not None and r["n"] >= min_coverage * full_count.get(sensor, 0)
+            if r["n"] is not None and r["n"] >= min_coverage * expected.get(sensor, 0)
         }
         if full:
             out.append((seg, full))
@@ -168,7 +185,7 @@ def full_rows(
 
 
 def segment_means(
-    segments: list[Segment], full_count: dict[str, int], min_coverage: float
+    segments: list[Segment], full_count: dict[str, deque], min_coverage: float
 ) -> list[tuple[Segment, dict[str, float]]]:
     """Per full segment, in time order: sensor -> window mean (missing means left out)."""
     out = []
@@ -218,7 +235,7 @@ class MachineAnomalyModel:
     min_coverage: float = 0.8
     name: str = "zscore"
     _detectors: dict[str, MultivariateZScore] = field(default_factory=dict)
-    _full_count: dict[str, int] = field(default_factory=dict)
+    _full_count: dict[str, deque] = field(default_factory=dict)
     _work_order: str | None = None
     _zero_std: dict[str, tuple[int, int]] = field(default_factory=dict)
 
