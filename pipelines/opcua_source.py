@@ -12,6 +12,11 @@ with an ``EngineeringUnits`` property as a sensor. Its partitions split the mach
 3. emit, per batch, the readings newer than the last one emitted for their sensor (a reading
    seen both in the backfill and the subscription is emitted once).
 
+Every value a server sends becomes a reading or a dead letter with its reason
+(:func:`reading_from_value`): a value that is no finite number, a status that is not Good, or a
+source timestamp that is missing or OPC-UA's zero or maximum time. A batch with dead letters is
+emitted as a :class:`~floorsight.pipelines.validate.Checked`.
+
 The resume state is the last emitted source timestamp per sensor. When the connection drops
 (server restart), the client is rebuilt and steps 1-2 run again. With ``until``, the partition
 ends once every sensor has reached that time (for tests and bounded replays).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 import zlib
@@ -30,6 +36,7 @@ import polars as pl
 from asyncua import Client, ua
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from floorsight.pipelines.validate import Checked, dead_letters
 from floorsight.records import READING_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,128 @@ _ONE_US = timedelta(microseconds=1)
 
 #: resume state: "machine/sensor" -> ISO time of the last reading emitted
 State = dict[str, str]
+
+#: OPC-UA's DateTime 0 (1601-01-01): a server's "no time"; and its largest time (year 9999)
+_OPCUA_ZERO_YEAR, _OPCUA_MAX_YEAR = 1601, 9999
+_DEAD_SCHEMA = {
+    **READING_SCHEMA,
+    "value_type": pl.String,
+    "value_repr": pl.String,
+    "source_timestamp": pl.String,
+    "status": pl.String,
+    "_reason": pl.String,
+}
+
+
+def reading_from_value(
+    machine_id: str,
+    sensor: str,
+    value: object,
+    source_timestamp: object,
+    *,
+    status: object = None,
+) -> tuple[dict | None, str | None]:
+    """A reading from one OPC-UA value, or the reason it is none: ``(reading, None)`` or
+    ``(None, reason)``, never an exception.
+
+    A reading is ``{"machine_id", "sensor", "ts", "value"}`` with a float value and a UTC
+    time. The value must be a finite int or float (not a bool; an int too large for a float is
+    out of range); every other Variant (text, bytes, arrays, LocalizedText, ExtensionObject,
+    None ...) is no reading. The source timestamp must be a datetime: one without a time zone
+    is UTC (OPC-UA's DateTime is UTC), one in another zone is converted; a missing timestamp,
+    OPC-UA's zero time (year 1601 or before) or its largest (year 9999) is no reading. With a
+    ``status`` (a ``ua.StatusCode``), one that is not Good is a reason, named.
+
+    >>> from datetime import datetime, UTC
+    >>> reading_from_value("M1", "temp", 21, datetime(2026, 1, 5, 6, tzinfo=UTC))[0]["value"]
+    21.0
+    >>> reading_from_value("M1", "temp", "hot", datetime(2026, 1, 5, 6, tzinfo=UTC))[1]
+    "value 'hot' (str) is not a number"
+    """
+    try:
+        return _reading_from_value(machine_id, sensor, value, source_timestamp, status)
+    except Exception as e:  # a value no rule foresaw is a dead letter, never a crash
+        return None, f"value not readable: {type(e).__name__}"
+
+
+def _reading_from_value(
+    machine_id: str, sensor: str, value: object, ts: object, status: object
+) -> tuple[dict | None, str | None]:
+    if status is not None and not _is_good(status):
+        return None, f"status {_status_name(status)}"
+    if value is None:
+        return None, "value is empty"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, f"value {_short_repr(value)} ({type(value).__name__}) is not a number"
+    try:
+        number = float(value)
+    except OverflowError:
+        return None, f"value {_short_repr(value)} is out of range"
+    if math.isnan(number):
+        return None, "value is NaN"
+    if math.isinf(number):
+        return None, f"value {number} is infinite"
+    if ts is None:
+        return None, "no source timestamp"
+    if not isinstance(ts, datetime):
+        return None, f"source timestamp {_short_repr(ts)} ({type(ts).__name__}) is not a time"
+    if ts.year <= _OPCUA_ZERO_YEAR:
+        return None, f"source timestamp {ts.isoformat()} is OPC-UA's zero time (none given)"
+    if ts.year >= _OPCUA_MAX_YEAR:
+        return None, f"source timestamp {ts.isoformat()} is OPC-UA's largest time"
+    try:
+        when = ts.replace(tzinfo=UTC) if ts.utcoffset() is None else ts.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None, f"source timestamp {ts.isoformat()} is out of range"
+    return {"machine_id": machine_id, "sensor": sensor, "ts": when, "value": number}, None
+
+
+def _is_good(status: object) -> bool:
+    value = getattr(status, "value", status)
+    return isinstance(value, int) and value >> 30 == 0  # severity bits 00: Good
+
+
+def _status_name(status: object) -> str:
+    value = getattr(status, "value", status)
+    if not isinstance(value, int):
+        return _short_repr(status)
+    name = _STATUS_NAMES.get(value & 0xFFFF0000, "unknown")
+    return f"{name} (0x{value & 0xFFFFFFFF:08X})"
+
+
+_STATUS_NAMES = {
+    code: name
+    for name, code in vars(ua.StatusCodes).items()
+    if isinstance(code, int) and not name.startswith("_")
+}
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _dead_row(
+    machine_id: str, sensor: str, value: object, ts: object, status: object, reason: str
+) -> dict:
+    """A dead letter's row: the value and its source timestamp as text, the reason."""
+    when = None
+    if isinstance(ts, datetime) and _OPCUA_ZERO_YEAR < ts.year < _OPCUA_MAX_YEAR:
+        when = ts.replace(tzinfo=UTC) if ts.utcoffset() is None else ts
+    return {
+        "machine_id": machine_id,
+        "sensor": sensor,
+        "ts": when,
+        "value": None,
+        "value_type": type(value).__name__,
+        "value_repr": _short_repr(value, 200),
+        "source_timestamp": _short_repr(ts, 100),
+        "status": None if status is None else _status_name(status),
+        "_reason": reason,
+    }
 
 
 class OpcUaSource(FixedPartitionedSource[pl.DataFrame, State]):
@@ -80,6 +209,7 @@ class _OpcUaPartition(StatefulSourcePartition[pl.DataFrame, State]):
         self._index = index
         self._last = {k: datetime.fromisoformat(v) for k, v in last.items()}
         self._pending: list[tuple[str, str, datetime, float]] = []
+        self._dead: list[dict] = []  # values that are no reading (see reading_from_value)
         self._lock = threading.Lock()
         self._ready = threading.Event()  # set when the backfill after a (re)connect is done
         self._stop = threading.Event()
@@ -90,15 +220,24 @@ class _OpcUaPartition(StatefulSourcePartition[pl.DataFrame, State]):
         self._thread.start()
 
     # -- Bytewax side ------------------------------------------------------------------------
-    def next_batch(self) -> list[pl.DataFrame]:
+    def next_batch(self) -> list[pl.DataFrame | Checked]:
         if self._done() or (self._src.stop is not None and self._src.stop.is_set()):
             raise StopIteration
         if not self._ready.is_set():
             return []
         with self._lock:
             rows, self._pending = self._pending, []
+            dead, self._dead = self._dead, []
+        out = self._fresh(rows)
+        if dead:
+            frame = pl.DataFrame(dead, schema=_DEAD_SCHEMA)
+            return [Checked(out, dead_letters(frame, "opcua", reason_col="_reason"))]
+        return [out] if out.height else []
+
+    def _fresh(self, rows: list[tuple[str, str, datetime, float]]) -> pl.DataFrame:
+        """The readings of ``rows`` newer than the last emitted of their sensor, in time order."""
         if not rows:
-            return []
+            return pl.DataFrame(schema=READING_SCHEMA)
         frame = pl.DataFrame(
             rows, schema=["machine_id", "sensor", "ts", "value"], orient="row"
         ).cast(READING_SCHEMA)
@@ -122,8 +261,16 @@ class _OpcUaPartition(StatefulSourcePartition[pl.DataFrame, State]):
             fresh = fresh.filter(pl.col("ts") < self._src.until)
         for key, ts in fresh.group_by("key").agg(pl.col("ts").max()).iter_rows():
             self._last[key] = ts
-        out = fresh.select(list(READING_SCHEMA))
-        return [out] if out.height else []
+        return fresh.select(list(READING_SCHEMA))
+
+    def take(self, machine_id: str, sensor: str, value: object, ts: object, status: object) -> None:
+        """Queue one value from the server: as a reading, or as a dead letter with its reason."""
+        reading, reason = reading_from_value(machine_id, sensor, value, ts, status=status)
+        with self._lock:
+            if reading is not None:
+                self._pending.append((machine_id, sensor, reading["ts"], reading["value"]))
+            else:
+                self._dead.append(_dead_row(machine_id, sensor, value, ts, status, reason))
 
     def next_awake(self) -> datetime | None:
         return datetime.now(tz=UTC) + timedelta(milliseconds=50)
@@ -207,13 +354,9 @@ class _OpcUaPartition(StatefulSourcePartition[pl.DataFrame, State]):
                 continue  # nothing emitted yet: start with the live values
             values = await node.read_raw_history(starttime=since + _ONE_US, numvalues=0)
             machine_id, sensor = key.split("/", 1)
-            rows = [
-                (machine_id, sensor, dv.SourceTimestamp, float(dv.Value.Value))
-                for dv in values
-                if dv.SourceTimestamp is not None and dv.Value is not None
-            ]
-            with self._lock:
-                self._pending.extend(rows)
+            for dv in values:
+                value = dv.Value.Value if dv.Value is not None else None
+                self.take(machine_id, sensor, value, dv.SourceTimestamp, dv.StatusCode)
 
 
 class _Handler:
@@ -222,12 +365,17 @@ class _Handler:
         self.keys = keys
 
     def datachange_notification(self, node, val, data) -> None:
-        dv = data.monitored_item.Value
-        key = self.keys.get(node.nodeid)
-        if key is None or dv.SourceTimestamp is None or val is None:
-            return
-        machine_id, sensor = key.split("/", 1)
-        ts = dv.SourceTimestamp
-        ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-        with self.part._lock:
-            self.part._pending.append((machine_id, sensor, ts, float(val)))
+        # runs in asyncua's callback: whatever the server sent, nothing may raise from here
+        try:
+            key = self.keys.get(node.nodeid)
+            if key is None:
+                return  # not one of the sensors subscribed to
+            machine_id, sensor = key.split("/", 1)
+            dv = data.monitored_item.Value
+            self.part.take(machine_id, sensor, val, dv.SourceTimestamp, dv.StatusCode)
+        except Exception as e:
+            log.warning("OPC-UA value not taken: %s: %s", type(e).__name__, e)
+            with self.part._lock:
+                self.part._dead.append(
+                    _dead_row("", "", val, None, None, f"value not readable: {type(e).__name__}")
+                )

@@ -92,6 +92,15 @@ def read_readings(path: Path, time_zone: str | None = None) -> pl.DataFrame:
     return read_history(path, time_zone).ok
 
 
+def check_history(path: Path, time_zone: str | None = None) -> list[Path]:
+    """The readings files of ``path``, each checked by :func:`check_history_file`."""
+    check_time_zone(time_zone)
+    files = history_files(Path(path))
+    for file in files:
+        check_history_file(file, time_zone)
+    return files
+
+
 def check_history_file(path: Path, time_zone: str | None = None) -> None:
     """Raise ``HistoryError`` when ``path`` is no readings file, reading only its first rows.
 
@@ -207,8 +216,31 @@ def _quoted(text: pl.Expr, limit: int = 60) -> pl.Expr:
     return pl.concat_str(pl.lit("'"), cut.otherwise(text), pl.lit("'"))
 
 
+def utc_times(
+    frame: pl.DataFrame, column: str, label: str, time_zone: str | None = None
+) -> pl.DataFrame:
+    """``frame`` with its text or datetime ``column`` as UTC times (``floorsight replay``).
+
+    The same rules as :func:`read_history`, but strict: the first cell that is no time raises
+    ``HistoryError`` naming the row and the cell (a backtest orders every row, so it cannot
+    leave one out). A missing or numeric column is left as it is.
+    """
+    if column not in frame.columns or frame[column].dtype.is_numeric():
+        return frame
+    dtype = frame[column].dtype
+    if dtype != _TEXT and not isinstance(dtype, pl.Datetime):
+        return frame
+    check_time_zone(time_zone)
+    ts, _, reason = _parse_times(frame[column], label, time_zone, name=column)
+    bad = reason.is_not_null()
+    if bad.any():
+        row = int(bad.arg_max()) + 1
+        raise HistoryError(f"{label} row {row}: {reason[row - 1]}")
+    return frame.with_columns(ts.alias(column))
+
+
 def _parse_times(
-    column: pl.Series, label: str, time_zone: str | None
+    column: pl.Series, label: str, time_zone: str | None, name: str = "ts"
 ) -> tuple[pl.Series, pl.Series, pl.Series]:
     """(UTC times, the cells as text, a reason per bad cell)."""
     n = column.len()
@@ -229,7 +261,7 @@ def _parse_times(
     if time_zone is None and naive_rows > aware_rows:
         first = frame.with_row_index("row", 1).filter(pl.col("naive").is_not_null()).row(0)
         raise HistoryError(
-            f"{label}: timestamps have no time zone (row {first[0]}: {first[1]!r}); give "
+            f"{label}: {name} times have no time zone (row {first[0]}: {first[1]!r}); give "
             "--time-zone with the zone they are in (an IANA name such as Europe/Berlin, or UTC)"
         )
     if time_zone is not None:
@@ -245,15 +277,17 @@ def _parse_times(
         ts=pl.coalesce(pl.col("aware"), local.cast(TIMESTAMP)),
         text=pl.col("text"),
         reason=pl.when(pl.col("text").is_null() | (pl.col("text") == ""))
-        .then(pl.lit("ts missing"))
+        .then(pl.lit(f"{name} missing"))
         .when(pl.col("aware").is_null() & pl.col("naive").is_null())
-        .then(pl.concat_str(pl.lit("ts "), quoted, pl.lit(" is not an ISO 8601 time")))
+        .then(pl.concat_str(pl.lit(f"{name} "), quoted, pl.lit(" is not an ISO 8601 time")))
         .when(pl.col("aware").is_null() & pl.lit(time_zone is None))
-        .then(pl.concat_str(pl.lit("ts "), quoted, pl.lit(" has no time zone (see --time-zone)")))
+        .then(
+            pl.concat_str(pl.lit(f"{name} "), quoted, pl.lit(" has no time zone (see --time-zone)"))
+        )
         .when(pl.col("aware").is_null() & local.is_null())
         .then(
             pl.concat_str(
-                pl.lit("ts "),
+                pl.lit(f"{name} "),
                 quoted,
                 pl.lit(f" is skipped or repeated in {time_zone} (a daylight-saving change)"),
             )
@@ -263,7 +297,7 @@ def _parse_times(
         reason=pl.when(
             pl.col("reason").is_null() & ((pl.col("ts") < _FIRST) | (pl.col("ts") > _LAST))
         )
-        .then(pl.concat_str(pl.lit("ts "), quoted, pl.lit(" is out of range")))
+        .then(pl.concat_str(pl.lit(f"{name} "), quoted, pl.lit(" is out of range")))
         .otherwise(pl.col("reason"))
     )
     # a time no Python datetime can hold is dropped from the column (the text keeps it)
@@ -431,10 +465,7 @@ class ReplaySource(FixedPartitionedSource[Checked, Position]):
         time_zone: str | None = None,
         tolerance: timedelta = TOLERANCE,
     ) -> None:
-        self.files = history_files(Path(path))
-        check_time_zone(time_zone)
-        for file in self.files:
-            check_history_file(file, time_zone)
+        self.files = check_history(Path(path), time_zone)
         self.partitions = partitions
         self.batch_rows = batch_rows
         self.stop = stop  # set it to end the replay early, cleanly (Ctrl-C)
