@@ -250,12 +250,26 @@ def run(
     champion_poll_s: Annotated[
         float, typer.Option(help="Seconds between looks at the champion alias.")
     ] = 10.0,
+    time_zone: Annotated[
+        str | None,
+        typer.Option(
+            help="Zone of history timestamps without an offset (IANA name, e.g. Europe/Berlin, "
+            "or UTC); without it such files are refused."
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RunConfig, run_pipeline
 
     if sum(x is not None for x in (history, opcua, mqtt)) != 1:
         raise typer.BadParameter("give one source: --history, --opcua or --mqtt")
+    if history is not None:  # a file that is no readings file stops the run before it starts
+        from floorsight.pipelines.replay import HistoryError, check_history
+
+        try:
+            check_history(history, time_zone)
+        except (HistoryError, FileNotFoundError) as e:
+            raise typer.BadParameter(str(e), param_hint="--history") from None
     if mqtt is not None and not mqtt.rpartition(":")[2].isdigit():
         raise typer.BadParameter(f"--mqtt must be HOST:PORT, got {mqtt!r}")
     cfg = RunConfig(
@@ -276,6 +290,7 @@ def run(
         champion=champion,
         mlflow_uri=mlflow_uri,
         champion_poll_s=champion_poll_s,
+        time_zone=time_zone,
     )
     code = run_pipeline(cfg)
     if code:
@@ -346,11 +361,19 @@ def replay(
     separator: Annotated[
         str | None, typer.Option(help="CSV separator (default: guessed from the header).")
     ] = None,
+    time_zone: Annotated[
+        str | None,
+        typer.Option(
+            help="Zone of time-column values without an offset (IANA name, e.g. Europe/Berlin, "
+            "or UTC); without it such a file is refused."
+        ),
+    ] = None,
 ) -> None:
     """Backtest the online detectors over a history file, in time order."""
     import polars as pl
 
     from floorsight.models.replay import replay_frame
+    from floorsight.pipelines.replay import utc_times
 
     if input_path.suffix == ".parquet":
         frame = pl.read_parquet(input_path)
@@ -361,8 +384,10 @@ def replay(
             separator = ";" if header.count(";") > header.count(",") else ","
         frame = pl.read_csv(input_path, separator=separator)
     try:
+        # text times in UTC: rows with different offsets are replayed in their true order
+        frame = utc_times(frame, time_col, input_path.name, time_zone)
         result = replay_frame(frame, time_col, entity_col, label_col, label_delay)
-    except ValueError as e:
+    except ValueError as e:  # HistoryError too: a time cell that is no time
         raise typer.BadParameter(str(e)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     result.write_csv(out)

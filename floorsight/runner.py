@@ -52,6 +52,7 @@ class RunConfig:
     champion: str | None = None  # registered model whose `champion` alias is scored too
     mlflow_uri: str | None = None
     champion_poll_s: float = 10.0
+    time_zone: str | None = None  # of naive timestamps in history files (IANA name)
 
     @property
     def outbox(self) -> Path:
@@ -78,6 +79,8 @@ class RunConfig:
             out += ["--champion", self.champion, "--champion-poll-s", str(self.champion_poll_s)]
         if self.mlflow_uri is not None:
             out += ["--mlflow-uri", self.mlflow_uri]
+        if self.time_zone is not None:
+            out += ["--time-zone", self.time_zone]
         return out
 
     def _source_args(self) -> tuple[str, str]:
@@ -130,7 +133,9 @@ def run_pipeline(cfg: RunConfig) -> int:
         host, _, port = cfg.mqtt.rpartition(":")
         source = MqttSource(host, int(port), stop=stop, units=sensor_units(cfg.context))
     else:
-        source = ReplaySource(cfg.history, cfg.partitions, cfg.batch_rows, stop=stop)
+        source = ReplaySource(
+            cfg.history, cfg.partitions, cfg.batch_rows, stop=stop, time_zone=cfg.time_zone
+        )
     champion = None
     if cfg.champion is not None:
         from floorsight.models.champion import ChampionScorer
