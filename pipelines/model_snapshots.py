@@ -5,13 +5,26 @@ The models' state lives in the dataflow (Bytewax snapshots it for recovery). Eve
 pickled :class:`~floorsight.alerts.engine.MachineAlerting` and its online metrics (windows
 scored, flag rates, alerts, thresholds, feedback taken). This sink logs them to one MLflow run
 per worker (experiment ``floorsight-online``): metrics as ``<machine>.<metric>`` with the
-machine's window count as the step, state as the artifact ``state/<machine>.pkl`` (the newest
-replaces the previous one), so a data scientist can load exactly the model that ran.
+machine's window count as the step, state as the artifact ``state/<machine>.state`` (the newest
+replaces the previous one), so a data scientist can load exactly the model that ran
+(:func:`load_state`).
+
+The state is a pickle, and unpickling runs whatever code the bytes name, while anyone who can
+write the MLflow store can replace an artifact. So the artifact is signed: a header line
+``floorsight-state-v1``, the hex HMAC-SHA256 of the machine id and the pickle under the state
+key, a newline, then the pickle. The key is ``FLOORSIGHT_STATE_KEY`` or the file
+``keys/model-state.key`` in the floorsight home (created on first use, mode 0600 in a 0700
+folder, refused if others can read it). :func:`load_state` unpickles only bytes whose signature
+matches; anything else raises :class:`StateTrustError` before a byte is unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import pickle
+import secrets
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +32,68 @@ from pathlib import Path
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from floorsight import config
+
 EXPERIMENT = "floorsight-online"
+#: environment variable holding the key that signs model state (else the key file)
+STATE_KEY_ENV = "FLOORSIGHT_STATE_KEY"
+_HEADER = b"floorsight-state-v1\n"
+_DIGEST_HEX = 64  # hex characters of an HMAC-SHA256
+
+
+class StateTrustError(ValueError):
+    """A state artifact this floorsight home did not sign: it is never unpickled."""
+
+
+def state_key_file() -> Path:
+    """Where the state key lives when ``FLOORSIGHT_STATE_KEY`` is not set."""
+    return config.home() / "keys" / "model-state.key"
+
+
+def state_key() -> bytes:
+    """The key that signs model state, created (0600, in a 0700 folder) on first use."""
+    path = state_key_file()
+    key = config.secret(STATE_KEY_ENV, path if path.exists() else None)
+    if key is None:
+        config.private_dir(path.parent)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker made it meanwhile
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(secrets.token_hex(32) + "\n")
+        key = config.secret(STATE_KEY_ENV, path, required=True)
+    if not key:
+        raise config.SecretError(f"the state key in {path} is empty")
+    return key.encode()
+
+
+def _digest(key: bytes, machine_id: str, state: bytes) -> bytes:
+    # the machine id is signed too: one machine's state never loads as another's
+    message = machine_id.encode("utf-8", "surrogatepass") + b"\0" + state
+    return hmac.new(key, message, hashlib.sha256).hexdigest().encode()
+
+
+def sign_state(machine_id: str, state: bytes, key: bytes | None = None) -> bytes:
+    """The artifact for a machine's pickled state: header, signature, pickle."""
+    return _HEADER + _digest(key or state_key(), machine_id, state) + b"\n" + state
+
+
+def verify_state(machine_id: str, artifact: bytes, key: bytes | None = None) -> bytes:
+    """The pickle inside a state artifact, if this home's key signed it for ``machine_id``."""
+    start = len(_HEADER) + _DIGEST_HEX + 1
+    signature, state = artifact[len(_HEADER) : start - 1], artifact[start:]
+    if (
+        not artifact.startswith(_HEADER)
+        or artifact[start - 1 : start] != b"\n"
+        or not hmac.compare_digest(signature, _digest(key or state_key(), machine_id, state))
+    ):
+        raise StateTrustError(
+            f"the state of {machine_id} is not signed by this floorsight home's state key "
+            f"({STATE_KEY_ENV} or {state_key_file()}): it is not unpickled"
+        )
+    return state
 
 
 @dataclass(frozen=True)
@@ -74,10 +148,11 @@ class _Partition(StatelessSinkPartition[ModelSnapshot]):
             ]
             newest[snap.machine_id] = snap
         self.client.log_batch(self.run_id, metrics=metrics)
+        key = state_key()
         with tempfile.TemporaryDirectory() as tmp:
             for machine_id, snap in newest.items():
-                path = Path(tmp) / f"{machine_id}.pkl"
-                path.write_bytes(snap.state)
+                path = Path(tmp) / f"{machine_id}.state"
+                path.write_bytes(sign_state(machine_id, snap.state, key))
                 self.client.log_artifact(self.run_id, str(path), artifact_path="state")
 
     def close(self) -> None:
@@ -85,9 +160,16 @@ class _Partition(StatelessSinkPartition[ModelSnapshot]):
 
 
 def load_state(tracking_uri: str, run_id: str, machine_id: str):
-    """The machine's models as the pipeline last logged them (a ``MachineAlerting``)."""
+    """The machine's models as the pipeline last logged them (a ``MachineAlerting``).
+
+    Raises :class:`StateTrustError` (and unpickles nothing) unless the artifact carries this
+    floorsight home's signature for ``machine_id``.
+    """
     from mlflow import MlflowClient
 
+    key = state_key()
     with tempfile.TemporaryDirectory() as tmp:
-        path = MlflowClient(tracking_uri).download_artifacts(run_id, f"state/{machine_id}.pkl", tmp)
-        return pickle.loads(Path(path).read_bytes())
+        name = f"state/{machine_id}.state"
+        path = MlflowClient(tracking_uri).download_artifacts(run_id, name, tmp)
+        state = verify_state(machine_id, Path(path).read_bytes(), key)
+    return pickle.loads(state)  # signed by this home's key: written by floorsight itself
