@@ -210,16 +210,25 @@ class WindowAggregator:
         """``readings`` less exact duplicates, of each other and of the open windows' readings
         (counted in ``duplicates``); the order of the rest is kept."""
         height = readings.height
-        if readings.select(pl.struct(DUPLICATE_KEY).is_duplicated().any()).item():
+        # a gate on the keys' hashes (cheaper than the keys): a collision only costs the unique
+        if readings.select(pl.struct(DUPLICATE_KEY).hash().is_duplicated().any()).item():
             readings = readings.unique(DUPLICATE_KEY, keep="first", maintain_order=True)
         # only a reading at or before its machine's newest event time can repeat a buffered one
-        if self._buffer and self._max_ts:
+        if self._buffer and self._max_ts and readings["ts"].min() <= max(self._max_ts.values()):
             seen = (pl.col("ts") <= _per_machine(self._max_ts)).fill_null(False)
-            if readings.select(seen.any()).item():
+            candidates = readings.with_row_index("_row").filter(seen)
+            if candidates.height:
                 held = pl.concat(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+                held = held.filter(pl.col("ts") >= candidates["ts"].min())
                 keys = held.select(pl.struct(DUPLICATE_KEY).alias("_key"))["_key"]
-                repeated = seen & pl.struct(DUPLICATE_KEY).is_in(keys.implode())
-                readings = readings.filter(~repeated)
+                repeated = candidates.filter(pl.struct(DUPLICATE_KEY).is_in(keys.implode()))
+                if repeated.height:
+                    rows = repeated["_row"].implode()
+                    readings = (
+                        readings.with_row_index("_row")
+                        .filter(~pl.col("_row").is_in(rows))
+                        .drop("_row")
+                    )
         self.duplicates += height - readings.height
         return readings
 
