@@ -5,21 +5,59 @@ read-only while the first has it open. So nobody keeps the file open: the pipeli
 and writes them in one short transaction per flush, the dashboard opens it read-only for one
 refresh, and each side retries with jittered backoff while the other holds the lock. Table
 schemas are declared next to the code that writes them, as :class:`TableSpec`.
+
+Notebooks and scripts read with :func:`read_frame` (or :meth:`Database.query`): it opens the
+file read-only, runs one query, and closes it before returning, so it never holds the file
+between calls; a ``duckdb.connect()`` kept open to the live file would stop the pipeline's
+writes for as long as it stays open. For long analyses :func:`copy_tables` copies tables out
+to Parquet files in one short read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import polars as pl
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
+from tenacity import (
+    Retrying,
+    retry,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
-#: How long a writer or reader waits for the file lock before it gives up.
+#: How long a reader, or a writer other than the pipeline's sink (a dashboard acknowledging an
+#: alert), waits for the file lock before it gives up. The sink never gives up: it keeps its
+#: rows and retries for as long as the file stays locked (``floorsight.pipelines.sink``).
 LOCK_TIMEOUT_S = 60.0
+
+_HOLDER_PID = re.compile(r"\(PID (\d+)\)")
+
+
+class DatabaseLocked(duckdb.IOException):
+    """The file stayed locked by another process (or connection) for the whole wait.
+
+    ``holder_pid`` is the process DuckDB names as holding the lock (None when it names none,
+    as for a connection of this same process).
+    """
+
+    def __init__(self, path: Path, waited_s: float, cause: BaseException) -> None:
+        self.path = path
+        self.waited_s = waited_s
+        self.holder_pid = lock_holder_pid(cause)
+        holder = f"PID {self.holder_pid}" if self.holder_pid is not None else "another connection"
+        super().__init__(f"{path} is locked by {holder} (waited {waited_s:.1f} s): {cause}")
+
+
+def lock_holder_pid(exc: BaseException) -> int | None:
+    """The PID of the lock holder that DuckDB's lock error names, if it names one."""
+    found = _HOLDER_PID.search(str(exc))
+    return int(found.group(1)) if found else None
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
@@ -30,17 +68,23 @@ def _is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.ConnectionException) and "different configuration" in str(exc)
 
 
-_retry_on_lock = retry(
-    retry=retry_if_exception(_is_lock_conflict),
-    wait=wait_random_exponential(multiplier=0.01, max=0.5),
-    stop=stop_after_delay(LOCK_TIMEOUT_S),
-    reraise=True,
-)
-
-
-@_retry_on_lock
-def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(path), read_only=read_only)
+def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """A connection, retried with jittered backoff while the file is locked, for at most
+    ``timeout_s`` (0: one attempt); then :class:`DatabaseLocked`."""
+    retrying = Retrying(
+        retry=retry_if_exception(_is_lock_conflict),
+        wait=wait_random_exponential(multiplier=0.01, max=0.5),
+        stop=stop_after_delay(timeout_s),
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as e:
+        if _is_lock_conflict(e):
+            raise DatabaseLocked(path, timeout_s, e) from e
+        raise
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -92,9 +136,16 @@ def _quoted(names) -> str:
 class Database:
     """A DuckDB file shared by the pipeline (writer) and dashboards (readers)."""
 
-    def __init__(self, path: Path | str, tables: Sequence[TableSpec] = ()) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        tables: Sequence[TableSpec] = (),
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
+    ) -> None:
         self.path = Path(path)
         self.tables = {t.name: t for t in tables}
+        #: how long a connection waits for the file lock before :class:`DatabaseLocked`
+        self.lock_timeout_s = lock_timeout_s
 
     def create(self) -> None:
         """Create the file and every declared table that is missing."""
@@ -106,7 +157,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One transaction with the file lock held; committed on exit, rolled back on error."""
-        con = _connect(self.path, read_only=False)
+        con = _connect(self.path, read_only=False, timeout_s=self.lock_timeout_s)
         try:
             con.begin()
             yield con
@@ -120,7 +171,7 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection for one query or one page refresh."""
-        con = _connect(self.path, read_only=True)
+        con = _connect(self.path, read_only=True, timeout_s=self.lock_timeout_s)
         try:
             yield con
         finally:
@@ -183,9 +234,61 @@ class Database:
                 con.unregister("_frame")
 
     def query(self, sql: str, params: Sequence[object] | dict[str, object] = ()) -> pl.DataFrame:
-        """Run a parameterised read query and return a polars frame."""
+        """Run a parameterised read query and return a polars frame.
+
+        The file is opened read-only for this one query and closed before the frame is
+        returned, so a caller never holds it between calls (see :func:`read_frame`).
+        """
         with self.read() as con:
             return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()
 
     def exists(self) -> bool:
         return self.path.exists()
+
+
+def read_frame(
+    path: Path | str,
+    sql: str,
+    params: Sequence[object] | dict[str, object] = (),
+    timeout_s: float = LOCK_TIMEOUT_S,
+) -> pl.DataFrame:
+    """One parameterised query on the DuckDB file at ``path``, as a polars frame.
+
+    The way for notebooks and scripts to read the live pipeline's file: it opens read-only,
+    runs, and closes at once, so the pipeline's writer is never kept waiting by it. While the
+    writer holds the file (one flush, tens to hundreds of milliseconds) it retries, for at most
+    ``timeout_s``, then raises :class:`DatabaseLocked`.
+    """
+    return Database(path, lock_timeout_s=timeout_s).query(sql, params)
+
+
+def copy_tables(
+    path: Path | str,
+    out_dir: Path | str,
+    tables: Iterable[str] | None = None,
+    timeout_s: float = LOCK_TIMEOUT_S,
+) -> dict[str, Path]:
+    """Copy tables of the DuckDB file at ``path`` to ``out_dir/<table>.parquet``.
+
+    For analyses longer than one query: work on the copies, not on the live file. All tables
+    (default: every table of the file) are copied in one read-only connection, closed at the
+    end, so they are consistent with each other; the writer waits for that one copy only.
+    Returns each table's Parquet file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    with Database(path, lock_timeout_s=timeout_s).read() as con:
+        present = {row[0] for row in con.execute("SHOW TABLES").fetchall()}
+        wanted = sorted(present) if tables is None else list(tables)
+        missing = [t for t in wanted if t not in present]
+        if missing:
+            raise ValueError(f"{path} has no table {', '.join(missing)} (has {sorted(present)})")
+        for name in wanted:
+            target = out / f"{name}.parquet"
+            # a table name cannot be a parameter: it is one of the file's own tables, quoted
+            quoted = '"' + name.replace('"', '""') + '"'
+            target_sql = "'" + str(target).replace("'", "''") + "'"
+            con.execute(f"COPY (SELECT * FROM {quoted}) TO {target_sql} (FORMAT parquet)")
+            written[name] = target
+    return written
