@@ -1,7 +1,11 @@
 """Dashboards: the Streamlit app quality engineers and maintenance live in.
 
 - ``app.py``: the entry point (``streamlit run``), a router over the pages ``page_*.py``;
-- ``queries``: the parameterised read queries, ``common``: snapshots, filters, paged tables;
+- ``queries``: the parameterised read queries, ``common``: snapshots, filters, paged tables,
+  escaping of machine and ERP text;
+- ``users`` (the users file, roles, cookie key; plain code), ``auth`` (sign-in with
+  streamlit-authenticator), ``actions`` (alert actions under the signed-in user's name, refused
+  for a role that may not);
 - ``oee`` (shifts, machine states, OEE), ``analysis`` (control limits, capability, drift),
   ``charts`` (plotly figures), ``registry`` (MLflow champions): plain code, no Streamlit.
 
@@ -20,11 +24,16 @@ APP = Path(__file__).with_name("app.py")
 __all__ = ["APP", "streamlit_command"]
 
 
-def streamlit_command(db: Path, port: int) -> list[str]:
-    """The command that serves the app on ``db`` at http://127.0.0.1:``port``."""
+def streamlit_command(
+    db: Path, port: int, address: str = "127.0.0.1", users: Path | None = None
+) -> list[str]:
+    """The command that serves the app on ``db`` at http://``address``:``port``, signing people
+    in with the users file ``users`` (default: see ``users.users_file``). No secret is on it:
+    the cookie key comes from the environment or a private file."""
     return [
         *(sys.executable, "-m", "streamlit", "run", str(APP)),
-        *("--server.headless", "true", "--server.address", "127.0.0.1"),
+        *("--server.headless", "true", "--server.address", address),
         *("--server.port", str(port), "--browser.gatherUsageStats", "false"),
         *("--", "--db", str(db)),
+        *(("--users", str(users)) if users is not None else ()),
     ]

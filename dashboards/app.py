@@ -1,9 +1,11 @@
 """The floorsight Streamlit app: the pages quality engineers and maintenance live in.
 
 Run with ``floorsight dashboard --db PATH`` (or ``streamlit run dashboards/app.py -- --db PATH``
-[``--mlflow URI``]). This script is the router: it sets up the page and hands over to one of
+[``--mlflow URI``] [``--users FILE``]). This script is the router: it signs the person in
+(``auth.sign_in``: nothing else is drawn before), sets up the page and hands over to one of
 the pages (``page_*.py`` beside it). Every page reads the database in short read-only
 snapshots and refreshes its live parts by itself; writes (alert actions) go through
+``dashboards/actions.py``, which checks the signed-in user's role, and
 ``floorsight.alerts.lifecycle``.
 """
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from floorsight.dashboards.auth import sign_in
 from floorsight.dashboards.common import database, waiting_for
 
 HERE = Path(__file__).parent
@@ -31,6 +34,8 @@ PAGES = (
 
 def main() -> None:
     st.set_page_config(page_title="floorsight", layout="wide")
+    if sign_in() is None:
+        return
     db = database()
     if waiting_for(db):
         st.title("floorsight")

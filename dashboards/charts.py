@@ -2,9 +2,14 @@
 
 Trace names are what a reader sees in the legend (``UCL``, ``LSL``, ``reference`` ...); the
 tests find the traces by them.
+
+Plotly reads titles, legend names, category ticks and hover text as a small HTML dialect (it
+makes ``<a href>`` links), so text from machines and the ERP goes through :func:`text` first.
 """
 
 from __future__ import annotations
+
+import html
 
 import plotly.graph_objects as go
 import polars as pl
@@ -13,8 +18,15 @@ _LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}}
 _SEVERITY_COLOURS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
 
 
+def text(value):
+    """Plain text for plotly: a string, or a polars series of strings, HTML-escaped."""
+    if isinstance(value, pl.Series):
+        return value.cast(pl.String).map_elements(text, return_dtype=pl.String)
+    return html.escape(str(value), quote=False)
+
+
 def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
-    fig.update_layout(title=title, height=height, **_LAYOUT)
+    fig.update_layout(title=text(title), height=height, **_LAYOUT)
     return fig
 
 
@@ -35,7 +47,7 @@ def gapped(part: pl.DataFrame, x: str, ys: tuple[str, ...], factor: float = 3.0)
     return pl.concat([part.select(x, *ys), empty], how="diagonal").sort(x)
 
 
-def _flags(fig: go.Figure, x, y, name: str, symbol: str, text) -> None:
+def _flags(fig: go.Figure, x, y, name: str, symbol: str, labels: pl.Series) -> None:
     """Red markers for points that raised something, with what they raised on hover."""
     fig.add_scatter(
         x=x,
@@ -43,7 +55,7 @@ def _flags(fig: go.Figure, x, y, name: str, symbol: str, text) -> None:
         mode="markers",
         name=name,
         marker={"symbol": symbol, "size": 10, "color": "#d62728"},
-        text=text,
+        text=text(labels),
         hovertemplate="%{x}<br>%{y}<br>%{text}<extra></extra>",
     )
 
@@ -59,7 +71,8 @@ def _step(fig: go.Figure, x, y, name: str, dash: str, colour: str | None = None)
 def feature_chart(frame: pl.DataFrame, machine_id: str, sensor: str) -> go.Figure:
     """A feature's window mean with the LSL/target/USL of the product running in each window."""
     fig = go.Figure()
-    fig.add_scatter(x=frame["window_end"], y=frame["mean"], mode="lines", name=f"{sensor} mean")
+    name = text(f"{sensor} mean")
+    fig.add_scatter(x=frame["window_end"], y=frame["mean"], mode="lines", name=name)
     for col, dash in (("lsl", "dash"), ("target", "dot"), ("usl", "dash")):
         if frame[col].null_count() < frame.height:
             _step(fig, frame["window_end"], frame[col], col.upper(), dash)
@@ -81,7 +94,7 @@ def control_chart(points: pl.DataFrame, title: str) -> go.Figure:
         mode="lines+markers",
         name="value",
         marker={"size": 4},
-        customdata=drawn["product"],
+        customdata=text(drawn["product"]),
         hovertemplate="%{x}<br>%{y}<br>%{customdata}<extra></extra>",
     )
     _step(fig, x, drawn["center"], "CL", "solid", "#2ca02c")
@@ -115,12 +128,13 @@ def drift_statistics(
     fig = go.Figure()
     for (feature,), rows in stats.group_by("feature", maintain_order=True):
         part = gapped(rows, "window_end", ("psi", "ks"))
-        fig.add_scatter(x=part["window_end"], y=part["psi"], mode="lines", name=f"PSI {feature}")
+        name = text(f"PSI {feature}")
+        fig.add_scatter(x=part["window_end"], y=part["psi"], mode="lines", name=name)
         fig.add_scatter(
             x=part["window_end"],
             y=part["ks"],
             mode="lines",
-            name=f"KS {feature}",
+            name=text(f"KS {feature}"),
             line={"dash": "dot"},
         )
     if stats.height:
@@ -142,7 +156,9 @@ def oee_bars(table: pl.DataFrame) -> go.Figure:
     """Availability, performance, quality and OEE per machine (missing factors left out)."""
     fig = go.Figure()
     for col in ("availability", "performance", "quality", "oee"):
-        fig.add_bar(x=table["machine_id"], y=table[col], name=col.upper() if col == "oee" else col)
+        fig.add_bar(
+            x=text(table["machine_id"]), y=table[col], name=col.upper() if col == "oee" else col
+        )
     fig.update_layout(barmode="group", yaxis={"tickformat": ".0%", "range": [0, 1.05]})
     return _layout(fig, "OEE this shift", 300)
 
@@ -152,9 +168,9 @@ def alert_severity_bars(counts: pl.DataFrame) -> go.Figure:
     fig = go.Figure()
     for (severity,), part in counts.group_by("severity", maintain_order=True):
         fig.add_bar(
-            x=part["machine_id"],
+            x=text(part["machine_id"]),
             y=part["alerts"],
-            name=severity,
+            name=text(severity),
             marker_color=_SEVERITY_COLOURS.get(severity),
         )
     fig.update_layout(barmode="stack", yaxis={"dtick": 1, "title": "alerts"})
@@ -166,7 +182,7 @@ def score_lines(series: pl.DataFrame, title: str, y_title: str) -> go.Figure:
     fig = go.Figure()
     for (machine_id,), rows in series.group_by("machine_id", maintain_order=True):
         part = gapped(rows, "window_end", ("value",))
-        fig.add_scatter(x=part["window_end"], y=part["value"], mode="lines", name=machine_id)
+        fig.add_scatter(x=part["window_end"], y=part["value"], mode="lines", name=text(machine_id))
     fig.update_layout(yaxis_title=y_title)
     return _layout(fig, title, 320)
 
@@ -176,7 +192,8 @@ def predicted_vs_measured(pairs: pl.DataFrame, title: str) -> go.Figure:
     identity line. ``pairs``: machine_id, predicted, measured."""
     fig = go.Figure()
     for (machine_id,), part in pairs.group_by("machine_id", maintain_order=True):
-        fig.add_scatter(x=part["measured"], y=part["predicted"], mode="markers", name=machine_id)
+        name = text(machine_id)
+        fig.add_scatter(x=part["measured"], y=part["predicted"], mode="markers", name=name)
     if pairs.height:
         lo = min(pairs["measured"].min(), pairs["predicted"].min())
         hi = max(pairs["measured"].max(), pairs["predicted"].max())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ import duckdb
 import polars as pl
 import streamlit as st
 
+from floorsight.dashboards.users import users_file
 from floorsight.storage import Database
 
 #: How often the live parts of a page re-read the database. Windows close every 10 s by
@@ -47,6 +49,7 @@ def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", default=os.environ.get("FLOORSIGHT_DB", "var/floorsight.duckdb"))
     parser.add_argument("--mlflow", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    parser.add_argument("--users", default=None)
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args
 
@@ -54,6 +57,29 @@ def _args() -> argparse.Namespace:
 def database() -> Database:
     """The database the app was started on (``--db PATH`` or ``FLOORSIGHT_DB``)."""
     return Database(Path(_args().db))
+
+
+def users_path() -> Path:
+    """The users file the app signs people in with (``--users``, ``FLOORSIGHT_DASHBOARD_USERS``,
+    or ``dashboard_users.yaml`` in the floorsight home)."""
+    return users_file(_args().users)
+
+
+#: every ASCII punctuation character: CommonMark shows any of them literally when escaped
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def literal(text: object) -> str:
+    """``text`` escaped for Markdown, so it shows as the characters it has.
+
+    Machine ids, work orders, reasons and evidence come from machines and the ERP, not from us:
+    through ``st.markdown`` (and ``st.subheader``, ``st.caption``, ``st.success`` ..., which
+    all render Markdown) a machine id like ``[docs](http://x)`` would be a link and
+    ``![](http://x/t.png)`` an image fetched by every browser that opens the page. Every
+    punctuation character is backslash-escaped (HTML tags, links, emphasis, math, directives
+    all start with one) and line breaks become spaces (no new block can start).
+    """
+    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).splitlines()))
 
 
 def mlflow_uri() -> str | None:
@@ -138,7 +164,7 @@ def waiting_for(db: Database) -> bool:
     """Say so and return True while the pipeline has not created the database yet."""
     if db.exists():
         return False
-    st.info(f"Waiting for the pipeline to create {db.path} ...")
+    st.info(f"Waiting for the pipeline to create {literal(db.path)} ...")
     return True
 
 

@@ -3,15 +3,18 @@
 Links can open it on one machine or one alert (``/alerts?machine=M01``,
 ``/alerts?alert=<alert id>``), e.g. from an alert notification.
 
-Acknowledge, comment, resolve with a label (true problem / false alarm) or reopen: every action
-goes through ``floorsight.alerts.lifecycle`` (one audit row and the alert's status in one short
-transaction), the same path as any other client of the alert lifecycle.
+Acknowledge, comment, resolve with a label (true problem / false alarm) or reopen: only for a
+signed-in engineer or admin (a viewer sees no buttons), always under the signed-in user's name,
+through ``dashboards/actions.py`` (which checks the role again) and
+``floorsight.alerts.lifecycle`` (one audit row and the alert's status in one short transaction).
+
+Ids, reasons and evidence come from machines and the ERP: they are shown as text (escaped
+Markdown, tables, JSON), never as Markdown of their own.
 """
 
 from __future__ import annotations
 
 import json
-import os
 
 import polars as pl
 import streamlit as st
@@ -19,7 +22,9 @@ import streamlit as st
 from floorsight.alerts import lifecycle
 from floorsight.alerts.cascade import Cascade, batch_cascade, lot_cascade, machine_cascade
 from floorsight.dashboards import queries
-from floorsight.dashboards.common import FILE_ACCESS, REFRESH, database, paged_table, snapshot
+from floorsight.dashboards.actions import ACTIONS, act
+from floorsight.dashboards.auth import current_user
+from floorsight.dashboards.common import REFRESH, database, literal, paged_table, snapshot
 from floorsight.storage import Database
 
 STATUSES = {
@@ -113,49 +118,52 @@ def alert_list(db: Database, status: str | None, severity: str | None, machine: 
     )
 
 
+#: the buttons of the actions: label, widget key, button type
+BUTTONS = {
+    "acknowledge": ("Acknowledge", "acknowledge", "secondary"),
+    "resolve": ("Resolve", "resolve", "primary"),
+    "comment": ("Add comment", "add_comment", "secondary"),
+    "reopen": ("Reopen", "reopen", "secondary"),
+}
+
+
 def actions(db: Database, alert_id: str) -> None:
-    """The action form; a click writes through the lifecycle, then the page shows the result."""
+    """The action form for the signed-in user's role; a click writes through
+    ``actions.act`` (under the signed-in name), then the page shows the result."""
+    user = current_user()
+    allowed = [a for a in ACTIONS if user is not None and user.may(a)]
+    if not allowed:
+        who = f"{user.username} ({user.role})" if user else "nobody signed in"
+        st.caption(f"Read only: {literal(who)} may not act on alerts.")
+        return
     st.subheader("Act on this alert")
+    st.caption(f"as {literal(user.username)}")
     left, right = st.columns([1, 2])
-    actor = left.text_input("Your name", value=os.environ.get("USER", ""), key="actor")
-    label = left.radio(
-        "Label (to resolve)",
-        ["true_problem", "false_alarm"],
-        index=None,
-        format_func=lambda v: v.replace("_", " "),
-        key="label",
-        horizontal=True,
-    )
+    label = None
+    if "resolve" in allowed:
+        label = left.radio(
+            "Label (to resolve)",
+            ["true_problem", "false_alarm"],
+            index=None,
+            format_func=lambda v: v.replace("_", " "),
+            key="label",
+            horizontal=True,
+        )
     note = right.text_area("Comment", key="comment", height=100)
-    b = st.columns(4)
-    clicked = {
-        "acknowledge": b[0].button("Acknowledge", key="acknowledge"),
-        "resolve": b[1].button("Resolve", key="resolve", type="primary"),
-        "comment": b[2].button("Add comment", key="add_comment"),
-        "reopen": b[3].button("Reopen", key="reopen"),
-    }
-    if not any(clicked.values()):
+    b = st.columns(len(BUTTONS))
+    clicked = [
+        a
+        for col, a in zip(b, allowed, strict=False)
+        if col.button(BUTTONS[a][0], key=BUTTONS[a][1], type=BUTTONS[a][2])
+    ]
+    if not clicked:
         return
     try:
-        with FILE_ACCESS.write():
-            act(db, alert_id, clicked, actor, note, label)
-    except ValueError as exc:
-        st.error(str(exc))
+        done = act(db, alert_id, clicked[0], note, label)
+    except (PermissionError, ValueError) as exc:
+        st.error(literal(exc))
         return
-    done = next(k for k, v in clicked.items() if v)
-    st.success(f"{alert_id}: {done} recorded by {actor.strip()}")
-
-
-def act(db: Database, alert_id: str, clicked: dict, actor: str, note: str, label) -> None:
-    """The lifecycle call behind the button that was clicked."""
-    if clicked["acknowledge"]:
-        lifecycle.acknowledge(db.path, alert_id, actor, note)
-    elif clicked["resolve"]:
-        lifecycle.resolve(db.path, alert_id, actor, note, label)
-    elif clicked["comment"]:
-        lifecycle.comment(db.path, alert_id, actor, note)
-    elif clicked["reopen"]:
-        lifecycle.reopen(db.path, alert_id, actor, note)
+    st.success(f"{literal(alert_id)}: {clicked[0]} recorded by {literal(done.username)}")
 
 
 @st.fragment(run_every=REFRESH)
@@ -164,15 +172,16 @@ def show_alert(db: Database, alert_id: str) -> None:
     with snapshot(db) as con:
         a = queries.alert(con, alert_id)
         if a is None:
-            st.warning(f"Alert {alert_id} is gone.")
+            st.warning(f"Alert {literal(alert_id)} is gone.")
             return
         batch = queries.batch_of(con, a["work_order"])
         tables = queries.genealogy_tables(con)
         events = lifecycle.read_events(con, alert_id)
-    st.subheader(f"{a['severity'].capitalize()} · {a['machine_id']} · {a['cause']}")
-    st.caption(f"alert {alert_id}")
-    st.markdown(f"**Reason:** {a['reason']}")
-    st.markdown(f"**Status:** {a['status']}")
+    heading = (a["severity"].capitalize(), a["machine_id"], a["cause"])
+    st.subheader(" · ".join(literal(part) for part in heading))
+    st.caption(f"alert {literal(alert_id)}")
+    st.markdown(f"**Reason:** {literal(a['reason'])}")
+    st.markdown(f"**Status:** {literal(a['status'])}")
     context = {
         "alert": alert_id,
         "status": a["status"],
@@ -202,7 +211,10 @@ def show_alert(db: Database, alert_id: str) -> None:
     if cascade is None:
         st.write("No genealogy in the ERP context: customer orders unknown.")
     elif cascade.customer_orders.height:
-        st.caption(f"through batches {listed(cascade.batches)} (lots {listed(cascade.lots)})")
+        st.caption(
+            f"through batches {literal(listed(cascade.batches))}"
+            f" (lots {literal(listed(cascade.lots))})"
+        )
         st.dataframe(cascade.customer_orders, hide_index=True, width="stretch")
     else:
         st.write("None found.")
@@ -233,7 +245,7 @@ def evidence(container, text: str) -> None:
     if isinstance(parsed, dict):
         container.json(parsed)
     elif text:
-        container.markdown("\n".join(f"- {part.strip()}" for part in text.split(";")))
+        container.markdown("\n".join(f"- {literal(part.strip())}" for part in text.split(";")))
     else:
         container.write("—")
 

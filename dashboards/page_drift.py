@@ -17,6 +17,7 @@ from floorsight.dashboards import analysis, charts, queries
 from floorsight.dashboards.common import (
     SLOW_REFRESH,
     database,
+    literal,
     show_page_of,
     since,
     snapshot,
@@ -117,14 +118,15 @@ def live(db: Database, machine: str, product: str, sensor: str, label: str, size
     )
     if reference.height < 10:
         st.info(
-            f"{product} has {reference.height} windows on {machine} so far; drift statistics "
+            f"{literal(product)} has {reference.height} windows on {literal(machine)} so far; "
+            "drift statistics "
             "start once it has 10 reference windows."
         )
     latest = stats.group_by("feature").agg(pl.all().sort_by("window_end").last()).sort("feature")
     cols = st.columns(max(latest.height, 1))
     for col, row in zip(cols, latest.iter_rows(named=True), strict=False):
         col.metric(
-            f"PSI {row['feature']}",
+            f"PSI {literal(row['feature'])}",
             f"{row['psi']:.3f}",
             help=f"KS {row['ks']:.3f}; drifted: {row['drifted']}",
         )

@@ -13,6 +13,7 @@ from floorsight.dashboards import charts, queries, registry
 from floorsight.dashboards.common import (
     SLOW_REFRESH,
     database,
+    literal,
     mlflow_uri,
     since,
     snapshot,
@@ -86,7 +87,9 @@ def live(db: Database, label: str) -> None:
             title = f"{product} · {characteristic}"
             col = cols[i % 2]
             col.plotly_chart(charts.predicted_vs_measured(pairs, title), width="stretch")
-            col.caption(f"{title}: {pairs.height} parts, mean absolute difference {mae:.4g}")
+            col.caption(
+                f"{literal(title)}: {pairs.height} parts, mean absolute difference {mae:.4g}"
+            )
     else:
         st.write("No lab results have arrived yet (they come hours after the part was made).")
 
@@ -145,7 +148,7 @@ def champion_section() -> None:
     try:
         table = _champions(uri)
     except Exception as exc:  # the registry is optional: say what is wrong, keep the page
-        st.warning(f"MLflow registry at {uri} could not be read: {exc}")
+        st.warning(f"MLflow registry at {literal(uri)} could not be read: {literal(exc)}")
         return
     if table.height:
         st.dataframe(table, hide_index=True, width="stretch")
@@ -154,7 +157,7 @@ def champion_section() -> None:
             "of the online models above."
         )
     else:
-        st.write(f"No model in {uri} has a '{registry.CHAMPION_ALIAS}' alias yet.")
+        st.write(f"No model in {literal(uri)} has a '{registry.CHAMPION_ALIAS}' alias yet.")
 
 
 main()

@@ -14,6 +14,7 @@ from floorsight.dashboards import analysis, charts, queries
 from floorsight.dashboards.common import (
     SLOW_REFRESH,
     database,
+    literal,
     show_page_of,
     since,
     snapshot,
@@ -94,11 +95,11 @@ def live(
         title = f"{machine} · {product} · {sensor}: individuals chart of {what}"
         st.plotly_chart(charts.control_chart(chart, title), width="stretch")
     else:
-        st.write(f"{product} did not run on {machine} in this time range.")
+        st.write(f"{literal(product)} did not run on {literal(machine)} in this time range.")
     if len(reference) < phase1:
         st.caption(
-            f"{product} is still in phase I (fewer than {phase1} windows so far): its limits "
-            "come from the windows there are."
+            f"{literal(product)} is still in phase I (fewer than {phase1} windows so far): its "
+            "limits come from the windows there are."
         )
     st.subheader("Capability per product")
     st.caption(

@@ -330,18 +330,123 @@ def notify(
     typer.echo(json.dumps({"pending": report.pending, **dispatcher.outbox.counts()}))
 
 
-@app.command()
+dashboard_app = typer.Typer(help="Serve the Streamlit dashboard on a database; manage its users.")
+dashboard_users_app = typer.Typer(
+    help="The dashboard's users file (bcrypt hashes and roles).", no_args_is_help=True
+)
+dashboard_app.add_typer(dashboard_users_app, name="users")
+app.add_typer(dashboard_app, name="dashboard")
+
+_UsersFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--users",
+        help="Users file (default: $FLOORSIGHT_DASHBOARD_USERS, else dashboard_users.yaml in "
+        "the floorsight home).",
+    ),
+]
+
+
+@dashboard_app.callback(invoke_without_command=True)
 def dashboard(
+    ctx: typer.Context,
     db: Annotated[Path, typer.Option(help="DuckDB file the pipeline writes.")] = Path(
         "var/floorsight.duckdb"
     ),
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
+    address: Annotated[
+        str,
+        typer.Option(help="Address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (all)."),
+    ] = "127.0.0.1",
+    users: _UsersFile = None,
 ) -> None:
-    """Serve the Streamlit dashboard on a database."""
+    """Serve the Streamlit dashboard on a database (people sign in with the users file)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from floorsight.config import SecretError
     from floorsight.dashboards import streamlit_command
+    from floorsight.dashboards.users import UsersFileError, cookie_key, read_users, users_file
 
-    typer.echo(f"floorsight dashboard: http://127.0.0.1:{port}")
-    subprocess.run(streamlit_command(db, port), check=False)
+    path = users_file(users)
+    try:
+        known = read_users(path)
+        cookie_key(path)
+    except FileNotFoundError:
+        raise typer.BadParameter(
+            f"no users file at {path}: create one with "
+            "`floorsight dashboard users add NAME --role admin`",
+            param_hint="--users",
+        ) from None
+    except (UsersFileError, SecretError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--users") from None
+    if not known:
+        raise typer.BadParameter(
+            f"{path} has no users: `floorsight dashboard users add NAME --role admin`",
+            param_hint="--users",
+        )
+    typer.echo(f"floorsight dashboard: http://{address}:{port}  (users: {path})")
+    subprocess.run(streamlit_command(db, port, address, path), check=False)
+
+
+def _read_password() -> str:
+    """A new password: a hidden prompt (typed twice) at a terminal, else stdin's first line."""
+    import sys
+
+    if sys.stdin.isatty():
+        return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    line = sys.stdin.readline()
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+@dashboard_users_app.command("add")
+def dashboard_users_add(
+    name: Annotated[str, typer.Argument(help="User name (a-z 0-9 . _ -, kept in lower case).")],
+    role: Annotated[
+        str, typer.Option(help="viewer (reads), engineer (handles alerts) or admin (all).")
+    ] = "viewer",
+    replace: Annotated[
+        bool, typer.Option(help="Set a new password and role for an existing user.")
+    ] = False,
+    users: _UsersFile = None,
+) -> None:
+    """Add a user; the password is asked for (hidden) or read from stdin, never an argument."""
+    from floorsight.dashboards.users import UsersFileError, add_user, users_file
+
+    path = users_file(users)
+    try:
+        new = add_user(path, name, _read_password(), role, replace=replace)
+    except UsersFileError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(f"{'added' if new else 'updated'} {name.lower()} ({role}) in {path}")
+
+
+@dashboard_users_app.command("remove")
+def dashboard_users_remove(
+    name: Annotated[str, typer.Argument(help="User name.")], users: _UsersFile = None
+) -> None:
+    """Remove a user (a browser signed in as them is signed out at its next click)."""
+    from floorsight.dashboards.users import UsersFileError, remove_user, users_file
+
+    path = users_file(users)
+    try:
+        remove_user(path, name)
+    except UsersFileError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(f"removed {name} from {path}")
+
+
+@dashboard_users_app.command("list")
+def dashboard_users_list(users: _UsersFile = None) -> None:
+    """The users and their roles (never their hashes)."""
+    from floorsight.dashboards.users import UsersFileError, read_users, users_file
+
+    path = users_file(users)
+    try:
+        known = read_users(path)
+    except UsersFileError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    for user in known.values():
+        typer.echo(f"{user.username}\t{user.role}")
 
 
 @app.command()

@@ -24,6 +24,7 @@ from floorsight.alerts.dispatcher import Dispatcher
 from floorsight.alerts.outbox import Outbox
 from floorsight.alerts.routing import Routing, default_routing, load_routing
 from floorsight.dashboards import streamlit_command
+from floorsight.dashboards.users import demo_users
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_flow
 from floorsight.pipelines.sources import FrameSource
@@ -157,8 +158,11 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
     delivery, delivery_stop = dispatcher.start()
     dashboard = None
     if not cfg.headless:
-        dashboard = start_dashboard(db_path, cfg.port, cfg.home / "dashboard.log")
+        users, password = demo_users(cfg.home)
+        dashboard = start_dashboard(db_path, cfg.port, cfg.home / "dashboard.log", users)
         echo(f"floorsight dashboard: http://127.0.0.1:{cfg.port}  (Ctrl-C stops everything)")
+        if password:  # shown once: the users file keeps only its bcrypt hash
+            echo(f"  sign in as admin, password {password}  (users file {users})")
     echo(
         f"plant: {cfg.machines} machines, {plant.sample_hz} Hz per sensor, simulated clock x"
         f"{cfg.speed:g}; database {db_path}"
@@ -195,11 +199,14 @@ def plant_rate(plant: Plant) -> float:
     return plant.sample_hz * sum(len(m.sensors) for m in plant.machines)
 
 
-def start_dashboard(db_path: Path, port: int, log: Path) -> subprocess.Popen:
-    """Streamlit in its own process; its output goes to ``log`` so errors are kept, not lost."""
+def start_dashboard(
+    db_path: Path, port: int, log: Path, users: Path | None = None
+) -> subprocess.Popen:
+    """Streamlit in its own process on 127.0.0.1; its output goes to ``log`` so errors are
+    kept, not lost."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            streamlit_command(db_path, port),
+            streamlit_command(db_path, port, "127.0.0.1", users),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -11,7 +11,8 @@ The database holds a plant at 07:00 UTC, one hour into the 06:00 shift, with 60 
 - M3 is in the setup of WO-4 (06:30-09:00); M4 ran 06:00-06:20 under WO-5 and is down for
   a repair since 06:50.
 
-Every expected number below is worked out by hand from these rows (see each test).
+Every expected number below is worked out by hand from these rows (see each test). The app is
+opened signed in as ``maria`` (engineer) from a test users file (``tests/dashboard_users.py``).
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ from streamlit.testing.v1 import AppTest
 from floorsight.alerts import ALERT_SCHEMA, ALERTS, lifecycle
 from floorsight.dashboards.analysis import control_points
 from floorsight.dashboards.charts import gapped
-from floorsight.dashboards.common import FILE_ACCESS, snapshot
+from floorsight.dashboards.common import FILE_ACCESS, literal, snapshot
+from floorsight.dashboards.users import COOKIE_KEY_ENV, USERS_ENV
 from floorsight.features import FEATURES
 from floorsight.features.expectations import VALIDATION_RESULTS
 from floorsight.models import SCORES
 from floorsight.pipelines.flow import TABLES
 from floorsight.pipelines.tables import SPEC_LIMITS, WORK_ORDERS
 from floorsight.storage import Database
+from tests.dashboard_users import COOKIE_KEY, sign_in, write_users
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)  # start of the morning shift
@@ -336,6 +339,16 @@ def build(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def dashboard_users(tmp_path_factory):
+    """The test users file (and cookie key) every app of this module signs in with."""
+    path = write_users(tmp_path_factory.mktemp("users") / "dashboard_users.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(USERS_ENV, str(path))
+        mp.setenv(COOKIE_KEY_ENV, COOKIE_KEY)
+        yield path
+
+
 @pytest.fixture(scope="module")
 def plant_db(tmp_path_factory) -> Path:
     """The known plant, built once; tests that write get their own copy (``writable_db``)."""
@@ -361,13 +374,16 @@ def shown(plant_db):
     return page
 
 
-def open_app(monkeypatch, db_path: Path, page: str | None = None, **env) -> AppTest:
+def open_app(
+    monkeypatch, db_path: Path, page: str | None = None, user: str = "maria", **env
+) -> AppTest:
     monkeypatch.setenv("FLOORSIGHT_DB", str(db_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
+    sign_in(at, user)
     if page:
         at.switch_page(page).run()
     assert_ok(at)
@@ -487,7 +503,7 @@ def test_waits_for_the_pipeline_when_there_is_no_database(monkeypatch, tmp_path)
     at = open_app(monkeypatch, missing)
     assert len(at.info) == 1
     assert "Waiting for the pipeline" in at.info[0].value
-    assert str(missing) in at.info[0].value
+    assert literal(missing) in at.info[0].value
     assert not at.metric
     assert not missing.exists()
 
@@ -509,7 +525,9 @@ def test_inbox_counts_open_alerts_by_severity_and_lists_them_most_severe_first(s
     assert list(listed["status"]) == ["open", "open", "acknowledged"]
     # the picked alert (the first) with its reason, evidence and context
     assert at.selectbox(key="alert_id").value == "A1"
-    assert "**Reason:** M1: anomaly while running WO-1" in [m.value for m in at.markdown]
+    assert f"**Reason:** {literal('M1: anomaly while running WO-1')}" in [
+        m.value for m in at.markdown
+    ]
     context = dict(at.table[0].value.itertuples(index=False))
     assert (context["work order"], context["batch"], context["material lot"]) == (
         "WO-1",
@@ -519,7 +537,8 @@ def test_inbox_counts_open_alerts_by_severity_and_lists_them_most_severe_first(s
     assert context["condition cleared"] == "no, still active"
     evidence = [m.value for m in at.markdown if m.value.startswith("- ")]
     assert evidence == [
-        "- vibration_mm_s.mean z=9.1 (value 3.2)\n- spindle_temp_c.mean z=4.0 (value 47)"
+        f"- {literal('vibration_mm_s.mean z=9.1 (value 3.2)')}\n"
+        f"- {literal('spindle_temp_c.mean z=4.0 (value 47)')}"
     ]
     # B-1 shares LOT-1 with B-5, so CO-2 (B-5's customer) is affected as well as CO-1
     assert list(table(at, "customer_order", "customer")["customer_order"]) == ["CO-1", "CO-2"]
@@ -529,6 +548,7 @@ def test_inbox_link_opens_one_alert_even_when_resolved(monkeypatch, plant_db):
     monkeypatch.setenv("FLOORSIGHT_DB", str(plant_db))
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
+    sign_in(at, "maria")
     at.switch_page("page_alerts.py")
     at.query_params["alert"] = "A4"  # /alerts?alert=A4, e.g. from a notification
     at.run()
@@ -554,8 +574,8 @@ def test_inbox_pages_a_long_list(monkeypatch, plant_db):
 
 
 def test_acknowledging_and_resolving_in_the_inbox_changes_the_database(monkeypatch, writable_db):
-    at = open_app(monkeypatch, writable_db, "page_alerts.py", USER="")
-    at.text_input(key="actor").input("maria")
+    at = open_app(monkeypatch, writable_db, "page_alerts.py", user="maria")
+    assert not [t for t in at.text_input if t.key == "actor"]  # nobody types a name
     at.text_area(key="comment").input("checking the spindle bearing")
     at.button(key="acknowledge").click().run()
     assert_ok(at)
@@ -754,7 +774,7 @@ def test_models_page_shows_failure_risk_rul_metrics_and_labels(monkeypatch, writ
     caption = next(c.value for c in at.caption if "mean absolute difference" in c.value)
     inline = {1: m1_windows()[1][1], 2: m1_windows()[2][1]}
     mae = (abs(12.004 - inline[1]) + abs(12.010 - inline[2])) / 2
-    assert caption == f"PA · {BORE}: 2 parts, mean absolute difference {mae:.4g}"
+    assert caption == f"{literal(f'PA · {BORE}')}: 2 parts, mean absolute difference {mae:.4g}"
     assert "No MLflow registry configured" in " ".join(m.value for m in at.markdown)
 
 
@@ -914,4 +934,4 @@ def test_models_page_compares_lab_results_with_the_deviation_models_predictions(
     assert any("deviation model's prediction" in c.value for c in at.caption)
     caption = next(c.value for c in at.caption if "mean absolute difference" in c.value)
     mae = (abs(12.004 - predicted[1]) + abs(12.010 - predicted[2])) / 2
-    assert caption == f"PA · {BORE}: 2 parts, mean absolute difference {mae:.4g}"
+    assert caption == f"{literal(f'PA · {BORE}')}: 2 parts, mean absolute difference {mae:.4g}"
