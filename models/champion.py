@@ -305,7 +305,10 @@ class ChampionScorer:
             version = client.get_model_version_by_alias(self.name, self.alias)
             self._warned = False
             key = (int(version.version), tuple(sorted(version.tags.items())))
-            if (old is not None and key[0] == old.version) or key == self._refused:
+            if old is not None and key[0] == old.version:
+                self._refused = None  # the alias is back: a refused version is judged anew
+                return
+            if key == self._refused:
                 return
             self._champion = _load(client, self.name, version)
             self._refused = None
