@@ -9,21 +9,31 @@ drop names the file after it and the ERP table has it as its primary key.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import ipaddress
 import json
+import logging
 import os
 import re
 import smtplib
+import socket
+import ssl
 import tempfile
 import threading
-import urllib.error
-import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from floorsight.alerts.notify import MATERIAL_CAUSES
 from floorsight.alerts.outbox import Sender
-from floorsight.alerts.routing import Destination
+from floorsight.alerts.routing import Destination, Routing, RoutingError
+from floorsight.alerts.signing import DELIVERY_HEADER, delivery_id, signed_headers
+from floorsight.config import SecretError, secret
+
+log = logging.getLogger("floorsight.alerts")
 
 #: the OPC-UA namespace of the plant's machine nodes (``floorsight.simulators.opcua_server``)
 OPCUA_NAMESPACE = "urn:floorsight:plant"
@@ -31,27 +41,112 @@ OPCUA_NAMESPACE = "urn:floorsight:plant"
 HOLD_CAUSES = MATERIAL_CAUSES | {"anomaly"}
 
 
-def webhook(url: str, timeout_s: float = 5.0) -> Sender:
-    """POST the payload as JSON with an ``Idempotency-Key`` header; 2xx means accepted."""
+class DeliveryError(ConnectionError):
+    """A destination did not accept a notification; ``reason`` says why in a word or two
+    (``deadline``, ``redirect``, ``http 503``, ``unreachable``, ``smtp``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class _Deadline:
+    """A bound on a whole exchange: when ``seconds`` have passed, the sockets ``sockets()``
+    returns are shut down, which ends any read or write blocked on them.
+
+    Per-operation socket timeouts are no such bound: a receiver that sends one byte every
+    second never trips a 5 s timeout, and holds the sender as long as it likes.
+    """
+
+    def __init__(self, seconds: float, sockets: Callable[[], list]) -> None:
+        self.seconds, self._sockets = seconds, sockets
+        self.expired = threading.Event()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def check(self) -> None:
+        """Raise if the deadline has passed (between steps the shutdown cannot interrupt)."""
+        if self.expired.is_set():
+            raise TimeoutError("deadline")
+
+    def _expire(self) -> None:
+        self.expired.set()
+        for sock in self._sockets():
+            if sock is None:
+                continue
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def webhook(url: str, secret: str | None = None, deadline_s: float = 10.0) -> Sender:
+    """POST the payload as JSON; only a 2xx answer to this POST means accepted.
+
+    Headers: ``Idempotency-Key`` (the notification's key) and ``X-Floorsight-Delivery`` (the
+    same on every retry), and with a ``secret`` the HMAC-SHA256 signature and its timestamp
+    (:mod:`floorsight.alerts.signing`). Redirects are not followed: a 3xx fails, naming its
+    ``Location`` (following one would turn the POST into a GET without the body). The whole
+    attempt, from connecting to the answer's headers, ends after ``deadline_s``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url}: a webhook url is http://host/... or https://host/...")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    connection = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
 
     def send(key: str, payload: dict) -> None:
-        request = urllib.request.Request(
-            url,
-            data=json.dumps(payload, default=str).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json", "Idempotency-Key": key},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                if not 200 <= response.status < 300:
-                    raise ConnectionError(f"{url} answered {response.status}")
-        except urllib.error.HTTPError as e:
-            raise ConnectionError(f"{url} answered {e.code}") from None
+        body = json.dumps(payload, default=str).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "floorsight",
+            "Idempotency-Key": key,
+            DELIVERY_HEADER: delivery_id(url, key),
+        }
+        if secret is not None:
+            headers |= signed_headers(secret, body, datetime.now(tz=UTC))
+        conn = connection(parts.hostname, parts.port, timeout=deadline_s)
+        with _Deadline(deadline_s, lambda: [conn.sock]) as deadline:
+            try:
+                conn.connect()
+                deadline.check()
+                conn.request("POST", target, body=body, headers=headers)
+                response = conn.getresponse()
+                status, location = response.status, response.getheader("Location")
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                if deadline.expired.is_set():
+                    raise DeliveryError(
+                        "deadline", f"{url} gave no complete answer within {deadline_s:g} s"
+                    ) from None
+                raise DeliveryError("unreachable", f"{url}: {type(e).__name__}: {e}") from None
+            finally:
+                conn.close()
+        if 300 <= status < 400:
+            raise DeliveryError(
+                "redirect",
+                f"{url} answered {status} redirecting to {location or '(no Location)'};"
+                " redirects are not followed: point the destination at the final url",
+            )
+        if not 200 <= status < 300:
+            raise DeliveryError(f"http {status}", f"{url} answered {status}")
 
     return send
 
 
-def mqtt(url: str, topic: str, timeout_s: float = 5.0) -> Sender:
+def mqtt(
+    url: str,
+    topic: str,
+    timeout_s: float = 5.0,
+    user: str | None = None,
+    password: str | None = None,
+) -> Sender:
     """Publish the body with QoS 1 to ``topic`` (``{line}``, ``{machine_id}`` filled in)."""
     import paho.mqtt.client as paho
 
@@ -61,6 +156,8 @@ def mqtt(url: str, topic: str, timeout_s: float = 5.0) -> Sender:
 
     def send(key: str, payload: dict) -> None:
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"floorsight-{key}"[:60])
+        if user is not None:
+            client.username_pw_set(user, password)
         with lock:
             client.connect(host, port, keepalive=10)
             client.loop_start()
@@ -107,10 +204,28 @@ def opcua(url: str, user: str | None = None, password: str | None = None) -> Sen
     return send
 
 
-def email(url: str, address: str) -> Sender:
-    """Send a plain-text mail through the SMTP server at ``url`` (``smtp://host:port``)."""
+def email(
+    url: str,
+    address: str,
+    user: str | None = None,
+    password: str | None = None,
+    starttls: bool = False,
+    deadline_s: float = 10.0,
+) -> Sender:
+    """Send a plain-text mail through the SMTP server at ``url`` (``smtp://host:port``, or
+    ``smtps://`` for TLS from the start; ``starttls`` upgrades a plain connection first).
+
+    With a ``user`` it logs in with ``password``; a password is sent over TLS only, except to
+    a server on this machine (loopback). The whole exchange ends after ``deadline_s``.
+    """
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 25
+    implicit_tls = parts.scheme == "smtps"
+    host, port = parts.hostname or "127.0.0.1", parts.port or (465 if implicit_tls else 25)
+    if user is not None and not (implicit_tls or starttls or _loopback(host)):
+        raise ValueError(
+            f"{url}: an SMTP login needs TLS (smtps:// or starttls = true) unless the server"
+            " is on this machine"
+        )
 
     def send(key: str, payload: dict) -> None:
         msg = EmailMessage()
@@ -122,10 +237,40 @@ def email(url: str, address: str) -> Sender:
         )
         msg["Message-ID"] = message_id(key)
         msg.set_content(json.dumps(payload, indent=2, default=str))
-        with smtplib.SMTP(host, port, timeout=10) as smtp:
-            smtp.send_message(msg)
+        smtp = (
+            smtplib.SMTP_SSL(timeout=deadline_s, context=ssl.create_default_context())
+            if implicit_tls
+            else smtplib.SMTP(timeout=deadline_s)
+        )
+        with _Deadline(deadline_s, lambda: [smtp.sock]) as deadline:
+            try:
+                smtp.connect(host, port)
+                deadline.check()
+                if starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if user is not None:
+                    smtp.login(user, password or "")
+                smtp.send_message(msg)
+                smtp.quit()
+            except (OSError, smtplib.SMTPException, ValueError) as e:
+                if deadline.expired.is_set():
+                    raise DeliveryError(
+                        "deadline", f"{url} did not take the mail within {deadline_s:g} s"
+                    ) from None
+                raise DeliveryError("smtp", f"{url}: {type(e).__name__}: {e}") from None
+            finally:
+                smtp.close()
 
     return send
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def message_id(key: str) -> str:
@@ -164,7 +309,7 @@ _QN_COLUMNS = (
 )
 
 
-def erp_table(url: str) -> Sender:
+def erp_table(url: str, password: str | None = None) -> Sender:
     """Insert a quality notification into the ERP database (DuckDB file or PostgreSQL)."""
 
     def row(key: str, p: dict) -> tuple:
@@ -195,7 +340,8 @@ def erp_table(url: str) -> Sender:
         import psycopg
 
         def send(key: str, payload: dict) -> None:
-            with psycopg.connect(url, connect_timeout=5) as con:
+            extra = {"password": password} if password is not None else {}
+            with psycopg.connect(url, connect_timeout=5, **extra) as con:
                 con.execute(ddl)
                 con.execute(
                     f"INSERT INTO quality_notifications ({cols}) VALUES "
@@ -223,16 +369,49 @@ def erp_table(url: str) -> Sender:
 
 
 def sender(destination: Destination) -> Sender:
-    """The sender for one configured destination."""
+    """The sender for one configured destination; its secret is read now (environment
+    variable or private file, :func:`floorsight.config.secret`)."""
     d = destination
+    password = _secret(d.password_env, d.password_file)
     if d.kind == "webhook":
-        return webhook(d.url)
+        return webhook(d.url, _secret(d.secret_env, d.secret_file), d.deadline_s)
     if d.kind == "mqtt":
-        return mqtt(d.url, d.topic)
+        return mqtt(d.url, d.topic, d.deadline_s, d.user, password)
     if d.kind == "opcua":
-        return opcua(d.url, d.user, d.password)
+        return opcua(d.url, d.user, password)
     if d.kind == "email":
-        return email(d.url, d.address)
+        return email(d.url, d.address, d.user, password, d.starttls, d.deadline_s)
     if d.kind == "erp_file":
         return erp_file(d.path)
-    return erp_table(d.url)
+    return erp_table(d.url, password)
+
+
+def senders(routing: Routing) -> dict[str, Sender]:
+    """A sender per destination of ``routing``; a secret that cannot be read is an error
+    naming the destination (:class:`RoutingError`), before anything is sent."""
+    out = {}
+    for name, destination in routing.destinations.items():
+        try:
+            out[name] = sender(destination)
+        except (SecretError, OSError, ValueError) as e:
+            raise RoutingError(f"destination {name!r}: {e}") from None
+        if (
+            destination.kind == "webhook"
+            and destination.secret_env is None
+            and (destination.secret_file is None)
+        ):
+            log.warning(
+                "webhook destination %r has no secret_env or secret_file: its requests are not"
+                " signed, so its receiver cannot tell them from forged ones",
+                name,
+            )
+    return out
+
+
+def _secret(env: str | None, file: str | None) -> str | None:
+    if env is None and file is None:
+        return None
+    value = secret(env or "", file, required=True)
+    if not value:
+        raise SecretError(f"the secret in {file or env} is empty")
+    return value

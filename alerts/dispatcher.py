@@ -9,7 +9,11 @@ the pipeline's process (or on its own: ``floorsight notify``) and, every ``inter
    it, and its condition has not cleared) is sent again as event ``escalated`` to the
    escalation roles (once; key ``<alert_id>/escalated``) and recorded in the alert's audit
    trail (``alert_events``, action ``escalated``);
-2. **delivers** what is due, with the outbox's retry and backoff.
+2. **delivers** what is due, with the outbox's retry, backoff and parking
+   (``floorsight.alerts.outbox``): each destination in a worker of a small thread pool, and
+   a destination whose previous round is still running (a slow receiver, up to its
+   ``deadline_s``) is left to finish while the others go on; a destination's failure never
+   ends the loop.
 
 Alert status comes from the DuckDB ``alerts`` table, which the dashboard updates when people
 acknowledge or resolve.
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from floorsight.alerts.destinations import sender
+from floorsight.alerts.destinations import senders
 from floorsight.alerts.lifecycle import escalated
 from floorsight.alerts.notify import Notification, notifications
 from floorsight.alerts.outbox import DeliveryReport, Outbox, Sender
@@ -49,8 +53,16 @@ class Dispatcher:
     senders: dict[str, Sender] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, destination in self.routing.destinations.items():
-            self.senders.setdefault(name, sender(destination))
+        missing = {
+            name: d for name, d in self.routing.destinations.items() if name not in self.senders
+        }
+        if missing:
+            self.senders |= senders(self.routing.model_copy(update={"destinations": missing}))
+        if "delivery" in self.routing.model_fields_set:  # the routing file's [delivery] wins
+            d = self.routing.delivery
+            self.outbox.max_delay = timedelta(seconds=d.max_delay_s)
+            self.outbox.max_age = timedelta(seconds=d.max_age_s)
+            self.outbox.batch, self.outbox.workers = d.batch, d.workers
 
     def queue(self, alerts: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> int:
         return enqueue(self.outbox, notifications(alerts, self.routing, tables))
@@ -105,18 +117,32 @@ class Dispatcher:
             ).fetchall()
         return {r[0] for r in rows}
 
-    def step(self, now: datetime | None = None) -> DeliveryReport:
+    def step(self, now: datetime | None = None, wait: bool = True) -> DeliveryReport:
+        """Escalate, then one delivery round (``wait=False``: without waiting for slow
+        destinations, which the next rounds leave running until they finish)."""
         self.escalate(now)
-        return self.outbox.deliver(self.senders, now)
+        return self.outbox.deliver(self.senders, now, wait=wait)
 
     def run(self, stop: threading.Event, interval_s: float = 1.0) -> None:
         """Deliver until ``stop`` is set, then make one last attempt."""
+        parked = 0
         while not stop.wait(interval_s):
             try:
-                self.step()
+                report = self.step(wait=False)
             except Exception:  # a broken destination must not end delivery to the others
                 log.exception("alert delivery step failed; retrying")
-        self.step()
+                continue
+            if report.parked > parked:
+                log.warning(
+                    "%d alert notifications parked as undeliverable (see `floorsight notify"
+                    " parked`, re-send with `floorsight notify resend`)",
+                    report.parked,
+                )
+            parked = report.parked
+        try:
+            self.step()
+        finally:
+            self.outbox.close()
 
     def start(self, interval_s: float = 1.0) -> tuple[threading.Thread, threading.Event]:
         stop = threading.Event()

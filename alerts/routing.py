@@ -9,6 +9,9 @@ format and :data:`DEFAULT_ROUTING` for the routing the demo uses.
 
 Example file::
 
+    [delivery]
+    max_age_s = 86400
+
     [escalation]
     after_s = 900
     roles = ["supervisor"]
@@ -16,6 +19,7 @@ Example file::
     [destinations.maintenance_hook]
     kind = "webhook"
     url = "http://127.0.0.1:9000/alerts"
+    secret_env = "FLOORSIGHT_MAINTENANCE_HOOK_SECRET"
 
     [destinations.line_topic]
     kind = "mqtt"
@@ -35,6 +39,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -49,18 +54,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: keys that would put a secret in the routing file itself, and what to write instead
+_PLAIN_SECRETS = {
+    "password": "password_env",
+    "secret": "secret_env",
+    "token": "secret_env",
+    "api_key": "secret_env",
+}
+#: which destination kinds take which optional fields
+_OPTIONAL = {
+    "user": ("opcua", "email", "mqtt"),
+    "password_env": ("opcua", "email", "mqtt", "erp_table"),
+    "password_file": ("opcua", "email", "mqtt", "erp_table"),
+    "secret_env": ("webhook",),
+    "secret_file": ("webhook",),
+    "starttls": ("email",),
+}
+
+
 class Destination(_Strict):
     """Where notifications go; which fields apply depends on ``kind``.
 
-    - ``webhook``: ``url`` (HTTP POST of the JSON body, ``Idempotency-Key`` header);
+    - ``webhook``: ``url`` (HTTP POST of the JSON body, ``Idempotency-Key`` header), signed
+      with HMAC-SHA256 (:mod:`floorsight.alerts.signing`) when ``secret_env`` (an environment
+      variable) or ``secret_file`` (a file only its owner can read) names the shared secret;
     - ``mqtt``: ``url`` (``mqtt://host:port``) and ``topic`` (``{line}`` and ``{machine_id}``
-      are filled in), QoS 1;
+      are filled in), QoS 1; ``user`` and ``password_env``/``password_file`` for the broker;
     - ``opcua``: ``url`` of the plant's OPC-UA server; sets the machine's ``QualityHold`` and
-      ``AlarmText`` nodes (``user``/``password`` when the server asks for them);
-    - ``email``: ``address`` and ``url`` (``smtp://host:port``);
+      ``AlarmText`` nodes (``user`` and ``password_env``/``password_file`` when the server asks
+      for them);
+    - ``email``: ``address`` and ``url`` (``smtp://host:port``, or ``smtps://`` for TLS from
+      the start; ``starttls = true`` upgrades a plain connection); ``user`` and
+      ``password_env``/``password_file`` log in;
     - ``erp_file``: ``path`` of a drop folder (one JSON file per notification);
     - ``erp_table``: ``url`` of the ERP database (a DuckDB file path or ``postgresql://``),
-      table ``quality_notifications``.
+      table ``quality_notifications``; a PostgreSQL password from ``password_env``/
+      ``password_file`` (or libpq's own ``PGPASSWORD`` / ``~/.pgpass``).
+
+    ``deadline_s`` bounds one whole delivery attempt (connect, send, answer). A password or a
+    secret written in the file itself, or inside a URL, is refused: the routing file is
+    configuration, readable by whoever runs or reviews the plant's setup.
     """
 
     kind: DestinationKind
@@ -69,7 +102,33 @@ class Destination(_Strict):
     address: str | None = None
     path: str | None = None
     user: str | None = None
-    password: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    secret_env: str | None = None
+    secret_file: str | None = None
+    starttls: bool = False
+    deadline_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_plain_secrets(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key, instead in _PLAIN_SECRETS.items():
+                if key in data:
+                    file = instead.replace("_env", "_file")
+                    raise ValueError(
+                        f"a {key} written in the routing file is refused: name an environment"
+                        f' variable ({instead} = "VARIABLE") or a file only you can read'
+                        f' ({file} = "/path/to/file", mode 600) instead'
+                    )
+            url = data.get("url")
+            if isinstance(url, str) and "://" in url and urlsplit(url).password:
+                raise ValueError(
+                    "a password inside the url is refused: take it out of the url and name an"
+                    ' environment variable (password_env = "VARIABLE") or a private file'
+                    ' (password_file = "/path/to/file") instead'
+                )
+        return data
 
     @model_validator(mode="after")
     def _needs(self) -> Destination:
@@ -84,6 +143,9 @@ class Destination(_Strict):
         missing = [f for f in needed if getattr(self, f) is None]
         if missing:
             raise ValueError(f"a {self.kind} destination needs {', '.join(missing)}")
+        for name, kinds in _OPTIONAL.items():
+            if getattr(self, name) not in (None, False) and self.kind not in kinds:
+                raise ValueError(f"a {self.kind} destination takes no {name}")
         return self
 
 
@@ -113,11 +175,21 @@ class Escalation(_Strict):
     roles: list[str] = Field(default_factory=list)
 
 
+class Delivery(_Strict):
+    """How the delivery loop retries (``[delivery]``; see ``floorsight.alerts.outbox``)."""
+
+    max_delay_s: float = Field(default=900.0, gt=0)  # backoff cap
+    max_age_s: float = Field(default=86400.0, gt=0)  # then a failing notification is parked
+    batch: int = Field(default=100, gt=0)  # notifications per destination and round
+    workers: int = Field(default=4, gt=0)  # destinations delivered at once
+
+
 class Routing(_Strict):
     destinations: dict[str, Destination] = Field(default_factory=dict)
     roles: dict[str, list[str]] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     escalation: Escalation = Field(default_factory=Escalation)
+    delivery: Delivery = Field(default_factory=Delivery)
 
     @model_validator(mode="after")
     def _references(self) -> Routing:
