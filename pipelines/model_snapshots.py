@@ -56,13 +56,17 @@ def state_key() -> bytes:
     key = config.secret(STATE_KEY_ENV, path if path.exists() else None)
     if key is None:
         config.private_dir(path.parent)
+        # written whole under another name (mkstemp: mode 0600), then linked into place, which
+        # fails if another worker got there first: nobody ever reads a half-written key
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model-state.key.")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another worker made it meanwhile
-            pass
-        else:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(secrets.token_hex(32) + "\n")
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
         key = config.secret(STATE_KEY_ENV, path, required=True)
     if not key:
         raise config.SecretError(f"the state key in {path} is empty")

@@ -26,6 +26,7 @@ from floorsight.pipelines.model_snapshots import (
     ModelSnapshot,
     StateTrustError,
     load_state,
+    state_key,
     state_key_file,
 )
 from floorsight.pipelines.validate import ReadingRules
@@ -83,6 +84,16 @@ def test_the_state_key_is_made_private_on_first_use(home, tmp_path) -> None:
     key.chmod(0o644)
     with pytest.raises(SecretError):
         load_state(uri, run_id, "M01")
+
+
+def test_workers_making_the_key_at_once_all_get_the_same_whole_key(home) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: state_key(), range(32)))
+    (key,) = keys
+    assert len(key) == 64
+    assert [p.name for p in state_key_file().parent.iterdir()] == ["model-state.key"]
 
 
 @pytest.mark.parametrize("tampering", ["replaced", "unsigned", "other key", "other machine"])
