@@ -48,6 +48,8 @@ class HistoryError(ValueError):
 TOLERANCE = timedelta(minutes=5)
 #: the rows the refusal checks of :func:`check_history_file` look at, before a run starts
 _PEEK_ROWS = 1000
+#: the fewest distinct times left out of each end of a file's bulk (see :func:`read_history`)
+_BULK_TRIM = 5
 _TEXT = pl.String
 # the UTC times a Python datetime can hold: a reading outside them is dead-lettered, not kept
 _FIRST, _LAST = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -73,12 +75,13 @@ def read_history(
 
     A reading outside the file's own time range by more than ``tolerance`` is a dead letter, so
     one reading of year 2100 cannot move a watermark. The range is robust: it starts from the
-    bulk of the file, the 0.1 % and 99.9 % quantiles of its timestamps (taken as the inner
-    neighbours, so even in a small file the single earliest and latest reading are outside the
-    bulk), and grows outwards through the readings that follow each other with gaps of at most
-    ``tolerance``. A file's last minutes, even when sparse, are so in range; a reading separated
-    from the rest by more than ``tolerance`` beyond the bulk is not, however many such readings
-    there are. Files of fewer than three readings are taken whole.
+    bulk of the file, its distinct timestamps without the 0.1 % earliest and the 0.1 % latest
+    (and without at least the 5 earliest and 5 latest when it has 21 or more, a quarter of them
+    when fewer), and grows outwards through the readings that follow each other with gaps of at
+    most ``tolerance``. A file's first and last minutes, even when sparse, are so in range; a
+    reading separated from the rest by more than ``tolerance`` beyond the bulk is not, however
+    many such readings share its time. Files of fewer than three distinct times are taken
+    whole.
 
     A file that cannot be read at all, or lacks a required column, raises ``HistoryError``
     naming the file.
@@ -385,9 +388,10 @@ def _outside_range(rows: pl.DataFrame, label: str, tolerance: timedelta) -> pl.D
         return rows
     tol = int(tolerance / timedelta(microseconds=1))
     stamps = times.to_list()
-    lo_i = max(1, math.ceil(0.001 * (n - 1)))
-    hi_i = min(n - 2, math.floor(0.999 * (n - 1)))
-    lo_i, hi_i = min(lo_i, hi_i), max(lo_i, hi_i)
+    # the bulk: without the 0.1 % earliest and latest times, and at least 5 of each when the
+    # file has 21 or more (so a few poisoned readings of a small file are outside it too)
+    k = max(math.ceil(0.001 * n), min(_BULK_TRIM, (n - 1) // 4))
+    lo_i, hi_i = k, n - 1 - k
     gaps = times.diff().to_list()  # gaps[i] = stamps[i] - stamps[i - 1]
     hi = hi_i
     while hi + 1 < n and gaps[hi + 1] <= tol:
