@@ -20,16 +20,21 @@ table of the same load, so a context is checked as one consistent version.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import importlib.metadata
 import json
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -547,7 +552,10 @@ class _SuitesWorker:
     client's, a 1 ms sleep took 4-5 ms) runs several times slower and its source misses
     readings. A process of its own shares no GIL; it runs at a lower priority (``nice`` 10), so
     on a busy machine the stream gets the CPU first. It stays for later loads (GX imported
-    once, unchanged tables cached) and ends with this process (at the end of its input).
+    once, unchanged tables cached) and ends with this process: at the end of its input, and
+    when this process dies, even by SIGKILL and while another process holds its pipes (see
+    :func:`_die_with_parent`). It is started from a thread that lives as long as this process,
+    since Linux sends the parent-death signal when the thread that started a child ends.
     """
 
     def __init__(self) -> None:
@@ -559,13 +567,14 @@ class _SuitesWorker:
             if self._proc is None or self._proc.poll() is not None:
                 # the worker imports what this process imports, from where it imports it
                 env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-                code = "from floorsight.features.expectations import _serve; _serve()"
-                self._proc = subprocess.Popen(
+                code = f"from floorsight.features.expectations import _serve; _serve({os.getpid()})"
+                self._proc = _spawner.submit(
+                    subprocess.Popen,
                     [sys.executable, "-c", code],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     env=env,
-                )
+                ).result()
             proc = self._proc
             try:
                 pickle.dump(tables, proc.stdin)
@@ -580,8 +589,44 @@ class _SuitesWorker:
         return result
 
 
-def _serve() -> None:
-    """The worker's loop: pickled tables in on stdin, ``(ok, reports | traceback)`` out."""
+#: starts the suites worker: a thread that never ends (see :class:`_SuitesWorker`)
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suites-worker-start")
+
+#: prctl(2) option: the signal a process gets when its parent dies
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int, poll: float = 1.0) -> None:
+    """End this process when process ``parent`` dies, however it dies.
+
+    On Linux the kernel sends SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``); a
+    thread that checks every ``poll`` seconds whether this process was handed to another
+    parent is the fallback (other systems, or a libc without ``prctl``). A parent that died
+    before this ran is noticed at once.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+                log.warning("prctl(PR_SET_PDEATHSIG): %s", os.strerror(ctypes.get_errno()))
+        except (OSError, AttributeError) as err:
+            log.warning("no parent-death signal for the suites worker: %s", err)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _serve(parent: int | None = None) -> None:
+    """The worker's loop: pickled tables in on stdin, ``(ok, reports | traceback)`` out; it
+    ends with process ``parent`` (see :func:`_die_with_parent`)."""
+    if parent is not None:
+        _die_with_parent(parent)
     os.nice(10)
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever GX prints goes to stderr, not into the replies

@@ -368,3 +368,57 @@ def test_a_restart_reuses_the_verdicts_of_unchanged_tables_without_starting_gx(
     erp_orders = tables["work_orders"].head(tables["work_orders"].height - 1)
     erp_orders.write_parquet(tmp_path / "work_orders.parquet")
     assert run()["gx"]
+
+
+_PARENT = """
+import os, sys, threading, time
+from floorsight.features import expectations
+
+# started from a thread that ends at once, as the first load's verdict thread does
+threading.Thread(target=expectations.validate_context_in_worker, args=({},)).start()
+time.sleep(0.5)
+worker = expectations._worker._proc.pid
+assert expectations.validate_context_in_worker({}) == []  # still the same worker
+assert expectations._worker._proc.pid == worker
+# a forked helper keeps the worker's pipes open: the worker never reads an end of input
+helper = os.fork()
+if helper == 0:
+    time.sleep(120)
+    os._exit(0)
+print(worker, helper, flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_the_suites_worker_dies_with_a_killed_parent() -> None:
+    """A SIGKILLed pipeline leaves no suites worker behind, even when another process still
+    holds the worker's pipes (so it never reads an end of input)."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT], stdout=subprocess.PIPE, text=True, env=os.environ
+    )
+    helper = None
+    try:
+        line = parent.stdout.readline()
+        assert line, "the parent process ended before it started its worker"
+        worker, helper = (int(x) for x in line.split())
+        assert _alive(worker)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), "the suites worker outlived its killed parent"
+    finally:
+        parent.kill()
+        parent.wait()
+        if helper is not None and _alive(helper):
+            os.kill(helper, 9)
