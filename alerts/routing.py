@@ -231,7 +231,12 @@ def load_routing(path: Path) -> Routing:
     try:
         return Routing.model_validate(data)
     except ValidationError as e:
-        raise RoutingError(f"{path}: {e}") from None
+        # without the offending input: it may be a secret someone wrote in the file
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}"
+            for err in e.errors(include_url=False, include_input=False)
+        )
+        raise RoutingError(f"{path}: {problems}") from None
 
 
 def default_routing(home: Path) -> Routing:
