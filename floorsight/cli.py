@@ -299,27 +299,41 @@ def run(
         typer.echo(f"done: {db}")
 
 
-@app.command()
+notify_app = typer.Typer(
+    help="Deliver queued alert notifications (and escalate) beside the pipeline; list and"
+    " re-send the parked ones."
+)
+app.add_typer(notify_app, name="notify")
+
+_NOTIFY_DB = Annotated[Path, typer.Option(help="The pipeline's DuckDB file (alert status).")]
+
+
+@notify_app.callback(invoke_without_command=True)
 def notify(
-    routing: Annotated[Path, typer.Option(help="Alert routing file (TOML, see docs/alerts.md).")],
-    db: Annotated[Path, typer.Option(help="The pipeline's DuckDB file (alert status).")] = Path(
-        "var/floorsight.duckdb"
-    ),
+    ctx: typer.Context,
+    routing: Annotated[
+        Path | None, typer.Option(help="Alert routing file (TOML, see docs/alerts.md).")
+    ] = None,
+    db: _NOTIFY_DB = Path("var/floorsight.duckdb"),
     once: Annotated[bool, typer.Option(help="One delivery round, then exit.")] = False,
     interval_s: Annotated[float, typer.Option(help="Seconds between delivery rounds.")] = 1.0,
 ) -> None:
     """Deliver queued alert notifications (and escalate) on their own, beside the pipeline."""
+    if ctx.invoked_subcommand is not None:
+        return
     from floorsight.alerts.dispatcher import Dispatcher
     from floorsight.alerts.outbox import Outbox
     from floorsight.alerts.routing import RoutingError, load_routing
     from floorsight.demo import stop_on_signals
     from floorsight.runner import outbox_path
 
+    if routing is None:
+        raise typer.BadParameter("delivery needs --routing (the alert routing file)")
     try:
         rules = load_routing(routing)
-    except RoutingError as e:
+        dispatcher = Dispatcher(Outbox(outbox_path(db)), rules, db_path=db)
+    except RoutingError as e:  # also a secret that cannot be read, naming its destination
         raise typer.BadParameter(str(e)) from None
-    dispatcher = Dispatcher(Outbox(outbox_path(db)), rules, db_path=db)
     if once:
         report = dispatcher.step()
     else:
@@ -327,7 +341,68 @@ def notify(
         with stop_on_signals(stop, typer.echo, "stopping delivery ..."):
             dispatcher.run(stop, interval_s)
         report = dispatcher.step()
-    typer.echo(json.dumps({"pending": report.pending, **dispatcher.outbox.counts()}))
+    typer.echo(
+        json.dumps(
+            {"pending": report.pending, "parked": report.parked, **dispatcher.outbox.counts()}
+        )
+    )
+
+
+@notify_app.command("parked")
+def notify_parked(
+    db: _NOTIFY_DB = Path("var/floorsight.duckdb"),
+    destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List the notifications parked as undeliverable (kept until re-sent)."""
+    from floorsight.alerts.outbox import Outbox
+    from floorsight.runner import outbox_path
+
+    if not outbox_path(db).exists():
+        raise typer.BadParameter(f"no alert outbox beside {db} ({outbox_path(db)})")
+    for p in Outbox(outbox_path(db)).parked(destination):
+        if as_json:
+            row = {
+                "destination": p.destination,
+                "key": p.key,
+                "attempts": p.attempts,
+                "created_at": p.created_at.isoformat(),
+                "parked_at": p.parked_at.isoformat(),
+                "last_error": p.last_error,
+            }
+            typer.echo(json.dumps(row))
+        else:
+            typer.echo(
+                f"{p.destination}\t{p.key}\t{p.attempts} attempts"
+                f"\tqueued {p.created_at:%Y-%m-%d %H:%M}\tparked {p.parked_at:%Y-%m-%d %H:%M}"
+                f"\t{p.last_error}"
+            )
+
+
+@notify_app.command("resend")
+def notify_resend(
+    key: Annotated[
+        str | None, typer.Argument(help="The notification's key (<alert_id>/<event>).")
+    ] = None,
+    db: _NOTIFY_DB = Path("var/floorsight.duckdb"),
+    destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+    all_parked: Annotated[
+        bool, typer.Option("--all", help="Every parked notification (of --destination).")
+    ] = False,
+) -> None:
+    """Queue parked notifications again; the delivery loop sends them on its next round."""
+    from floorsight.alerts.outbox import Outbox
+    from floorsight.runner import outbox_path
+
+    if (key is None) == (not all_parked):
+        raise typer.BadParameter("give a notification KEY or --all")
+    if not outbox_path(db).exists():
+        raise typer.BadParameter(f"no alert outbox beside {db} ({outbox_path(db)})")
+    box = Outbox(outbox_path(db))
+    n = box.resend_all(destination) if all_parked else box.resend(key, destination)
+    if not n and not all_parked:
+        raise typer.BadParameter(f"no parked notification {key!r}")
+    typer.echo(f"re-queued {n} parked notification{'s' if n != 1 else ''}")
 
 
 dashboard_app = typer.Typer(help="Serve the Streamlit dashboard on a database; manage its users.")

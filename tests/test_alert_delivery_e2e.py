@@ -103,3 +103,47 @@ roles = ["maintenance"]
         assert [k for k, _ in receiver.received] == keys
     finally:
         receiver.close()
+
+
+def test_parked_notifications_are_listed_and_resent_from_the_command_line(tmp_path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from floorsight.alerts.outbox import Outbox
+    from floorsight.runner import outbox_path
+
+    db = tmp_path / "f.duckdb"
+    port = _port()
+    routing = tmp_path / "routing.toml"
+    routing.write_text(
+        f'[destinations.hook]\nkind = "webhook"\nurl = "http://127.0.0.1:{port}/alerts"\n'
+    )
+    # a receiver down for a day and more: the notification is parked
+    box = Outbox(outbox_path(db), max_age=timedelta(hours=24))
+    t = datetime.now(tz=UTC) - timedelta(days=2)
+    box.enqueue("hook", "M01:failure_risk:1/opened", {"alert_id": "M01:failure_risk:1"}, now=t)
+
+    def down(key: str, payload: dict) -> None:
+        raise ConnectionError("receiver down")
+
+    box.deliver({"hook": down}, now=t)
+    box.deliver({"hook": down}, now=t + timedelta(hours=25))
+    assert box.counts()["hook"]["parked"] == 1
+
+    listed = _cli("notify", "parked", "--db", str(db), "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["key"] == "M01:failure_risk:1/opened" and "receiver down" in row["last_error"]
+    waiting = _cli("notify", "--routing", str(routing), "--db", str(db), "--once")
+    assert json.loads(waiting.stdout)["hook"] == {"delivered": 0, "pending": 0, "parked": 1}
+
+    missing = _cli("notify", "resend", "no/such", "--db", str(db))
+    assert missing.returncode != 0 and "no parked notification" in missing.stderr
+    resent = _cli("notify", "resend", "M01:failure_risk:1/opened", "--db", str(db))
+    assert resent.returncode == 0 and "re-queued 1" in resent.stdout, resent.stderr
+    receiver = Receiver(port)
+    try:
+        sent = _cli("notify", "--routing", str(routing), "--db", str(db), "--once")
+    finally:
+        receiver.close()
+    assert json.loads(sent.stdout)["hook"] == {"delivered": 1, "pending": 0, "parked": 0}
+    assert [k for k, _ in receiver.received] == ["M01:failure_risk:1/opened"]
