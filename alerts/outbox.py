@@ -148,7 +148,11 @@ class Outbox:
             have = {row[1] for row in con.execute("PRAGMA table_info(outbox)")}
             for column, kind in _ADDED_COLUMNS.items():
                 if column not in have:
-                    con.execute(f"ALTER TABLE outbox ADD COLUMN {column} {kind}")
+                    try:
+                        con.execute(f"ALTER TABLE outbox ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as e:  # another worker added it first
+                        if "duplicate column" not in str(e):
+                            raise
             con.execute("UPDATE outbox SET queued_at = created_at WHERE queued_at IS NULL")
             con.execute(_INDEX)
 

@@ -315,3 +315,78 @@ def test_unacknowledged_alerts_escalate_once_acknowledged_ones_do_not(
 def test_a_bad_routing_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RoutingError, match=r"missing\.toml"):
         load_routing(tmp_path / "missing.toml")
+
+
+class _AuthSmtp:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) that takes mail only after AUTH with the
+    given login and password."""
+
+    def __init__(self, login: str, password: str) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        received = self.received = []
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd)
+                received.append((session.auth_data.login.decode(), envelope.rcpt_tos))
+                return "250 OK"
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and auth_data.login == login.encode()
+                and auth_data.password == password.encode()
+            )
+            return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+        self.controller = Controller(
+            Handler(),
+            hostname="127.0.0.1",
+            port=_port(),
+            authenticator=authenticator,
+            auth_required=True,
+            auth_require_tls=False,  # plain text on loopback only: the sender refuses it elsewhere
+        )
+        self.controller.start()
+        self.url = f"smtp://127.0.0.1:{self.controller.port}"
+
+    def close(self) -> None:
+        self.controller.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+def test_email_logs_in_with_a_password_from_the_environment(tmp_path, monkeypatch) -> None:
+    from floorsight.alerts.destinations import senders
+
+    smtp = _AuthSmtp("floorsight", "smtp-pw-71")
+    mail = {"kind": "email", "address": "quality@plant.example", "user": "floorsight"}
+    routing = Routing.model_validate(
+        {
+            "destinations": {
+                "mail": {**mail, "url": smtp.url, "password_env": "FLOORSIGHT_SMTP_PASSWORD"}
+            }
+        }
+    )
+    alert = {"severity": "warning", "type": "anomaly", "machine_id": "M01", "event": "opened"}
+    try:
+        monkeypatch.setenv("FLOORSIGHT_SMTP_PASSWORD", "smtp-pw-71")
+        box = Outbox(tmp_path / "o.sqlite")
+        box.enqueue("mail", "M01:anomaly:1/opened", alert)
+        assert Dispatcher(box, routing).step().delivered == 1
+        assert smtp.received == [("floorsight", ["quality@plant.example"])]
+        # a wrong password: refused by the server, kept in the outbox
+        monkeypatch.setenv("FLOORSIGHT_SMTP_PASSWORD", "wrong")
+        box.enqueue("mail", "M01:anomaly:2/opened", alert)
+        report = Dispatcher(box, routing).step()
+        assert (report.delivered, report.failed, report.pending) == (0, 1, 1)
+        assert "SMTPAuthenticationError" in box.failing()["mail"]["last_error"]
+    finally:
+        smtp.close()
+    # a login to a server elsewhere needs TLS: the password is never sent in plain text
+    remote = {**mail, "url": "smtp://mail.plant.example:25", "password_env": "X"}
+    monkeypatch.setenv("X", "pw")
+    with pytest.raises(RoutingError, match=r"destination 'mail'.*needs TLS"):
+        senders(Routing.model_validate({"destinations": {"mail": remote}}))
+    ok = {**remote, "starttls": True}
+    assert "mail" in senders(Routing.model_validate({"destinations": {"mail": ok}}))
