@@ -23,6 +23,60 @@ app = typer.Typer(
 
 _KINDS = tuple(k.value for k in FaultKind)
 
+# Secrets never travel on the command line (/proc/*/cmdline shows it to every user, and the
+# cluster's child processes would inherit it): they come from these variables or a private file.
+#: the password of ``floorsight run --opcua --user NAME`` (the OPC-UA server's login)
+OPCUA_PASSWORD_ENV = "FLOORSIGHT_OPCUA_PASSWORD"
+#: the password the simulated OPC-UA server requires (``floorsight simulate --opcua --user``)
+SIM_PASSWORD_ENV = "FLOORSIGHT_SIM_OPCUA_PASSWORD"
+
+
+def _secret(env: str, file: Path | None, option: str) -> str:
+    """The secret from ``env`` or ``file``, or a usage error saying where to put it."""
+    try:
+        value = config.secret(env, file, required=True)
+    except config.SecretError as e:
+        raise typer.BadParameter(str(e), param_hint=option) from None
+    except OSError as e:
+        raise typer.BadParameter(f"cannot read {file}: {e.strerror}", param_hint=option) from None
+    return value or ""
+
+
+def _refuse_password_in_dsn(dsn: str, option: str) -> None:
+    """A PostgreSQL URL with a password is refused: libpq and psycopg read it themselves from
+    ``PGPASSWORD`` or ``~/.pgpass`` (or the file ``PGPASSFILE`` names)."""
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        return
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        has_password = bool(conninfo_to_dict(dsn).get("password"))
+    except Exception:  # a malformed URL: the connection reports it, but no password passes
+        userinfo = dsn.partition("://")[2].split("/")[0].rpartition("@")[0]
+        has_password = ":" in userinfo or "password=" in dsn
+    if has_password:
+        raise typer.BadParameter(
+            "the URL holds a password, and a command line is visible to every user of the "
+            "machine: remove it and set PGPASSWORD, or put it in ~/.pgpass (mode 600) or the "
+            "file PGPASSFILE names; libpq reads them itself",
+            param_hint=option,
+        )
+
+
+def _refuse_credentials_in_uri(uri: str | None, option: str) -> str | None:
+    """An MLflow URI with ``user:password@`` is refused: MLflow reads the credentials itself
+    from ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD`` (or a token)."""
+    from urllib.parse import urlsplit
+
+    if uri and "://" in uri and urlsplit(uri).password:
+        raise typer.BadParameter(
+            "the URI holds a password, and a command line is visible to every user of the "
+            "machine: remove it and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            "(or MLFLOW_TRACKING_TOKEN), which MLflow reads itself",
+            param_hint=option,
+        )
+    return uri
+
 
 @app.command()
 def demo(
@@ -133,8 +187,14 @@ def simulate(
     skab: Annotated[
         Path | None, typer.Option(help="Live: replay this SKAB CSV as a machine instead.")
     ] = None,
-    user: Annotated[str | None, typer.Option(help="OPC-UA: require this username.")] = None,
-    password: Annotated[str | None, typer.Option(help="OPC-UA: and this password.")] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(help=f"OPC-UA: require this username; its password from ${SIM_PASSWORD_ENV}."),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help="OPC-UA: or the password from this file (mode 600)."),
+    ] = None,
     secure: Annotated[
         bool, typer.Option(help="OPC-UA: Basic256Sha256 with a generated certificate.")
     ] = False,
@@ -193,7 +253,7 @@ def simulate(
     serving = sim.Serving(
         opcua=opcua,
         mqtt=mqtt,
-        users={user: password or ""} if user else None,
+        users={user: _secret(SIM_PASSWORD_ENV, password_file, "--password-file")} if user else None,
         secure=secure,
         cert_dir=cert_dir or config.home() / "pki",
         every_sample=every_sample,
@@ -215,6 +275,14 @@ def run(
     ] = None,
     opcua: Annotated[
         str | None, typer.Option(help="Or read live from this OPC-UA endpoint (until Ctrl-C).")
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(help=f"OPC-UA: log in as this user; the password from ${OPCUA_PASSWORD_ENV}."),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help="OPC-UA: or the password from this file (mode 600)."),
     ] = None,
     mqtt: Annotated[
         str | None, typer.Option(help="Or read live from this MQTT broker, HOST:PORT (plant/#).")
@@ -259,10 +327,12 @@ def run(
     ] = None,
 ) -> None:
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
-    from floorsight.runner import RunConfig, run_pipeline
+    from floorsight.runner import RecoveryDirError, RunConfig, run_pipeline
 
     if sum(x is not None for x in (history, opcua, mqtt)) != 1:
         raise typer.BadParameter("give one source: --history, --opcua or --mqtt")
+    _refuse_password_in_dsn(context, "--context")
+    _refuse_credentials_in_uri(mlflow_uri, "--mlflow-uri")
     if history is not None:  # a file that is no readings file stops the run before it starts
         from floorsight.pipelines.replay import HistoryError, check_history
 
@@ -275,6 +345,13 @@ def run(
     cfg = RunConfig(
         history=history,
         opcua=opcua,
+        opcua_user=user,
+        opcua_password_file=password_file,
+        # read here, so a missing or exposed password stops the start; a cluster's child
+        # processes read it again from the same variable or file (never from their arguments)
+        opcua_password=_secret(OPCUA_PASSWORD_ENV, password_file, "--password-file")
+        if user is not None
+        else None,
         mqtt=mqtt,
         context=context,
         db=db,
@@ -292,7 +369,10 @@ def run(
         champion_poll_s=champion_poll_s,
         time_zone=time_zone,
     )
-    code = run_pipeline(cfg)
+    try:
+        code = run_pipeline(cfg)
+    except RecoveryDirError as e:
+        raise typer.BadParameter(str(e), param_hint="--recovery") from None
     if code:
         raise typer.Exit(code)
     if process_id is None:
@@ -675,7 +755,11 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 
 _MlflowUri = Annotated[
-    str | None, typer.Option(help="MLflow tracking/registry URI (default: under home).")
+    str | None,
+    typer.Option(
+        help="MLflow tracking/registry URI (default: under home).",
+        callback=lambda uri: _refuse_credentials_in_uri(uri, "--mlflow-uri"),
+    ),
 ]
 
 

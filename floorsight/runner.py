@@ -13,17 +13,20 @@ resumes from the last snapshot, and the idempotent sink rewrites what was replay
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from floorsight.alerts.dispatcher import Dispatcher
 from floorsight.alerts.outbox import Outbox
 from floorsight.alerts.routing import load_routing
+from floorsight.config import private_dir
 from floorsight.demo import stop_on_signals
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_flow
@@ -39,6 +42,11 @@ class RunConfig:
     context: Path | str  # a folder, a DuckDB file or a postgresql:// URL
     db: Path
     opcua: str | None = None
+    opcua_user: str | None = None
+    #: the OPC-UA password, never in :meth:`args`: a cluster's child processes read it from
+    #: the environment (FLOORSIGHT_OPCUA_PASSWORD, inherited) or ``opcua_password_file``
+    opcua_password: str | None = field(default=None, repr=False)
+    opcua_password_file: Path | None = None
     mqtt: str | None = None  # host:port
     window_s: float = 10.0
     batch_rows: int = 50_000
@@ -83,11 +91,14 @@ class RunConfig:
             out += ["--time-zone", self.time_zone]
         return out
 
-    def _source_args(self) -> tuple[str, str]:
+    def _source_args(self) -> tuple[str, ...]:
         if self.history is not None:
             return ("--history", str(self.history))
         if self.opcua is not None:
-            return ("--opcua", self.opcua)
+            login = ("--user", self.opcua_user) if self.opcua_user is not None else ()
+            if self.opcua_password_file is not None:
+                login += ("--password-file", str(self.opcua_password_file))
+            return ("--opcua", self.opcua, *login)
         return ("--mqtt", str(self.mqtt))
 
 
@@ -98,8 +109,12 @@ def outbox_path(db: Path) -> Path:
 
 def run_pipeline(cfg: RunConfig) -> int:
     """Run to the end of the history; returns an exit code."""
-    if cfg.recovery is not None and cfg.process_id in (None, 0):
-        _init_recovery(cfg.recovery)
+    if cfg.process_id in (None, 0):
+        if cfg.recovery is not None:
+            _init_recovery(cfg.recovery)
+        if not cfg.db.parent.exists():
+            # the database's folder holds the alert outbox too (alert payloads, destinations)
+            private_dir(cfg.db.parent)
     if cfg.processes > 1 and cfg.process_id is None:
         return _spawn_cluster(cfg)
     from bytewax.recovery import RecoveryConfig
@@ -125,7 +140,9 @@ def run_pipeline(cfg: RunConfig) -> int:
     if cfg.opcua is not None:
         from floorsight.pipelines.opcua_source import OpcUaSource
 
-        source = OpcUaSource(cfg.opcua, cfg.partitions, stop=stop)
+        source = OpcUaSource(
+            cfg.opcua, cfg.partitions, user=cfg.opcua_user, password=cfg.opcua_password, stop=stop
+        )
     elif cfg.mqtt is not None:
         from floorsight.pipelines.context import sensor_units
         from floorsight.pipelines.mqtt_source import MqttSource
@@ -165,12 +182,26 @@ def run_pipeline(cfg: RunConfig) -> int:
     return 0
 
 
+class RecoveryDirError(ValueError):
+    """A recovery folder that others could write (a shared one such as /tmp)."""
+
+
 def _init_recovery(directory: Path) -> None:
     from bytewax.recovery import init_db_dir
 
-    if directory.exists() and any(directory.glob("*.sqlite3")):
+    # the snapshots are pickles: whoever can write this folder runs code as the pipeline at
+    # the next resume, so it is the user's own and private (0700), created so or made so
+    if directory.exists():
+        info = directory.stat()
+        if info.st_uid != os.getuid() or info.st_mode & stat.S_ISVTX:
+            raise RecoveryDirError(
+                f"{directory} is a shared folder (owner uid {info.st_uid}, mode "
+                f"{stat.filemode(info.st_mode)}): recovery snapshots are pickles that the "
+                "pipeline loads, so give --recovery a folder of its own"
+            )
+    private_dir(directory)
+    if any(directory.glob("*.sqlite3")):
         return  # already initialised: this run resumes
-    directory.mkdir(parents=True, exist_ok=True)
     init_db_dir(directory, 1)
 
 
