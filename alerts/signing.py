@@ -76,4 +76,6 @@ def verify_signature(
     current = now.timestamp() if isinstance(now, datetime) else float(now)
     if abs(current - sent) > tolerance:
         return False
-    return hmac.compare_digest(signature(secret, sent, body), header.strip())
+    # as bytes: compare_digest refuses str with non-ASCII characters (a forged header may have)
+    given = header.strip().encode("utf-8", "replace")
+    return hmac.compare_digest(signature(secret, sent, body).encode(), given)

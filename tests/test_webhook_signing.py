@@ -115,6 +115,8 @@ def test_the_signature_covers_timestamp_and_body_and_expires(tmp_path) -> None:
     assert not verify_signature("other", ts, body, sig, now=now)
     assert not verify_signature(SECRET, ts, body, None, now=now)
     assert not verify_signature(SECRET, "soon", body, sig, now=now)
+    assert not verify_signature(SECRET, "9" * 5000, body, sig, now=now)  # beyond int's limit
+    assert not verify_signature(SECRET, ts, body, "sha256=\u00e9\ud800", now=now)  # no raise
     # replayed later than the window: refused; within it: taken
     assert verify_signature(SECRET, ts, body, sig, now=now + timedelta(seconds=250))
     assert not verify_signature(SECRET, ts, body, sig, now=now + timedelta(seconds=400))
