@@ -176,13 +176,15 @@ def mqtt(
     return send
 
 
-def opcua(url: str, user: str | None = None, password: str | None = None) -> Sender:
+def opcua(
+    url: str, user: str | None = None, password: str | None = None, timeout_s: float = 5.0
+) -> Sender:
     """Write ``AlarmText`` (and ``QualityHold`` for quality causes) on the machine's node."""
     from asyncua import ua
     from asyncua.sync import Client
 
     def send(key: str, payload: dict) -> None:
-        client = Client(url, timeout=5)
+        client = Client(url, timeout=timeout_s)
         if user is not None:
             client.set_user(user)
             client.set_password(password or "")
@@ -378,7 +380,7 @@ def sender(destination: Destination) -> Sender:
     if d.kind == "mqtt":
         return mqtt(d.url, d.topic, d.deadline_s, d.user, password)
     if d.kind == "opcua":
-        return opcua(d.url, d.user, password)
+        return opcua(d.url, d.user, password, d.deadline_s)
     if d.kind == "email":
         return email(d.url, d.address, d.user, password, d.starttls, d.deadline_s)
     if d.kind == "erp_file":

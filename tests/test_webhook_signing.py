@@ -181,3 +181,29 @@ def test_secret_fields_belong_to_their_kinds(tmp_path) -> None:
     path.write_text('[destinations.x]\nkind = "erp_file"\npath = "/tmp/x"\nsecret_env = "S"\n')
     with pytest.raises(RoutingError, match="takes no secret_env"):
         load_routing(path)
+
+
+@pytest.mark.parametrize(
+    "destination",
+    [
+        {"kind": "opcua", "url": "opc.tcp://127.0.0.1:4840/", "user": "hmi"},
+        {"kind": "email", "url": "smtp://127.0.0.1:25", "address": "q@p", "user": "fs"},
+        {"kind": "mqtt", "url": "mqtt://127.0.0.1:1883", "topic": "t", "user": "fs"},
+        {"kind": "erp_table", "url": "postgresql://erp@127.0.0.1/erp"},
+    ],
+)
+def test_write_back_and_smtp_passwords_come_from_env_or_a_private_file(
+    tmp_path, monkeypatch, destination
+) -> None:
+    monkeypatch.delenv("FLOORSIGHT_UNSET_PASSWORD", raising=False)
+    unset = {**destination, "password_env": "FLOORSIGHT_UNSET_PASSWORD"}
+    with pytest.raises(RoutingError, match=r"destination 'x'.*FLOORSIGHT_UNSET_PASSWORD"):
+        senders(Routing.model_validate({"destinations": {"x": unset}}))
+    readable = tmp_path / "pw"
+    readable.write_text("pw\n")
+    readable.chmod(0o640)
+    in_file = {**destination, "password_file": str(readable)}
+    with pytest.raises(RoutingError, match="readable by others"):
+        senders(Routing.model_validate({"destinations": {"x": in_file}}))
+    readable.chmod(0o600)
+    assert "x" in senders(Routing.model_validate({"destinations": {"x": in_file}}))
