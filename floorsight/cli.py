@@ -746,6 +746,32 @@ def evaluate(
     typer.echo(json.dumps(result))
 
 
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="Folder for the copies (<table>.parquet).")],
+    db: Annotated[Path, typer.Option(help="The pipeline's DuckDB file.")] = Path(
+        "var/floorsight.duckdb"
+    ),
+    table: Annotated[
+        list[str] | None, typer.Option(help="A table to copy (repeat it); default: every one.")
+    ] = None,
+) -> None:
+    """Copy tables of the live database to Parquet files, for analyses that take long.
+
+    One short read-only connection copies them all and closes the file: the running pipeline
+    waits for that copy only, never for the analysis.
+    """
+    from floorsight.storage import copy_tables
+
+    if not db.exists():
+        raise typer.BadParameter(f"{db} does not exist", param_hint="--db")
+    try:
+        copies = copy_tables(db, out, table or None)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--table") from None
+    typer.echo(json.dumps({name: str(path) for name, path in copies.items()}))
+
+
 # ---- floorsight models: the MLflow registry and the champion (issue #8) ----
 
 models_app = typer.Typer(

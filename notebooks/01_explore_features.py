@@ -30,30 +30,34 @@
 import os
 from datetime import timedelta
 
-import duckdb
 import plotly.express as px
 import polars as pl
 
 from floorsight import config
 from floorsight.features.expectations import validate_features
 from floorsight.models.training import window_matrix
+from floorsight.storage import read_frame
 
 DB = os.environ.get("FLOORSIGHT_DB", str(config.default_db_path()))
 DB
 
 # %% [markdown]
-# Open the file read-only and close it when done: a running pipeline waits while a reader
-# holds it (see docs/architecture.md, DuckDB's one-writer rule).
+# Every query goes through `floorsight.storage.read_frame`: it opens the file read-only, runs
+# the query and closes the file before returning, so a running pipeline is never kept waiting
+# by this notebook, however long it stays open. Never keep a `duckdb.connect()` to the live
+# file open here: the pipeline cannot write while it is (see docs/notebooks.md).
+
 
 # %%
-con = duckdb.connect(DB, read_only=True)
-tables = con.sql(
-    "SELECT table_name, estimated_size AS rows FROM duckdb_tables() ORDER BY table_name"
-).pl()
+def sql(query: str, params=()) -> pl.DataFrame:
+    return read_frame(DB, query, params)
+
+
+tables = sql("SELECT table_name, estimated_size AS rows FROM duckdb_tables() ORDER BY table_name")
 tables
 
 # %%
-coverage = con.sql(
+coverage = sql(
     """
     SELECT machine_id,
            count(DISTINCT window_start) AS windows,
@@ -65,27 +69,27 @@ coverage = con.sql(
     GROUP BY machine_id
     ORDER BY machine_id
     """
-).pl()
+)
 coverage
 
 # %%
-features = con.sql("SELECT * FROM features ORDER BY window_start, machine_id, sensor").pl()
-failures = con.sql(
+features = sql("SELECT * FROM features ORDER BY window_start, machine_id, sensor")
+failures = sql(
     "SELECT machine_id, start AS failed_at, description FROM erp_maintenance_log "
-    "WHERE kind = 'failure' ORDER BY start"
-).pl()
-spec_limits = con.sql("SELECT * FROM spec_limits").pl()
-lab = con.sql("SELECT * FROM erp_lab_results").pl()
+    "WHERE kind = ? ORDER BY start",
+    ["failure"],
+)
+spec_limits = sql("SELECT * FROM spec_limits")
+lab = sql("SELECT * FROM erp_lab_results")
 has_validation = "validation_results" in set(tables["table_name"])
 validation = (
-    con.sql(
+    sql(
         "SELECT validated_at, suite, success, evaluated, failed, report FROM validation_results "
         "ORDER BY validated_at DESC"
-    ).pl()
+    )
     if has_validation
     else None
 )
-con.close()
 features.shape, failures.height, lab.height
 
 # %% [markdown]

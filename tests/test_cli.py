@@ -59,3 +59,14 @@ def test_simulate_then_run_replays_history_into_duckdb(tmp_path) -> None:
     lab = database.query("SELECT * FROM erp_lab_results")
     assert lab.height == pl.read_csv(out / "erp" / "lab_results.csv").height
     assert "kind" in database.query("SELECT * FROM erp_maintenance_log").columns
+    # and copied out to Parquet for long analyses, the live file left free
+    copies = tmp_path / "copies"
+    result = runner.invoke(
+        app, ["export", "--db", str(db), "--out", str(copies), "--table", "features"]
+    )
+    assert result.exit_code == 0, result.output
+    exported = pl.read_parquet(copies / "features.parquet")
+    assert exported.height == database.query("SELECT count(*) AS n FROM features")["n"][0]
+    unknown = ["export", "--db", str(db), "--out", str(copies), "--table", "x"]
+    assert runner.invoke(app, unknown).exit_code == 2
+    assert not (copies / "x.parquet").exists()
