@@ -8,6 +8,11 @@ rounds raised, and whether ``up`` got every notification in the round it was que
 
     .venv/bin/python benchmarks/delivery_rounds.py --due 1000 --rounds 2000 --step-s 60
 
+``--down 503`` makes the down destination a server answering 503, and counts the requests it
+gets (how hard a failing receiver is hit)::
+
+    .venv/bin/python benchmarks/delivery_rounds.py --down 503 --due 3000 --rounds 60 --step-s 1
+
 ``--outbox-module FILE`` loads another ``outbox.py`` (for example the one of an older commit,
 ``git show COMMIT:alerts/outbox.py > /tmp/outbox_before.py``) to compare.
 """
@@ -36,14 +41,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _receiver() -> tuple[ThreadingHTTPServer, list[str]]:
+def _receiver(status: int = 204) -> tuple[ThreadingHTTPServer, list[str]]:
     got: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             got.append(self.headers["Idempotency-Key"])
-            self.send_response(204)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
             self.end_headers()
 
         def log_message(self, *args) -> None:
@@ -70,12 +76,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--step-s", type=float, default=60.0)
     parser.add_argument("--outbox-module", default=None)
+    parser.add_argument(
+        "--down",
+        choices=("refused", "503"),
+        default="refused",
+        help="how the down destination fails: a closed port, or a server answering 503",
+    )
     args = parser.parse_args()
 
     module = _outbox_module(args.outbox_module)
     server, got = _receiver()
     up_url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
-    down_url = f"http://127.0.0.1:{_free_port()}/alerts"
+    down_server, down_got = _receiver(503) if args.down == "503" else (None, [])
+    port = down_server.server_address[1] if down_server else _free_port()
+    down_url = f"http://127.0.0.1:{port}/alerts"
     senders = {"down": webhook(down_url), "up": webhook(up_url)}
     t = datetime(2026, 1, 5, tzinfo=UTC)
     raised: dict[str, int] = {}
@@ -100,6 +114,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         counts = box.counts()
     server.shutdown()
+    if down_server is not None:
+        down_server.shutdown()
     print(
         json.dumps(
             {
@@ -111,6 +127,7 @@ def main() -> None:
                 "first_round_raised": first_raised,
                 "up_rounds_not_delivered_in_their_round": late,
                 "up_delivered": len(set(got)),
+                "requests_to_down": len(down_got) if down_server else None,
                 "counts": counts,
             }
         )
