@@ -140,7 +140,9 @@ class Outbox:
             private_dir(self.path.parent)
         if not self.path.exists():
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self.path.chmod(0o600)
+        for name in (self.path.name, self.path.name + "-wal", self.path.name + "-shm"):
+            if (self.path.parent / name).exists():  # an older file may have been readable
+                (self.path.parent / name).chmod(0o600)
         con = self._connect()
         with con:
             for ddl in _SCHEMA:
