@@ -1,11 +1,18 @@
 """File replay: readings from Parquet/CSV files in event-time order, partitioned by machine.
 
 A history folder holds one file per day (``floorsight simulate --out``); files are read in name
-order and each file sorted by time. The source has ``partitions`` partitions; a machine belongs
-to partition ``crc32(machine_id) % partitions``, so each machine's readings stay in order in one
-partition and any number of workers share the partitions. Each partition's resume state is its
-position (file, row): after a crash Bytewax restarts it from the last snapshot, and what was
-replayed since is rewritten idempotently by the sink.
+order and each file sorted by time. :func:`read_history` reads one file: every row is a reading
+or a dead letter naming the file, the row and the cell (a bad cell, a naive time among times
+with offsets, a time outside the file's own time range); a file that is no readings file, or
+whose times have no zone while none is given, is refused whole (``HistoryError``), before the
+run starts. A batch with dead letters is emitted as a
+:class:`~floorsight.pipelines.validate.Checked`.
+
+The source has ``partitions`` partitions; a machine belongs to partition
+``crc32(machine_id) % partitions``, so each machine's readings stay in order in one partition
+and any number of workers share the partitions. Each partition's resume state is its
+position (file, row), counting the dead-lettered rows too: after a crash Bytewax restarts it from
+the last snapshot, and what was replayed since is rewritten idempotently by the sink.
 """
 
 from __future__ import annotations
@@ -120,7 +127,9 @@ def check_time_zone(time_zone: str | None) -> None:
         return
     try:
         ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError) as e:
+        # polars knows the IANA names only (not localtime, posix/..., right/...)
+        pl.Series([datetime(2026, 1, 1)]).dt.replace_time_zone(time_zone)
+    except (ZoneInfoNotFoundError, ValueError, pl.exceptions.PolarsError) as e:
         raise HistoryError(
             f"time zone {time_zone!r} is not an IANA name such as Europe/Berlin or UTC"
         ) from e
@@ -182,33 +191,34 @@ def _as_text(frame: pl.DataFrame, name: str, label: str) -> pl.Series:
 
 
 def _parse(frame: pl.DataFrame, label: str, time_zone: str | None) -> pl.DataFrame:
-    """The four reading columns typed, the raw cells kept, ``_reason`` per row (None: valid)."""
+    """The four reading columns typed, the raw cells kept, ``_reason`` per row (None: valid).
+
+    Clean cells cost vectorised casts only: the slower paths (stripped text, Python's ISO
+    parser) and the reasons' text are computed for the cells that need them.
+    """
     check_time_zone(time_zone)
-    n = frame.height
-    machine = _as_text(frame, "machine_id", label)
-    sensor = _as_text(frame, "sensor", label)
-    ts, ts_text, ts_reason = _parse_times(frame["ts"], label, time_zone)
-    value, value_text, value_reason = _parse_values(frame["value"])
-    row = pl.int_range(1, n + 1, eager=True, dtype=pl.Int64) if n else pl.Series([], dtype=pl.Int64)
-    out = pl.DataFrame(
+    ts, ts_reason = _parse_times(frame["ts"], label, time_zone)
+    value, value_reason = _parse_values(frame["value"])
+    reason = ts_reason.fill_null(value_reason)
+    row = pl.int_range(1, frame.height + 1, dtype=pl.Int64, eager=True)
+    bad = reason.is_not_null()
+    if bad.any():
+        named = pl.DataFrame({"row": row.filter(bad), "reason": reason.filter(bad)}).select(
+            pl.format("{} row {}: {}", pl.lit(label), "row", "reason")
+        )
+        reason = reason.scatter(bad.arg_true(), named.to_series())
+    return pl.DataFrame(
         {
-            "machine_id": machine,
-            "sensor": sensor,
+            "machine_id": _as_text(frame, "machine_id", label),
+            "sensor": _as_text(frame, "sensor", label),
             "ts": ts,
             "value": value,
             "_row": row,
-            "_ts_text": ts_text,
-            "_value_text": value_text,
-            "_ts_reason": ts_reason,
-            "_value_reason": value_reason,
+            "_ts_raw": frame["ts"],
+            "_value_raw": frame["value"],
+            "_reason": reason,
         }
     )
-    return out.with_columns(
-        _reason=pl.when(pl.col("_ts_reason").is_not_null())
-        .then(pl.format("{} row {}: {}", pl.lit(label), "_row", "_ts_reason"))
-        .when(pl.col("_value_reason").is_not_null())
-        .then(pl.format("{} row {}: {}", pl.lit(label), "_row", "_value_reason"))
-    ).drop("_ts_reason", "_value_reason")
 
 
 def _quoted(text: pl.Expr, limit: int = 60) -> pl.Expr:
@@ -217,6 +227,14 @@ def _quoted(text: pl.Expr, limit: int = 60) -> pl.Expr:
         pl.concat_str(text.str.slice(0, limit), pl.lit("..."))
     )
     return pl.concat_str(pl.lit("'"), cut.otherwise(text), pl.lit("'"))
+
+
+def _where(bad: pl.Series, frame: pl.DataFrame, reason: pl.Expr) -> pl.Series:
+    """``reason`` evaluated on the rows of ``frame`` where ``bad`` holds; null elsewhere."""
+    out = pl.repeat(None, bad.len(), dtype=pl.String, eager=True)
+    if not bad.any():
+        return out
+    return out.scatter(bad.arg_true(), frame.filter(bad).select(reason).to_series())
 
 
 def utc_times(
@@ -234,7 +252,7 @@ def utc_times(
     if dtype != _TEXT and not isinstance(dtype, pl.Datetime):
         return frame
     check_time_zone(time_zone)
-    ts, _, reason = _parse_times(frame[column], label, time_zone, name=column)
+    ts, reason = _parse_times(frame[column], label, time_zone, name=column)
     bad = reason.is_not_null()
     if bad.any():
         row = int(bad.arg_max()) + 1
@@ -244,111 +262,125 @@ def utc_times(
 
 def _parse_times(
     column: pl.Series, label: str, time_zone: str | None, name: str = "ts"
-) -> tuple[pl.Series, pl.Series, pl.Series]:
-    """(UTC times, the cells as text, a reason per bad cell)."""
+) -> tuple[pl.Series, pl.Series]:
+    """(UTC times, null where bad; a reason per bad cell)."""
     n = column.len()
     if isinstance(column.dtype, pl.Datetime):
-        text = column.cast(_TEXT)
         if column.dtype.time_zone is not None:
             aware = column.dt.convert_time_zone("UTC").cast(TIMESTAMP)
-            naive = pl.Series([None] * n, dtype=pl.Datetime("us"))
+            naive = pl.repeat(None, n, dtype=pl.Datetime("us"), eager=True)
         else:
-            aware = pl.Series([None] * n, dtype=TIMESTAMP)
+            aware = pl.repeat(None, n, dtype=TIMESTAMP, eager=True)
             naive = column.cast(pl.Datetime("us"))
     else:
-        text = _as_text(pl.DataFrame({"ts": column}), "ts", label).str.strip_chars()
-        aware, naive = _iso_times(text)
-    frame = pl.DataFrame({"text": text, "aware": aware, "naive": naive})
-    naive_rows = frame["naive"].is_not_null().sum()
-    aware_rows = frame["aware"].is_not_null().sum()
-    if time_zone is None and naive_rows > aware_rows:
-        first = frame.with_row_index("row", 1).filter(pl.col("naive").is_not_null()).row(0)
+        column = _as_text(pl.DataFrame({name: column}), name, label)
+        aware, naive = _iso_times(column)
+    naive_times, offset_times = n - naive.null_count(), n - aware.null_count()
+    if time_zone is None and naive_times > offset_times:
+        # more naive times than times with an offset: the file's convention is naive
+        first = int(naive.is_not_null().arg_max() or 0)
+        cell = column.cast(_TEXT)[first]
         raise HistoryError(
-            f"{label}: {name} times have no time zone (row {first[0]}: {first[1]!r}); give "
+            f"{label}: {name} times have no time zone (row {first + 1}: {cell!r}); give "
             "--time-zone with the zone they are in (an IANA name such as Europe/Berlin, or UTC)"
         )
-    if time_zone is not None:
-        local = (
-            pl.col("naive")
-            .dt.replace_time_zone(time_zone, ambiguous="null", non_existent="null")
-            .dt.convert_time_zone("UTC")
-        )
+    local = None
+    if time_zone is not None and naive.null_count() < n:
+        local = naive.dt.replace_time_zone(
+            time_zone, ambiguous="null", non_existent="null"
+        ).dt.convert_time_zone("UTC")
+        ts = aware.fill_null(local.cast(TIMESTAMP))
     else:
-        local = pl.lit(None, dtype=TIMESTAMP)
-    quoted = _quoted(pl.col("text"))
-    out = frame.select(
-        ts=pl.coalesce(pl.col("aware"), local.cast(TIMESTAMP)),
-        text=pl.col("text"),
-        reason=pl.when(pl.col("text").is_null() | (pl.col("text") == ""))
+        ts = aware
+    bad = (ts.is_null() | (ts < _FIRST) | (ts > _LAST)).fill_null(True)
+    cells = pl.DataFrame(
+        {
+            "raw": column,
+            "aware": aware.is_not_null(),
+            "naive": naive.is_not_null(),
+            "local": local.is_not_null() if local is not None else pl.repeat(False, n, eager=True),
+        }
+    )
+    text = pl.col("raw").cast(_TEXT).str.strip_chars()  # evaluated for the bad cells only
+    quoted = _quoted(text)
+    reason = (
+        pl.when(text.is_null() | (text == ""))
         .then(pl.lit(f"{name} missing"))
-        .when(pl.col("aware").is_null() & pl.col("naive").is_null())
+        .when(~pl.col("aware") & ~pl.col("naive"))
         .then(pl.concat_str(pl.lit(f"{name} "), quoted, pl.lit(" is not an ISO 8601 time")))
-        .when(pl.col("aware").is_null() & pl.lit(time_zone is None))
+        .when(~pl.col("aware") & pl.lit(time_zone is None))
         .then(
             pl.concat_str(pl.lit(f"{name} "), quoted, pl.lit(" has no time zone (see --time-zone)"))
         )
-        .when(pl.col("aware").is_null() & local.is_null())
+        .when(~pl.col("aware") & ~pl.col("local"))
         .then(
             pl.concat_str(
                 pl.lit(f"{name} "),
                 quoted,
                 pl.lit(f" is skipped or repeated in {time_zone} (a daylight-saving change)"),
             )
-        ),
-    )
-    out = out.with_columns(
-        reason=pl.when(
-            pl.col("reason").is_null() & ((pl.col("ts") < _FIRST) | (pl.col("ts") > _LAST))
         )
-        .then(pl.concat_str(pl.lit(f"{name} "), quoted, pl.lit(" is out of range")))
-        .otherwise(pl.col("reason"))
+        .otherwise(pl.concat_str(pl.lit(f"{name} "), quoted, pl.lit(" is out of range")))
     )
-    # a time no Python datetime can hold is dropped from the column (the text keeps it)
-    ts = out.select(pl.when(pl.col("reason").is_null()).then(pl.col("ts")).alias("ts"))
-    return ts.to_series(), out["text"], out["reason"]
+    # a time no Python datetime can hold is dropped from the column (the raw cell keeps it)
+    return ts.zip_with(~bad, pl.repeat(None, n, dtype=TIMESTAMP, eager=True)), _where(
+        bad, cells, reason
+    )
 
 
 def _iso_times(text: pl.Series) -> tuple[pl.Series, pl.Series]:
     """(times with an offset, in UTC; naive times) of ISO 8601 texts; both null if neither.
 
-    The common forms are parsed vectorised; the rest (``Z`` without seconds, ``+01``, basic
-    format ...) by Python's ``datetime.fromisoformat``, once per distinct text. A text without a
-    time part (a bare date) is no time.
+    The common form (RFC 3339, ``T`` or space) is parsed vectorised; a cell it does not take is
+    stripped and tried as naive text, then by Python's ``datetime.fromisoformat`` (``Z`` without
+    seconds, ``+01``, basic format ...), once per distinct text. A text without a time part (a
+    bare date) is no time.
     """
     aware = text.str.to_datetime("%+", strict=False, time_zone="UTC", time_unit="us")
-    naive = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
-    naive = naive.fill_null(
-        text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
-    )
-    rest = text.filter(aware.is_null() & naive.is_null() & text.is_not_null()).unique()
-    if rest.len() == 0:
+    failed = aware.is_null() & text.is_not_null()
+    n = text.len()
+    naive = pl.repeat(None, n, dtype=pl.Datetime("us"), eager=True)
+    if not failed.any():
         return aware, naive
+    where = failed.arg_true()
+    rest = text.filter(failed).str.strip_chars()
+    rest_aware = rest.str.to_datetime("%+", strict=False, time_zone="UTC", time_unit="us")
+    rest_naive = rest.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
+    rest_naive = rest_naive.fill_null(
+        rest.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
+    )
+    odd = rest.filter(rest_aware.is_null() & rest_naive.is_null()).unique()
     parsed_aware, parsed_naive = {}, {}
-    for cell in rest.to_list():
+    for cell in odd.to_list():
         when = _fromisoformat(cell)
         if when is None:
             continue
-        if when.tzinfo is None:
+        if when.utcoffset() is None:
             parsed_naive[cell] = when
         else:
             try:
                 parsed_aware[cell] = when.astimezone(UTC)
             except (OverflowError, ValueError):
                 continue
-    aware = aware.fill_null(
-        text.replace_strict(
-            list(parsed_aware), list(parsed_aware.values()), default=None, return_dtype=TIMESTAMP
+    if parsed_aware:
+        rest_aware = rest_aware.fill_null(
+            rest.replace_strict(
+                list(parsed_aware),
+                list(parsed_aware.values()),
+                default=None,
+                return_dtype=TIMESTAMP,
+            )
         )
-    )
-    naive = naive.fill_null(
-        text.replace_strict(
-            list(parsed_naive),
-            list(parsed_naive.values()),
-            default=None,
-            return_dtype=pl.Datetime("us"),
+    if parsed_naive:
+        rest_naive = rest_naive.fill_null(
+            rest.replace_strict(
+                list(parsed_naive),
+                list(parsed_naive.values()),
+                default=None,
+                return_dtype=pl.Datetime("us"),
+            )
         )
-    )
-    return aware, naive
+    return aware.scatter(where, rest_aware), naive.scatter(where, rest_naive)
 
 
 def _fromisoformat(cell: str) -> datetime | None:
@@ -360,80 +392,79 @@ def _fromisoformat(cell: str) -> datetime | None:
         return None
 
 
-def _parse_values(column: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series]:
-    """(values as floats, the cells as text, a reason per bad cell)."""
+def _parse_values(column: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(values as floats, null where bad; a reason per bad cell)."""
     if column.dtype.is_numeric():
         value = column.cast(pl.Float64, strict=False)
-        text = column.cast(_TEXT)
     else:
-        text = column.cast(_TEXT, strict=False) if column.dtype != _TEXT else column
-        value = text.str.strip_chars().cast(pl.Float64, strict=False)
-    frame = pl.DataFrame({"value": value, "text": text})
-    reason = frame.select(
-        pl.when(pl.col("text").is_null() | (pl.col("text").str.strip_chars() == ""))
+        text = column if column.dtype == _TEXT else column.cast(_TEXT, strict=False)
+        value = text.cast(pl.Float64, strict=False)
+        failed = value.is_null() & text.is_not_null()
+        if failed.any():  # " 1.5": surrounding blanks are not a reason
+            stripped = text.filter(failed).str.strip_chars().cast(pl.Float64, strict=False)
+            value = value.scatter(failed.arg_true(), stripped)
+    bad = value.is_null()
+    text = pl.col("raw").cast(_TEXT)  # evaluated for the bad cells only
+    reason = (
+        pl.when(text.is_null() | (text.str.strip_chars() == ""))
         .then(pl.lit("value missing"))
-        .when(pl.col("value").is_null())
-        .then(pl.concat_str(pl.lit("value "), _quoted(pl.col("text")), pl.lit(" is not a number")))
-    ).to_series()
-    return value, text, reason
+        .otherwise(pl.concat_str(pl.lit("value "), _quoted(text), pl.lit(" is not a number")))
+    )
+    return value, _where(bad, pl.DataFrame({"raw": column}), reason)
 
 
 def _outside_range(rows: pl.DataFrame, label: str, tolerance: timedelta) -> pl.DataFrame:
     """Dead-letter the readings outside the file's own time range (see :func:`read_history`)."""
-    times = (
-        rows.filter(pl.col("_reason").is_null())["ts"].drop_nulls().unique().sort().to_physical()
-    )
-    n = times.len()
+    times = rows.filter(pl.col("_reason").is_null())["ts"].unique().drop_nulls().sort()
+    stamps = times.to_physical()
+    n = stamps.len()
     if n < 3:
         return rows
-    tol = int(tolerance / timedelta(microseconds=1))
-    stamps = times.to_list()
     # the bulk: without the 0.1 % earliest and latest times, and at least 5 of each when the
     # file has 21 or more (so a few poisoned readings of a small file are outside it too)
     k = max(math.ceil(0.001 * n), min(_BULK_TRIM, (n - 1) // 4))
     lo_i, hi_i = k, n - 1 - k
-    gaps = times.diff().to_list()  # gaps[i] = stamps[i] - stamps[i - 1]
-    hi = hi_i
-    while hi + 1 < n and gaps[hi + 1] <= tol:
-        hi += 1
-    lo = lo_i
-    while lo > 0 and gaps[lo] <= tol:
-        lo -= 1
-    if lo == 0 and hi == n - 1:
+    # grown outwards up to the first gap wider than the tolerance on each side
+    tol = tolerance // timedelta(microseconds=1)
+    wide = (stamps.diff() > tol).arg_true().to_list()  # i: stamps[i] - stamps[i - 1] > tol
+    above = [i for i in wide if i > hi_i]
+    below = [i for i in wide if i <= lo_i]
+    if not above and not below:
         return rows
-    first = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=stamps[lo])
-    last = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=stamps[hi])
-    outside = pl.col("_reason").is_null() & ((pl.col("ts") < first) | (pl.col("ts") > last))
-    text = pl.format(
+    first = times[below[-1]] if below else times[0]
+    last = times[above[0] - 1] if above else times[-1]
+    outside = (rows["_reason"].is_null() & ((rows["ts"] < first) | (rows["ts"] > last))).fill_null(
+        False
+    )
+    reason = pl.format(
         "{} row {}: ts {} is outside the file's time range {} .. {} by more than {}",
         pl.lit(label),
         "_row",
-        _quoted(pl.col("_ts_text")),
+        _quoted(pl.col("_ts_raw").cast(_TEXT)),
         pl.lit(first.isoformat()),
         pl.lit(last.isoformat()),
         pl.lit(str(tolerance)),
     )
-    return rows.with_columns(_reason=pl.when(outside).then(text).otherwise(pl.col("_reason")))
+    return rows.with_columns(_reason=rows["_reason"].fill_null(_where(outside, rows, reason)))
 
 
 def _split(rows: pl.DataFrame, source: str) -> Checked:
     """Rows with ``_reason`` as a Checked: the readings, and the dead letters (raw cells kept)."""
-    bad = pl.col("_reason").is_not_null()
+    bad = rows["_reason"].is_not_null()
     ok = rows.filter(~bad).select(list(READING_SCHEMA))
     if ok["ts"].is_sorted():
         ok = ok.with_columns(pl.col("ts").set_sorted())
-    dead_rows = rows.filter(bad)
-    if dead_rows.height == 0:
+    if not bad.any():
         return Checked(ok, None)
-    raw = dead_rows.select(
+    raw = rows.filter(bad).select(
         "machine_id",
         "sensor",
         "ts",
         "value",
         "_reason",
         row="_row",
-        ts_text="_ts_text",
-        value_text="_value_text",
+        ts_text=pl.col("_ts_raw").cast(_TEXT),
+        value_text=pl.col("_value_raw").cast(_TEXT),
     )
     return Checked(ok, dead_letters(raw, source, reason_col="_reason"))
 
@@ -450,14 +481,15 @@ class Position:
     row: int = 0
 
 
-class ReplaySource(FixedPartitionedSource[Checked, Position]):
+class ReplaySource(FixedPartitionedSource[pl.DataFrame | Checked, Position]):
     """Batches of readings from history files, ``partitions`` partitions by machine.
 
-    Each item is a :class:`Checked`: the batch's readings and the dead letters of its bad rows
-    (see :func:`read_history`). Every file is looked at before the run starts
-    (:func:`check_history_file`), so a file that is no readings file, or has naive timestamps
-    while no ``time_zone`` is given, stops the run before it starts; a file that turns out to be
-    unreadable later on becomes one dead letter naming it, and the replay goes on.
+    Each item is a batch of readings, or, when the batch has bad rows, a :class:`Checked` of
+    its readings and their dead letters (see :func:`read_history`). Every file is looked at
+    before the run starts (:func:`check_history_file`), so a file that is no readings file, or
+    has naive timestamps while no ``time_zone`` is given, stops the run before it starts; a file
+    that turns out to be unreadable later on becomes one dead letter naming it, and the replay
+    goes on.
     """
 
     def __init__(
@@ -490,7 +522,7 @@ class ReplaySource(FixedPartitionedSource[Checked, Position]):
         return _ReplayPartition(self, index, resume_state or Position())
 
 
-class _ReplayPartition(StatefulSourcePartition[Checked, Position]):
+class _ReplayPartition(StatefulSourcePartition[pl.DataFrame | Checked, Position]):
     def __init__(self, source: ReplaySource, index: int, position: Position) -> None:
         self._source = source
         self._index = index
@@ -517,7 +549,7 @@ class _ReplayPartition(StatefulSourcePartition[Checked, Position]):
             self._frame = frame
         return self._frame
 
-    def next_batch(self) -> list[Checked]:
+    def next_batch(self) -> list[pl.DataFrame | Checked]:
         files = self._source.files
         if self._source.stop is not None and self._source.stop.is_set():
             raise StopIteration
@@ -527,7 +559,9 @@ class _ReplayPartition(StatefulSourcePartition[Checked, Position]):
                 # bad rows count in the position too: a resume neither repeats nor skips one
                 batch = frame.slice(self._pos.row, self._source.batch_rows)
                 self._pos = Position(self._pos.file, self._pos.row + batch.height)
-                return [_split(batch, "history")]
+                checked = _split(batch, "history")
+                # a clean batch goes as the plain frame, as the flow's other sources send theirs
+                return [checked if checked.dead is not None else checked.ok]
             self._pos = Position(self._pos.file + 1, 0)
             self._frame = None
         raise StopIteration
@@ -545,15 +579,15 @@ def _unreadable(path: Path, reason: str) -> pl.DataFrame:
             "ts": [None],
             "value": [None],
             "_row": [0],
-            "_ts_text": [None],
-            "_value_text": [None],
+            "_ts_raw": [None],
+            "_value_raw": [None],
             "_reason": [reason],
         },
         schema={
             **READING_SCHEMA,
             "_row": pl.Int64,
-            "_ts_text": pl.String,
-            "_value_text": pl.String,
+            "_ts_raw": pl.String,
+            "_value_raw": pl.String,
             "_reason": pl.String,
         },
     )
