@@ -1,29 +1,64 @@
 """MQTT source: JSON readings from a broker's topic tree (``plant/<line>/<machine>/<sensor>``).
 
 One partition holds one persistent MQTT session (fixed client id, ``clean_session=False``, QoS 1),
-so the broker keeps the messages that arrive while the pipeline is down. Messages are
-acknowledged manually, when Bytewax snapshots the epoch in which they were emitted: a crash
-before that makes the broker deliver them again, and the restored state has not seen them.
-Payloads that are not readings (bad JSON, wrong types) become dead letters naming the topic and
-the reason (:func:`floorsight.pipelines.validate.parse_records`); status topics are skipped.
+so the broker keeps the messages that arrive while the pipeline is down. Every message received
+is first appended to a local journal (``pipelines/mqtt_journal.py``) and acknowledged to the
+broker only once it is there, in groups, by a thread of its own: the broker's window of messages
+in flight (20 in Mosquitto's stock configuration) turns over as fast as the disk takes a group,
+so the broker never has to queue, let alone drop, while the flow is busy.
+
+The flow reads the journal, a batch per poll, and the partition's Bytewax state is its position
+in the journal. With a journal folder (``floorsight run --mqtt --recovery DIR`` keeps it in
+``DIR/mqtt-journal``) each group is fsynced before it is acknowledged, and a run killed at any
+point resumes from the last snapshot's position: nothing acknowledged is lost, and a message
+the broker delivers again because its acknowledgement was not sent is recognised and skipped.
+Segments are deleted once a snapshot several epochs newer than them exists, so the folder holds
+a few epochs of messages. Without a journal folder (no recovery) the journal is a private
+temporary folder, not fsynced and deleted at close: a crash loses what it holds that has not yet
+reached the features, as it loses the windows' state.
+
+Memory and disk are bounded: the flow takes at most ``max_batch`` messages per poll, and when
+``max_backlog`` messages wait in the journal the receiving thread stops taking more, so the
+broker keeps them (and queues or drops by its own limits; a warning says so).
+
+Every payload becomes readings or a dead letter naming the topic and the reason (bad JSON, too
+deep, too large, invalid Unicode, wrong types: ``parse_mqtt_payload`` and ``parse_records`` of
+``floorsight.pipelines.validate``). Should a batch still break the parser, it is parsed message
+by message and the message that breaks it alone is a dead letter too: no payload ends the
+pipeline. Status topics are skipped.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import queue
+import shutil
+import tempfile
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from floorsight.pipelines.validate import Checked, parse_records
+from floorsight.pipelines.mqtt_journal import Journal, Message
+from floorsight.pipelines.validate import Checked, Rejected, parse_mqtt_payload, parse_records
+
+log = logging.getLogger("floorsight.mqtt")
 
 
-class MqttSource(FixedPartitionedSource[Checked, None]):
-    """Readings published to ``topic`` on an MQTT broker."""
+class MqttSource(FixedPartitionedSource[Checked, int]):
+    """Readings published to ``topic`` on an MQTT broker.
+
+    ``journal`` is the folder of the received messages' journal (durable: set it with recovery);
+    None keeps it in a temporary folder. ``max_batch`` messages at most go into the flow per
+    poll; at most ``max_backlog`` wait in the journal. A journal segment is deleted once
+    ``keep_snapshots`` snapshots newer than its last message exist (Bytewax resumes from the
+    last snapshot the whole cluster committed, at most an epoch or two behind the newest).
+    """
 
     def __init__(
         self,
@@ -34,26 +69,49 @@ class MqttSource(FixedPartitionedSource[Checked, None]):
         until: datetime | None = None,
         stop: threading.Event | None = None,
         units: dict[str, str] | None = None,
+        journal: Path | None = None,
+        max_batch: int = 20_000,
+        max_backlog: int = 500_000,
+        keep_snapshots: int = 10,
     ) -> None:
         self.host, self.port, self.topic, self.client_id = host, port, topic, client_id
         self.units = units  # sensor -> unit: payloads in another unit are dead-lettered
         self.until = until
         self.stop = stop
+        self.journal = journal
+        self.max_batch = max_batch
+        self.max_backlog = max_backlog
+        self.keep_snapshots = keep_snapshots
 
     def list_parts(self) -> list[str]:
         return ["mqtt"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MqttPartition:
-        return _MqttPartition(self)
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _MqttPartition:
+        return _MqttPartition(self, resume_state)
 
 
-class _MqttPartition(StatefulSourcePartition[Checked, None]):
-    def __init__(self, source: MqttSource) -> None:
+class _MqttPartition(StatefulSourcePartition[Checked, int]):
+    def __init__(self, source: MqttSource, resume_state: int | None) -> None:
         self._src = source
-        self._messages: list[mqtt.MQTTMessage] = []
-        self._lock = threading.Lock()
-        self._to_ack: list[int] = []
+        self._durable = source.journal is not None
+        folder = source.journal or Path(tempfile.mkdtemp(prefix="floorsight-mqtt-"))
+        self._journal = Journal(folder, durable=self._durable, start=resume_state or 0)
+        if resume_state is not None and resume_state > self._journal.end:
+            log.error(
+                "MQTT journal %s ends at message %d but the snapshot resumes at %d: messages "
+                "acknowledged before the crash are missing from it",
+                folder,
+                self._journal.end,
+                resume_state,
+            )
+        # no snapshot yet (first run, or a crash before the first): everything on disk is new
+        self._seq = resume_state if resume_state is not None else self._journal.first
+        self._read = self._seq  # what the receiving thread compares the backlog against
+        self._snapshots: deque[int] = deque()
         self._past_until: float | None = None
+        self._busy = False
+        self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=10_000)
+        self._closing = threading.Event()
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=source.client_id,
@@ -63,32 +121,91 @@ class _MqttPartition(StatefulSourcePartition[Checked, None]):
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        self._receiver = threading.Thread(
+            target=self._receive, name="floorsight-mqtt-journal", daemon=True
+        )
+        self._receiver.start()
         self._client.connect(source.host, source.port, keepalive=30)
         self._client.loop_start()
+
+    # -- the broker's side: paho's thread and the journal's thread -----------------------------
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         client.subscribe(self._src.topic, qos=1)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self._messages.append(msg)
+        # blocks while the journal's thread is behind: the socket then fills, the broker waits
+        while not self._closing.is_set():
+            try:
+                self._inbox.put(msg, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _receive(self) -> None:
+        """Journal what arrives, in groups, then acknowledge each group."""
+        warned = False
+        while not self._closing.is_set():
+            try:
+                group = [self._inbox.get(timeout=0.1)]
+            except queue.Empty:
+                continue
+            while len(group) < 2000:
+                try:
+                    group.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            while self._journal.end - self._read > self._src.max_backlog:
+                if not warned:
+                    log.warning(
+                        "MQTT source: %d messages wait in the journal for the flow; taking no "
+                        "more until it catches up (the broker keeps them, within its limits)",
+                        self._journal.end - self._read,
+                    )
+                    warned = True
+                if self._closing.wait(0.05):
+                    return
+            warned = False
+            self._journal_and_ack(group)
+
+    def _journal_and_ack(self, group: list[mqtt.MQTTMessage]) -> None:
+        records = []
+        for msg in group:
+            topic = _topic(msg)
+            # a copy the broker sends again because our acknowledgement was lost: on disk already
+            if msg.dup and self._journal.seen(topic, msg.payload):
+                continue
+            records.append((topic, msg.payload, time.time()))
+        while not self._closing.is_set():
+            try:
+                self._journal.append(records)
+                break
+            except OSError:
+                log.exception(
+                    "MQTT journal: cannot write (retrying; the broker keeps the messages)"
+                )
+                self._closing.wait(1.0)
+        else:
+            return  # closing: not acknowledged, so the broker delivers them again
+        for msg in group:
+            if msg.qos > 0:
+                self._client.ack(msg.mid, msg.qos)
+
+    # -- the flow's side -------------------------------------------------------------------------
 
     def next_batch(self) -> list[Checked]:
         if self._src.stop is not None and self._src.stop.is_set():
             raise StopIteration
         if self._past_until is not None and time.monotonic() - self._past_until > 1.0:
             raise StopIteration
-        with self._lock:
-            messages, self._messages = self._messages, []
+        messages = self._journal.read(self._seq, self._src.max_batch)
+        self._busy = len(messages) == self._src.max_batch
         if not messages:
             return []
-        records = []
-        for msg in messages:
-            self._to_ack.append(msg.mid)
-            if msg.topic.endswith("/status"):
-                continue
-            records.append(_record(msg))
-        checked = parse_records(records, "mqtt", self._src.units)
+        self._seq = self._read = messages[-1].seq + 1
+        if not self._durable:  # nothing replays it: gone once it is in the flow
+            self._journal.release(self._seq)
+        checked = parse_messages(messages, self._src.units)
         ok = checked.ok
         if self._src.until is not None and ok.height:
             if self._past_until is None and (ok["ts"] >= self._src.until).any():
@@ -97,28 +214,55 @@ class _MqttPartition(StatefulSourcePartition[Checked, None]):
         return [Checked(ok, checked.dead)]
 
     def next_awake(self) -> datetime | None:
-        return datetime.now(tz=UTC) + timedelta(milliseconds=50)
+        if self._busy:
+            return None  # more is waiting in the journal
+        return datetime.now(tz=UTC) + timedelta(milliseconds=20)
 
-    def snapshot(self) -> None:
-        # everything emitted so far is in this epoch's state: the broker may forget it now
-        for mid in self._to_ack:
-            self._client.ack(mid, 1)
-        self._to_ack = []
+    def snapshot(self) -> int:
+        self._snapshots.append(self._seq)
+        if len(self._snapshots) > self._src.keep_snapshots:
+            # a resume never goes back further than this snapshot: what is below it is done
+            self._journal.release(self._snapshots.popleft())
+        return self._seq
 
     def close(self) -> None:
-        self.snapshot()
+        self._closing.set()
         self._client.disconnect()
         self._client.loop_stop()
+        self._receiver.join(timeout=10)
+        self._journal.close()
+        if not self._durable:
+            shutil.rmtree(self._journal.folder, ignore_errors=True)
 
 
-def _record(msg: mqtt.MQTTMessage) -> object:
-    """The payload as a record for parse_records; undecodable ones keep the topic as evidence."""
+def _topic(msg: mqtt.MQTTMessage) -> str:
     try:
-        data = json.loads(msg.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return {
-            "topic": msg.topic,
-            "payload": msg.payload.decode("utf-8", "replace"),
-            "_reason": f"{msg.topic}: payload is not JSON",
-        }
-    return data
+        return msg.topic
+    except UnicodeDecodeError:  # MQTT topics are UTF-8; a broker may pass one that is not
+        return bytes(msg._topic).decode("utf-8", "backslashreplace")
+
+
+def parse_messages(messages: list[Message], units: dict[str, str] | None = None) -> Checked:
+    """Readings and dead letters from journaled messages; never raises for any payload."""
+    readings = [m for m in messages if not m.topic.endswith("/status")]
+    records = [parse_mqtt_payload(m.topic, m.payload) for m in readings]
+    try:
+        return parse_records(records, "mqtt", units)
+    except Exception:  # one message may break the batch: find it, keep the rest
+        log.exception("MQTT source: a batch of %d broke the parser; one by one", len(records))
+    parts = [_parse_one(m, r, units) for m, r in zip(readings, records, strict=True)]
+    oks = [p.ok for p in parts if p.ok.height]
+    dead = [p.dead for p in parts if p.dead is not None]
+    return Checked(
+        pl.concat(oks) if oks else parts[0].ok.clear(),
+        pl.concat(dead, how="vertical_relaxed") if dead else None,
+    )
+
+
+def _parse_one(msg: Message, record: object, units: dict[str, str] | None) -> Checked:
+    try:
+        return parse_records([record], "mqtt", units)
+    except Exception as e:
+        raw = msg.payload[:1024].decode("utf-8", "replace")
+        why = f"{msg.topic}: payload breaks the parser ({type(e).__name__})"
+        return parse_records([Rejected(raw, why)], "mqtt")

