@@ -148,7 +148,11 @@ def run_pipeline(cfg: RunConfig) -> int:
         from floorsight.pipelines.mqtt_source import MqttSource
 
         host, _, port = cfg.mqtt.rpartition(":")
-        source = MqttSource(host, int(port), stop=stop, units=sensor_units(cfg.context))
+        # with recovery, what the broker hands over is journaled (fsynced) before it is acked
+        journal = cfg.recovery / "mqtt-journal" if cfg.recovery is not None else None
+        source = MqttSource(
+            host, int(port), stop=stop, units=sensor_units(cfg.context), journal=journal
+        )
     else:
         source = ReplaySource(
             cfg.history, cfg.partitions, cfg.batch_rows, stop=stop, time_zone=cfg.time_zone
