@@ -84,6 +84,13 @@ _INDEX = (
 )
 
 
+def outbox_beside(db: Path) -> Path:
+    """The outbox file of the pipeline writing the DuckDB file ``db`` (``<db>.outbox.sqlite``),
+    for readers below the runner (the dashboard) to find it."""
+    db = Path(db)
+    return db.with_name(db.stem + ".outbox.sqlite")
+
+
 def _ts(t: datetime) -> str:
     # one fixed format, so that SQLite compares the text in time order
     return t.astimezone(UTC).isoformat(timespec="microseconds")

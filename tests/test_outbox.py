@@ -258,3 +258,11 @@ def test_the_outbox_file_is_private_and_an_older_file_is_carried_on(tmp_path) ->
     got = []
     assert box.deliver({"hook": lambda k, p: got.append(p)}, now=T).delivered == 1
     assert got == [{"x": 1}]
+
+
+def test_the_outbox_beside_a_database_is_the_one_the_runner_uses(tmp_path) -> None:
+    from floorsight.alerts.outbox import outbox_beside
+    from floorsight.runner import outbox_path
+
+    db = tmp_path / "plant" / "floorsight.duckdb"
+    assert outbox_beside(db) == outbox_path(db) == tmp_path / "plant" / "floorsight.outbox.sqlite"
