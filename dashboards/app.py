@@ -34,17 +34,22 @@ PAGES = (
 
 def main() -> None:
     st.set_page_config(page_title="floorsight", layout="wide")
+    pages = [
+        st.Page(HERE / script, title=title, url_path=url, icon=icon, default=i == 0)
+        for i, (script, title, url, icon) in enumerate(PAGES)
+    ]
+    # navigation first, before the sign-in form: it fixes the page the link asked for (e.g.
+    # /alerts?alert=...) for the browser, so the reruns of signing in stay on it; the menu is
+    # hidden until someone is signed in, and no page runs before
+    signed_in = st.session_state.get("authentication_status") is True
+    page = st.navigation(pages, position="sidebar" if signed_in else "hidden")
     if sign_in() is None:
         return
     db = database()
     if waiting_for(db):
         st.title("floorsight")
         return
-    pages = [
-        st.Page(HERE / script, title=title, url_path=url, icon=icon, default=i == 0)
-        for i, (script, title, url, icon) in enumerate(PAGES)
-    ]
-    st.navigation(pages).run()
+    page.run()
 
 
 main()

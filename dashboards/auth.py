@@ -27,7 +27,6 @@ COOKIE_DAYS = 0.5
 #: streamlit-authenticator waits this long on each run of a signed-out session before it draws
 #: the form (its default, for the browser's cookie to arrive); it also slows password guessing.
 SIGN_IN_WAIT_S = 0.7
-_SET_COOKIE = "floorsight_set_cookie"
 FIELDS = {
     "Form name": "Sign in to floorsight",
     "Username": "User name",
@@ -39,8 +38,8 @@ FIELDS = {
 def sign_in() -> User | None:
     """The signed-in user; while there is none, the sign-in form (and why the last try failed).
 
-    A successful sign-in reruns the script once, so the form is gone before any page is drawn,
-    and sets the cookie in that rerun.
+    The form is drawn in a box that a successful sign-in empties, so the page the link asked
+    for is drawn in the same run, without the form.
     """
     path = users_path()
     try:
@@ -55,16 +54,22 @@ def sign_in() -> User | None:
     except (UsersFileError, SecretError) as exc:
         st.error(literal(exc))
         return None
+    # cookie expiry 0: the library's login() sets no cookie inside the form's box, which is
+    # emptied on success; this function sets it below, outside the box
     authenticator = stauth.Authenticate(
-        known, COOKIE_NAME, key, COOKIE_DAYS, auto_hash=False, login_sleep_time=SIGN_IN_WAIT_S
+        known, COOKIE_NAME, key, 0, auto_hash=False, login_sleep_time=SIGN_IN_WAIT_S
     )
     was_signed_in = bool(st.session_state.get("authentication_status"))
+    by_cookie = not was_signed_in and bool(authenticator.cookie_controller.get_cookie())
+    box = st.empty()
     try:
-        authenticator.login(location="main", fields=FIELDS, key="floorsight_sign_in")
+        with box.container():
+            authenticator.login(location="main", fields=FIELDS, key="floorsight_sign_in")
     except LoginError:  # a valid cookie of a user who is no longer in the users file
         st.session_state["logout"] = True  # streamlit-authenticator: no sign-in by cookie
         authenticator.cookie_controller.delete_cookie()
-        authenticator.login(location="main", fields=FIELDS, key="floorsight_sign_in")
+        with box.container():
+            authenticator.login(location="main", fields=FIELDS, key="floorsight_sign_in")
     status = st.session_state.get("authentication_status")
     if status is False:
         st.error("Wrong user name or password.")
@@ -75,10 +80,9 @@ def sign_in() -> User | None:
     if user is None:  # removed from the users file while signed in
         authenticator.logout(location="unrendered")
         st.rerun()
-    if not was_signed_in:
-        st.session_state[_SET_COOKIE] = True
-        st.rerun()
-    if st.session_state.pop(_SET_COOKIE, False):
+    if not was_signed_in and not by_cookie:  # signed in with the form just now
+        box.empty()
+        authenticator.cookie_controller.cookie_model.cookie_expiry_days = COOKIE_DAYS
         authenticator.cookie_controller.set_cookie()
     st.sidebar.caption(f"Signed in as **{literal(user.username)}** ({user.role})")
     authenticator.logout("Sign out", location="sidebar", key="floorsight_sign_out")
