@@ -15,7 +15,9 @@ to Parquet files in one short read.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,10 +26,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry,
     retry_if_exception,
     stop_after_delay,
+    stop_never,
     wait_random_exponential,
 )
 
@@ -35,6 +39,8 @@ from tenacity import (
 #: alert), waits for the file lock before it gives up. The sink never gives up: it keeps its
 #: rows and retries for as long as the file stays locked (``floorsight.pipelines.sink``).
 LOCK_TIMEOUT_S = 60.0
+
+log = logging.getLogger(__name__)
 
 _HOLDER_PID = re.compile(r"\(PID (\d+)\)")
 
@@ -60,6 +66,27 @@ def lock_holder_pid(exc: BaseException) -> int | None:
     return int(found.group(1)) if found else None
 
 
+class _LockWaitLog:
+    """Logs a wait for the lock without end: when it starts, then every ``every_s``."""
+
+    def __init__(self, path: Path, every_s: float = 30.0) -> None:
+        self.path, self.every_s = path, every_s
+        self.logged_at: float | None = None
+
+    def __call__(self, state: RetryCallState) -> None:
+        now = time.monotonic()
+        if self.logged_at is not None and now - self.logged_at < self.every_s:
+            return
+        self.logged_at = now
+        pid = lock_holder_pid(state.outcome.exception()) if state.outcome else None
+        log.warning(
+            "%s is locked by %s: waiting for it (%.0f s so far)",
+            self.path,
+            f"PID {pid}" if pid is not None else "another connection",
+            state.seconds_since_start or 0.0,
+        )
+
+
 def _is_lock_conflict(exc: BaseException) -> bool:
     if isinstance(exc, duckdb.IOException):
         return "lock" in str(exc).lower()
@@ -68,13 +95,15 @@ def _is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.ConnectionException) and "different configuration" in str(exc)
 
 
-def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+def _connect(path: Path, read_only: bool, timeout_s: float | None) -> duckdb.DuckDBPyConnection:
     """A connection, retried with jittered backoff while the file is locked, for at most
-    ``timeout_s`` (0: one attempt); then :class:`DatabaseLocked`."""
+    ``timeout_s`` (0: one attempt), then :class:`DatabaseLocked`; ``None``: for as long as it
+    takes, with a WARNING naming the holder when it starts waiting and every 30 s."""
     retrying = Retrying(
         retry=retry_if_exception(_is_lock_conflict),
-        wait=wait_random_exponential(multiplier=0.01, max=0.5),
-        stop=stop_after_delay(timeout_s),
+        wait=wait_random_exponential(multiplier=0.01, max=0.5 if timeout_s is not None else 2.0),
+        stop=stop_after_delay(timeout_s) if timeout_s is not None else stop_never,
+        before_sleep=None if timeout_s is not None else _LockWaitLog(path),
         reraise=True,
     )
     try:
@@ -83,7 +112,7 @@ def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyCo
                 con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as e:
         if _is_lock_conflict(e):
-            raise DatabaseLocked(path, timeout_s, e) from e
+            raise DatabaseLocked(path, timeout_s or 0.0, e) from e
         raise
     con.execute("SET TimeZone = 'UTC'")
     return con
@@ -140,11 +169,12 @@ class Database:
         self,
         path: Path | str,
         tables: Sequence[TableSpec] = (),
-        lock_timeout_s: float = LOCK_TIMEOUT_S,
+        lock_timeout_s: float | None = LOCK_TIMEOUT_S,
     ) -> None:
         self.path = Path(path)
         self.tables = {t.name: t for t in tables}
         #: how long a connection waits for the file lock before :class:`DatabaseLocked`
+        #: (None: for as long as it takes, logging who holds it)
         self.lock_timeout_s = lock_timeout_s
 
     def create(self) -> None:

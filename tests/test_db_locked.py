@@ -197,7 +197,7 @@ def test_a_reader_using_read_frame_never_makes_the_writer_wait(tmp_path: Path) -
                 import sys
                 from floorsight.storage import read_frame
                 print("reading", flush=True)
-                for _ in range(100):
+                for _ in range(50):
                     read_frame(sys.argv[1], "SELECT count(*) AS n FROM readings WHERE k >= ?", [0])
                 print("done", flush=True)
                 """
@@ -269,3 +269,27 @@ def test_copy_tables_writes_parquet_copies_for_long_analyses(tmp_path: Path) -> 
         pass
     with pytest.raises(ValueError, match="no table nope"):
         copy_tables(path, tmp_path / "copy", ["nope"])
+
+
+def test_a_writer_without_a_timeout_waits_for_as_long_as_it_takes(tmp_path, caplog) -> None:
+    # what the pipeline's start (mirroring the ERP context) needs: no give-up, a warning
+    path = tmp_path / "live.duckdb"
+    Database(path, [READINGS]).create()
+    caplog.set_level(logging.WARNING, logger="floorsight.storage")
+    done = threading.Event()
+
+    def write() -> None:
+        Database(path, [READINGS], lock_timeout_s=None).upsert(
+            {"readings": [pl.DataFrame({"k": [7], "v": [7.0]})]}
+        )
+        done.set()
+
+    with held(path) as holder:
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        named = f"locked by PID {holder.pid}"
+        until(lambda: any(named in r.getMessage() for r in caplog.records), "the warning")
+        assert not done.is_set()  # still waiting, not given up
+    writer.join(timeout=DEADLINE_S)
+    assert done.is_set()
+    assert read_frame(path, "SELECT k FROM readings")["k"].to_list() == [7]
