@@ -193,8 +193,12 @@ def test_a_poisoned_time_is_outside_the_file_range_and_a_sparse_tail_is_not(tmp_
     assert checked.ok["ts"].max() == T0 + timedelta(seconds=980)
 
 
+def _plant():
+    return build_plant(3, start=T0, horizon=timedelta(minutes=4), seed=3)
+
+
 def _plant_history(tmp_path: Path, poison: str) -> Path:
-    plant = build_plant(3, start=T0, horizon=timedelta(minutes=4), seed=3)
+    plant = _plant()
     plant.write_context(tmp_path / "erp")
     folder = tmp_path / "readings"
     folder.mkdir()
@@ -353,3 +357,36 @@ def test_replay_orders_text_times_by_their_true_instant(tmp_path):
     assert result.exit_code == 2 and "w.csv row 2: t 'nope' is not an ISO 8601 time" in (
         " ".join(result.output.split())
     )
+
+
+def test_a_hostile_csv_through_the_real_flow_every_row_is_a_feature_reading_or_a_dead_letter(
+    tmp_path,
+):
+    plant = _plant()  # the context of the tests above: its suites' verdict is cached
+    plant.write_context(tmp_path / "erp")
+    good = plant.readings(T0, T0 + timedelta(minutes=1)).with_columns(
+        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f%:z")
+    )
+    lines = [",".join(str(v) for v in row) for row in good.rows()]
+    hostile = [
+        "M\x0001,vibration_mm_s,2026-01-05T06:00:10+00:00,1.0",  # NUL in the id
+        "M\ud80001,vibration_mm_s,2026-01-05T06:00:10+00:00,1.0",  # invalid UTF-8 in the file
+        "M01,vibration_mm_s,2026-01-05T06:00:10.05+00:00," + "9" * 5000,  # a huge number
+        "M01,vibration_mm_s,noon,1.0",
+        "M01,vibration_mm_s,2100-01-01T00:00:00+00:00,1.0",
+        "M01,vibration_mm_s,2026-01-05T06:00:10.05,1.0",  # naive among offsets
+        "M01,vibration_mm_s,2026-01-05T07:00:10.05+01:00,NaN",
+        "M01,vibration_mm_s,2026-01-05T06:00:10.05Z,",
+    ]
+    for i, row in enumerate(hostile):
+        lines.insert(100 + 50 * i, row)
+    folder = tmp_path / "readings"
+    folder.mkdir()
+    text = "machine_id,sensor,ts,value\n" + "\n".join(lines) + "\n"
+    (folder / "day.csv").write_bytes(text.encode("utf-8", "surrogatepass"))
+    db = _run_history(tmp_path, timedelta(minutes=5))
+    readings = db.query("SELECT sum(n)::BIGINT AS n FROM features")["n"][0]
+    dead = db.query("SELECT reason FROM dead_letters")["reason"].to_list()
+    assert readings == good.height  # every valid reading is in the features
+    assert len(dead) == len(hostile)  # every hostile row is a dead letter, with a reason
+    assert all(r for r in dead)
