@@ -2,8 +2,9 @@
 
 Simulates 13 hours of a 3-machine plant (seed 3, three faults a machine-day), runs the pipeline
 over it into a fresh DuckDB file, handles a few alerts through the alert lifecycle (so the
-inbox has an audit trail and the models page has labels), serves the app with Streamlit, and
-photographs every page with Debian's Chromium (Playwright)::
+inbox has an audit trail and the models page has labels), serves the app with Streamlit with a
+users file of one engineer (``maria``, a password made for the run), signs in and photographs
+every page with Debian's Chromium (Playwright)::
 
     .venv/bin/python scripts/screenshots.py            # writes docs/img/dashboard-*.png
     .venv/bin/python scripts/screenshots.py --keep var/shots   # and keeps the database
@@ -14,6 +15,7 @@ Takes about a minute. Nothing is made up: every number on the pictures comes fro
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import socket
 import subprocess
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from floorsight.alerts import lifecycle
 from floorsight.dashboards import streamlit_command
+from floorsight.dashboards.users import add_user
 from floorsight.storage import Database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +104,20 @@ def wait_for_charts(page, expected: int, timeout_s: float = 90) -> None:
     time.sleep(2)
 
 
+def sign_in(page, url: str, username: str, password: str, timeout_s: float = 60) -> None:
+    """Sign in with the form and wait for the cookie that keeps the browser signed in."""
+    page.goto(url)
+    page.get_by_role("textbox", name="User name").fill(username)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Signed in as").wait_for(timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    while not any(c["name"] == "floorsight_dashboard" for c in page.context.cookies()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the sign-in cookie was not set")
+        time.sleep(0.5)
+
+
 def photograph(db: Path, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -108,14 +125,19 @@ def photograph(db: Path, out: Path) -> None:
     if chromium is None:
         raise SystemExit("Chromium is not installed (make setup installs it)")
     port = free_port()
+    users, password = db.with_name("dashboard_users.yaml"), secrets.token_urlsafe(12)
+    add_user(users, "maria", password, "engineer", replace=True)
     server = subprocess.Popen(
-        streamlit_command(db, port), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        streamlit_command(db, port, users=users),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_listening(port)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            sign_in(page, f"http://127.0.0.1:{port}", "maria", password)
             for path, name, ready, charts in PAGES:
                 page.goto(f"http://127.0.0.1:{port}/{path}")
                 page.get_by_text(ready, exact=True).first.wait_for(timeout=60_000)
