@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import polars as pl
+import pytest
 
-from floorsight.pipelines.validate import ReadingRules, validate_readings
+from floorsight.pipelines.context import ErpContext
+from floorsight.pipelines.validate import (
+    MAX_PAYLOAD_BYTES,
+    MAX_RAW_CHARS,
+    Catalogue,
+    ReadingRules,
+    Rejected,
+    parse_mqtt_payload,
+    parse_records,
+    validate_readings,
+)
 from floorsight.records import READING_SCHEMA
 from tests.conftest import T0
 
@@ -46,3 +57,220 @@ def test_clean_batch_passes_untouched() -> None:
     )
     checked = validate_readings(batch, now=T0)
     assert checked.dead is None and checked.ok.equals(batch)
+
+
+# --- hostile records: parse_records never raises, every record is a reading or a dead letter ---
+
+HUGE_INT = 10**5000
+
+
+def _deep(depth: int) -> object:
+    obj: object = 1.0
+    for _ in range(depth):
+        obj = [obj]
+    return obj
+
+
+def _good(**kw) -> dict:
+    return {"machine_id": "M1", "sensor": "t", "ts": T0.isoformat(), "value": 1.0} | kw
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        (_good(value=HUGE_INT), "value"),
+        (_good(value=_deep(5000)), "value"),
+        (_good(machine_id="M\ud800"), "machine_id"),
+        (_good(sensor="\udfff"), "sensor"),
+        (_good(ts="2026-01-05T06:00:00+00:00\ud800"), "ts"),
+        (_good(ts="9" * 100_000), "ts"),
+        (_deep(5000), "record"),
+        (b"\xff\xfe bytes", "record"),
+        ("x" * 1_000_000, "record"),
+        (HUGE_INT, "record"),
+        ({HUGE_INT: HUGE_INT}, "machine_id"),
+        (_good(ts=datetime.max.replace(tzinfo=timezone(timedelta(hours=-23)))), "ts"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else "",
+)
+def test_a_hostile_record_is_a_bounded_dead_letter_naming_its_field(record, field) -> None:
+    parsed = parse_records([_good(), record, _good(value=2.0)], "mqtt")
+    assert parsed.ok["value"].to_list() == [1.0, 2.0]
+    assert parsed.dead.height == 1
+    reason, raw = parsed.dead["reason"][0], parsed.dead["raw"][0]
+    assert field in reason
+    assert len(reason) <= 300 and len(raw) <= MAX_RAW_CHARS + 100
+    raw.encode("utf-8")  # valid UTF-8: no lone surrogates
+    reason.encode("utf-8")
+
+
+def test_a_publisher_supplied_reason_is_just_an_unknown_field() -> None:
+    forged_bad = _good(value="high", _reason="all fine, nothing to see")
+    forged_good = _good(_reason="please drop me")
+    parsed = parse_records([forged_bad, forged_good], "mqtt")
+    assert parsed.ok.height == 1  # the valid reading is taken, its _reason ignored
+    assert parsed.dead["reason"].to_list() == ["value 'high' is not a number"]
+
+
+def test_a_source_rejection_is_a_dead_letter_with_the_source_reason() -> None:
+    parsed = parse_records([Rejected("\ud800" + "x" * 100_000, "plant/L1/M1/t: not JSON")], "mqtt")
+    assert parsed.ok.height == 0
+    assert parsed.dead["reason"].to_list() == ["plant/L1/M1/t: not JSON"]
+    assert len(parsed.dead["raw"][0]) <= MAX_RAW_CHARS + 100
+
+
+def test_two_records_with_the_same_key_in_one_poll_are_both_accounted_for() -> None:
+    parsed = parse_records([_good(), _good(), _good(value="x")], "mqtt")
+    assert parsed.ok.height == 2 and parsed.dead.height == 1
+
+
+# --- MQTT payloads ---
+
+TOPIC = "plant/L1/M1/t"
+
+
+def _payload(**kw) -> bytes:
+    return json.dumps(_good(**kw)).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe\x00", "not UTF-8"),
+        (b"[" * 100_000, "nested too deeply"),
+        (
+            b'{"machine_id": "M1", "sensor": "t", "ts": "x", "value": ' + b"9" * 5000 + b"}",
+            "digits",
+        ),
+        (b'{"machine_id": "M1", "sensor": "t", "ts": "x", "value": NaN}', "NaN"),
+        (b'{"machine_id": "M1", "sensor": "t", "ts": "x", "value": -Infinity}', "Infinity"),
+        (b" " * (MAX_PAYLOAD_BYTES + 1), "exceeds"),
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'"M1"', "not a JSON object"),
+        (_payload(machine_id="M2"), "does not match the topic"),
+        (_payload(sensor="u"), "does not match the topic"),
+    ],
+)
+def test_a_bad_mqtt_payload_is_rejected_with_the_topic_and_reason(payload, reason) -> None:
+    got = parse_mqtt_payload(TOPIC, payload)
+    assert isinstance(got, Rejected)
+    assert got.reason.startswith(TOPIC + ": ") and reason in got.reason
+    assert len(got.raw) <= MAX_RAW_CHARS + 100
+    got.raw.encode("utf-8")
+
+
+def test_a_valid_mqtt_payload_is_a_record_the_parser_takes() -> None:
+    record = parse_mqtt_payload(TOPIC, _payload())
+    assert record == _good()
+    parsed = parse_records([record, parse_mqtt_payload(TOPIC, b"\xff")], "mqtt")
+    assert parsed.ok.height == 1 and parsed.dead.height == 1
+    # a topic of another shape is not held against the payload
+    assert parse_mqtt_payload("readings", _payload(machine_id="M7")) == _good(machine_id="M7")
+
+
+# --- plausibility ---
+
+
+def _batch(**columns) -> pl.DataFrame:
+    n = max(len(v) for v in columns.values())
+    base = {"machine_id": ["M1"] * n, "sensor": ["t"] * n, "ts": [T0] * n, "value": [1.0] * n}
+    return pl.DataFrame(base | columns, schema=READING_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("machine_id", "sensor", "reason"),
+    [
+        ("   ", "t", "machine_id '   ' is not an id: blank"),
+        ("M\x001", "t", "machine_id 'M\\x001' is not an id: control character"),
+        ("M" * 200_000, "t", "is 200000 characters long"),
+        ("M 1", "t", "is not an id"),
+        ("M1", "\t", "sensor '\\t' is not an id"),
+        ("M1", "t" * 129, "is 129 characters long"),
+        ("M1", "plant/#", "is not an id"),
+    ],
+)
+def test_ids_outside_the_charset_or_too_long_are_dead_letters(machine_id, sensor, reason) -> None:
+    checked = validate_readings(_batch(machine_id=["M1", machine_id], sensor=["t", sensor]), now=T0)
+    assert checked.ok.height == 1
+    assert reason in checked.dead["reason"][0]
+    assert len(checked.dead["reason"][0]) <= 300
+    assert len(checked.dead["raw"][0]) <= MAX_RAW_CHARS + 100
+    assert len(checked.dead["machine_id"][0]) <= 256
+
+
+def test_the_catalogue_refuses_unknown_machines_and_sensors() -> None:
+    catalogue = Catalogue(
+        frozenset({"M1", "M2", "R1"}), {"M1": frozenset({"t"}), "M2": frozenset({"t", "p"})}
+    )
+    batch = _batch(
+        machine_id=["M1", "M2", "M9", "M1", "R1"],
+        sensor=["t", "p", "t", "p", "anything"],
+        value=[1.0, 2.0, 3.0, 4.0, 5.0],
+    )
+    checked = validate_readings(batch, now=T0, catalogue=catalogue)
+    # R1's type has no sensor list: only its machine is checked
+    assert checked.ok["value"].to_list() == [1.0, 2.0, 5.0]
+    assert checked.dead["reason"].to_list() == [
+        "unknown machine M9",
+        "unknown sensor p of machine M1",
+    ]
+
+
+def test_the_catalogue_comes_from_the_context_tables() -> None:
+    records = {
+        "machines": pl.DataFrame(
+            {"machine_id": ["M1", "R1"], "line": ["L", "L"], "machine_type": ["cnc", "recorded"]}
+        ),
+        "products": pl.DataFrame({"product": ["P-1"], "machine_type": ["cnc"]}),
+        "recipes": pl.DataFrame(
+            {"product": ["P-1", "P-1"], "parameter": ["t", "p"], "unit": ["C", "b"]}
+        ),
+    }
+    erp = ErpContext.empty()
+    assert Catalogue.from_context(erp) is None
+    catalogue = Catalogue.from_context(ErpContext(erp.work_orders, erp.spec_limits, records))
+    assert catalogue == Catalogue(frozenset({"M1", "R1"}), {"M1": frozenset({"t", "p"})})
+
+
+@pytest.mark.parametrize(
+    ("ts", "value", "reason"),
+    [
+        (datetime(2120, 1, 1, tzinfo=UTC), 1.0, "after 2100"),
+        (datetime(1969, 12, 31, tzinfo=UTC), 1.0, "before 1970"),
+        (T0 + timedelta(minutes=6), 1.0, "in the future"),
+        (T0, 1.7e308, "beyond"),
+        (T0, -1.7e308, "beyond"),
+        (T0, 2e15, "beyond"),
+    ],
+)
+def test_implausible_times_and_values_are_dead_letters(ts, value, reason) -> None:
+    checked = validate_readings(_batch(ts=[T0, ts], value=[0.5, value]), ReadingRules(), now=T0)
+    assert checked.ok["value"].to_list() == [0.5]
+    assert reason in checked.dead["reason"][0]
+
+
+def test_history_rules_leave_the_future_to_the_source_but_keep_the_absolute_bounds() -> None:
+    batch = _batch(
+        ts=[T0 + timedelta(days=3000), datetime(2101, 1, 1, tzinfo=UTC)], value=[1.0, 2.0]
+    )
+    checked = validate_readings(batch, ReadingRules.history(), now=T0)
+    assert checked.ok["value"].to_list() == [1.0]
+    assert "after 2100" in checked.dead["reason"][0]
+
+
+def test_live_rules_refuse_old_and_future_readings() -> None:
+    rules = ReadingRules.live()
+    batch = _batch(
+        ts=[T0, T0 + timedelta(minutes=4), T0 + timedelta(minutes=6), T0 - timedelta(days=31)],
+        value=[1.0, 2.0, 3.0, 4.0],
+    )
+    checked = validate_readings(batch, rules, now=T0)
+    assert checked.ok["value"].to_list() == [1.0, 2.0]
+    assert checked.dead.height == 2
+
+
+def test_a_range_in_the_rules_replaces_the_absolute_value_bound() -> None:
+    rules = ReadingRules(ranges={"t": (0.0, 1e18)})
+    checked = validate_readings(_batch(value=[1e17, 2e15], sensor=["t", "u"]), rules, now=T0)
+    assert checked.ok["value"].to_list() == [1e17]

@@ -8,6 +8,7 @@ infinities, naive and absurd timestamps, empty strings) mixed with valid ones.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -15,7 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from floorsight.pipelines.context import check_spec_limits, check_work_orders
-from floorsight.pipelines.validate import ReadingRules, parse_records, validate_readings
+from floorsight.pipelines.validate import (
+    ID_PATTERN,
+    ReadingRules,
+    parse_records,
+    validate_readings,
+)
 from tests.conftest import T0
 
 NOW = T0
@@ -42,13 +48,17 @@ timestamps = st.one_of(
     anything,
 )
 values = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True), st.integers(), st.text(max_size=5), anything
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(),
+    st.sampled_from([1.7e308, -1.7e308, 2e15, 10**400]),
+    st.text(max_size=5),
+    anything,
 )
 malformed = st.one_of(
     st.fixed_dictionaries(
         {
             "machine_id": st.one_of(st.sampled_from(["M01", "M02", "M99", ""]), anything),
-            "sensor": st.one_of(st.sampled_from(["temp_c", ""]), anything),
+            "sensor": st.one_of(st.sampled_from(["temp_c", "", " ", "a\x00", "p/#"]), anything),
             "ts": timestamps,
             "value": values,
         }
@@ -76,7 +86,7 @@ def _is_valid(record) -> bool:
     m, s, ts, v = (record.get(k) for k in ("machine_id", "sensor", "ts", "value"))
     if not isinstance(m, str) or m not in RULES.known_machines:
         return False
-    if not isinstance(s, str) or not s:
+    if not isinstance(s, str) or not re.fullmatch(ID_PATTERN, s):
         return False
     if isinstance(ts, str):
         try:
@@ -87,12 +97,17 @@ def _is_valid(record) -> bool:
         return False
     if not NOW - RULES.max_past <= ts <= NOW + RULES.max_future:
         return False
+    if not datetime(1970, 1, 1, tzinfo=UTC) <= ts < datetime(2100, 1, 1, tzinfo=UTC):
+        return False
     if isinstance(v, bool) or not isinstance(v, int | float):
         return False
-    v = float(v)
+    try:
+        v = float(v)
+    except OverflowError:
+        return False
     if not math.isfinite(v):
         return False
-    low, high = RULES.ranges.get(s, (-math.inf, math.inf))
+    low, high = RULES.ranges.get(s, (-1e15, 1e15))
     return low <= v <= high
 
 
