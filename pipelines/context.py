@@ -7,15 +7,21 @@ order was valid is held for a bounded event time in case its context arrives lat
 The folder is re-read when its files change, so new work orders and changeovers reach the
 pipeline without a restart.
 
-Every load is checked twice: row by row (a bad row becomes a dead letter with its reason) and as
-a whole by the Great Expectations suites of ``features.expectations`` (keys unique, LSL < target
-< USL, times ordered, foreign keys resolve). A load that fails its suites while a load that
-passed them is in use is rejected as a whole, with its report, and the pipeline keeps the last
-good context (see docs/data-quality.md).
+A load is taken whole or rejected whole. It is judged by: the files themselves (present,
+readable UTF-8 CSV, the required columns), the row rules (:func:`check_work_orders`,
+:func:`check_spec_limits`: a required cell empty, a time or a number that does not parse,
+limits out of order, a duplicate or overlapping order) and the Great Expectations suites of
+``features.expectations`` (keys unique, LSL < target < USL, times ordered, foreign keys
+resolve). A reload that fails any of them is rejected with a report naming the file, the row
+and the rule (``validation_results``, suite ``erp.load``, and a ``context:load`` dead letter),
+and the pipeline keeps the last good context; a bad first load stops the start with that
+report (:class:`ContextLoadError`). A file that changes while it is read (still being written)
+is read again at a later look, never half-read. See docs/data-quality.md.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import re
@@ -72,6 +78,57 @@ SPEC_SCHEMA: dict[str, pl.DataType] = {
 
 
 @dataclass(frozen=True, slots=True)
+class Problem:
+    """Why a context load is bad: the file (or table), the data row (1 = the first row after
+    the header; None for the file as a whole) and the rule it breaks."""
+
+    source: str
+    row: int | None
+    rule: str
+
+    def __str__(self) -> str:
+        if self.row is None:
+            return f"{self.source}: {self.rule}"
+        where = f"line {self.row + 1}" if self.source.endswith(".csv") else f"row {self.row}"
+        return f"{self.source} {where}: {self.rule}"
+
+
+class ContextLoadError(ValueError):
+    """A context load that is rejected whole; ``problems`` says where and why."""
+
+    #: problems named in the message (all are in ``problems``)
+    SHOWN = 20
+
+    def __init__(self, problems: list[Problem], where: str = "") -> None:
+        self.problems = list(problems)
+        lines = [str(p) for p in self.problems[: self.SHOWN]]
+        if len(self.problems) > self.SHOWN:
+            lines.append(f"... and {len(self.problems) - self.SHOWN} more")
+        head = f"context {where} rejected:" if where else "context rejected:"
+        super().__init__("\n".join([head, *(f"  {line}" for line in lines)]))
+
+
+#: what a CSV file must hold, besides being readable UTF-8 CSV with a header
+REQUIRED_FILES = ("work_orders.csv", "spec_limits.csv")
+
+
+def _settle(seconds: float) -> None:
+    """The wait between reading a file and checking it did not change meanwhile."""
+    time.sleep(seconds)
+
+
+def _read_csv(name: str, data: bytes, **options) -> pl.DataFrame:
+    """``data`` (the bytes of file ``name``) as a frame, or :class:`ContextLoadError`."""
+    if not data.strip():
+        raise ContextLoadError([Problem(name, None, "the file is empty")])
+    try:
+        return pl.read_csv(io.BytesIO(data), **options)
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError) as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ContextLoadError([Problem(name, None, f"not a readable CSV file ({text})")]) from err
+
+
+@dataclass(frozen=True, slots=True)
 class ErpContext:
     """One consistent version of the ERP context.
 
@@ -87,6 +144,8 @@ class ErpContext:
     raw: dict[str, pl.DataFrame] = field(default_factory=dict)
     #: content hash of the tables as read: equal loads have equal fingerprints
     fingerprint: str = ""
+    #: the rows that broke a row rule (their dead letters are returned beside the context)
+    problems: tuple[Problem, ...] = ()
 
     @classmethod
     def empty(cls) -> ErpContext:
@@ -139,31 +198,88 @@ def _in_time_order(readings: pl.DataFrame) -> pl.DataFrame:
     return readings.sort("ts", maintain_order=True)
 
 
+def context_files(directory: Path) -> list[Path]:
+    """The files of a CSV context folder that a load reads (the required ones and the record
+    tables present)."""
+    optional = (directory / f"{name}.csv" for name in RECORD_TABLES)
+    return [directory / f for f in REQUIRED_FILES] + [f for f in optional if f.exists()]
+
+
+def require_context_files(directory: Path) -> None:
+    """Raise :class:`FileNotFoundError` with a sentence unless ``directory`` is a folder with
+    the context's required files (a misspelled ``--context`` must not run on no context)."""
+    if not directory.exists():
+        raise FileNotFoundError(
+            f"context folder {directory} does not exist (give a folder with "
+            f"{' and '.join(REQUIRED_FILES)}, a .duckdb file or a postgresql:// URL)"
+        )
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"context {directory} is neither a folder of CSV files nor a .duckdb file"
+        )
+    missing = [f for f in REQUIRED_FILES if not (directory / f).is_file()]
+    if missing:
+        found = sorted(p.name for p in directory.iterdir())[:10]
+        raise FileNotFoundError(
+            f"context folder {directory} has no {' and no '.join(missing)} "
+            f"(it needs {' and '.join(REQUIRED_FILES)}; it holds {found or 'nothing'})"
+        )
+
+
 def load_context(directory: Path) -> tuple[ErpContext, pl.DataFrame | None]:
-    """Read ``work_orders.csv`` and ``spec_limits.csv`` from ``directory``.
+    """Read ``work_orders.csv``, ``spec_limits.csv`` and the record tables present from
+    ``directory``.
 
     Rows that break a rule (see :func:`check_work_orders`, :func:`check_spec_limits`) are
-    returned as dead letters with their reason; the valid rows form the context.
+    returned as dead letters with their reason (and in the context's ``problems``, with their
+    row); the valid rows form the context. A folder without its files raises
+    :class:`FileNotFoundError`; a file that cannot be read as CSV, or lacks a required column,
+    raises :class:`ContextLoadError` naming it. Nothing else escapes.
     """
-    work_orders = pl.read_csv(directory / "work_orders.csv", infer_schema=False)
-    spec_limits = pl.read_csv(directory / "spec_limits.csv", infer_schema=False)
+    directory = Path(directory)
+    require_context_files(directory)
+    data = {}
+    for path in context_files(directory):
+        try:
+            data[path.name] = path.read_bytes()
+        except OSError as err:
+            raise ContextLoadError([Problem(path.name, None, f"unreadable: {err}")]) from err
+    return parse_context(data)
+
+
+def parse_context(files: dict[str, bytes]) -> tuple[ErpContext, pl.DataFrame | None]:
+    """:func:`load_context` of files given by name and content."""
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise ContextLoadError([Problem(name, None, "the file is missing")])
+    work_orders = _read_csv("work_orders.csv", files["work_orders.csv"], infer_schema=False)
+    spec_limits = _read_csv("spec_limits.csv", files["spec_limits.csv"], infer_schema=False)
     records = {
-        name: pl.read_csv(directory / f"{name}.csv", try_parse_dates=True)
+        name: _read_csv(
+            f"{name}.csv", files[f"{name}.csv"], try_parse_dates=True, infer_schema_length=None
+        )
         for name in RECORD_TABLES
-        if (directory / f"{name}.csv").exists()
+        if f"{name}.csv" in files
     }
-    return _checked(work_orders, spec_limits, records)
+    return _checked(work_orders, spec_limits, records, suffix=".csv")
 
 
 def load_duckdb_context(path: Path) -> tuple[ErpContext, pl.DataFrame | None]:
     """Read the tables ``work_orders``, ``spec_limits`` and ``batches`` (optional) of a DuckDB
     file, checked like the CSV files."""
-    con = duckdb.connect(str(path), read_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"context database {path} does not exist")
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as err:
+        raise ContextLoadError([Problem(path.name, None, f"cannot be opened: {err}")]) from err
     try:
         tables = {r[0] for r in con.sql("SHOW TABLES").fetchall()}
         for needed in ("work_orders", "spec_limits"):
             if needed not in tables:
-                raise ValueError(f"{path}: no table {needed} (has {sorted(tables)})")
+                rule = f"no table {needed} (has {sorted(tables)})"
+                raise ContextLoadError([Problem(path.name, None, rule)])
 
         def text(table: str) -> pl.DataFrame:
             return _as_text(con.sql(f'SELECT * FROM "{table}"').pl())
@@ -174,9 +290,11 @@ def load_duckdb_context(path: Path) -> tuple[ErpContext, pl.DataFrame | None]:
             for name in RECORD_TABLES
             if name in tables
         }
+    except duckdb.Error as err:
+        raise ContextLoadError([Problem(path.name, None, f"cannot be read: {err}")]) from err
     finally:
         con.close()
-    return _checked(work_orders, spec_limits, records)
+    return _checked(work_orders, spec_limits, records, prefix=f"{path.name}:")
 
 
 def load_postgres_context(dsn: str) -> tuple[ErpContext, pl.DataFrame | None]:
@@ -192,7 +310,8 @@ def load_postgres_context(dsn: str) -> tuple[ErpContext, pl.DataFrame | None]:
         }
         for needed in ("work_orders", "spec_limits"):
             if needed not in tables:
-                raise ValueError(f"{_redact(dsn)}: no table {needed} (has {sorted(tables)})")
+                rule = f"no table {needed} (has {sorted(tables)})"
+                raise ContextLoadError([Problem(_redact(dsn), None, rule)])
 
         def read(table: str) -> pl.DataFrame:
             cur = con.execute(f'SELECT * FROM "{table}"')
@@ -203,7 +322,7 @@ def load_postgres_context(dsn: str) -> tuple[ErpContext, pl.DataFrame | None]:
         work_orders = _as_text(read("work_orders"))
         spec_limits = _as_text(read("spec_limits"))
         records = {name: read(name) for name in RECORD_TABLES if name in tables}
-    return _checked(work_orders, spec_limits, records)
+    return _checked(work_orders, spec_limits, records, prefix="postgresql:")
 
 
 def _redact(dsn: str) -> str:
@@ -221,29 +340,44 @@ def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _checked(
-    work_orders: pl.DataFrame, spec_limits: pl.DataFrame, records: dict[str, pl.DataFrame]
+    work_orders: pl.DataFrame,
+    spec_limits: pl.DataFrame,
+    records: dict[str, pl.DataFrame],
+    prefix: str = "",
+    suffix: str = "",
 ) -> tuple[ErpContext, pl.DataFrame | None]:
+    """The context of tables as read; ``prefix`` + table + ``suffix`` names a table in a
+    report (``work_orders.csv``, ``erp.duckdb:work_orders``)."""
     batches = records.get("batches")
-    batch_map = (
-        batches.select(
+    if batches is not None:
+        _missing(batches, ("batch_id", "work_order"), f"{prefix}batches{suffix}")
+        batch_map = batches.select(
             pl.col("work_order").cast(pl.String), pl.col("batch_id").cast(pl.String).alias("batch")
         ).unique("work_order")
-        if batches is not None
-        else pl.DataFrame(schema={"work_order": pl.String, "batch": pl.String})
-    )
-    wo, wo_dead = check_work_orders(work_orders)
-    spec, spec_dead = check_spec_limits(spec_limits)
+    else:
+        batch_map = pl.DataFrame(schema={"work_order": pl.String, "batch": pl.String})
+    wo, wo_dead = check_work_orders(work_orders, f"{prefix}work_orders{suffix}")
+    spec, spec_dead = check_spec_limits(spec_limits, f"{prefix}spec_limits{suffix}")
     wo = wo.join(batch_map, on="work_order", how="left").with_columns(pl.col("batch").fill_null(""))
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
+    problems = tuple(
+        Problem(name, row + 1, reason)
+        for d in dead
+        for name, row, reason in d.sort("_row").select("_file", "_row", "reason").iter_rows()
+    )
     raw = {"work_orders": work_orders, "spec_limits": spec_limits, **records}
-    fingerprint = "|".join(f"{name}:{content_hash(frame)}" for name, frame in sorted(raw.items()))
-    context = ErpContext(wo, spec, records, raw, fingerprint)
+    try:
+        fingerprint = "|".join(f"{n}:{content_hash(frame)}" for n, frame in sorted(raw.items()))
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as err:
+        raise ContextLoadError([Problem(f"{prefix}context", None, f"unreadable: {err}")]) from err
+    context = ErpContext(wo, spec, records, raw, fingerprint, problems)
+    dead = [d.drop("_file", "_row") for d in dead]
     return context, (pl.concat(dead) if dead else None)
 
 
 def _rejected_load(report: str) -> pl.DataFrame:
     """One dead letter that records a context load rejected as a whole."""
-    reason = "context load rejected (failed its expectation suites); the last good context stays"
+    reason = "context load rejected whole (see raw); the last good context stays in use"
     return pl.DataFrame(
         {
             "source": ["context:load"],
@@ -271,10 +405,31 @@ def _rejected_load(report: str) -> pl.DataFrame:
     )
 
 
+#: the suite of a load's own report in ``validation_results``
+LOAD_SUITE = "erp.load"
+
+
+def _load_report(problems: list[Problem], tables: int = 1) -> ValidationReport:
+    """The ``validation_results`` row of one load: taken (no problems), or rejected whole."""
+    if not problems:
+        return ValidationReport(LOAD_SUITE, "context", True, max(tables, 1), 0)
+    failures = (
+        "rejected whole: the last good context stays in use",
+        *(str(p) for p in problems[: ContextLoadError.SHOWN]),
+    )
+    if len(problems) > ContextLoadError.SHOWN:
+        failures += (f"... and {len(problems) - ContextLoadError.SHOWN} more",)
+    sources = {p.source for p in problems}
+    return ValidationReport(
+        LOAD_SUITE, "context", False, max(tables, len(sources)), len(sources), failures
+    )
+
+
 def _missing(frame: pl.DataFrame, columns, source: str) -> None:
     absent = [c for c in columns if c not in frame.columns]
     if absent:
-        raise ValueError(f"{source}: lacks columns {absent} (has {frame.columns})")
+        rule = f"lacks columns {absent} (has {frame.columns[:20]})"
+        raise ContextLoadError([Problem(source, None, rule)])
 
 
 def _strings(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -282,11 +437,14 @@ def _strings(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFram
 
 
 def _split(
-    frame: pl.DataFrame, reasons: list[tuple[pl.Expr, pl.Expr]], source: str
+    frame: pl.DataFrame, reasons: list[tuple[pl.Expr, pl.Expr]], source: str, file: str = ""
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    reason = pl.when(reasons[0][0]).then(reasons[0][1])
+    """Rows that pass every check, and dead letters of the others with the first reason that
+    applies (and, as ``_file`` and ``_row``, the file and the 0-based data row)."""
+    # a reason whose text comes out null (a null cell in its format) still rejects its row
+    reason = pl.when(reasons[0][0].fill_null(False)).then(reasons[0][1].fill_null("invalid row"))
     for cond, text in reasons[1:]:
-        reason = reason.when(cond).then(text)
+        reason = reason.when(cond.fill_null(False)).then(text.fill_null("invalid row"))
     flagged = frame.with_columns(_reason=reason.otherwise(None))
     bad = flagged["_reason"].is_not_null()
     ok = flagged.filter(~bad).drop("_reason")
@@ -304,6 +462,8 @@ def _split(
         pl.lit(None, dtype=pl.Float64).alias("value"),
         pl.struct(raw_cols).struct.json_encode().alias("raw"),
         pl.col("_reason").alias("reason"),
+        pl.lit(file or source).alias("_file"),
+        pl.col("_i").alias("_row"),
     ).with_columns(
         dead_letter_id=pl.concat_str(["source", "raw", "reason"], separator="|")
         .hash(seed=17)
@@ -317,20 +477,27 @@ def _time(col: str) -> pl.Expr:
     return pl.col(col).str.to_datetime(time_zone="UTC", strict=False).cast(TIMESTAMP)
 
 
-def check_work_orders(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """Valid work orders (typed) and dead letters: missing ids, bad times, duplicates, overlaps.
+def _empty(column: str) -> tuple[pl.Expr, pl.Expr]:
+    """The check that a required cell holds something."""
+    cell = pl.col(column)
+    return cell.is_null() | (cell.str.strip_chars() == ""), pl.lit(f"{column} missing")
+
+
+def check_work_orders(
+    raw: pl.DataFrame, file: str = "work_orders"
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Valid work orders (typed) and dead letters: missing cells, bad times, duplicates,
+    overlaps. A table without a required column raises :class:`ContextLoadError` (``file``
+    names it).
 
     Of two orders that overlap on one machine, the one that starts later is rejected: the
     as-of join needs at most one order per machine at any time.
     """
     source = "context:work_orders"
-    _missing(raw, WORK_ORDER_SCHEMA, source)
+    _missing(raw, WORK_ORDER_SCHEMA, file)
     text = _strings(raw, WORK_ORDER_SCHEMA)
     frame = text.with_columns(_start=_time("start"), _end=_time("end"), _i=pl.int_range(pl.len()))
-    empty = [
-        (pl.col(c).is_null() | (pl.col(c).str.strip_chars() == ""), pl.lit(f"{c} missing"))
-        for c in ("work_order", "machine_id", "product")
-    ]
+    empty = [_empty(c) for c in ("work_order", "machine_id", "product", "start", "end")]
     checks = [
         *empty,
         (pl.col("_start").is_null(), pl.format("start {} is not a time", pl.col("start"))),
@@ -344,7 +511,7 @@ def check_work_orders(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | N
             pl.format("duplicate work order {}", pl.col("work_order")),
         ),
     ]
-    ok, dead = _split(frame, checks, source)
+    ok, dead = _split(frame, checks, source, file)
     # overlaps among the rows that passed: reject an order that starts before the previous ends
     ok = ok.sort("machine_id", "_start", "_i")
     kept: list[int] = []
@@ -365,6 +532,7 @@ def check_work_orders(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | N
             overlap.with_columns(_why=pl.col("_i").replace_strict(reasons, return_dtype=pl.String)),
             [(pl.lit(True), pl.col("_why"))],
             source,
+            file,
         )
         dead = more if dead is None else pl.concat([dead, more])
         ok = ok.filter(pl.col("_i").is_in(kept))
@@ -379,20 +547,20 @@ def check_work_orders(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | N
     return typed.cast(WORK_ORDER_SCHEMA), dead
 
 
-def check_spec_limits(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """Valid spec limits (typed) and dead letters: missing keys, non-numbers, LSL > target > USL."""
+def check_spec_limits(
+    raw: pl.DataFrame, file: str = "spec_limits"
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Valid spec limits (typed) and dead letters: missing cells, non-numbers, LSL > target >
+    USL, duplicates. A table without a required column raises :class:`ContextLoadError`."""
     source = "context:spec_limits"
-    _missing(raw, SPEC_SCHEMA, source)
+    _missing(raw, SPEC_SCHEMA, file)
     text = _strings(raw, SPEC_SCHEMA)
     num = {
         c: pl.col(c).str.strip_chars().cast(pl.Float64, strict=False)
         for c in ("lsl", "target", "usl")
     }
     frame = text.with_columns(**{f"_{c}": e for c, e in num.items()}, _i=pl.int_range(pl.len()))
-    checks = [
-        (pl.col(c).is_null() | (pl.col(c).str.strip_chars() == ""), pl.lit(f"{c} missing"))
-        for c in ("product", "characteristic")
-    ]
+    checks = [_empty(c) for c in ("product", "characteristic", "lsl", "target", "usl")]
     for c in ("lsl", "target", "usl"):
         checks.append(
             (
@@ -415,7 +583,7 @@ def check_spec_limits(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | N
             pl.format("duplicate spec {} {}", pl.col("product"), pl.col("characteristic")),
         ),
     ]
-    ok, dead = _split(frame, checks, source)
+    ok, dead = _split(frame, checks, source, file)
     typed = ok.select(
         "product",
         "characteristic",
@@ -430,133 +598,240 @@ class ContextStore:
     """The current ERP context, re-read when its source changes.
 
     The source is a folder of CSV files (``work_orders.csv``, ``spec_limits.csv``, optional
-    ``batches.csv``), a DuckDB database file with tables of the same names (the simulator's
-    ``erp.duckdb``, or an export of an MES), or a PostgreSQL URL (``postgresql://...``) whose
-    tables are re-read at most every ``refresh`` (files are re-read when they change).
+    ``batches.csv`` and the other record tables), a DuckDB database file with tables of the
+    same names (the simulator's ``erp.duckdb``, or an export of an MES), or a PostgreSQL URL
+    (``postgresql://...``) whose tables are re-read at most every ``refresh`` (files are re-read
+    when they change).
+
+    Each load is taken whole or rejected whole (see the module's docstring). The first load
+    happens at the first :meth:`current`: a source without its files raises
+    :class:`FileNotFoundError`, a bad first load :class:`ContextLoadError`. A changed file is
+    read, and taken only if its size and time are the same ``settle`` later (else it is still
+    being written and is read again at a later look).
     """
 
-    FILES = ("work_orders.csv", "spec_limits.csv")
+    FILES = REQUIRED_FILES
+    #: how long the first load waits for files that keep changing
+    FIRST_LOAD_WAIT = timedelta(seconds=60)
 
     def __init__(
         self,
         directory: Path | str,
         refresh: timedelta = timedelta(seconds=5),
         report_first: bool = True,
+        settle: timedelta = timedelta(milliseconds=100),
     ) -> None:
-        """``report_first``: judge the first load at once and report its verdict. A cluster
-        reports it from one process; the others judge it only when a reload needs the verdict
-        (whether the context in use was good), which saves each of them the suites' start-up.
+        """``report_first``: judge the first load by the suites and report their verdict. A
+        cluster does so in one process (its start fails if they fail); the others check only
+        the files and rows of their first load, which saves each of them the suites' start-up.
         """
         self.url = str(directory) if str(directory).startswith("postgresql://") else None
         self.directory = Path(directory) if self.url is None else Path()
         self.refresh = refresh
+        self.settle = settle
         self._read_at = -math.inf
-        self._stamp: tuple[float, ...] | None = None
+        self._stamp: tuple | None = None
         self._context = ErpContext.empty()
+        self._loaded = False
         self._dead: list[pl.DataFrame] = []
         self._reports: list[ValidationReport] = []
         self._fingerprint: str | None = None
-        #: whether the context in use passed its suites (then a failing load is rejected)
+        self._last_rejection: str | None = None
+        #: whether the context in use passed its suites (False: not judged by them here)
         self.good = False
         self.rejected_loads = 0
         self._lock = threading.Lock()
-        self._first_verdict: threading.Thread | None = None
         self.report_first = report_first
-        self._unjudged: ErpContext | None = None
 
     @property
     def is_duckdb(self) -> bool:
         return self.directory.suffix == ".duckdb"
 
+    def _source_name(self) -> str:
+        return _redact(self.url) if self.url is not None else str(self.directory)
+
     def _files(self) -> list[Path]:
         if self.is_duckdb:
             return [self.directory]
-        return [self.directory / f for f in self.FILES]
+        return [self.directory / f for f in (*self.FILES, *(f"{n}.csv" for n in RECORD_TABLES))]
+
+    def _stat(self) -> tuple:
+        """(size, mtime) of every file a load reads (None: absent)."""
+        out = []
+        for f in self._files():
+            try:
+                st = f.stat()
+            except OSError:
+                out.append(None)
+            else:
+                out.append((st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def _complete(self, stamp: tuple) -> bool:
+        """Whether the required files are all there."""
+        return all(s is not None for s in stamp[: 1 if self.is_duckdb else len(self.FILES)])
+
+    def _read_stable(self) -> tuple[tuple, dict[str, bytes] | None]:
+        """(stamp, the files' bytes), the bytes None if a file changed while it was read or
+        during the ``settle`` after (still being written) or a required file is absent."""
+        before = self._stat()
+        if not self._complete(before):
+            return before, None
+        data: dict[str, bytes] = {}
+        if not self.is_duckdb:  # a database file is opened by DuckDB itself
+            for f, st in zip(self._files(), before, strict=True):
+                if st is None:
+                    continue
+                try:
+                    data[f.name] = f.read_bytes()
+                except FileNotFoundError:
+                    return before, None  # replaced just now: read at a later look
+                except OSError as err:
+                    raise ContextLoadError([Problem(f.name, None, f"unreadable: {err}")]) from err
+        _settle(self.settle.total_seconds())
+        after = self._stat()
+        return after, (data if after == before else None)
+
+    def _parse(self, data: dict[str, bytes]) -> tuple[ErpContext, pl.DataFrame | None]:
+        if self.is_duckdb:
+            return load_duckdb_context(self.directory)
+        return parse_context(data)
 
     def current(self) -> ErpContext:
+        if not self._loaded:
+            self._first_load()
+            return self._context
         if self.url is not None:
             if time.monotonic() - self._read_at >= self.refresh.total_seconds():
                 self._read_at = time.monotonic()
-                self._use(*load_postgres_context(self.url))
+                self._reload(lambda: load_postgres_context(self.url))
             return self._context
-        stamp = tuple(f.stat().st_mtime if f.exists() else -1.0 for f in self._files())
-        if stamp != self._stamp and min(stamp) >= 0:
-            loader = load_duckdb_context if self.is_duckdb else load_context
-            self._use(*loader(self.directory))
-            self._stamp = stamp
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return self._context
+        if not self._complete(stamp):
+            return self._context  # a file is being replaced: look again later
+        stamp, data = self._read_stable()
+        if data is None:
+            return self._context  # still being written: look again later
+        self._reload(lambda: self._parse(data))
+        self._stamp = stamp  # judged: not read again until it changes
         return self._context
 
-    def _use(self, loaded: ErpContext, dead: pl.DataFrame | None) -> None:
-        """Take a new load, or reject it and keep the last good context."""
-        if loaded.fingerprint and loaded.fingerprint == self._fingerprint:
-            return  # the same tables again (a polled source): nothing new to check or report
-        first = self._fingerprint is None
-        self._fingerprint = loaded.fingerprint
-        if first:
-            # nothing to fall back on: the first load is used whatever its verdict, so it is
-            # judged in the background and the pipeline starts at once (importing GX is slow);
-            # the suites run in a worker process, this thread only waits for them (GX in a
-            # thread here would hold the GIL for seconds and starve the sources' threads)
-            self._take(loaded, dead)
-            if not self.report_first:
-                self._unjudged = loaded
-                return
-            self._first_verdict = threading.Thread(
-                target=self._judge_first, args=(loaded,), name="context-suites", daemon=True
-            )
-            self._first_verdict.start()
+    def _first_load(self) -> None:
+        """Load, judge and take the first context; raise if there is none or it is bad."""
+        try:
+            loaded, dead = self._first_read()
+            self._judge(loaded, suites=self.report_first)
+        except ContextLoadError as err:
+            raise ContextLoadError(err.problems, f"{self._source_name()} (first load)") from None
+        self._take(loaded, dead)
+        self._loaded = True
+
+    def _require_files(self) -> None:
+        if not self.is_duckdb:
+            require_context_files(self.directory)
+        elif not self.directory.is_file():
+            raise FileNotFoundError(f"context database {self.directory} does not exist")
+
+    def _first_read(self) -> tuple[ErpContext, pl.DataFrame | None]:
+        """The first load as read (waiting while its files are being written)."""
+        if self.url is not None:
+            self._read_at = time.monotonic()
+            loaded, dead = load_postgres_context(self.url)
+        else:
+            self._require_files()
+            deadline = time.monotonic() + self.FIRST_LOAD_WAIT.total_seconds()
+            stamp, data = self._read_stable()
+            while data is None:
+                if time.monotonic() > deadline:
+                    wait = self.FIRST_LOAD_WAIT.total_seconds()
+                    rule = f"its files kept changing for {wait:g} s (still being written?)"
+                    raise ContextLoadError([Problem(str(self.directory), None, rule)])
+                if not self._complete(stamp):
+                    self._require_files()  # gone for good, or being replaced
+                    time.sleep(self.settle.total_seconds())
+                stamp, data = self._read_stable()
+            loaded, dead = self._parse(data)
+            self._stamp = stamp
+        return loaded, dead
+
+    def _reload(self, load) -> None:
+        """Take a new load whole, or reject it whole and keep the context in use."""
+        try:
+            loaded, dead = load()
+            if loaded.fingerprint and loaded.fingerprint == self._fingerprint:
+                return  # the same tables again (a polled source): nothing new
+            self._judge(loaded, suites=True)
+        except ContextLoadError as err:
+            self._reject(err.problems)
             return
-        self._wait_first_verdict()
-        reports = validate_context_in_worker(loaded.raw)
-        valid = all(r.success for r in reports)
+        except Exception as err:  # a source that failed to answer (a database down, ...)
+            self._reject([Problem(self._source_name(), None, f"could not be loaded: {err!r}")])
+            return
+        self._take(loaded, dead)
+
+    def _judge(self, loaded: ErpContext, suites: bool) -> None:
+        """Raise :class:`ContextLoadError` unless ``loaded`` passes the row rules and (with
+        ``suites``) its suites, whose reports are kept for :meth:`take_reports`."""
+        if not suites:
+            if loaded.problems:
+                raise ContextLoadError(list(loaded.problems))
+            self.good = False  # another process runs the suites
+            return
+        # the suites run even when rows broke a rule: their reports (one per table) show on
+        # the data-quality page which tables of the load were bad
+        try:
+            # the suites run in a worker process; GX in a thread here would hold the GIL for
+            # seconds and starve the sources' threads
+            reports = validate_context_in_worker(loaded.raw)
+        except RuntimeError as err:
+            judged = Problem(self._source_name(), None, f"could not be judged: {err}")
+            raise ContextLoadError([*loaded.problems, judged]) from err
         with self._lock:
             self._reports.extend(reports)
-        if not valid and self.good:
-            self.rejected_loads += 1
-            report = "\n".join(r.report for r in reports if not r.success)
-            log.warning("context load rejected, keeping the last good context:\n%s", report)
-            self._dead.append(_rejected_load(report))
+        problems = list(loaded.problems) + [
+            Problem(self._table_name(r.table_name), None, failure)
+            for r in reports
+            if not r.success
+            for failure in (r.failures or ("failed",))
+        ]
+        if problems:
+            raise ContextLoadError(problems)
+        self.good = True
+
+    def _table_name(self, table: str) -> str:
+        if self.url is not None:
+            return f"postgresql:{table}"
+        if self.is_duckdb:
+            return f"{self.directory.name}:{table}"
+        return f"{table}.csv"
+
+    def _reject(self, problems: list[Problem]) -> None:
+        """Record a rejected reload (once while the same rejection repeats)."""
+        report = str(ContextLoadError(problems, self._source_name()))
+        if report == self._last_rejection:
             return
-        if not valid:
-            log.warning(
-                "context fails its suites and no valid context was loaded before: using the "
-                "rows that pass the row checks"
-            )
-        self._take(loaded, dead)
-        self.good = valid
+        self._last_rejection = report
+        self.rejected_loads += 1
+        log.warning("%s; the last good context stays in use", report)
+        self._dead.append(_rejected_load(report))
+        with self._lock:
+            self._reports.append(_load_report(problems))
 
     def _take(self, loaded: ErpContext, dead: pl.DataFrame | None) -> None:
         self._context = loaded
+        self._fingerprint = loaded.fingerprint
+        self._last_rejection = None
         if dead is not None:
             self._dead.append(dead)
-
-    def _judge_first(self, loaded: ErpContext) -> None:
-        reports = validate_context_in_worker(loaded.raw)
         with self._lock:
-            self._reports.extend(reports)
-        self.good = all(r.success for r in reports)
-        if not self.good:
-            log.warning(
-                "the first context load fails its suites: it stays in use (nothing to fall "
-                "back on) until a load that passes arrives"
-            )
-
-    def _join_first_verdict(self) -> None:
-        if self._first_verdict is not None:
-            self._first_verdict.join()
-            self._first_verdict = None
-
-    def _wait_first_verdict(self) -> None:
-        self._join_first_verdict()
-        if self._unjudged is not None:  # judged now, reported by another process
-            self.good = all(r.success for r in validate_context_in_worker(self._unjudged.raw))
-            self._unjudged = None
+            self._reports.append(_load_report([], len(loaded.raw)))
 
     def take_reports(self, wait: bool = False) -> list[ValidationReport]:
-        """Validation reports of the loads since the last call (accepted or rejected); with
-        ``wait``, after the first load's verdict is in (at the end of a run)."""
-        if wait:
-            self._join_first_verdict()  # not the deferred judgement: another process reports it
+        """Validation reports of the loads since the last call (accepted or rejected); the
+        suites' reports of a table, and one ``erp.load`` report per load (taken or rejected).
+        ``wait`` is kept for callers of old: a first load is judged before it is used."""
         with self._lock:
             reports, self._reports = self._reports, []
         return reports

@@ -7,8 +7,16 @@ import time
 from datetime import timedelta
 
 import polars as pl
+import pytest
 
-from floorsight.pipelines.context import SPEC_SCHEMA, WORK_ORDER_SCHEMA, ContextStore, ErpContext
+from floorsight.pipelines.context import (
+    SPEC_SCHEMA,
+    WORK_ORDER_SCHEMA,
+    ContextLoadError,
+    ContextStore,
+    ErpContext,
+    load_context,
+)
 from tests.conftest import T0, readings
 
 
@@ -69,8 +77,8 @@ def test_context_store_picks_up_new_work_orders_without_restart(tmp_path) -> Non
 
 
 def test_bad_context_rows_are_dead_lettered_with_their_reason(tmp_path) -> None:
-    from floorsight.pipelines.context import ContextStore
-
+    """Each bad row is named with its rule; such a load is not used (here a first load: the
+    start is refused naming the file, the line and the rule of each)."""
     (tmp_path / "work_orders.csv").write_text(
         "work_order,machine_id,product,material_lot,start,end\n"
         "WO-1,M1,A,L1,2026-01-05T06:00:00Z,2026-01-05T08:00:00Z\n"
@@ -84,11 +92,9 @@ def test_bad_context_rows_are_dead_lettered_with_their_reason(tmp_path) -> None:
     (tmp_path / "spec_limits.csv").write_text(
         "product,characteristic,lsl,target,usl\nA,bore,1,2,3\nB,bore,3,2,1\nC,bore,x,2,3\n"
     )
-    store = ContextStore(tmp_path)
-    ctx = store.current()
+    ctx, dead = load_context(tmp_path)
     assert ctx.work_orders["work_order"].to_list() == ["WO-1", "WO-5"]
     assert ctx.spec_limits["product"].to_list() == ["A"]
-    dead = store.take_dead()
     reasons = dict(zip(dead["raw"].to_list(), dead["reason"].to_list(), strict=True))
     by_reason = sorted(reasons.values())
     assert by_reason == sorted(
@@ -102,7 +108,22 @@ def test_bad_context_rows_are_dead_lettered_with_their_reason(tmp_path) -> None:
             "lsl x is not a finite number",
         ]
     )
-    assert store.take_dead() is None  # reported once
+    with pytest.raises(ContextLoadError) as refused:
+        ContextStore(tmp_path).current()
+    lines = str(refused.value).splitlines()
+    assert "(first load) rejected" in lines[0]
+    assert lines[1:8] == [
+        "  work_orders.csv line 3: duplicate work order WO-1",
+        "  work_orders.csv line 4: overlaps work order WO-1 on M1",
+        "  work_orders.csv line 5: start yesterday is not a time",
+        "  work_orders.csv line 6: end 2026-01-05T08:00:00Z is not after start "
+        "2026-01-05T09:00:00Z",
+        "  work_orders.csv line 7: work_order missing",
+        "  spec_limits.csv line 3: limits out of order: lsl 3 target 2 usl 1",
+        "  spec_limits.csv line 4: lsl x is not a finite number",
+    ]
+    # and the suites' verdict on the same rows follows
+    assert any("work_orders.csv: work_order is unique" in line for line in lines[8:])
 
 
 def _ctx(orders: pl.DataFrame) -> ErpContext:
@@ -182,21 +203,33 @@ def test_context_from_postgresql_is_checked_and_reloaded(postgres) -> None:
             "CREATE TABLE spec_limits (product text, characteristic text, lsl double precision,"
             " target double precision, usl double precision)"
         )
-        con.execute("CREATE TABLE batches (batch_id text, work_order text)")
+        con.execute(
+            "CREATE TABLE batches (batch_id text, work_order text, start timestamptz, "
+            'setup_end timestamptz, "end" timestamptz, good_parts int, scrap_parts int)'
+        )
         con.execute(
             "INSERT INTO work_orders VALUES "
             "('WO-1', 'M1', 'P-100', 'LOT-A', '2026-01-05 06:00+00', '2026-01-05 07:00+00'),"
             "('WO-2', 'M1', 'P-200', 'LOT-B', '2026-01-05 07:00+00', '2026-01-05 06:30+00')"
         )
         con.execute("INSERT INTO spec_limits VALUES ('P-100', 'bore', 24.98, 25.0, 25.02)")
-        con.execute("INSERT INTO batches VALUES ('B-1', 'WO-1')")
+        con.execute(
+            "INSERT INTO batches VALUES ('B-1', 'WO-1', '2026-01-05 06:00+00', "
+            "'2026-01-05 06:10+00', '2026-01-05 07:00+00', 90, 2)"
+        )
+    with pytest.raises(ContextLoadError) as refused:  # a bad row: the start is refused
+        ContextStore(postgres, refresh=timedelta(0)).current()
+    assert "postgresql:work_orders row 2: end 2026-01-05T06:30:00+0000 is not after start" in str(
+        refused.value
+    )
+    with psycopg.connect(postgres, autocommit=True) as con:
+        con.execute("DELETE FROM work_orders WHERE work_order = 'WO-2'")
     store = ContextStore(postgres, refresh=timedelta(0))
     ctx = store.current()
     assert ctx.work_orders.select("work_order", "batch").rows() == [("WO-1", "B-1")]
     assert ctx.work_orders["start"][0] == T0
     assert ctx.spec_limits["usl"].to_list() == [25.02]
-    (reason,) = store.take_dead()["reason"].to_list()
-    assert reason.startswith("end ") and "is not after start" in reason
+    assert store.take_dead() is None
     joined = store.join(readings([("M1", "t", 60.0, 1.0)]))
     assert joined.select("work_order", "product", "batch").row(0) == ("WO-1", "P-100", "B-1")
     with psycopg.connect(postgres, autocommit=True) as con:
@@ -205,3 +238,12 @@ def test_context_from_postgresql_is_checked_and_reloaded(postgres) -> None:
             "('WO-3', 'M2', 'P-100', 'LOT-C', '2026-01-05 06:00+00', '2026-01-05 08:00+00')"
         )
     assert "WO-3" in store.current().work_orders["work_order"].to_list()
+    # a bad reload is rejected whole: WO-3 stays, WO-4 is not taken without its bad neighbour
+    with psycopg.connect(postgres, autocommit=True) as con:
+        con.execute(
+            "INSERT INTO work_orders VALUES "
+            "('WO-4', 'M3', 'P-100', 'LOT-C', '2026-01-05 06:00+00', '2026-01-05 08:00+00'),"
+            "('WO-5', 'M3', 'P-100', 'LOT-C', '2026-01-05 09:00+00', NULL)"
+        )
+    assert store.current().work_orders["work_order"].to_list() == ["WO-1", "WO-3"]
+    assert store.rejected_loads == 1

@@ -123,17 +123,21 @@ def test_a_broken_table_fails_its_suite_with_a_readable_report(
 def test_the_pipeline_process_runs_no_suite_itself(tmp_path, erp) -> None:
     """The context store's suites run in a worker process: GX (seconds of pure Python) in a
     thread of the pipeline held up its other threads, and the OPC-UA source missed its server's
-    readings. A fresh interpreter (this one has imported GX) judges a broken first load with
-    the same verdict as :func:`validate_context`, without importing GX."""
+    readings. A fresh interpreter (this one has imported GX) refuses a broken first load with
+    the verdict of :func:`validate_context` among its reasons, without importing GX."""
     _write_context(tmp_path / "erp", _broken(erp, "lsl above usl"))
     code = textwrap.dedent(
         """
         import sys
-        from floorsight.pipelines.context import ContextStore
+        from floorsight.pipelines.context import ContextLoadError, ContextStore
 
         store = ContextStore(sys.argv[1])
-        store.current()
-        reports = store.take_reports(wait=True)
+        try:
+            store.current()
+        except ContextLoadError as e:
+            suites = [p for p in e.problems if p.row is None]
+            print(sorted({p.source for p in suites}), any("LSL < target" in p.rule for p in suites))
+        reports = store.take_reports()
         print(sorted(r.table_name for r in reports if not r.success), len(reports), store.good)
         print("great_expectations" in sys.modules)
         """
@@ -146,7 +150,8 @@ def test_the_pipeline_process_runs_no_suite_itself(tmp_path, erp) -> None:
         timeout=600,
     )
     assert run.returncode == 0, run.stderr
-    verdict, gx_imported = run.stdout.splitlines()
+    refused, verdict, gx_imported = run.stdout.splitlines()
+    assert refused == "['spec_limits.csv'] True"
     assert verdict == f"['spec_limits'] {len(ALL_TABLES)} False"
     assert gx_imported == "False"
 
@@ -172,8 +177,9 @@ def _write_context(directory: Path, tables: dict[str, pl.DataFrame]) -> None:
 
 
 def test_the_pipeline_keeps_running_on_the_last_good_context(tmp_path) -> None:
-    """Reloads with LSL above USL, then with a duplicate work order, are rejected with a report
-    while the flow runs on; a fixed context is taken again."""
+    """Reloads with LSL above USL, then with a duplicate work order, then without the work
+    orders' ``end`` column (it ended the run) are rejected with a report while the flow runs
+    on; a fixed context is taken again."""
     plant = build_plant(2, start=T0, horizon=timedelta(hours=2), seed=5, sample_hz=1, faults=())
     erp = erp_tables(plant)
     ctx_dir = tmp_path / "erp"
@@ -188,7 +194,7 @@ def test_the_pipeline_keeps_running_on_the_last_good_context(tmp_path) -> None:
     )
     # every new load also switches the product of the order running on M01 at the next step
     # (P-100 <-> P-200): had a load been taken, that step's features would show it
-    steps = [T0 + timedelta(minutes=20 * i) for i in range(5)]
+    steps = [T0 + timedelta(minutes=20 * i) for i in range(6)]
     swap = {"P-100": "P-200", "P-200": "P-100"}
 
     def product_at(t) -> str:
@@ -225,8 +231,11 @@ def test_the_pipeline_keeps_running_on_the_last_good_context(tmp_path) -> None:
         feed_until(1)
         _write_context(ctx_dir, swapped(_broken(erp, "duplicate work order"), mid(2)))
         feed_until(2)
-        _write_context(ctx_dir, swapped(erp, mid(3)))
+        no_end = swapped(erp, mid(3))
+        _write_context(ctx_dir, {**no_end, "work_orders": no_end["work_orders"].drop("end")})
         feed_until(3)
+        _write_context(ctx_dir, swapped(erp, mid(4)))
+        feed_until(4)
 
     fed.run(flow, script)
 
@@ -242,23 +251,33 @@ def test_the_pipeline_keeps_running_on_the_last_good_context(tmp_path) -> None:
     # the rejected loads changed nothing: the flow ran on with the first context ...
     assert product(1) == {product_at(mid(1))}
     assert product(2) == {product_at(mid(2))}
+    assert product(3) == {product_at(mid(3))}
     # ... and took the fixed one
-    assert product(3) == {swap[product_at(mid(3))]}
-    assert db.query("SELECT max(window_end) AS t FROM features")["t"][0] >= steps[4] - timedelta(
+    assert product(4) == {swap[product_at(mid(4))]}
+    assert db.query("SELECT max(window_end) AS t FROM features")["t"][0] >= steps[5] - timedelta(
         minutes=1
     )
     results = db.query(
         "SELECT table_name, success, report FROM validation_results "
-        "WHERE NOT success ORDER BY validated_at"
+        "WHERE NOT success AND suite <> 'erp.load' ORDER BY validated_at"
     )
     assert results["table_name"].to_list() == ["spec_limits", "work_orders"]
     spec_report, wo_report = results["report"].to_list()
     assert "LSL < target" in spec_report and "product=P-100" in spec_report
     assert "work_order is unique" in wo_report
+    # each rejection, with the file, the line and the rule
+    loads = db.query(
+        "SELECT report FROM validation_results WHERE NOT success AND suite = 'erp.load' "
+        "ORDER BY validated_at"
+    )["report"].to_list()
+    assert len(loads) == 3 and all("rejected whole" in r for r in loads)
+    assert "spec_limits.csv line" in loads[0] and "limits out of order" in loads[0]
+    assert "work_orders.csv line" in loads[1] and "duplicate work order" in loads[1]
+    assert "work_orders.csv: lacks columns ['end']" in loads[2]
     rejected = db.query(
         "SELECT reason, raw FROM dead_letters WHERE source = 'context:load' ORDER BY received_at"
     )
-    assert rejected.height == 2 and all("rejected" in r for r in rejected["reason"])
+    assert rejected.height == 3 and all("rejected" in r for r in rejected["reason"])
     # the first and the fixed load passed every suite, and are stored as well
     passed = db.query("SELECT count(*) AS n FROM validation_results WHERE success")["n"][0]
     assert passed >= 2 * 10 - 2

@@ -1,0 +1,190 @@
+"""A context load is taken whole or rejected whole.
+
+A reload that fails a check (a missing column, a file that does not parse, a row that breaks a
+row rule, a failing suite) is rejected with a report naming the file, the row and the rule, and
+the last good context stays; a file still being written is read again later, never half-read;
+a bad first load stops the start with that report; a context path without its files is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from floorsight.pipelines import context as context_module
+from floorsight.pipelines.context import ContextLoadError, ContextStore, load_context
+
+HEADER = "work_order,machine_id,product,material_lot,start,end\n"
+ORDERS = [
+    "WO-1,M1,P-100,L1,2026-01-05T06:00:00Z,2026-01-05T08:00:00Z\n",
+    "WO-2,M1,P-200,L2,2026-01-05T08:00:00Z,2026-01-05T10:00:00Z\n",
+    "WO-3,M2,P-100,L3,2026-01-05T06:00:00Z,2026-01-05T10:00:00Z\n",
+]
+SPECS = "product,characteristic,lsl,target,usl\nP-100,bore,24.98,25.0,25.02\nP-200,bore,9,10,11\n"
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+    later = time.time() + 5  # the store sees the change even on coarse mtime clocks
+    os.utime(path, (later, later))
+
+
+@pytest.fixture
+def store(tmp_path) -> ContextStore:
+    """A store whose first (good) load is in use and whose reports were taken."""
+    (tmp_path / "work_orders.csv").write_text(HEADER + "".join(ORDERS))
+    (tmp_path / "spec_limits.csv").write_text(SPECS)
+    store = ContextStore(tmp_path)
+    assert store.current().work_orders["work_order"].to_list() == ["WO-1", "WO-2", "WO-3"]
+    assert all(r.success for r in store.take_reports(wait=True))
+    assert store.take_dead() is None
+    return store
+
+
+def _rejection(store: ContextStore) -> str:
+    """The one rejection recorded since the last look: its report in ``validation_results``
+    and its dead letter."""
+    failed = [r for r in store.take_reports(wait=True) if not r.success]
+    load = [r for r in failed if r.suite == "erp.load"]
+    assert len(load) == 1, [r.report for r in failed]
+    dead = store.take_dead()
+    assert dead["source"].to_list() == ["context:load"]
+    assert "rejected" in dead["reason"][0]
+    return load[0].report
+
+
+def test_a_reload_without_a_required_column_is_rejected_whole(store) -> None:
+    _write(
+        store.directory / "work_orders.csv", "work_order,machine_id,product,material_lot,start\n"
+    )
+    ctx = store.current()  # the run goes on ...
+    assert ctx.work_orders["work_order"].to_list() == ["WO-1", "WO-2", "WO-3"]  # ... as before
+    assert store.rejected_loads == 1
+    report = _rejection(store)
+    assert "work_orders.csv" in report and "lacks columns ['end']" in report
+    # a fixed file is taken again
+    _write(store.directory / "work_orders.csv", HEADER + "".join(ORDERS[:2]))
+    assert store.current().work_orders["work_order"].to_list() == ["WO-1", "WO-2"]
+    assert store.rejected_loads == 1
+
+
+def test_an_empty_required_cell_rejects_the_reload(store) -> None:
+    _write(store.directory / "spec_limits.csv", SPECS.replace("24.98", ""))
+    assert store.current().spec_limits["lsl"].to_list() == [24.98, 9.0]
+    report = _rejection(store)
+    assert "spec_limits.csv line 2: lsl missing" in report
+
+
+def test_a_truncated_file_is_rejected_not_half_taken(store) -> None:
+    """A writer that died half-way leaves a row without its end: the load is rejected (it
+    raised TypeError in the overlap check)."""
+    _write(store.directory / "work_orders.csv", HEADER + ORDERS[0] + ORDERS[1][:30])
+    assert store.current().work_orders.height == 3
+    report = _rejection(store)
+    assert "work_orders.csv line 3: end missing" in report
+
+
+def test_a_file_being_written_is_read_again_not_half_read(store, monkeypatch) -> None:
+    """The store reads a changed file, waits, and takes it only if it did not change meanwhile;
+    here the writer adds the rest of the file during that wait."""
+    path = store.directory / "work_orders.csv"
+    complete = HEADER + "".join(ORDERS[:2]) + ORDERS[2].replace("WO-3", "WO-4")
+    _write(path, complete[:70])  # header and the start of the first row
+    waits = []
+
+    def writer_goes_on(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:
+            with path.open("a") as f:
+                f.write(complete[70:])
+
+    monkeypatch.setattr(context_module, "_settle", writer_goes_on)
+    assert store.current().work_orders["work_order"].to_list() == ["WO-1", "WO-2", "WO-3"]
+    assert store.rejected_loads == 0 and len(waits) == 1
+    # the next look finds the file unchanged over its wait: taken whole
+    assert store.current().work_orders["work_order"].to_list() == ["WO-1", "WO-2", "WO-4"]
+    assert store.rejected_loads == 0 and len(waits) == 2
+    assert not [r for r in store.take_reports(wait=True) if not r.success]
+
+
+def test_a_bad_first_load_stops_the_start_naming_file_row_and_rule(tmp_path) -> None:
+    (tmp_path / "work_orders.csv").write_text(HEADER + ORDERS[0] + ORDERS[0] + ORDERS[1])
+    (tmp_path / "spec_limits.csv").write_text(SPECS)
+    with pytest.raises(ContextLoadError) as caught:
+        ContextStore(tmp_path).current()
+    assert "work_orders.csv line 3: duplicate work order WO-1" in str(caught.value)
+    assert caught.value.problems[0].row == 2  # the second data row (line 3 of the file)
+
+
+def test_a_first_load_failing_its_suites_stops_the_start(tmp_path) -> None:
+    """A rule only the suites check (a foreign key): the report names the file, the rule and
+    the offending row by its key."""
+    (tmp_path / "work_orders.csv").write_text(HEADER + "".join(ORDERS))
+    (tmp_path / "spec_limits.csv").write_text(SPECS)
+    (tmp_path / "products.csv").write_text("product,cycle_time_s\nP-100,30\n")
+    with pytest.raises(ContextLoadError) as caught:
+        ContextStore(tmp_path).current()
+    text = str(caught.value)
+    assert "work_orders.csv: product refers to an existing products.product" in text
+    assert "P-200" in text
+
+
+@pytest.mark.parametrize("kind", ["no folder", "empty folder", "one file"])
+def test_a_context_path_without_its_files_is_refused(tmp_path, kind) -> None:
+    path = tmp_path / "erp"
+    if kind != "no folder":
+        path.mkdir()
+    if kind == "one file":
+        (path / "work_orders.csv").write_text(HEADER)
+    with pytest.raises(FileNotFoundError) as caught:
+        ContextStore(path).current()
+    text = str(caught.value)
+    assert str(path) in text
+    assert ("does not exist" in text) if kind == "no folder" else ("spec_limits.csv" in text)
+    with pytest.raises(FileNotFoundError):
+        load_context(path)
+
+
+def test_the_cli_names_a_misspelled_context_path(tmp_path) -> None:
+    history = tmp_path / "readings.csv"
+    history.write_text("machine_id,sensor,ts,value\nM1,t,2026-01-05T06:00:00Z,1.0\n")
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "floorsight.cli", "run"),
+            *("--context", str(tmp_path / "ERP"), "--history", str(history)),
+            *("--db", str(tmp_path / "f.duckdb")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        # the message on one line (Typer's framed traceback wraps it at the terminal's width)
+        env={**os.environ, "_TYPER_STANDARD_TRACEBACK": "1"},
+    )
+    assert run.returncode != 0
+    assert f"context folder {tmp_path / 'ERP'} does not exist" in run.stderr
+
+
+def test_load_context_reports_what_it_cannot_read(tmp_path) -> None:
+    (tmp_path / "work_orders.csv").write_bytes(HEADER.encode() + b"WO-1,M\xff\xfe1,P,L,x,y\n")
+    (tmp_path / "spec_limits.csv").write_text(SPECS)
+    with pytest.raises(ContextLoadError, match=r"work_orders\.csv: not a readable CSV file"):
+        load_context(tmp_path)
+    (tmp_path / "work_orders.csv").write_text("")
+    with pytest.raises(ContextLoadError, match=r"work_orders\.csv: .*empty"):
+        load_context(tmp_path)
+    # rows that break a rule are returned as dead letters with their reason and row
+    (tmp_path / "work_orders.csv").write_text(HEADER + ORDERS[0] + ",M2,P,L,,\n")
+    ctx, dead = load_context(tmp_path)
+    assert ctx.work_orders["work_order"].to_list() == ["WO-1"]
+    assert dead["reason"].to_list() == ["work_order missing"]
+    assert [(p.source, p.row, p.rule) for p in ctx.problems] == [
+        ("work_orders.csv", 2, "work_order missing")
+    ]
+    assert pl.DataFrame(ctx.work_orders).height == 1
