@@ -131,7 +131,9 @@ def run_pipeline(cfg: RunConfig) -> int:
             dispatcher = Dispatcher(Outbox(cfg.outbox), routing, db_path=cfg.db)
     settings = PipelineSettings(
         window=timedelta(seconds=cfg.window_s),
-        rules=ReadingRules(max_future=timedelta(days=36500)),
+        # live sources: event time within minutes of the wall clock; a history file's own time
+        # range is checked by its source (the absolute bounds apply to both)
+        rules=ReadingRules.history() if cfg.history is not None else ReadingRules.live(),
         notify=notify,
         shards=cfg.partitions,  # one shard per source partition: batches stay on their worker
         recovery=cfg.recovery is not None,

@@ -45,7 +45,7 @@ from floorsight.pipelines.notify_sink import NotifySink
 from floorsight.pipelines.shards import SHARDS, by_shard
 from floorsight.pipelines.sink import DuckDBSink, TableRows
 from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
-from floorsight.pipelines.validate import ReadingRules, check_batch, dead_letters
+from floorsight.pipelines.validate import Catalogue, ReadingRules, check_batch, dead_letters
 from floorsight.storage import Database
 
 if TYPE_CHECKING:  # scikit-learn and MLflow load only when a champion is configured
@@ -292,7 +292,11 @@ def build_flow(
     flow = Dataflow(flow_id)
     batches = op.input("readings", flow, source)
     # pl.DataFrame(machine_id, sensor, ts, value)
-    checked = op.map("validate", batches, lambda b: check_batch(b, settings.rules, "readings"))
+    # the machine/sensor catalogue of the context in use: a reload brings its own
+    catalogue = _per_version(context.current, Catalogue.from_context)
+    checked = op.map(
+        "validate", batches, lambda b: check_batch(b, settings.rules, "readings", catalogue())
+    )
     # Checked(ok, dead)
     rejected = op.filter_map("rejected", checked, lambda c: c.dead)
     valid = op.filter_map("valid", checked, lambda c: c.ok if c.ok.height else None)

@@ -274,3 +274,73 @@ def test_a_range_in_the_rules_replaces_the_absolute_value_bound() -> None:
     rules = ReadingRules(ranges={"t": (0.0, 1e18)})
     checked = validate_readings(_batch(value=[1e17, 2e15], sensor=["t", "u"]), rules, now=T0)
     assert checked.ok["value"].to_list() == [1e17]
+
+
+# --- through the flow: a rejected reading never reaches the windows ---
+
+
+def test_rejected_readings_never_reach_the_windows_nor_move_a_watermark(tmp_path) -> None:
+    from bytewax.testing import TestingSource, run_main
+
+    from floorsight.pipelines.context import SPEC_SCHEMA, WORK_ORDER_SCHEMA, ContextStore
+    from floorsight.pipelines.flow import PipelineSettings, build_flow
+    from floorsight.storage import Database
+    from tests.conftest import readings
+
+    erp = tmp_path / "erp"
+    erp.mkdir()
+    pl.DataFrame(
+        {
+            "work_order": ["WO-1"],
+            "machine_id": ["M1"],
+            "product": ["P-1"],
+            "material_lot": ["L1"],
+            "start": [T0],
+            "end": [T0 + timedelta(hours=1)],
+        },
+        schema=WORK_ORDER_SCHEMA,
+    ).write_csv(erp / "work_orders.csv")
+    pl.DataFrame(schema=SPEC_SCHEMA).write_csv(erp / "spec_limits.csv")
+    pl.DataFrame({"machine_id": ["M1"], "line": ["L1"], "machine_type": ["cnc"]}).write_csv(
+        erp / "machines.csv"
+    )
+    pl.DataFrame(
+        {"product": ["P-1"], "description": ["a"], "machine_type": ["cnc"], "cycle_time_s": [9.0]}
+    ).write_csv(erp / "products.csv")
+    pl.DataFrame(
+        {"product": ["P-1"], "parameter": ["v"], "setpoint": [1.0], "unit": ["mm"]}
+    ).write_csv(erp / "recipes.csv")
+    future = datetime.now(tz=UTC) + timedelta(days=1)  # a day ahead of the wall clock
+    poison = pl.DataFrame(
+        {
+            "machine_id": ["M1", "M1", "M9", "M1", "M1", " "],
+            "sensor": ["v", "v", "v", "zz", "v", "v"],
+            "ts": [future, datetime(2120, 1, 1, tzinfo=UTC), T0, T0, T0, T0],
+            "value": [1.0, 2.0, 3.0, 4.0, 1.7e308, 6.0],
+        },
+        schema=READING_SCHEMA,
+    )
+    batches = [
+        readings([("M1", "v", t, float(t)) for t in range(10)]),
+        poison,
+        readings([("M1", "v", t, float(t)) for t in range(10, 25)]),
+    ]
+    db_path = tmp_path / "f.duckdb"
+    settings = PipelineSettings(
+        window=timedelta(seconds=10), lateness=timedelta(seconds=2), rules=ReadingRules()
+    )
+    run_main(build_flow(TestingSource(batches), ContextStore(erp), db_path, settings))
+    db = Database(db_path)
+    features = db.query("SELECT window_start, sensor, n FROM features ORDER BY window_start")
+    # every valid reading is in its window; no poisoned one made a window of its own
+    assert features.rows() == [
+        (T0, "v", 10),
+        (T0 + timedelta(seconds=10), "v", 10),
+        (T0 + timedelta(seconds=20), "v", 5),
+    ]
+    reasons = db.query("SELECT reason FROM dead_letters ORDER BY value")["reason"].to_list()
+    assert len(reasons) == 6  # and none is "late": no watermark moved
+    assert "in the future" in reasons[0] and "after 2100" in reasons[1]
+    assert "unknown machine M9" in reasons and "unknown sensor zz of machine M1" in reasons
+    assert any("beyond" in r for r in reasons) and any("blank" in r for r in reasons)
+    assert not any(r.startswith("late") for r in reasons)
