@@ -67,14 +67,17 @@ def lock_holder_pid(exc: BaseException) -> int | None:
 
 
 class _LockWaitLog:
-    """Logs a wait for the lock without end: when it starts, then every ``every_s``."""
+    """Logs a wait for the lock without end once it has lasted ``after_s`` (a reader's query
+    holds the file for milliseconds: no warning for those), then every ``every_s``."""
 
-    def __init__(self, path: Path, every_s: float = 30.0) -> None:
-        self.path, self.every_s = path, every_s
+    def __init__(self, path: Path, after_s: float = 1.0, every_s: float = 30.0) -> None:
+        self.path, self.after_s, self.every_s = path, after_s, every_s
         self.logged_at: float | None = None
 
     def __call__(self, state: RetryCallState) -> None:
         now = time.monotonic()
+        if (state.seconds_since_start or 0.0) < self.after_s:
+            return
         if self.logged_at is not None and now - self.logged_at < self.every_s:
             return
         self.logged_at = now
