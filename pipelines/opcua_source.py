@@ -366,6 +366,7 @@ class _Handler:
 
     def datachange_notification(self, node, val, data) -> None:
         # runs in asyncua's callback: whatever the server sent, nothing may raise from here
+        machine_id = sensor = ""
         try:
             key = self.keys.get(node.nodeid)
             if key is None:
@@ -375,7 +376,6 @@ class _Handler:
             self.part.take(machine_id, sensor, val, dv.SourceTimestamp, dv.StatusCode)
         except Exception as e:
             log.warning("OPC-UA value not taken: %s: %s", type(e).__name__, e)
+            reason = f"value not readable: {type(e).__name__}"
             with self.part._lock:
-                self.part._dead.append(
-                    _dead_row("", "", val, None, None, f"value not readable: {type(e).__name__}")
-                )
+                self.part._dead.append(_dead_row(machine_id, sensor, val, None, None, reason))

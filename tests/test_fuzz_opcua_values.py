@@ -217,3 +217,34 @@ def test_a_hostile_server_values_become_readings_and_dead_letters() -> None:
             start=1,
         )
     ]
+
+
+def test_the_handler_never_raises_into_asyncua_and_dead_letters_what_it_cannot_read() -> None:
+    from types import SimpleNamespace
+
+    from floorsight.pipelines.opcua_source import _Handler
+
+    source = OpcUaSource(_url(), max_backoff=timedelta(seconds=0.2))  # nobody listens there
+    part = source.build_part("s", source.list_parts()[0], None)
+    try:
+        node = SimpleNamespace(nodeid="n1")
+        handler = _Handler(part, {"n1": "M1/temp"})
+        good = SimpleNamespace(
+            monitored_item=SimpleNamespace(
+                Value=ua.DataValue(ua.Variant(1.5), SourceTimestamp=T0, ServerTimestamp=T0)
+            )
+        )
+        handler.datachange_notification(node, 1.5, good)
+        handler.datachange_notification(node, "x", good)
+        handler.datachange_notification(node, 1.5, object())  # a notification of no known shape
+        handler.datachange_notification(SimpleNamespace(nodeid="other"), 1.5, good)  # not ours
+        with part._lock:
+            pending = list(part._pending)
+            dead = [(d["machine_id"], d["sensor"], d["_reason"]) for d in part._dead]
+    finally:
+        part.close()
+    assert pending == [("M1", "temp", T0, 1.5)]
+    assert dead == [
+        ("M1", "temp", "value 'x' (str) is not a number"),
+        ("M1", "temp", "value not readable: AttributeError"),
+    ]
