@@ -199,8 +199,8 @@ def show_alert(db: Database, alert_id: str) -> None:
     }
     left, right = st.columns(2)
     left.markdown("**Context**")
-    left.table(
-        pl.DataFrame({"field": list(context), "value": list(context.values())}),
+    left.table(  # st.table renders each cell as Markdown
+        pl.DataFrame({"field": list(context), "value": [literal(v) for v in context.values()]}),
         hide_index=True,
         hide_header=True,
     )

@@ -356,6 +356,10 @@ def test_hostile_machine_ids_show_as_their_characters(served, machine) -> None:
     page.get_by_role("heading", name=f"Critical · {machine} · anomaly").wait_for(timeout=30_000)
     page.get_by_text(f"Reason: {machine}: anomaly while running WO-1").wait_for(timeout=30_000)
     page.get_by_text(f"{machine}.mean z=9.1", exact=True).wait_for(timeout=30_000)
+    # the whole alert is drawn: its context table (st.table renders Markdown) to its history
+    table = main.locator('[data-testid="stTable"]')
+    table.get_by_text(f"{machine}:1", exact=True).wait_for(timeout=30_000)
+    page.get_by_text("No actions yet.").wait_for(timeout=30_000)
     assert main.locator("img").count() == 0
     assert main.locator("strong", has_text="bold").count() == 0
     assert page.locator('a[href^="http://x"]').count() == 0
