@@ -540,6 +540,12 @@ def dashboard(
             param_hint="--users",
         )
     typer.echo(f"floorsight dashboard: http://{address}:{port}  (users: {path})")
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(
+            f"  listening on {address}: passwords and the sign-in cookie travel in the clear "
+            "over plain HTTP; serve it behind a TLS reverse proxy (docs/dashboard.md)",
+            err=True,
+        )
     subprocess.run(streamlit_command(db, port, address, path), check=False)
 
 
