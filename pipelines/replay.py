@@ -138,13 +138,16 @@ def check_time_zone(time_zone: str | None) -> None:
 def _read_rows(path: Path, time_zone: str | None, tolerance: timedelta) -> pl.DataFrame:
     """Every row of the file, parsed, with ``_reason`` (None for a valid reading)."""
     rows = _parse(_raw_frame(path), path.name, time_zone)
-    rows = _outside_range(rows, path.name, tolerance)
-    # valid readings in time order (stable), then the dead letters in file order
-    return rows.sort(
-        pl.when(pl.col("_reason").is_null()).then(pl.col("ts")),
-        maintain_order=True,
-        nulls_last=True,
-    )
+    if rows["_reason"].null_count() == rows.height and rows["ts"].is_sorted():
+        rows = rows.with_columns(pl.col("ts").set_sorted())  # written in order: no sort
+    else:  # valid readings in time order (stable), then the bad rows in file order
+        rows = rows.sort(
+            pl.when(pl.col("_reason").is_null()).then(pl.col("ts")),
+            maintain_order=True,
+            nulls_last=True,
+        )
+    # readings outside the file's range become dead letters where they are (first or last)
+    return _outside_range(rows, path.name, tolerance)
 
 
 def _raw_frame(path: Path, n_rows: int | None = None) -> pl.DataFrame:
@@ -415,7 +418,12 @@ def _parse_values(column: pl.Series) -> tuple[pl.Series, pl.Series]:
 
 def _outside_range(rows: pl.DataFrame, label: str, tolerance: timedelta) -> pl.DataFrame:
     """Dead-letter the readings outside the file's own time range (see :func:`read_history`)."""
-    times = rows.filter(pl.col("_reason").is_null())["ts"].unique().drop_nulls().sort()
+    times = rows["ts"]
+    if rows["_reason"].null_count() < rows.height:  # the valid readings' times only
+        times = times.filter(rows["_reason"].is_null())
+    if not times.is_sorted():  # rows straight from _parse (the source sorts them first)
+        times = times.sort()
+    times = times.filter(times.diff().fill_null(timedelta(1)) != timedelta(0))  # distinct
     stamps = times.to_physical()
     n = stamps.len()
     if n < 3:
