@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from floorsight.alerts import ALERT_SCHEMA, ALERTS, lifecycle
 from floorsight.cli import app as cli
 from floorsight.config import SecretError
-from floorsight.dashboards import streamlit_command
+from floorsight.dashboards import charts, streamlit_command
 from floorsight.dashboards.common import literal
 from floorsight.dashboards.users import (
     COOKIE_KEY_ENV,
@@ -355,3 +355,17 @@ def test_hostile_machine_ids_are_shown_literally_in_the_inbox(tmp_path, monkeypa
     assert f"**Reason:** {literal(machine + ': anomaly')}" in markdown
     assert any(literal(machine) in h.value for h in at.subheader)
     assert not any(machine in text for text in markdown)  # never unescaped
+
+
+def test_plotly_gets_machine_text_escaped_in_titles_legends_and_ticks():
+    # plotly reads these strings as a small HTML dialect and makes <a href> a link
+    machine = '<a href="http://x">M1</a>'
+    ends = [T0, T0 + timedelta(minutes=1)]
+    series = pl.DataFrame({"machine_id": [machine] * 2, "window_end": ends, "value": [1.0, 2.0]})
+    lines = charts.score_lines(series, f"risk of {machine}", "risk")
+    assert lines.layout.title.text == 'risk of &lt;a href="http://x"&gt;M1&lt;/a&gt;'
+    assert [t.name for t in lines.data] == ['&lt;a href="http://x"&gt;M1&lt;/a&gt;']
+    factors = {"availability": [0.5], "performance": [0.5], "quality": [1.0], "oee": [0.25]}
+    table = pl.DataFrame({"machine_id": [machine], **factors})
+    bars = charts.oee_bars(table)
+    assert {x for t in bars.data for x in t.x} == {'&lt;a href="http://x"&gt;M1&lt;/a&gt;'}
