@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import bcrypt
+import yaml
 from streamlit.testing.v1 import AppTest
 
 from floorsight.storage import Database
@@ -45,12 +49,29 @@ def timed_read(self):
     held.append(time.perf_counter() - start)
 
 
+def _timing_user(folder: Path) -> tuple[str, str]:
+    """A users file with one viewer (a cheap bcrypt hash: signing in is not what is timed)."""
+    password = secrets.token_urlsafe(16)
+    users = folder / "dashboard_users.yaml"
+    entry = {
+        "name": "timer",
+        "password": bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode(),
+        "roles": ["viewer"],
+    }
+    users.write_text(yaml.safe_dump({"credentials": {"usernames": {"timer": entry}}}))
+    users.chmod(0o600)
+    os.environ["FLOORSIGHT_DASHBOARD_USERS"] = str(users)
+    os.environ["FLOORSIGHT_DASHBOARD_COOKIE_KEY"] = secrets.token_urlsafe(32)
+    return "timer", password
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=3, help="runs per page (the median is shown)")
     args = parser.parse_args()
     os.environ["FLOORSIGHT_DB"] = str(args.db)
+    user, password = _timing_user(Path(tempfile.mkdtemp()))
     Database.read = timed_read
     print("| page | draw (median) | read connections | file held open (sum) | longest |")
     print("| --- | --- | --- | --- | --- |")
@@ -59,6 +80,9 @@ def main() -> None:
         for _ in range(args.runs):
             at = AppTest.from_file(str(APP), default_timeout=300)
             at.run()
+            at.text_input[0].input(user)
+            at.text_input[1].input(password)
+            at.button[0].click().run()
             if page:
                 at.switch_page(page)
             held.clear()
