@@ -605,9 +605,13 @@ class ContextStore:
 
     Each load is taken whole or rejected whole (see the module's docstring). The first load
     happens at the first :meth:`current`: a source without its files raises
-    :class:`FileNotFoundError`, a bad first load :class:`ContextLoadError`. A changed file is
-    read, and taken only if its size and time are the same ``settle`` later (else it is still
-    being written and is read again at a later look).
+    :class:`FileNotFoundError`, files or rows that break a rule :class:`ContextLoadError`. Its
+    suites then run in the background (importing Great Expectations takes seconds, and a live
+    source must be reading meanwhile: its client buffers what arrives); every later call waits
+    for their verdict and raises :class:`ContextLoadError` if it failed, so a bad first load
+    stops the run before any reading is joined with it. A changed file is read, and taken only
+    if its size and time are the same ``settle`` later (else it is still being written and is
+    read again at a later look).
     """
 
     FILES = REQUIRED_FILES
@@ -622,8 +626,8 @@ class ContextStore:
         settle: timedelta = timedelta(milliseconds=100),
     ) -> None:
         """``report_first``: judge the first load by the suites and report their verdict. A
-        cluster does so in one process (its start fails if they fail); the others check only
-        the files and rows of their first load, which saves each of them the suites' start-up.
+        cluster does so in one process (it stops if they fail); the others check only the
+        files and rows of their first load, which saves each of them the suites' start-up.
         """
         self.url = str(directory) if str(directory).startswith("postgresql://") else None
         self.directory = Path(directory) if self.url is None else Path()
@@ -633,6 +637,9 @@ class ContextStore:
         self._stamp: tuple | None = None
         self._context = ErpContext.empty()
         self._loaded = False
+        self._first_verdict: threading.Thread | None = None
+        #: why the first load failed its suites (raised by every later call)
+        self._failed: ContextLoadError | None = None
         self._dead: list[pl.DataFrame] = []
         self._reports: list[ValidationReport] = []
         self._fingerprint: str | None = None
@@ -701,6 +708,10 @@ class ContextStore:
         if not self._loaded:
             self._first_load()
             return self._context
+        if self._first_verdict is not None:
+            self._join_first_verdict()
+        if self._failed is not None:
+            raise self._failed
         if self.url is not None:
             if time.monotonic() - self._read_at >= self.refresh.total_seconds():
                 self._read_at = time.monotonic()
@@ -719,14 +730,37 @@ class ContextStore:
         return self._context
 
     def _first_load(self) -> None:
-        """Load, judge and take the first context; raise if there is none or it is bad."""
+        """Load and take the first context, its suites started in the background; raise if
+        there is none or its files or rows are bad."""
         try:
             loaded, dead = self._first_read()
-            self._judge(loaded, suites=self.report_first)
+            self._judge(loaded, suites=False)
         except ContextLoadError as err:
             raise ContextLoadError(err.problems, f"{self._source_name()} (first load)") from None
         self._take(loaded, dead)
         self._loaded = True
+        if self.report_first:
+            # the suites run in a worker process; this thread only waits for them
+            self._first_verdict = threading.Thread(
+                target=self._judge_first, args=(loaded,), name="context-suites", daemon=True
+            )
+            self._first_verdict.start()
+
+    def _judge_first(self, loaded: ErpContext) -> None:
+        try:
+            self._judge(loaded, suites=True)
+        except ContextLoadError as err:
+            self._failed = ContextLoadError(err.problems, f"{self._source_name()} (first load)")
+        except Exception as err:  # a worker that failed: reported by the next call
+            problem = Problem(self._source_name(), None, f"could not be judged: {err!r}")
+            self._failed = ContextLoadError([problem], f"{self._source_name()} (first load)")
+        if self._failed is not None:
+            log.error("%s", self._failed)
+
+    def _join_first_verdict(self) -> None:
+        if self._first_verdict is not None:
+            self._first_verdict.join()
+            self._first_verdict = None
 
     def _require_files(self) -> None:
         if not self.is_duckdb:
@@ -777,7 +811,7 @@ class ContextStore:
         if not suites:
             if loaded.problems:
                 raise ContextLoadError(list(loaded.problems))
-            self.good = False  # another process runs the suites
+            self.good = False  # judged in the background, or by another process
             return
         # the suites run even when rows broke a rule: their reports (one per table) show on
         # the data-quality page which tables of the load were bad
@@ -831,7 +865,9 @@ class ContextStore:
     def take_reports(self, wait: bool = False) -> list[ValidationReport]:
         """Validation reports of the loads since the last call (accepted or rejected); the
         suites' reports of a table, and one ``erp.load`` report per load (taken or rejected).
-        ``wait`` is kept for callers of old: a first load is judged before it is used."""
+        With ``wait``, after the first load's verdict is in (at the end of a run)."""
+        if wait:
+            self._join_first_verdict()
         with self._lock:
             reports, self._reports = self._reports, []
         return reports

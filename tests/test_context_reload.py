@@ -19,6 +19,7 @@ import pytest
 
 from floorsight.pipelines import context as context_module
 from floorsight.pipelines.context import ContextLoadError, ContextStore, load_context
+from tests.conftest import readings
 
 HEADER = "work_order,machine_id,product,material_lot,start,end\n"
 ORDERS = [
@@ -122,15 +123,24 @@ def test_a_bad_first_load_stops_the_start_naming_file_row_and_rule(tmp_path) -> 
     assert caught.value.problems[0].row == 2  # the second data row (line 3 of the file)
 
 
-def test_a_first_load_failing_its_suites_stops_the_start(tmp_path) -> None:
-    """A rule only the suites check (a foreign key): the report names the file, the rule and
-    the offending row by its key."""
+def test_a_first_load_failing_its_suites_stops_the_run_before_a_reading_is_joined(
+    tmp_path,
+) -> None:
+    """A rule only the suites check (a foreign key). The suites run while the pipeline starts
+    (its sources already read); the next look at the context, the first batch's join, waits
+    for their verdict and raises. The report names the file, the rule and the offending row
+    by its key."""
     (tmp_path / "work_orders.csv").write_text(HEADER + "".join(ORDERS))
     (tmp_path / "spec_limits.csv").write_text(SPECS)
     (tmp_path / "products.csv").write_text("product,cycle_time_s\nP-100,30\n")
+    store = ContextStore(tmp_path)
+    store.current()  # files and rows pass: the start goes on while the suites run
     with pytest.raises(ContextLoadError) as caught:
-        ContextStore(tmp_path).current()
+        store.join(readings([("M1", "t", 60.0, 1.0)]))
+    with pytest.raises(ContextLoadError):  # and so does every later look
+        store.current()
     text = str(caught.value)
+    assert "(first load) rejected" in text
     assert "work_orders.csv: product refers to an existing products.product" in text
     assert "P-200" in text
 
