@@ -198,3 +198,29 @@ def test_load_context_reports_what_it_cannot_read(tmp_path) -> None:
         ("work_orders.csv", 2, "work_order missing")
     ]
     assert pl.DataFrame(ctx.work_orders).height == 1
+
+
+def test_a_flow_on_a_first_load_failing_its_suites_joins_no_reading(tmp_path) -> None:
+    from bytewax.testing import TestingSource, run_main
+
+    from floorsight.pipelines.flow import build_flow
+    from floorsight.storage import Database
+
+    erp = tmp_path / "erp"
+    erp.mkdir()
+    (erp / "work_orders.csv").write_text(HEADER + "".join(ORDERS))
+    (erp / "spec_limits.csv").write_text(SPECS)
+    (erp / "products.csv").write_text("product,cycle_time_s\nP-100,30\n")  # P-200 unknown
+    batch = readings([("M1", "t", float(s), 1.0) for s in range(120)])
+    db = tmp_path / "f.duckdb"
+    flow = build_flow(TestingSource([batch]), ContextStore(erp), db)
+    with pytest.raises(Exception) as caught:  # Bytewax's error, caused by the context's
+        run_main(flow)
+    chain, err = [], caught.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    refused = [e for e in chain if isinstance(e, ContextLoadError)]
+    assert refused, chain
+    assert "(first load) rejected" in str(refused[0]) and "products.product" in str(refused[0])
+    assert Database(db).query("SELECT count(*) AS n FROM features")["n"][0] == 0
