@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from floorsight.storage import Database
+from floorsight.storage import Database, DatabaseLocked
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class FeedbackStore:
 
     def _read(self) -> None:
         self._read_at = time.monotonic()
-        db = Database(self.db_path)
+        # a short wait: while another process holds the file, the last verdicts stay in force
+        db = Database(self.db_path, lock_timeout_s=1.0)
         if not db.exists():
             return
         try:
@@ -56,6 +57,8 @@ class FeedbackStore:
                 ).fetchall()
         except duckdb.CatalogException:
             return  # nobody has labelled anything yet: the table does not exist
+        except DatabaseLocked:
+            return  # a reader holds the file: read again next time
         out: dict[str, list[Verdict]] = {}
         for event_id, machine_id, cause, label in rows:
             out.setdefault(machine_id, []).append(Verdict(event_id, machine_id, cause, label))

@@ -120,7 +120,8 @@ def _per_version(frame_of, derive):
 def mirror_context(context: ContextStore, db_path: Path) -> None:
     """Copy the current ERP context into the database before the flow starts writing it."""
     erp = context.current()
-    db = Database(db_path, TABLES)
+    # no give-up: a notebook holding the file at start delays the start, never ends it
+    db = Database(db_path, TABLES, lock_timeout_s=None)
     db.create()
     dead = context.take_dead()
     reports = context.take_reports()

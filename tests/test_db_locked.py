@@ -28,6 +28,7 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
+from floorsight.alerts.feedback import FeedbackStore
 from floorsight.pipelines.sink import DuckDBSink, _DuckDBPartition
 from floorsight.storage import Database, DatabaseLocked, TableSpec, copy_tables, read_frame
 
@@ -295,3 +296,16 @@ def test_a_writer_without_a_timeout_waits_for_as_long_as_it_takes(tmp_path, capl
     writer.join(timeout=DEADLINE_S)
     assert done.is_set()
     assert read_frame(path, "SELECT k FROM readings")["k"].to_list() == [7]
+
+
+def test_the_score_steps_feedback_read_keeps_its_verdicts_while_a_reader_holds_the_file(
+    tmp_path: Path,
+) -> None:
+    # the score step reads people's labels every few seconds from the live file: a notebook
+    # holding it must leave the last verdicts in force, never end the pipeline
+    path = tmp_path / "live.duckdb"
+    Database(path, [READINGS]).create()
+    store = FeedbackStore(path, every_s=0.0)
+    with held(path):
+        assert store.for_machine("M01") == []  # gave up quickly, raised nothing
+    assert store.for_machine("M01") == []  # and reads again once the file is free
