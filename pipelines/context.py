@@ -40,6 +40,7 @@ from floorsight.features.expectations import (
     content_hash,
     validate_context_in_worker,
 )
+from floorsight.pipelines.validate import ID_PATTERN, MAX_ID_CHARS
 from floorsight.records import TIMESTAMP
 
 log = logging.getLogger("floorsight.context")
@@ -483,6 +484,35 @@ def _empty(column: str) -> tuple[pl.Expr, pl.Expr]:
     return cell.is_null() | (cell.str.strip_chars() == ""), pl.lit(f"{column} missing")
 
 
+def _machine_id() -> tuple[pl.Expr, pl.Expr]:
+    """The check that a machine id is one a reading can carry (the readings' id rule)."""
+    return (
+        ~pl.col("machine_id").str.contains(f"^(?:{ID_PATTERN})$"),
+        pl.lit(
+            "machine_id is not a machine id (a letter or digit, then letters, digits, _ . : -; "
+            f"at most {MAX_ID_CHARS} characters)"
+        ),
+    )
+
+
+def _text_ids(*columns: str) -> list[tuple[pl.Expr, pl.Expr]]:
+    """The checks that ids hold no control character (NUL, a line break, ...) and are at most
+    :data:`MAX_ID_CHARS` characters long; empty cells are checked elsewhere."""
+    checks = []
+    for c in columns:
+        cell = pl.col(c).fill_null("")
+        checks.append(
+            (cell.str.contains(r"[\x00-\x1f\x7f]"), pl.lit(f"{c} holds a control character"))
+        )
+        checks.append(
+            (
+                cell.str.len_chars() > MAX_ID_CHARS,
+                pl.lit(f"{c} is longer than {MAX_ID_CHARS} characters"),
+            )
+        )
+    return checks
+
+
 def check_work_orders(
     raw: pl.DataFrame, file: str = "work_orders"
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
@@ -500,6 +530,8 @@ def check_work_orders(
     empty = [_empty(c) for c in ("work_order", "machine_id", "product", "start", "end")]
     checks = [
         *empty,
+        _machine_id(),
+        *_text_ids("work_order", "product", "material_lot"),
         (pl.col("_start").is_null(), pl.format("start {} is not a time", pl.col("start"))),
         (pl.col("_end").is_null(), pl.format("end {} is not a time", pl.col("end"))),
         (
@@ -561,6 +593,7 @@ def check_spec_limits(
     }
     frame = text.with_columns(**{f"_{c}": e for c, e in num.items()}, _i=pl.int_range(pl.len()))
     checks = [_empty(c) for c in ("product", "characteristic", "lsl", "target", "usl")]
+    checks += _text_ids("product", "characteristic")
     for c in ("lsl", "target", "usl"):
         checks.append(
             (

@@ -224,3 +224,28 @@ def test_a_flow_on_a_first_load_failing_its_suites_joins_no_reading(tmp_path) ->
     assert refused, chain
     assert "(first load) rejected" in str(refused[0]) and "products.product" in str(refused[0])
     assert Database(db).query("SELECT count(*) AS n FROM features")["n"][0] == 0
+
+
+@pytest.mark.parametrize(
+    ("cell", "rule"),
+    [
+        ("M\x001", "line 3: machine_id is not a machine id"),
+        ("M 1", "line 3: machine_id is not a machine id"),
+        ("M" * 200, "line 3: machine_id is not a machine id"),
+    ],
+)
+def test_an_id_a_reading_could_not_carry_rejects_the_load(store, cell, rule) -> None:
+    """A work order's machine must be an id that a reading can carry (the readings' id rule);
+    other ids may hold any text but no control character, and at most 128 characters."""
+    _write(store.directory / "work_orders.csv", HEADER + ORDERS[0] + ORDERS[1].replace("M1", cell))
+    assert store.current().work_orders.height == 3
+    assert rule in _rejection(store)
+
+
+def test_control_characters_in_other_ids_reject_the_load(store) -> None:
+    _write(store.directory / "spec_limits.csv", SPECS.replace("bore", "bo\x00re", 1))
+    store.current()
+    assert "spec_limits.csv line 2: characteristic holds a control character" in _rejection(store)
+    _write(store.directory / "work_orders.csv", HEADER + ORDERS[0].replace("L1", "L" * 129))
+    store.current()
+    assert "work_orders.csv line 2: material_lot is longer than 128 characters" in _rejection(store)

@@ -25,6 +25,7 @@ from floorsight.pipelines.context import (
     load_context,
     parse_context,
 )
+from floorsight.pipelines.validate import ID_PATTERN, MAX_ID_CHARS
 
 WO_HEADER = ["work_order", "machine_id", "product", "material_lot", "start", "end"]
 WO_ROWS = [
@@ -142,6 +143,11 @@ def _check_taken(ctx: ErpContext, dead: pl.DataFrame | None) -> None:
         "context:spec_limits", 0
     )
     wo, spec = ctx.work_orders, ctx.spec_limits
+    assert wo["machine_id"].str.contains(f"^(?:{ID_PATTERN})$").all()
+    for frame, ids in ((wo, ("work_order", "product", "material_lot")), (spec, SPEC_HEADER[:2])):
+        for column in ids:
+            assert not frame[column].str.contains(r"[\x00-\x1f\x7f]").any()
+            assert (frame[column].str.len_chars() <= MAX_ID_CHARS).all()
     required = wo.select("work_order", "machine_id", "product", "start", "end")
     assert required.null_count().sum_horizontal().item() == 0
     assert (wo["end"] > wo["start"]).all()
