@@ -670,6 +670,7 @@ def _context_reason(text: str) -> str:
         (r"has columns|lacks|column|file is missing", "missing column or file"),
         (r"UTF-8|utf-8|unreadable|cannot be read|not a readable", "unreadable file"),
         (r"is not after start", "end before start"),
+        (r"is not a machine id|is not an id", "id charset/length"),
         (r"not a time", "bad time"),
         (r"unique|duplicate", "duplicate key"),
         (r"missing|empty|null", "empty required cell"),
