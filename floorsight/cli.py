@@ -325,6 +325,13 @@ def run(
             "or UTC); without it such files are refused."
         ),
     ] = None,
+    max_future_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Live sources: event times more than this many seconds ahead of the wall clock "
+            "are dead letters (default 300; raise it for `simulate --speed N`)."
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RecoveryDirError, RunConfig, run_pipeline
@@ -368,6 +375,7 @@ def run(
         mlflow_uri=mlflow_uri,
         champion_poll_s=champion_poll_s,
         time_zone=time_zone,
+        max_future_s=max_future_s,
     )
     try:
         code = run_pipeline(cfg)

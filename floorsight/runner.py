@@ -61,6 +61,8 @@ class RunConfig:
     mlflow_uri: str | None = None
     champion_poll_s: float = 10.0
     time_zone: str | None = None  # of naive timestamps in history files (IANA name)
+    #: live sources: how far ahead of the wall clock an event time may be (None: the default)
+    max_future_s: float | None = None
 
     @property
     def outbox(self) -> Path:
@@ -89,6 +91,8 @@ class RunConfig:
             out += ["--mlflow-uri", self.mlflow_uri]
         if self.time_zone is not None:
             out += ["--time-zone", self.time_zone]
+        if self.max_future_s is not None:
+            out += ["--max-future-s", str(self.max_future_s)]
         return out
 
     def _source_args(self) -> tuple[str, ...]:
@@ -133,7 +137,7 @@ def run_pipeline(cfg: RunConfig) -> int:
         window=timedelta(seconds=cfg.window_s),
         # live sources: event time within minutes of the wall clock; a history file's own time
         # range is checked by its source (the absolute bounds apply to both)
-        rules=ReadingRules.history() if cfg.history is not None else ReadingRules.live(),
+        rules=ReadingRules.history() if cfg.history is not None else _live_rules(cfg),
         notify=notify,
         shards=cfg.partitions,  # one shard per source partition: batches stay on their worker
         recovery=cfg.recovery is not None,
@@ -230,3 +234,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _live_rules(cfg: RunConfig) -> ReadingRules:
+    """The live sources' rules; ``--max-future-s`` widens the window ahead of the wall clock
+    (for a simulator that plays time faster than real time)."""
+    if cfg.max_future_s is None:
+        return ReadingRules.live()
+    return ReadingRules.live(max_future=timedelta(seconds=cfg.max_future_s))

@@ -70,3 +70,20 @@ def test_simulate_then_run_replays_history_into_duckdb(tmp_path) -> None:
     unknown = ["export", "--db", str(db), "--out", str(copies), "--table", "x"]
     assert runner.invoke(app, unknown).exit_code == 2
     assert not (copies / "x.parquet").exists()
+
+
+def test_live_sources_refuse_event_times_minutes_ahead_unless_run_is_told_otherwise() -> None:
+    from datetime import timedelta
+    from pathlib import Path
+
+    from floorsight.runner import RunConfig, _live_rules
+
+    default = RunConfig(history=None, context=Path("erp"), db=Path("f.duckdb"), mqtt="h:1883")
+    assert _live_rules(default).max_future == timedelta(minutes=5)
+    assert "--max-future-s" not in default.args()
+    fast = RunConfig(
+        history=None, context=Path("erp"), db=Path("f.duckdb"), mqtt="h:1883", max_future_s=3600
+    )
+    assert _live_rules(fast).max_future == timedelta(hours=1)
+    # a cluster's child processes get the same window
+    assert fast.args()[fast.args().index("--max-future-s") + 1] == "3600"
