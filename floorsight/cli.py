@@ -377,10 +377,19 @@ def run(
         time_zone=time_zone,
         max_future_s=max_future_s,
     )
+    from floorsight.alerts.routing import RoutingError
+    from floorsight.pipelines.context import ContextLoadError
+
     try:
         code = run_pipeline(cfg)
     except RecoveryDirError as e:
         raise typer.BadParameter(str(e), param_hint="--recovery") from None
+    except RoutingError as e:  # a missing secret, an exposed secret file, a bad rule
+        raise typer.BadParameter(str(e), param_hint="--routing") from None
+    except ContextLoadError as e:  # a bad first context load: its file, row and rule
+        raise typer.BadParameter(str(e), param_hint="--context") from None
+    except FileNotFoundError as e:  # a context path without its files, say
+        raise typer.BadParameter(str(e)) from None
     if code:
         raise typer.Exit(code)
     if process_id is None:
