@@ -174,10 +174,11 @@ def test_the_cli_names_a_misspelled_context_path(tmp_path) -> None:
         text=True,
         timeout=300,
         check=False,
-        # the message on one line (Typer's framed traceback wraps it at the terminal's width)
-        env={**os.environ, "_TYPER_STANDARD_TRACEBACK": "1"},
+        # the message on one line (Typer's error box wraps it at the terminal's width)
+        env={**os.environ, "_TYPER_STANDARD_TRACEBACK": "1", "COLUMNS": "1000"},
     )
-    assert run.returncode != 0
+    assert run.returncode == 2  # a usage error with its message, not a traceback
+    assert "Traceback" not in run.stderr
     assert f"context folder {tmp_path / 'ERP'} does not exist" in run.stderr
 
 
