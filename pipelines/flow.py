@@ -12,7 +12,9 @@ this module only wires them.
 
 from __future__ import annotations
 
+import logging
 import pickle
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +52,8 @@ from floorsight.storage import Database
 
 if TYPE_CHECKING:  # scikit-learn and MLflow load only when a champion is configured
     from floorsight.models.champion import ChampionScorer
+
+log = logging.getLogger("floorsight.flow")
 
 #: Every table the pipeline writes.
 TABLES = [FEATURES, SCORES, ALERTS, DEAD_LETTERS, WORK_ORDERS, SPEC_LIMITS, VALIDATION_RESULTS]
@@ -162,12 +166,31 @@ class _PickledLogic(StatefulLogic[pl.DataFrame, tuple, bytes | None]):
 class _WindowLogic(_PickledLogic):
     """Bytewax shell around one shard's :class:`WindowAggregator`."""
 
+    #: at most one log line about dropped duplicates per this many seconds
+    DUPLICATES_LOG_EVERY_S = 60.0
+
     def __init__(self, aggregator: WindowAggregator, recovery: bool) -> None:
         self.state = self.aggregator = aggregator
         self.recovery = recovery
+        self._logged_duplicates = aggregator.duplicates
+        self._logged_at = -float("inf")
+
+    def _log_duplicates(self, force: bool = False) -> None:
+        """Say how many exact duplicates the windows dropped (at-least-once sources send them as
+        normal traffic: a count, not a warning)."""
+        new = self.aggregator.duplicates - self._logged_duplicates
+        now = time.monotonic()
+        if new and (force or now - self._logged_at >= self.DUPLICATES_LOG_EVERY_S):
+            log.info(
+                "windows dropped %d exact duplicate readings (%d in all)",
+                new,
+                self.aggregator.duplicates,
+            )
+            self._logged_duplicates, self._logged_at = self.aggregator.duplicates, now
 
     def on_item(self, value: pl.DataFrame) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
         features, late = self.aggregator.push(value)
+        self._log_duplicates()
         out = []
         if features is not None:
             out.append(("features", features))
@@ -176,6 +199,7 @@ class _WindowLogic(_PickledLogic):
         return out, StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
+        self._log_duplicates(force=True)
         features = self.aggregator.flush()
         return ([("features", features)] if features is not None else []), StatefulLogic.RETAIN
 

@@ -167,3 +167,42 @@ def test_a_snapshot_with_the_largest_count_ever_seen_recovers(four_hours) -> Non
     scores, _ = engine.update(rest)
     for model in COUNTING_MODELS:
         assert scores.filter(pl.col("model") == model).height > 0, model
+
+
+def test_the_flow_delivering_every_batch_twice_writes_the_same_features_and_says_so(
+    tmp_path, caplog
+) -> None:
+    # at-least-once delivery through the real dataflow: each batch arrives twice, and the
+    # feature table and scores equal one delivery's; the count of dropped copies is logged
+    import logging
+
+    from bytewax.testing import TestingSource, run_main
+
+    from floorsight.pipelines.context import ContextStore
+    from floorsight.pipelines.flow import PipelineSettings, build_flow
+    from floorsight.pipelines.validate import ReadingRules
+    from floorsight.storage import Database
+
+    plant = build_plant(2, start=T0, horizon=timedelta(minutes=10), seed=3, faults=())
+    plant.write_context(tmp_path / "erp")
+    batches = [
+        plant.readings(T0 + timedelta(seconds=s), T0 + timedelta(seconds=s + 10))
+        for s in range(0, 600, 10)
+    ]
+    settings = PipelineSettings(rules=ReadingRules.history())
+
+    def features(twice: bool) -> pl.DataFrame:
+        db = tmp_path / f"f{int(twice)}.duckdb"
+        fed = [b for batch in batches for b in ([batch, batch] if twice else [batch])]
+        run_main(build_flow(TestingSource(fed), ContextStore(tmp_path / "erp"), db, settings))
+        return Database(db).query(
+            "SELECT machine_id, sensor, window_start, work_order, n, mean, std, slope "
+            "FROM features ORDER BY ALL"
+        )
+
+    once = features(False)
+    with caplog.at_level(logging.INFO, logger="floorsight.flow"):
+        twice = features(True)
+    assert twice.equals(once)
+    dropped = sum(b.height for b in batches)
+    assert f"({dropped} in all)" in caplog.text
