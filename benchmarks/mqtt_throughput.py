@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import polars as pl
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 
@@ -90,7 +91,8 @@ def main() -> None:
         idle_share=0.0,
     )
     plant.write_context(folder / "erp")
-    readings = plant.readings(start, until)
+    # in event-time order, as a plant publishes: a machine's watermark moves with its readings
+    readings = plant.readings(start, until).sort("ts", "machine_id", "sensor")
     stop = threading.Event()
     kw: dict = {"client_id": "bench-pipeline", "until": until, "stop": stop}
     kw["units"] = sensor_units(folder / "erp")
@@ -101,6 +103,18 @@ def main() -> None:
         recovery = RecoveryConfig(str(folder / "recovery"))
         if "journal" in inspect.signature(MqttSource).parameters:
             kw["journal"] = folder / "recovery" / "mqtt-journal"
+    ready = threading.Event()
+    if "ready" in inspect.signature(MqttSource).parameters:
+        kw["ready"] = ready
+    else:  # the source before the journal: its session made beforehand, so the broker queues
+        session = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pipeline", clean_session=False
+        )
+        session.connect("127.0.0.1", port)
+        session.subscribe("plant/#", qos=1)
+        session.loop(timeout=1.0)
+        session.disconnect()
+        ready.set()
     source = MqttSource("127.0.0.1", port, **kw)
     settings = PipelineSettings(
         rules=ReadingRules(max_future=timedelta(days=3650)), recovery=args.recovery
@@ -108,18 +122,10 @@ def main() -> None:
     db_path = folder / "f.duckdb"
     flow = build_flow(source, ContextStore(folder / "erp"), db_path, settings)
 
-    # the pipeline's session exists before anything is published: messages queue in the broker
-    ready = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pipeline", clean_session=False
-    )
-    ready.connect("127.0.0.1", port)
-    ready.subscribe("plant/#", qos=1)
-    ready.loop(timeout=1.0)
-    ready.disconnect()
-
     published: dict[str, float] = {}
 
     def publish() -> None:
+        ready.wait(60)  # the pipeline is subscribed
         pub = MqttPublisher.for_plant(plant, "127.0.0.1", port, client_id="bench-publisher")
         try:
             published["start"] = time.perf_counter()
@@ -129,7 +135,7 @@ def main() -> None:
                 pub.flush(timeout_s=args.timeout_s)
             published["end"] = time.perf_counter()
             # the source stops once it has seen time pass beyond `until`
-            pub.publish_frame(plant.readings(until, until + timedelta(seconds=2)))
+            pub.publish_frame(plant.readings(until, until + timedelta(seconds=2)).sort("ts"))
             pub.flush(timeout_s=args.timeout_s)
         finally:
             pub.close()
@@ -143,11 +149,24 @@ def main() -> None:
     timer.cancel()
     publisher.join(timeout=60)
     broker.terminate()
-    broker.wait(timeout=10)
+    _, broker_log = broker.communicate(timeout=10)
+    dropped = sum("dropped" in line for line in broker_log.splitlines())
 
     db = Database(db_path)
     taken = int(db.query("SELECT coalesce(sum(n), 0) AS n FROM features")["n"][0])
     dead = int(db.query("SELECT count(*) AS n FROM dead_letters")["n"][0])
+    reasons = db.query(
+        "SELECT regexp_replace(reason, '[0-9:.+ -]{6,}', '…', 'g') AS reason, count(*) AS n "
+        "FROM dead_letters GROUP BY 1 ORDER BY n DESC LIMIT 5"
+    ).rows()
+    got = db.query("SELECT machine_id, sensor, window_start, n FROM features")
+    expected = (
+        readings.group_by("machine_id", "sensor", window_start=pl.col("ts").dt.truncate("10s"))
+        .agg(expected=pl.len())
+        .join(got, on=["machine_id", "sensor", "window_start"], how="left")
+        .filter(pl.col("n").is_null() | (pl.col("n") != pl.col("expected")))
+        .sort("window_start")
+    )
     elapsed = done - published["start"]
     print(
         json.dumps(
@@ -156,11 +175,15 @@ def main() -> None:
                 "readings_in_features": taken,
                 "lost": readings.height - taken,
                 "dead_letters": dead,
+                "dead_letter_reasons": reasons,
                 "publish_s": round(published.get("end", done) - published["start"], 2),
                 "elapsed_s": round(elapsed, 2),
                 "readings_per_s": round(taken / elapsed),
                 "recovery": args.recovery,
                 "timed_out": stop.is_set(),
+                "windows_short": expected.height,
+                "broker_drop_warnings": dropped,
+                "first_short": [str(r) for r in expected.head(3).rows()],
             }
         )
     )

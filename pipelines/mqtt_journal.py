@@ -16,6 +16,7 @@ knows nothing of MQTT or Bytewax; ``pipelines/mqtt_source.py`` wires it to both.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import struct
@@ -79,7 +80,6 @@ class Journal:
         self._end, size = self._repair_tail()
         self._file = open(self._path(self._segments[-1]), "ab")  # noqa: SIM115
         self._size = size
-        self._reader: _Cursor | None = None
 
     # -- writing (one thread) -------------------------------------------------------------------
 
@@ -125,12 +125,6 @@ class Journal:
         with self._lock:
             return self._end
 
-    @property
-    def first(self) -> int:
-        """The number of the oldest record still on disk."""
-        with self._lock:
-            return self._segments[0]
-
     def _roll(self) -> None:
         self._file.close()
         with self._lock:
@@ -149,78 +143,16 @@ class Journal:
             finally:
                 os.close(fd)
 
-    # -- reading (another thread) ---------------------------------------------------------------
-
-    def read(self, start: int, limit: int) -> list[Message]:
-        """Up to ``limit`` appended records from number ``start`` on (fewer at the end)."""
-        end = self.end
-        first = self.first
-        if start < first:
-            log.error(
-                "MQTT journal: records %d to %d were deleted before they were read; reading on "
-                "from %d",
-                start,
-                first,
-                first,
-            )
-            start = first
-        if start >= end:
-            return []
-        cursor = self._reader
-        if cursor is None or cursor.seq != start:
-            cursor = self._seek(start)
-        out: list[Message] = []
-        while len(out) < limit and cursor.seq < end:
-            if cursor.at_segment_end():
-                nxt = self._segment_after(cursor.segment)
-                if nxt is None:
-                    break
-                cursor.close()
-                cursor = _Cursor(self._path(nxt), nxt, nxt)
-                continue
-            out.append(cursor.next())
-        self._reader = cursor
-        return out
-
-    def release(self, below: int) -> int:
-        """Delete the segments whose records are all numbered below ``below``; how many."""
-        with self._lock:
-            gone = []
-            while len(self._segments) > 1 and self._segments[1] <= below:
-                gone.append(self._segments.pop(0))
-        for start in gone:
-            if self._reader is not None and self._reader.segment == start:
-                self._reader.close()
-                self._reader = None
-            self._path(start).unlink(missing_ok=True)
-        return len(gone)
-
     def close(self) -> None:
         self._file.close()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
 
     # -- internals ------------------------------------------------------------------------------
 
     def _path(self, start: int) -> Path:
-        return self.folder / f"{start:020d}{_SUFFIX}"
+        return _segment_path(self.folder, start)
 
     def _scan(self) -> list[int]:
-        return sorted(int(p.stem) for p in self.folder.glob(f"*{_SUFFIX}") if p.stem.isdigit())
-
-    def _segment_after(self, start: int) -> int | None:
-        with self._lock:
-            later = [s for s in self._segments if s > start]
-        return later[0] if later else None
-
-    def _seek(self, seq: int) -> _Cursor:
-        with self._lock:
-            segment = max(s for s in self._segments if s <= seq)
-        cursor = _Cursor(self._path(segment), segment, segment)
-        while cursor.seq < seq:
-            cursor.skip()
-        return cursor
+        return _segments(self.folder)
 
     def _repair_tail(self) -> tuple[int, int]:
         """The number after the last whole record, cutting a torn record off the last segment."""
@@ -251,6 +183,100 @@ class Journal:
         for key in keys[-self._recent_max :]:
             self._recent[key] = None
         return seq, pos
+
+
+class JournalReader:
+    """Reads the journal in ``folder`` that a :class:`Journal` (maybe in another process)
+    writes, and deletes what is no longer needed. The writer says how far it is (``end``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._cursor: _Cursor | None = None
+
+    @property
+    def first(self) -> int | None:
+        """The number of the oldest record still on disk (None: no segment yet)."""
+        segments = _segments(self.folder)
+        return segments[0] if segments else None
+
+    def read(self, start: int, limit: int, end: int) -> list[Message]:
+        """Up to ``limit`` records numbered from ``start`` to before ``end``."""
+        first = self.first
+        if first is not None and start < first:
+            log.error(
+                "MQTT journal: records %d to %d were deleted before they were read; reading on "
+                "from %d",
+                start,
+                first,
+                first,
+            )
+            start = first
+        if start >= end:
+            return []
+        cursor = self._cursor
+        if cursor is None or cursor.seq != start:
+            if cursor is not None:
+                cursor.close()
+            cursor = self._seek(start)
+        out: list[Message] = []
+        while len(out) < limit and cursor.seq < end:
+            if cursor.at_segment_end():
+                later = [s for s in _segments(self.folder) if s > cursor.segment]
+                if not later or later[0] > cursor.seq:
+                    break
+                cursor.close()
+                cursor = _Cursor(_segment_path(self.folder, later[0]), later[0], later[0])
+                continue
+            out.append(cursor.next())
+        self._cursor = cursor
+        return out
+
+    def release(self, below: int) -> int:
+        """Delete the segments whose records are all numbered below ``below``; how many.
+
+        The last segment (the one being written) is never deleted."""
+        segments = _segments(self.folder)
+        gone = [s for s, nxt in itertools.pairwise(segments) if nxt <= below]
+        for start in gone:
+            if self._cursor is not None and self._cursor.segment == start:
+                self._cursor.close()
+                self._cursor = None
+            _segment_path(self.folder, start).unlink(missing_ok=True)
+        return len(gone)
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+    def _seek(self, seq: int) -> _Cursor:
+        segment = max(s for s in _segments(self.folder) if s <= seq)
+        cursor = _Cursor(_segment_path(self.folder, segment), segment, segment)
+        while cursor.seq < seq:
+            cursor.skip()
+        return cursor
+
+
+def _segments(folder: Path) -> list[int]:
+    return sorted(int(p.stem) for p in Path(folder).glob(f"*{_SUFFIX}") if p.stem.isdigit())
+
+
+def _segment_path(folder: Path, start: int) -> Path:
+    return Path(folder) / f"{start:020d}{_SUFFIX}"
+
+
+def journal_end(folder: Path) -> int:
+    """The number after the last whole record in the journal at ``folder``, read only (for a
+    process watching another's journal: a writer may be appending)."""
+    segments = _segments(folder)
+    if not segments:
+        return 0
+    data = _segment_path(folder, segments[-1]).read_bytes()
+    pos, seq = 0, segments[-1]
+    while (record := _parse(data, pos)) is not None:
+        pos += record[3]
+        seq += 1
+    return seq
 
 
 class _Cursor:

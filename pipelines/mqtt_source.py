@@ -17,9 +17,11 @@ a few epochs of messages. Without a journal folder (no recovery) the journal is 
 temporary folder, not fsynced and deleted at close: a crash loses what it holds that has not yet
 reached the features, as it loses the windows' state.
 
-Memory and disk are bounded: the flow takes at most ``max_batch`` messages per poll, and when
-``max_backlog`` messages wait in the journal the receiving thread stops taking more, so the
-broker keeps them (and queues or drops by its own limits; a warning says so).
+A stop (Ctrl-C, SIGTERM) ends the intake first: what is acknowledged goes into the features,
+and the broker keeps what is not. Memory and disk are bounded: the flow takes at most
+``max_batch`` messages per poll, and when ``max_backlog`` messages wait in the journal the
+receiving thread stops taking more, so the broker keeps them (and queues or drops by its own
+limits; a warning says so).
 
 Every payload becomes readings or a dead letter naming the topic and the reason (bad JSON, too
 deep, too large, invalid Unicode, wrong types: ``parse_mqtt_payload`` and ``parse_records`` of
@@ -31,8 +33,10 @@ pipeline. Status topics are skipped.
 from __future__ import annotations
 
 import logging
-import queue
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -40,11 +44,18 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from floorsight.pipelines.mqtt_journal import Journal, Message
+from floorsight.config import private_dir
+from floorsight.pipelines.mqtt_journal import JournalReader, Message
+from floorsight.pipelines.mqtt_receiver import (
+    END_FILE,
+    READ_FILE,
+    SUBSCRIBED_FILE,
+    read_counter,
+    write_counter,
+)
 from floorsight.pipelines.validate import Checked, Rejected, parse_mqtt_payload, parse_records
 
 log = logging.getLogger("floorsight.mqtt")
@@ -73,6 +84,7 @@ class MqttSource(FixedPartitionedSource[Checked, int]):
         max_batch: int = 20_000,
         max_backlog: int = 500_000,
         keep_snapshots: int = 10,
+        ready: threading.Event | None = None,
     ) -> None:
         self.host, self.port, self.topic, self.client_id = host, port, topic, client_id
         self.units = units  # sensor -> unit: payloads in another unit are dead-lettered
@@ -82,6 +94,7 @@ class MqttSource(FixedPartitionedSource[Checked, int]):
         self.max_batch = max_batch
         self.max_backlog = max_backlog
         self.keep_snapshots = keep_snapshots
+        self.ready = ready  # set once the broker confirmed the subscription
 
     def list_parts(self) -> list[str]:
         return ["mqtt"]
@@ -94,117 +107,74 @@ class _MqttPartition(StatefulSourcePartition[Checked, int]):
     def __init__(self, source: MqttSource, resume_state: int | None) -> None:
         self._src = source
         self._durable = source.journal is not None
-        folder = source.journal or Path(tempfile.mkdtemp(prefix="floorsight-mqtt-"))
-        self._journal = Journal(folder, durable=self._durable, start=resume_state or 0)
-        if resume_state is not None and resume_state > self._journal.end:
-            log.error(
-                "MQTT journal %s ends at message %d but the snapshot resumes at %d: messages "
-                "acknowledged before the crash are missing from it",
-                folder,
-                self._journal.end,
-                resume_state,
-            )
+        self._folder = private_dir(
+            source.journal or Path(tempfile.mkdtemp(prefix="floorsight-mqtt-"))
+        )
+        (self._folder / END_FILE).unlink(missing_ok=True)
+        self._reader = JournalReader(self._folder)
+        first = self._reader.first
         # no snapshot yet (first run, or a crash before the first): everything on disk is new
-        self._seq = resume_state if resume_state is not None else self._journal.first
-        self._read = self._seq  # what the receiving thread compares the backlog against
+        self._seq = resume_state if resume_state is not None else (first or 0)
         self._snapshots: deque[int] = deque()
         self._past_until: float | None = None
         self._busy = False
-        self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=10_000)
-        self._closing = threading.Event()
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=source.client_id,
-            clean_session=False,
-            manual_ack=True,
+        self._stopped = False
+        write_counter(self._folder / READ_FILE, self._seq)
+        self._receiver = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "floorsight.pipelines.mqtt_receiver"),
+                *("--host", source.host, "--port", str(source.port), "--topic", source.topic),
+                *("--client-id", source.client_id, "--folder", str(self._folder)),
+                *("--start", str(self._seq), "--max-backlog", str(source.max_backlog)),
+                *("--parent", str(os.getpid())),
+                *(["--durable"] if self._durable else []),
+            ]
         )
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._receiver = threading.Thread(
-            target=self._receive, name="floorsight-mqtt-journal", daemon=True
-        )
-        self._receiver.start()
-        self._client.connect(source.host, source.port, keepalive=30)
-        self._client.loop_start()
-
-    # -- the broker's side: paho's thread and the journal's thread -----------------------------
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        client.subscribe(self._src.topic, qos=1)
-
-    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        # blocks while the journal's thread is behind: the socket then fills, the broker waits
-        while not self._closing.is_set():
-            try:
-                self._inbox.put(msg, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def _receive(self) -> None:
-        """Journal what arrives, in groups, then acknowledge each group."""
-        warned = False
-        while not self._closing.is_set():
-            try:
-                group = [self._inbox.get(timeout=0.1)]
-            except queue.Empty:
-                continue
-            while len(group) < 2000:
-                try:
-                    group.append(self._inbox.get_nowait())
-                except queue.Empty:
-                    break
-            while self._journal.end - self._read > self._src.max_backlog:
-                if not warned:
-                    log.warning(
-                        "MQTT source: %d messages wait in the journal for the flow; taking no "
-                        "more until it catches up (the broker keeps them, within its limits)",
-                        self._journal.end - self._read,
-                    )
-                    warned = True
-                if self._closing.wait(0.05):
-                    return
-            warned = False
-            self._journal_and_ack(group)
-
-    def _journal_and_ack(self, group: list[mqtt.MQTTMessage]) -> None:
-        records = []
-        for msg in group:
-            topic = _topic(msg)
-            # a copy the broker sends again because our acknowledgement was lost: on disk already
-            if msg.dup and self._journal.seen(topic, msg.payload):
-                continue
-            records.append((topic, msg.payload, time.time()))
-        while not self._closing.is_set():
-            try:
-                self._journal.append(records)
+        deadline = time.monotonic() + 30
+        while (end := read_counter(self._folder / END_FILE)) is None:
+            if self._receiver.poll() is not None or time.monotonic() > deadline:
+                self._receiver.kill()
+                raise RuntimeError(f"the MQTT receiver did not start (journal {self._folder})")
+            time.sleep(0.02)
+        # the flow starts once the broker sends to the session (or after a while without it)
+        while not (self._folder / SUBSCRIBED_FILE).exists():
+            if self._receiver.poll() is not None or time.monotonic() > deadline:
+                log.warning("MQTT source: no subscription confirmed yet; starting the flow")
                 break
-            except OSError:
-                log.exception(
-                    "MQTT journal: cannot write (retrying; the broker keeps the messages)"
-                )
-                self._closing.wait(1.0)
+            time.sleep(0.02)
         else:
-            return  # closing: not acknowledged, so the broker delivers them again
-        for msg in group:
-            if msg.qos > 0:
-                self._client.ack(msg.mid, msg.qos)
-
-    # -- the flow's side -------------------------------------------------------------------------
+            if source.ready is not None:
+                source.ready.set()
+        if resume_state is not None and resume_state > end:
+            log.error(
+                "MQTT journal %s ends at message %d but the snapshot resumes at %d: messages "
+                "acknowledged before the crash are missing from it",
+                self._folder,
+                end,
+                resume_state,
+            )
 
     def next_batch(self) -> list[Checked]:
-        if self._src.stop is not None and self._src.stop.is_set():
-            raise StopIteration
+        stopping = self._src.stop is not None and self._src.stop.is_set()
+        if stopping and not self._stopped:
+            # take no more from the broker (it keeps the rest), then drain what was acked
+            self._stop_receiver()
         if self._past_until is not None and time.monotonic() - self._past_until > 1.0:
             raise StopIteration
-        messages = self._journal.read(self._seq, self._src.max_batch)
+        end = read_counter(self._folder / END_FILE) or 0
+        messages = self._reader.read(self._seq, self._src.max_batch, end)
         self._busy = len(messages) == self._src.max_batch
         if not messages:
+            if stopping:
+                raise StopIteration
+            if self._receiver.poll() is not None and not self._stopped:
+                code = self._receiver.returncode
+                raise RuntimeError(f"the MQTT receiver ended (exit code {code})")
             return []
-        self._seq = self._read = messages[-1].seq + 1
+        self._seq = messages[-1].seq + 1
+        write_counter(self._folder / READ_FILE, self._seq)
         if not self._durable:  # nothing replays it: gone once it is in the flow
-            self._journal.release(self._seq)
+            self._reader.release(self._seq)
         checked = parse_messages(messages, self._src.units)
         ok = checked.ok
         if self._src.until is not None and ok.height:
@@ -222,24 +192,24 @@ class _MqttPartition(StatefulSourcePartition[Checked, int]):
         self._snapshots.append(self._seq)
         if len(self._snapshots) > self._src.keep_snapshots:
             # a resume never goes back further than this snapshot: what is below it is done
-            self._journal.release(self._snapshots.popleft())
+            self._reader.release(self._snapshots.popleft())
         return self._seq
 
     def close(self) -> None:
-        self._closing.set()
-        self._client.disconnect()
-        self._client.loop_stop()
-        self._receiver.join(timeout=10)
-        self._journal.close()
+        self._stop_receiver()
+        self._reader.close()
         if not self._durable:
-            shutil.rmtree(self._journal.folder, ignore_errors=True)
+            shutil.rmtree(self._folder, ignore_errors=True)
 
-
-def _topic(msg: mqtt.MQTTMessage) -> str:
-    try:
-        return msg.topic
-    except UnicodeDecodeError:  # MQTT topics are UTF-8; a broker may pass one that is not
-        return bytes(msg._topic).decode("utf-8", "backslashreplace")
+    def _stop_receiver(self) -> None:
+        self._stopped = True
+        if self._receiver.poll() is None:
+            self._receiver.terminate()
+            try:
+                self._receiver.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._receiver.kill()
+                self._receiver.wait(timeout=5)
 
 
 def parse_messages(messages: list[Message], units: dict[str, str] | None = None) -> Checked:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import stat
 
-from floorsight.pipelines.mqtt_journal import Journal
+from floorsight.pipelines.mqtt_journal import Journal, JournalReader, journal_end
 
 
 def records(n: int, start: int = 0, size: int = 10) -> list[tuple[str, bytes, float]]:
@@ -17,18 +17,21 @@ def test_records_come_back_in_order_across_segments_and_reopens(tmp_path) -> Non
     assert journal.append(records(30)) == 30
     assert journal.append(records(50, start=30)) == 50
     assert len(list((tmp_path / "j").glob("*.seg"))) >= 3
-    got = journal.read(0, 1000)
+    reader = JournalReader(tmp_path / "j")
+    got = reader.read(0, 1000, journal.end)
     assert [(m.topic, m.payload, m.received) for m in got] == records(50)
     assert [m.seq for m in got] == list(range(50))
     # reading on from the middle, in pieces
-    assert [m.seq for m in journal.read(17, 5)] == [17, 18, 19, 20, 21]
-    assert [m.seq for m in journal.read(22, 5)] == [22, 23, 24, 25, 26]
+    assert [m.seq for m in reader.read(17, 5, 50)] == [17, 18, 19, 20, 21]
+    assert [m.seq for m in reader.read(22, 5, 50)] == [22, 23, 24, 25, 26]
+    assert reader.read(48, 5, 49) == reader.read(48, 1, 50)  # nothing from `end` on
     journal.close()
     again = Journal(tmp_path / "j", segment_bytes=500)
     assert again.end == 50
-    assert [m.seq for m in again.read(45, 100)] == [45, 46, 47, 48, 49]
+    assert journal_end(tmp_path / "j") == 50
+    assert [m.seq for m in reader.read(45, 100, again.end)] == [45, 46, 47, 48, 49]
     assert again.append(records(51, start=50)) == 51
-    assert again.read(50, 10)[0].topic == "plant/L1/M01/s50"
+    assert reader.read(50, 10, again.end)[0].topic == "plant/L1/M01/s50"
 
 
 def test_the_folder_and_its_segments_are_private(tmp_path) -> None:
@@ -50,21 +53,22 @@ def test_a_torn_last_record_is_cut_off_at_reopen(tmp_path) -> None:
     assert again.end == 5
     assert seg.read_bytes() == whole
     again.append(records(6, start=5))
-    assert [m.topic for m in again.read(0, 10)][-1] == "plant/L1/M01/s5"
+    assert [m.topic for m in JournalReader(tmp_path / "j").read(0, 10, 6)][-1] == "plant/L1/M01/s5"
 
 
 def test_release_deletes_only_segments_wholly_below(tmp_path) -> None:
     journal = Journal(tmp_path / "j", segment_bytes=200)
     for start in range(0, 40, 4):
         journal.append(records(start + 4, start=start))
+    reader = JournalReader(tmp_path / "j")
     before = sorted(p.stem for p in (tmp_path / "j").glob("*.seg"))
-    assert journal.release(25) > 0
-    assert journal.first <= 25
-    assert [m.seq for m in journal.read(25, 100)] == list(range(25, 40))
+    assert reader.release(25) > 0
+    assert 0 < reader.first <= 25
+    assert [m.seq for m in reader.read(25, 100, 40)] == list(range(25, 40))
     after = sorted(p.stem for p in (tmp_path / "j").glob("*.seg"))
     assert len(after) < len(before)
     # the segment being written is never deleted
-    journal.release(10_000)
+    reader.release(10_000)
     assert len(list((tmp_path / "j").glob("*.seg"))) == 1
     assert journal.append(records(41, start=40)) == 41
 
@@ -73,7 +77,8 @@ def test_an_empty_journal_numbers_on_from_the_resume_position(tmp_path) -> None:
     journal = Journal(tmp_path / "j", start=1234)
     assert journal.end == 1234
     journal.append(records(3))
-    assert [m.seq for m in journal.read(1234, 10)] == [1234, 1235, 1236]
+    assert JournalReader(tmp_path / "j").first == 1234
+    assert [m.seq for m in JournalReader(tmp_path / "j").read(1234, 10, 1237)] == [1234, 1235, 1236]
 
 
 def test_redelivered_messages_are_recognised_after_a_reopen(tmp_path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-import paho.mqtt.client as mqtt
 import polars as pl
 import pytest
 from bytewax.testing import run_main
@@ -44,11 +43,16 @@ def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters
     plant.write_context(tmp_path / "erp")
     units = sensor_units(tmp_path / "erp")
     assert units["spindle_temp_c"] == "degC"
-    source = MqttSource(host, port, client_id="test-pipeline", until=UNTIL, units=units)
+    ready = threading.Event()
+    source = MqttSource(
+        host, port, client_id="test-pipeline", until=UNTIL, units=units, ready=ready
+    )
     settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
     flow = build_flow(source, ContextStore(tmp_path / "erp"), tmp_path / "f.duckdb", settings)
 
     def publish() -> None:
+        # the pipeline's session exists before anything is published
+        assert ready.wait(30), "the MQTT source did not subscribe"
         pub = MqttPublisher.for_plant(plant, host, port, client_id="test-publisher")
         try:
             t = START
@@ -74,14 +78,6 @@ def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters
         finally:
             pub.close()
 
-    # the pipeline's session exists before anything is published; messages queue in the broker
-    ready = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id="test-pipeline", clean_session=False
-    )
-    ready.connect(host, port)
-    ready.subscribe("plant/#", qos=1)
-    ready.loop(timeout=1.0)
-    ready.disconnect()
     publisher = threading.Thread(target=publish)
     publisher.start()
     run_main(flow)
