@@ -34,8 +34,10 @@ from floorsight.pipelines.mqtt_journal import Journal
 
 log = logging.getLogger("floorsight.mqtt")
 
-#: messages in flight from the broker to the receiver (MQTT 5 receive maximum; 65,535 at most)
-RECEIVE_MAXIMUM = 2000
+#: messages in flight from the broker to the receiver (MQTT 5 receive maximum, the protocol's
+#: largest): the broker's window is its own memory and the sockets' buffers, not this process's
+#: (a read takes at most GROUP messages), and a burst fills it instead of the broker's queue
+RECEIVE_MAXIMUM = 65_535
 #: messages per journal group at most (Mosquitto has 20 in flight by default, 65,535 at most)
 GROUP = 2000
 END_FILE = "end"
