@@ -10,6 +10,8 @@ from datetime import timedelta
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from polars.testing import assert_frame_equal
 
 from floorsight.simulate import PlantOptions, make_plant
@@ -30,11 +32,17 @@ class Subscriber:
     def __init__(self, host: str, port: int, topic: str, client_id: str) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self.ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        # MQTT 5 with the largest receive maximum, as the pipeline's receiver: with a 3.1.1
+        # session a stock Mosquitto keeps 20 in flight and 1,000 queued, and drops the rest
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self.ready.set()
         self.client.on_message = lambda c, u, msg: self.messages.append(msg)
-        self.client.connect(host, port)
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = 65_535
+        self.client.connect(host, port, properties=props)
         self.client.loop_start()
         assert self.ready.wait(10), "subscription not acknowledged"
 
