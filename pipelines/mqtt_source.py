@@ -1,11 +1,12 @@
 """MQTT source: JSON readings from a broker's topic tree (``plant/<line>/<machine>/<sensor>``).
 
-One partition holds one persistent MQTT session (fixed client id, ``clean_session=False``, QoS 1),
-so the broker keeps the messages that arrive while the pipeline is down. Every message received
-is first appended to a local journal (``pipelines/mqtt_journal.py``) and acknowledged to the
-broker only once it is there, in groups, by a thread of its own: the broker's window of messages
-in flight (20 in Mosquitto's stock configuration) turns over as fast as the disk takes a group,
-so the broker never has to queue, let alone drop, while the flow is busy.
+One partition holds one persistent MQTT session (fixed client id, QoS 1, kept by the broker
+while the pipeline is down) in a receiver process of its own (``pipelines/mqtt_receiver.py``):
+every message received is first appended to a local journal (``pipelines/mqtt_journal.py``)
+and acknowledged to the broker only once it is there, in groups. The flow's work never holds up
+the broker's window of messages in flight, so the broker does not queue, let alone drop (with
+its stock limits of 20 in flight and 1,000 queued, a source that acknowledged at snapshots lost
+most of a fast publisher's readings).
 
 The flow reads the journal, a batch per poll, and the partition's Bytewax state is its position
 in the journal. With a journal folder (``floorsight run --mqtt --recovery DIR`` keeps it in
