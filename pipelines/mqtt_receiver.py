@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import struct
 import threading
@@ -245,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
 
     threading.Thread(target=watch_parent, daemon=True).start()
     receiver.run()
+    if not args.durable and os.getppid() != args.parent:  # nobody is left to read it
+        shutil.rmtree(args.folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
