@@ -263,6 +263,18 @@ def simulate(
         sim.serve(plant, serving, t0, speed, end, stop, echo=typer.echo)
 
 
+def _cause_of_type(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``error`` or the first exception of type ``kind`` in its chain of causes (Bytewax wraps a
+    step's exception in its own)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 @app.command()
 def run(
     context: Annotated[
@@ -388,6 +400,11 @@ def run(
         raise typer.BadParameter(str(e), param_hint="--routing") from None
     except ContextLoadError as e:  # a bad first context load: its file, row and rule
         raise typer.BadParameter(str(e), param_hint="--context") from None
+    except Exception as e:  # the same, found by the first batch's wait for the suites' verdict
+        bad_context = _cause_of_type(e, ContextLoadError)
+        if bad_context is None:
+            raise
+        raise typer.BadParameter(str(bad_context), param_hint="--context") from None
     except FileNotFoundError as e:  # a context path without its files, say
         raise typer.BadParameter(str(e)) from None
     if code:

@@ -250,3 +250,36 @@ def test_control_characters_in_other_ids_reject_the_load(store) -> None:
     _write(store.directory / "work_orders.csv", HEADER + ORDERS[0].replace("L1", "L" * 129))
     store.current()
     assert "work_orders.csv line 2: material_lot is longer than 128 characters" in _rejection(store)
+
+
+def test_the_cli_stops_with_the_suites_verdict_when_only_the_suites_find_the_first_load_bad(
+    tmp_path,
+) -> None:
+    # an empty work_orders.csv passes the row checks; the suites find every batch, lot and lab
+    # result pointing at no work order, and the first batch's wait for their verdict stops the
+    # run: a usage error that names the rule, not a traceback from inside the dataflow
+    from datetime import timedelta
+
+    from floorsight.simulators import build_plant
+    from tests.conftest import T0
+
+    plant = build_plant(2, start=T0, horizon=timedelta(minutes=10), seed=3, faults=())
+    plant.write_context(tmp_path / "erp")
+    orders = tmp_path / "erp" / "work_orders.csv"
+    orders.write_text(orders.read_text().splitlines()[0] + "\n")
+    plant.readings(T0, T0 + timedelta(minutes=1)).write_parquet(tmp_path / "readings.parquet")
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "floorsight.cli", "run"),
+            *("--context", str(tmp_path / "erp"), "--history", str(tmp_path / "readings.parquet")),
+            *("--db", str(tmp_path / "f.duckdb")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "_TYPER_STANDARD_TRACEBACK": "1", "COLUMNS": "1000"},
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert "refers to an existing work_orders.work_order" in run.stderr
