@@ -400,13 +400,13 @@ def run(
         raise typer.BadParameter(str(e), param_hint="--routing") from None
     except ContextLoadError as e:  # a bad first context load: its file, row and rule
         raise typer.BadParameter(str(e), param_hint="--context") from None
-    except Exception as e:  # the same, found by the first batch's wait for the suites' verdict
+    except FileNotFoundError as e:  # a context path without its files, say
+        raise typer.BadParameter(str(e)) from None
+    except Exception as e:  # a bad context found by the first batch's wait for the suites' verdict
         bad_context = _cause_of_type(e, ContextLoadError)
         if bad_context is None:
             raise
         raise typer.BadParameter(str(bad_context), param_hint="--context") from None
-    except FileNotFoundError as e:  # a context path without its files, say
-        raise typer.BadParameter(str(e)) from None
     if code:
         raise typer.Exit(code)
     if process_id is None:
