@@ -76,6 +76,13 @@ class _Deadline:
         if self.expired.is_set():
             raise TimeoutError("deadline")
 
+    def failure(self, url: str, error: Exception, reason: str, late: str) -> DeliveryError:
+        """The delivery error for ``error``: ``deadline`` when the deadline cut the exchange
+        off (``late`` says what did not happen in time), else ``reason``."""
+        if self.expired.is_set():
+            return DeliveryError("deadline", f"{url} {late} within {self.seconds:g} s")
+        return DeliveryError(reason, f"{url}: {type(error).__name__}: {error}")
+
     def _expire(self) -> None:
         self.expired.set()
         for sock in self._sockets():
@@ -121,11 +128,7 @@ def webhook(url: str, secret: str | None = None, deadline_s: float = 10.0) -> Se
                 response = conn.getresponse()
                 status, location = response.status, response.getheader("Location")
             except (OSError, http.client.HTTPException, ValueError) as e:
-                if deadline.expired.is_set():
-                    raise DeliveryError(
-                        "deadline", f"{url} gave no complete answer within {deadline_s:g} s"
-                    ) from None
-                raise DeliveryError("unreachable", f"{url}: {type(e).__name__}: {e}") from None
+                raise deadline.failure(url, e, "unreachable", "gave no complete answer") from None
             finally:
                 conn.close()
         if 300 <= status < 400:
@@ -255,11 +258,7 @@ def email(
                 smtp.send_message(msg)
                 smtp.quit()
             except (OSError, smtplib.SMTPException, ValueError) as e:
-                if deadline.expired.is_set():
-                    raise DeliveryError(
-                        "deadline", f"{url} did not take the mail within {deadline_s:g} s"
-                    ) from None
-                raise DeliveryError("smtp", f"{url}: {type(e).__name__}: {e}") from None
+                raise deadline.failure(url, e, "smtp", "did not take the mail") from None
             finally:
                 smtp.close()
 

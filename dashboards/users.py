@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,11 +194,9 @@ def _entries(path: Path) -> dict[str, tuple[User, str]]:
 
 
 def _raw(path: Path) -> dict:
-    mode = path.stat().st_mode  # a missing file: FileNotFoundError names it
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise UsersFileError(
-            f"{path} is readable by others (mode {stat.filemode(mode)}): run `chmod 600 {path}`"
-        )
+    exposed = config.exposed_file(path)  # a missing file: FileNotFoundError names it
+    if exposed:
+        raise UsersFileError(exposed)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -40,16 +40,22 @@ def secret(env: str, file: Path | str | None = None, *, required: bool = False) 
         return value
     if file is not None:
         path = Path(file).expanduser()
-        mode = path.stat().st_mode  # a missing file is the user's error: let it say so
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SecretError(
-                f"{path} is readable by others (mode {stat.filemode(mode)}): "
-                f"run `chmod 600 {path}` (or set {env} instead)"
-            )
+        exposed = exposed_file(path)
+        if exposed:
+            raise SecretError(f"{exposed} (or set {env} instead)")
         text = path.read_text(encoding="utf-8").splitlines()
         return text[0] if text else ""
     if required:
         raise SecretError(f"set the environment variable {env} (or give a private file)")
+    return None
+
+
+def exposed_file(path: Path) -> str | None:
+    """Why ``path`` may not hold a secret (its group or others may read it), or None when only
+    its owner can. A missing file raises ``FileNotFoundError`` naming it."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"{path} is readable by others (mode {stat.filemode(mode)}): run `chmod 600 {path}`"
     return None
 
 
