@@ -155,7 +155,8 @@ def _drive(page, port: int, home: Path, password: str) -> None:
     _wait_for(lambda: _reachable(port), 60, "the dashboard to listen")
     page.goto(f"http://127.0.0.1:{port}")
     _sign_in(page, "admin", password)
-    page.get_by_text("Feature rows").wait_for(timeout=60_000)
+    # a refresh may show the old and the new overview for a moment: wait for either
+    page.get_by_text("Feature rows").first.wait_for(timeout=60_000)
     # the browser keeps the sign-in as a cookie: the page loads below need no new sign-in
     _wait_for(lambda: _has_sign_in_cookie(page), 30, "the sign-in cookie")
 
