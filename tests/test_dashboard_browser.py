@@ -61,7 +61,8 @@ def _free_port() -> int:
 def _metric(page, label: str) -> int:
     """The value of a Streamlit metric, found by its label."""
     block = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(label, exact=True))
-    value = block.locator('[data-testid="stMetricValue"]').inner_text(timeout=10_000)
+    # .first: a redraw can show the old and the new overview together for a moment
+    value = block.locator('[data-testid="stMetricValue"]').first.inner_text(timeout=10_000)
     return int(value.replace(",", ""))
 
 
