@@ -35,6 +35,36 @@ def empty_readings() -> pl.DataFrame:
     return pl.DataFrame(schema=READING_SCHEMA)
 
 
+class SignalKind(StrEnum):
+    """What a machine signal from the floor (MES / PLC) says, beside its sensors' readings."""
+
+    STATE = "state"  # the machine's state: a code (PackML, OPC UA Machinery ...) or a word
+    GOOD_COUNT = "good_count"  # counter of good parts made (monotonic, may reset to 0)
+    SCRAP_COUNT = "scrap_count"  # counter of scrapped parts (monotonic, may reset to 0)
+
+
+#: Columns of a batch of machine signals: one row per value a state or counter node/topic sent.
+#: ``value`` holds a numeric state code or a counter; ``text`` a state sent as a word (else null).
+SIGNAL_SCHEMA: dict[str, pl.DataType] = {
+    "machine_id": pl.String(),
+    "signal": pl.String(),  # a SignalKind value
+    "ts": TIMESTAMP,
+    "value": pl.Float64(),
+    "text": pl.String(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """A batch of machine signals (:data:`SIGNAL_SCHEMA`) that a source emits beside its readings.
+
+    Sources emit it as an item of its own; the flow stores states as state changes and counters
+    as counts (the OEE on the dashboard is computed from them).
+    """
+
+    frame: pl.DataFrame
+
+
 @dataclass(frozen=True, slots=True)
 class SensorReading:
     """One value of one sensor of one machine at its source timestamp."""
