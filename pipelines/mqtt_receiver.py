@@ -12,7 +12,15 @@ appears once the broker has confirmed the subscription. When more than
 file) it takes no more until the pipeline catches up; the broker keeps them.
 
 It ends on SIGTERM or SIGINT, and by itself when the pipeline's process is gone (what it has
-acknowledged is on disk; the rest the broker delivers again).
+acknowledged is on disk; the rest the broker delivers again). A broker that refuses the login or
+a TLS certificate that does not verify ends it with exit code 2 and the reason in the ``failed``
+file (:class:`MqttConnectError`: retrying cannot help); an unreachable broker or a dropped
+connection is retried with backoff (1 s doubling to 30 s), each attempt a warning.
+
+:class:`Broker` holds where and how to connect (``mqtt://[user@]host:port``, ``mqtts://``, the
+old ``HOST:PORT``; TLS files; login). The password reaches this process in its environment
+(``FLOORSIGHT_MQTT_PASSWORD``), never in its arguments, which every user can read in
+``/proc/<pid>/cmdline``.
 """
 
 from __future__ import annotations
@@ -22,10 +30,13 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import struct
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -44,7 +55,164 @@ GROUP = 2000
 END_FILE = "end"
 READ_FILE = "read"
 SUBSCRIBED_FILE = "subscribed"
+FAILED_FILE = "failed"
+#: the environment variable that holds the broker password (of ``run`` and of this process)
+PASSWORD_ENV = "FLOORSIGHT_MQTT_PASSWORD"
+#: CONNACK reason codes after which a reconnect cannot succeed: the login or the client is refused
+_REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
 _COUNTER = struct.Struct("<q")
+
+
+class MqttConnectError(ValueError):
+    """A broker that refuses this client for good (login, TLS): the message says what to do."""
+
+
+class MqttUrlError(ValueError):
+    """A ``--mqtt`` value that is no broker address."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where and how to connect: host, port, TLS (``ca``: the CA file; ``cert`` and ``key``: a
+    client certificate) and login (``user``; ``password`` never printed)."""
+
+    host: str
+    port: int = 1883
+    tls: bool = False
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_url(cls, url: str, **kw) -> Broker:
+        """``mqtt://[user@]host[:port]``, ``mqtts://[user@]host[:port]`` (ports 1883 / 8883 by
+        default) or ``HOST:PORT``. A password in the URL is refused: it would be on the command
+        line for every user to read."""
+        if "://" not in url:
+            host, _, port = url.rpartition(":")
+            if not host or not port.isdigit():
+                raise MqttUrlError(
+                    f"--mqtt must be mqtt://[user@]host:port, mqtts://... or HOST:PORT, got {url!r}"
+                )
+            return cls(host.strip("[]"), int(port), **kw)
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise MqttUrlError(f"--mqtt: scheme {parts.scheme!r} is not mqtt:// or mqtts://")
+        if parts.password is not None:
+            raise MqttUrlError(
+                "--mqtt holds a password: anyone on this host can read a command line; give the "
+                f"user only (mqtt://user@host:port) and the password in ${PASSWORD_ENV} or "
+                "--mqtt-password-file"
+            )
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise MqttUrlError(f"--mqtt: {url!r} has a path or query; give scheme://host:port")
+        try:
+            port = parts.port
+        except ValueError as e:
+            raise MqttUrlError(f"--mqtt: {url!r}: {e}") from None
+        if not parts.hostname:
+            raise MqttUrlError(f"--mqtt: {url!r} names no host")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            parts.hostname,
+            port or (8883 if tls else 1883),
+            tls=tls,
+            user=parts.username,
+            **kw,
+        )
+
+    @property
+    def name(self) -> str:
+        """The broker as a URL (never with the password)."""
+        login = f"{self.user}@" if self.user else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{login}{host}:{self.port}"
+
+    def args(self) -> list[str]:
+        """The receiver's arguments for this broker: no password."""
+        out = ["--host", self.host, "--port", str(self.port)]
+        if self.tls:
+            out.append("--tls")
+        for flag, path in (("--ca", self.ca), ("--cert", self.cert), ("--key", self.key)):
+            if path is not None:
+                out += [flag, str(path)]
+        if self.user is not None:
+            out += ["--user", self.user]
+        return out
+
+    def env(self) -> dict[str, str]:
+        """The receiver's environment: this process's, with the password when there is one."""
+        env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
+        if self.password is not None:
+            env[PASSWORD_ENV] = self.password
+        return env
+
+    def configure(self, client: mqtt.Client) -> None:
+        """Set TLS and login on a paho client."""
+        if self.tls:
+            client.tls_set(
+                ca_certs=str(self.ca) if self.ca else None,
+                certfile=str(self.cert) if self.cert else None,
+                keyfile=str(self.key) if self.key else None,
+            )
+        if self.user is not None or self.password is not None:
+            client.username_pw_set(self.user or "", self.password)
+
+    def refused(self, reason: object) -> MqttConnectError:
+        """The error for a CONNACK that refuses the session."""
+        login = f"as {self.user!r} " if self.user else "without a user name "
+        return MqttConnectError(
+            f"MQTT broker {self.name} refused the connection {login}({reason}): check the user "
+            f"in --mqtt (mqtt://user@host:port) and the password in ${PASSWORD_ENV} or "
+            "--mqtt-password-file, and that the broker lets this user connect"
+        )
+
+    def tls_failed(self, e: ssl.SSLError) -> MqttConnectError:
+        """The error for a TLS handshake that failed verification."""
+        why = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
+        return MqttConnectError(
+            f"MQTT broker {self.name}: TLS failed ({why}): give --mqtt-ca the CA certificate "
+            "that signed the broker's, connect by a host name that its certificate holds, and "
+            "check --mqtt-cert/--mqtt-key if the broker asks for a client certificate"
+        )
+
+
+def check_broker(broker: Broker, timeout: float = 10.0) -> str | None:
+    """Connect once (no session, no subscription) to find a refusal before the pipeline starts.
+
+    Raises :class:`MqttConnectError` for a refused login or a TLS failure; returns a warning
+    when the broker is unreachable (the receiver retries), None when it accepts the login."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"floorsight-check-{os.getpid()}",
+        protocol=mqtt.MQTTv5,
+    )
+    broker.configure(client)
+    answer: list[object] = []
+    client.on_connect = lambda c, u, f, reason_code, p: answer.append(reason_code)
+    try:
+        client.connect(broker.host, broker.port, keepalive=10, clean_start=True)
+    except ssl.SSLCertVerificationError as e:
+        raise broker.tls_failed(e) from None
+    except (OSError, ValueError) as e:  # refused, unreachable, a TLS handshake cut off
+        return f"MQTT broker {broker.name} unreachable ({e}); the source retries"
+    deadline = time.monotonic() + timeout
+    try:
+        while not answer and time.monotonic() < deadline:
+            if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS and not answer:
+                return f"MQTT broker {broker.name} closed the connection; the source retries"
+    finally:
+        client.disconnect()
+    if not answer:
+        return f"MQTT broker {broker.name} did not answer the login; the source retries"
+    reason = answer[0]
+    if getattr(reason, "is_failure", False):
+        if getattr(reason, "value", None) in _REFUSALS:
+            raise broker.refused(reason)
+        return f"MQTT broker {broker.name} refused the connection ({reason}); the source retries"
+    return None
 
 
 def write_counter(path: Path, value: int) -> None:
@@ -69,17 +237,19 @@ class Receiver:
 
     def __init__(
         self,
-        host: str,
-        port: int,
-        topic: str,
+        broker: Broker,
+        topics: list[str],
         client_id: str,
         folder: Path,
         durable: bool,
         start: int,
         max_backlog: int,
     ) -> None:
-        self.topic = topic
+        self.broker = broker
+        self.topics = topics
         self.folder = Path(folder)
+        self.failure: MqttConnectError | None = None
+        self._backoff = 1.0
         self.max_backlog = max_backlog
         self.journal = Journal(self.folder, durable=durable, start=start)
         self.closing = threading.Event()
@@ -87,6 +257,7 @@ class Receiver:
         self._warned = False
         self._end_file = self.folder / END_FILE
         (self.folder / SUBSCRIBED_FILE).unlink(missing_ok=True)
+        (self.folder / FAILED_FILE).unlink(missing_ok=True)
         write_counter(self._end_file, self.journal.end)
         # MQTT 5: the session outlives the connection (clean start off, no expiry), and the
         # receive maximum asks the broker for a window of RECEIVE_MAXIMUM messages in flight
@@ -101,11 +272,10 @@ class Receiver:
         self._connect_properties = Properties(PacketTypes.CONNECT)
         self._connect_properties.SessionExpiryInterval = 0xFFFFFFFF
         self._connect_properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        broker.configure(self.client)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
-        self._host, self._port = host, port
 
     def run(self) -> None:
         # one thread reads, journals and acknowledges: no hand-over between threads, so the
@@ -116,7 +286,9 @@ class Receiver:
                 connected = self._connect()
                 continue
             if self._read_burst() != mqtt.MQTT_ERR_SUCCESS:
-                log.warning("MQTT connection lost; reconnecting (the broker keeps the session)")
+                if self.closing.is_set():
+                    break
+                self._retry("connection lost (the broker keeps the session)")
                 connected = False
                 self._pending.clear()  # not acknowledged: the broker delivers them again
                 continue
@@ -144,23 +316,40 @@ class Receiver:
     def _connect(self) -> bool:
         try:
             self.client.connect(
-                self._host,
-                self._port,
+                self.broker.host,
+                self.broker.port,
                 keepalive=30,
                 clean_start=False,
                 properties=self._connect_properties,
             )
-        except OSError as e:
-            log.warning("MQTT broker %s:%d unreachable (%s); retrying", self._host, self._port, e)
-            self.closing.wait(1.0)
+        except ssl.SSLCertVerificationError as e:  # the same certificate fails every time
+            self._fail(self.broker.tls_failed(e))
+            return False
+        except (OSError, ValueError) as e:
+            self._retry(f"unreachable ({e})")
             return False
         return True
 
+    def _retry(self, why: str) -> None:
+        log.warning("MQTT broker %s %s; retrying in %.0f s", self.broker.name, why, self._backoff)
+        self.closing.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, 30.0)
+
+    def _fail(self, error: MqttConnectError) -> None:
+        log.error("%s", error)
+        self.failure = error
+        (self.folder / FAILED_FILE).write_text(str(error), encoding="utf-8")
+        self.closing.set()
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("MQTT broker refused the session: %s", reason_code)
+            if reason_code.value in _REFUSALS:
+                self._fail(self.broker.refused(reason_code))
+            else:
+                log.warning("MQTT broker %s refused the session: %s", self.broker.name, reason_code)
             return
-        client.subscribe(self.topic, qos=1)
+        self._backoff = 1.0
+        client.subscribe([(topic, 1) for topic in self.topics])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         (self.folder / SUBSCRIBED_FILE).touch()
@@ -217,7 +406,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--topic", required=True)
+    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--ca", type=Path)
+    parser.add_argument("--cert", type=Path)
+    parser.add_argument("--key", type=Path)
+    parser.add_argument("--user")
+    parser.add_argument("--topic", action="append", required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--durable", action="store_true")
@@ -226,9 +420,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    receiver = Receiver(
+    broker = Broker(
         args.host,
         args.port,
+        tls=args.tls,
+        ca=args.ca,
+        cert=args.cert,
+        key=args.key,
+        user=args.user,
+        password=os.environ.pop(PASSWORD_ENV, None),
+    )
+    receiver = Receiver(
+        broker,
         args.topic,
         args.client_id,
         args.folder,
@@ -248,6 +451,8 @@ def main(argv: list[str] | None = None) -> None:
     receiver.run()
     if not args.durable and os.getppid() != args.parent:  # nobody is left to read it
         shutil.rmtree(args.folder, ignore_errors=True)
+    if receiver.failure is not None:
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":
