@@ -45,9 +45,17 @@ from floorsight.pipelines.context import ContextHold, ContextStore
 from floorsight.pipelines.model_snapshots import MlflowSnapshotSink, ModelSnapshot
 from floorsight.pipelines.notify_sink import NotifySink
 from floorsight.pipelines.shards import SHARDS, by_shard
+from floorsight.pipelines.signals import SignalRows, SignalTracker, StateTable, check_signals
 from floorsight.pipelines.sink import DuckDBSink, TableRows
-from floorsight.pipelines.tables import DEAD_LETTERS, SPEC_LIMITS, WORK_ORDERS
+from floorsight.pipelines.tables import (
+    DEAD_LETTERS,
+    MACHINE_STATES,
+    PART_COUNTS,
+    SPEC_LIMITS,
+    WORK_ORDERS,
+)
 from floorsight.pipelines.validate import Catalogue, ReadingRules, check_batch, dead_letters
+from floorsight.records import Signals
 from floorsight.storage import Database
 
 if TYPE_CHECKING:  # scikit-learn and MLflow load only when a champion is configured
@@ -56,7 +64,17 @@ if TYPE_CHECKING:  # scikit-learn and MLflow load only when a champion is config
 log = logging.getLogger("floorsight.flow")
 
 #: Every table the pipeline writes.
-TABLES = [FEATURES, SCORES, ALERTS, DEAD_LETTERS, WORK_ORDERS, SPEC_LIMITS, VALIDATION_RESULTS]
+TABLES = [
+    FEATURES,
+    SCORES,
+    ALERTS,
+    DEAD_LETTERS,
+    WORK_ORDERS,
+    SPEC_LIMITS,
+    VALIDATION_RESULTS,
+    MACHINE_STATES,
+    PART_COUNTS,
+]
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,9 @@ class PipelineSettings:
     #: asks every stateful step for a snapshot each epoch all the same, and copying the models
     #: of every machine each epoch costs more than scoring them)
     recovery: bool = True
+    #: how machine states from the floor are classified (PackML codes and common words unless
+    #: the plant's own table is given: ``--states``)
+    states: StateTable = field(default_factory=StateTable)
 
     @property
     def alerting(self) -> AlertSettings:
@@ -237,6 +258,17 @@ class _ContextLogic(_PickledLogic):
         return out, StatefulLogic.RETAIN
 
 
+class _SignalLogic(_PickledLogic):
+    """Bytewax shell around one shard's :class:`SignalTracker` (last states and counters)."""
+
+    def __init__(self, state: bytes | None, recovery: bool) -> None:
+        self.state = self.tracker = _resume(state) or SignalTracker()
+        self.recovery = recovery
+
+    def on_item(self, value: pl.DataFrame) -> tuple[list[SignalRows], bool]:
+        return [self.tracker.push(value)], StatefulLogic.RETAIN
+
+
 class _ScoreLogic(_PickledLogic):
     """Bytewax shell around one shard's machines, each a :class:`MachineAlerting` (their
     models and alert trackers are the state: recovery snapshots keep them). Keyed by shard like
@@ -315,8 +347,13 @@ def build_flow(
 
     mirror_context(context, db_path)
     flow = Dataflow(flow_id)
-    batches = op.input("readings", flow, source)
-    # pl.DataFrame(machine_id, sensor, ts, value)
+    items = op.input("readings", flow, source)
+    # pl.DataFrame(machine_id, sensor, ts, value) | Checked(ok, dead) | Signals(frame)
+    split = op.branch("split_signals", items, lambda item: isinstance(item, Signals))
+    signals = op.map("signal_frames", split.trues, lambda s: s.frame)
+    # pl.DataFrame(machine_id, signal, ts, value, text): states and part counters
+    batches = split.falses
+    # pl.DataFrame(machine_id, sensor, ts, value) | Checked(ok, dead)
     # the machine/sensor catalogue of the context in use: a reload brings its own
     catalogue = _per_version(context.current, Catalogue.from_context)
     checked = op.map(
@@ -375,6 +412,31 @@ def build_flow(
         op.filter_map("w_scores", scored, lambda kv: rows("scores")(kv[1][0])),
         op.filter_map("w_alerts", scored, lambda kv: rows("alerts")(kv[1][1])),
         op.filter_map("w_validation", validations, rows("validation_results")),
+    ]
+    # the signal branch: machine states and part counters, checked, then tracked per shard
+    checked_signals = op.map(
+        "check_signals",
+        signals,
+        lambda f: check_signals(f, settings.rules, settings.states, catalogue()),
+    )
+    # Checked(ok: signals with state name and category, dead)
+    valid_signals = op.filter_map(
+        "valid_signals", checked_signals, lambda c: c.ok if c.ok.height else None
+    )
+    signals_keyed = op.flat_map(
+        "signals_by_shard", valid_signals, lambda f: by_shard(f, settings.shards)
+    )
+    tracked = op.stateful(
+        "signal_states", signals_keyed, lambda state: _SignalLogic(state, settings.recovery)
+    )
+    # (shard key, SignalRows(state changes, counted parts, late samples))
+    out += [
+        op.filter_map(
+            "w_signals_rejected", checked_signals, lambda c: rows("dead_letters")(c.dead)
+        ),
+        op.filter_map("w_machine_states", tracked, lambda kv: rows("machine_states")(kv[1].states)),
+        op.filter_map("w_part_counts", tracked, lambda kv: rows("part_counts")(kv[1].counts)),
+        op.filter_map("w_signals_late", tracked, lambda kv: rows("dead_letters")(kv[1].dead)),
     ]
     if settings.notify is not None:
         alert_rows = op.filter_map("alert_rows", scored, lambda kv: kv[1][1])

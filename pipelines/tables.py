@@ -1,4 +1,5 @@
-"""DuckDB schema of the dead-letter table, written by the pipeline's edge and window steps."""
+"""DuckDB schemas of the pipeline's own tables: dead letters, the ERP context it joined, machine
+states and part counts from the floor."""
 
 from __future__ import annotations
 
@@ -47,4 +48,40 @@ SPEC_LIMITS = TableSpec(
     ),
     key=("product", "characteristic"),
     update_columns=("lsl", "target", "usl"),
+)
+
+#: Machine states from the floor (``pipelines/signals.py``): one row per state change, from
+#: ``since`` until the machine's next row. ``code`` is the numeric state the source sent (NULL
+#: for a word), ``text`` the word (NULL for a code), ``state`` its name (``Execute``, or the
+#: word), ``category`` what it means for OEE (running, idle, setup, down, planned_stop,
+#: offline, unknown). A replayed change lands on its own key.
+MACHINE_STATES = TableSpec(
+    name="machine_states",
+    schema=(
+        ("machine_id", "VARCHAR NOT NULL"),
+        ("since", "TIMESTAMPTZ NOT NULL"),
+        ("code", "DOUBLE"),
+        ("text", "VARCHAR"),
+        ("state", "VARCHAR NOT NULL"),
+        ("category", "VARCHAR NOT NULL"),
+    ),
+    key=("machine_id", "since"),
+    update_columns=("code", "text", "state", "category"),
+)
+
+#: Part counters from the floor: one row per counter sample that added parts (and the first
+#: sample of each counter, its base, with 0 parts). ``signal`` is ``good_count`` or
+#: ``scrap_count``, ``counter`` the value the machine sent, ``parts`` the parts made since the
+#: previous sample (after a reset, the counter went down, its new value: never negative).
+PART_COUNTS = TableSpec(
+    name="part_counts",
+    schema=(
+        ("machine_id", "VARCHAR NOT NULL"),
+        ("signal", "VARCHAR NOT NULL"),
+        ("ts", "TIMESTAMPTZ NOT NULL"),
+        ("counter", "BIGINT NOT NULL"),
+        ("parts", "BIGINT NOT NULL"),
+        ("reset", "BOOLEAN NOT NULL"),
+    ),
+    key=("machine_id", "signal", "ts"),
 )
