@@ -111,6 +111,10 @@ class ContextLoadError(ValueError):
 
 #: what a CSV file must hold, besides being readable UTF-8 CSV with a header
 REQUIRED_FILES = ("work_orders.csv", "spec_limits.csv")
+#: the tables every context needs (and that must hold rows)
+REQUIRED = ("work_orders", "spec_limits")
+#: the kinds of file a context folder holds a table in
+FILE_KINDS = (".csv", ".parquet")
 
 
 def _settle(seconds: float) -> None:
@@ -200,10 +204,15 @@ def _in_time_order(readings: pl.DataFrame) -> pl.DataFrame:
 
 
 def context_files(directory: Path) -> list[Path]:
-    """The files of a CSV context folder that a load reads (the required ones and the record
-    tables present)."""
-    optional = (directory / f"{name}.csv" for name in RECORD_TABLES)
-    return [directory / f for f in REQUIRED_FILES] + [f for f in optional if f.exists()]
+    """The files of a context folder that a load reads (the required ones and the record tables
+    present, each as ``<table>.csv`` or else ``<table>.parquet``)."""
+    present = [f for f in _candidate_files(directory) if f.exists()]
+    return [f for f in present if f.suffix == ".csv" or f.with_suffix(".csv") not in present]
+
+
+def _candidate_files(directory: Path) -> list[Path]:
+    """Every file name a context folder may hold a table in, required tables first."""
+    return [directory / f"{t}{kind}" for t in (*REQUIRED, *RECORD_TABLES) for kind in FILE_KINDS]
 
 
 def require_context_files(directory: Path) -> None:
@@ -218,12 +227,17 @@ def require_context_files(directory: Path) -> None:
         raise FileNotFoundError(
             f"context {directory} is neither a folder of CSV files nor a .duckdb file"
         )
-    missing = [f for f in REQUIRED_FILES if not (directory / f).is_file()]
+    missing = [
+        f"{t}.csv"
+        for t in REQUIRED
+        if not any((directory / f"{t}{kind}").is_file() for kind in FILE_KINDS)
+    ]
     if missing:
         found = sorted(p.name for p in directory.iterdir())[:10]
         raise FileNotFoundError(
             f"context folder {directory} has no {' and no '.join(missing)} "
-            f"(it needs {' and '.join(REQUIRED_FILES)}; it holds {found or 'nothing'})"
+            f"(it needs {' and '.join(REQUIRED_FILES)}, or the same names as .parquet; "
+            f"it holds {found or 'nothing'})"
         )
 
 
@@ -249,20 +263,46 @@ def load_context(directory: Path) -> tuple[ErpContext, pl.DataFrame | None]:
 
 
 def parse_context(files: dict[str, bytes]) -> tuple[ErpContext, pl.DataFrame | None]:
-    """:func:`load_context` of files given by name and content."""
-    for name in REQUIRED_FILES:
-        if name not in files:
-            raise ContextLoadError([Problem(name, None, "the file is missing")])
-    work_orders = _read_csv("work_orders.csv", files["work_orders.csv"], infer_schema=False)
-    spec_limits = _read_csv("spec_limits.csv", files["spec_limits.csv"], infer_schema=False)
+    """:func:`load_context` of files given by name and content (``<table>.csv`` or
+    ``<table>.parquet``; of a table in both, the CSV file is read)."""
+    for table in REQUIRED:
+        if not any(f"{table}{kind}" in files for kind in FILE_KINDS):
+            raise ContextLoadError([Problem(f"{table}.csv", None, "the file is missing")])
+    work_orders = _read_table(files, "work_orders", text=True)
+    spec_limits = _read_table(files, "spec_limits", text=True)
     records = {
-        name: _read_csv(
-            f"{name}.csv", files[f"{name}.csv"], try_parse_dates=True, infer_schema_length=None
-        )
+        name: _read_table(files, name, text=False)
         for name in RECORD_TABLES
-        if f"{name}.csv" in files
+        if any(f"{name}{kind}" in files for kind in FILE_KINDS)
     }
-    return _checked(work_orders, spec_limits, records, suffix=".csv")
+    # a row's line number is named only for CSV files
+    suffix = ".csv" if "work_orders.csv" in files else ".parquet"
+    return _checked(work_orders, spec_limits, records, suffix=suffix)
+
+
+def _read_table(files: dict[str, bytes], table: str, text: bool) -> pl.DataFrame:
+    """Table ``table`` of a folder's files (its CSV or its Parquet file); ``text``: every
+    column as text, as the row checks of the required tables take them."""
+    # the first kind present (the simulator writes both, the same tables)
+    name = next(f"{table}{kind}" for kind in FILE_KINDS if f"{table}{kind}" in files)
+    if name.endswith(".csv"):
+        if text:
+            return _read_csv(name, files[name], infer_schema=False)
+        return _read_csv(name, files[name], try_parse_dates=True, infer_schema_length=None)
+    frame = read_parquet_bytes(name, files[name])
+    return _as_text(frame) if text else frame
+
+
+def read_parquet_bytes(name: str, data: bytes) -> pl.DataFrame:
+    """``data`` (the bytes of Parquet file ``name``) as a frame, or :class:`ContextLoadError`."""
+    if not data:
+        raise ContextLoadError([Problem(name, None, "the file is empty")])
+    try:
+        return pl.read_parquet(io.BytesIO(data))
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        rule = f"not a readable Parquet file ({text})"
+        raise ContextLoadError([Problem(name, None, rule)]) from err
 
 
 def load_duckdb_context(path: Path) -> tuple[ErpContext, pl.DataFrame | None]:
@@ -359,6 +399,14 @@ def _checked(
         batch_map = pl.DataFrame(schema={"work_order": pl.String, "batch": pl.String})
     wo, wo_dead = check_work_orders(work_orders, f"{prefix}work_orders{suffix}")
     spec, spec_dead = check_spec_limits(spec_limits, f"{prefix}spec_limits{suffix}")
+    empty = [
+        Problem(f"{prefix}{table}{suffix}", None, f"holds no {table.replace('_', ' ')}")
+        for table, frame in (("work_orders", work_orders), ("spec_limits", spec_limits))
+        if frame.height == 0
+    ]
+    if empty:  # an export cut short or a wrong table: never a run on no context
+        raise ContextLoadError(empty)
+    records = {**records, **_model_inputs(records, prefix, suffix)}
     wo = wo.join(batch_map, on="work_order", how="left").with_columns(pl.col("batch").fill_null(""))
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
     problems = tuple(
@@ -374,6 +422,70 @@ def _checked(
     context = ErpContext(wo, spec, records, raw, fingerprint, problems)
     dead = [d.drop("_file", "_row") for d in dead]
     return context, (pl.concat(dead) if dead else None)
+
+
+#: the columns of the record tables that the models read (lab results are the deviation
+#: model's delayed labels, the maintenance log re-bases models and labels failures), by type;
+#: a load with a row they cannot read is bad as a whole, like a bad work order
+MODEL_INPUTS: dict[str, dict[str, str]] = {
+    "lab_results": {
+        "sample_id": "text",
+        "machine_id": "text",
+        "characteristic": "text",
+        "part_made_at": "time",
+        "available_at": "time",
+        "value": "number",
+    },
+    "maintenance_log": {"machine_id": "text", "kind": "text", "start": "time", "end": "time"},
+}
+
+
+def _model_inputs(
+    records: dict[str, pl.DataFrame], prefix: str, suffix: str
+) -> dict[str, pl.DataFrame]:
+    """The record tables the models read, their columns typed (times UTC, numbers float), or
+    :class:`ContextLoadError` naming the table, the row and the cell that does not read."""
+    typed: dict[str, pl.DataFrame] = {}
+    problems: list[Problem] = []
+    for table, columns in MODEL_INPUTS.items():
+        frame = records.get(table)
+        if frame is None:
+            continue
+        name = f"{prefix}{table}{suffix}"
+        _missing(frame, columns, name)
+        cast = {c: _typed(frame[c], kind) for c, kind in columns.items()}
+        for c, kind in columns.items():
+            blank = frame[c].is_null()
+            if frame[c].dtype == pl.String:
+                blank = blank | (frame[c].str.strip_chars() == "")
+            unread = cast[c].is_null() & ~blank
+            for row in blank.arg_true().to_list():
+                problems.append(Problem(name, row + 1, f"{c} missing"))
+            for row in unread.arg_true().to_list():
+                problems.append(Problem(name, row + 1, f"{c} {frame[c][row]} is not a {kind}"))
+        typed[table] = frame.with_columns(cast[c].alias(c) for c in columns)
+    if problems:
+        raise ContextLoadError(sorted(problems, key=lambda p: (p.source, p.row or 0)))
+    return typed
+
+
+def _typed(column: pl.Series, kind: str) -> pl.Series:
+    """``column`` as ``kind`` (text, a UTC time or a float); null where a cell does not read."""
+    if kind == "text":
+        return column.cast(pl.String)
+    if kind == "number":
+        if column.dtype == pl.String:
+            column = column.str.strip_chars()
+        number = pl.DataFrame({"n": column.cast(pl.Float64, strict=False)})
+        return number.select(pl.when(pl.col("n").is_finite()).then(pl.col("n")))["n"]
+    if isinstance(column.dtype, pl.Datetime):
+        if column.dtype.time_zone is None:  # a database's naive time: UTC, as in a CSV cell
+            return column.dt.replace_time_zone("UTC").cast(TIMESTAMP)
+        return column.dt.convert_time_zone("UTC").cast(TIMESTAMP)
+    if column.dtype == pl.Date:
+        return column.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").cast(TIMESTAMP)
+    frame = pl.DataFrame({"t": column.cast(pl.String)})
+    return frame.select(_time("t"))["t"]
 
 
 def _rejected_load(report: str) -> pl.DataFrame:
@@ -693,7 +805,7 @@ class ContextStore:
     def _files(self) -> list[Path]:
         if self.is_duckdb:
             return [self.directory]
-        return [self.directory / f for f in (*self.FILES, *(f"{n}.csv" for n in RECORD_TABLES))]
+        return _candidate_files(self.directory)
 
     def _stat(self) -> tuple:
         """(size, mtime) of every file a load reads (None: absent)."""
@@ -708,8 +820,14 @@ class ContextStore:
         return tuple(out)
 
     def _complete(self, stamp: tuple) -> bool:
-        """Whether the required files are all there."""
-        return all(s is not None for s in stamp[: 1 if self.is_duckdb else len(self.FILES)])
+        """Whether the required files are all there (each required table in one file kind)."""
+        if self.is_duckdb:
+            return stamp[0] is not None
+        kinds = len(FILE_KINDS)
+        return all(
+            any(s is not None for s in stamp[i * kinds : (i + 1) * kinds])
+            for i in range(len(REQUIRED))
+        )
 
     def _read_stable(self) -> tuple[tuple, dict[str, bytes] | None]:
         """(stamp, the files' bytes), the bytes None if a file changed while it was read or
@@ -720,7 +838,7 @@ class ContextStore:
         data: dict[str, bytes] = {}
         if not self.is_duckdb:  # a database file is opened by DuckDB itself
             for f, st in zip(self._files(), before, strict=True):
-                if st is None:
+                if st is None or f.with_suffix(".csv").name in data:  # the CSV file is read
                     continue
                 try:
                     data[f.name] = f.read_bytes()

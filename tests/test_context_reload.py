@@ -255,9 +255,10 @@ def test_control_characters_in_other_ids_reject_the_load(store) -> None:
 def test_the_cli_stops_with_the_suites_verdict_when_only_the_suites_find_the_first_load_bad(
     tmp_path,
 ) -> None:
-    # an empty work_orders.csv passes the row checks; the suites find every batch, lot and lab
-    # result pointing at no work order, and the first batch's wait for their verdict stops the
-    # run: a usage error that names the rule, not a traceback from inside the dataflow
+    # a work_orders.csv without its last order passes the row checks; the suites find the
+    # batches and lab results of that order pointing at no work order, and the first batch's
+    # wait for their verdict stops the run: a usage error that names the rule, not a traceback
+    # from inside the dataflow
     from datetime import timedelta
 
     from floorsight.simulators import build_plant
@@ -266,7 +267,7 @@ def test_the_cli_stops_with_the_suites_verdict_when_only_the_suites_find_the_fir
     plant = build_plant(2, start=T0, horizon=timedelta(minutes=10), seed=3, faults=())
     plant.write_context(tmp_path / "erp")
     orders = tmp_path / "erp" / "work_orders.csv"
-    orders.write_text(orders.read_text().splitlines()[0] + "\n")
+    orders.write_text("\n".join(orders.read_text().splitlines()[:-1]) + "\n")
     plant.readings(T0, T0 + timedelta(minutes=1)).write_parquet(tmp_path / "readings.parquet")
     run = subprocess.run(
         [
