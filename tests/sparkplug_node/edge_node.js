@@ -1,0 +1,46 @@
+// An edge node built on Eclipse Tahu's own Sparkplug client (npm sparkplug-client), for
+// floorsight's end-to-end tests. Usage: node edge_node.js PLAN.json
+// PLAN: {serverUrl, groupId, edgeNode, node: [metrics], devices: {id: [metrics]},
+//        data: [{device, timestamp, metrics}], deathOf: [device ids]}
+// On connect it publishes NBIRTH (the client adds seq and bdSeq), each DBIRTH, every DDATA (or
+// NDATA when device is null) in order, a DDEATH per deathOf, then stops with its NDEATH.
+"use strict";
+const fs = require("fs");
+const sparkplug = require("sparkplug-client");
+
+const plan = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+const client = sparkplug.newClient({
+  serverUrl: plan.serverUrl,
+  username: "",
+  password: "",
+  groupId: plan.groupId,
+  edgeNode: plan.edgeNode,
+  clientId: `tahu-${plan.edgeNode}`,
+  publishDeath: true,
+  version: "spBv1.0",
+});
+let done = false;
+client.on("error", (e) => {
+  console.error(`edge node: ${e}`);
+  process.exit(1);
+});
+client.on("birth", () => {
+  if (done) return;
+  done = true;
+  const now = Date.now();
+  client.publishNodeBirth({ timestamp: now, metrics: plan.node });
+  for (const [id, metrics] of Object.entries(plan.devices)) {
+    client.publishDeviceBirth(id, { timestamp: now, metrics });
+  }
+  for (const d of plan.data) {
+    const payload = { timestamp: d.timestamp, metrics: d.metrics };
+    if (d.device) client.publishDeviceData(d.device, payload);
+    else client.publishNodeData(payload);
+  }
+  for (const id of plan.deathOf || []) {
+    client.publishDeviceDeath(id, { timestamp: Date.now() });
+  }
+  // the mqtt client flushes what it queued before it closes
+  setTimeout(() => client.stop(), 200);
+  setTimeout(() => process.exit(0), 1000);
+});
