@@ -17,9 +17,10 @@ reads each message by the Sparkplug B 3.0 rules:
   datatypes (String, DateTime, DataSet, Template, Bytes ...) and null values are dead letters,
   unless the metric's name is mapped to a :class:`floorsight.records.SignalKind` in
   ``signals`` (a ``State`` string or code, a good or scrap counter);
-- births are the machine's state ``online``, NDEATH (for the node and each of its devices) and
-  DDEATH ``offline``; an NDEATH whose ``bdSeq`` is not the current birth's is a late will of
-  an earlier session and changes nothing;
+- births are the machine's state ``online``, NDEATH (for each of the node's devices) and
+  DDEATH ``offline``; an edge node has a state of its own only when its NBIRTH has metrics of
+  the plant (else it is a gateway, no machine); an NDEATH whose ``bdSeq`` is not the current
+  birth's is a late will of an earlier session and changes nothing;
 - ``seq`` (0..255, per edge node, over all its messages but NDEATH) is checked: a gap is logged
   as a WARNING naming the node, the expected and the received number, and counted; NBIRTH starts
   the sequence again.
@@ -336,7 +337,7 @@ class SparkplugDecoder:
             node["devices"][device] = {"metrics": {}, "aliases": {}}
         table = node if device is None else node["devices"].get(device)
         birth = kind.endswith("BIRTH")
-        if birth:
+        if birth and (device is not None or node["machine"]):
             out.append(self._state(machine, message, "online"))
         for metric in message.metrics:
             item = self._metric(topic, node_key, machine, table, metric, message, birth)
@@ -350,6 +351,8 @@ class SparkplugDecoder:
         for metric in message.metrics:
             if metric.name == BDSEQ.encode() and metric.WhichOneof("value") is not None:
                 node["bdseq"] = _number(metric)
+            # an edge node is a machine of its own when it has metrics of the plant's
+            node["machine"] |= not _is_control(metric.name.decode("utf-8", "replace"))
         self._rebirth.discard(node_key)
         return node
 
@@ -357,13 +360,27 @@ class SparkplugDecoder:
         if node_key not in self._nodes and len(self._nodes) >= self.max_nodes:
             self._counts["refused"] += 1
             raise _Refused(f"edge node refused: {self.max_nodes} edge nodes are tracked already")
-        node = {"seq": None, "bdseq": None, "metrics": {}, "aliases": {}, "devices": {}}
+        node = {
+            "seq": None,
+            "bdseq": None,
+            "machine": False,
+            "metrics": {},
+            "aliases": {},
+            "devices": {},
+        }
         self._nodes[node_key] = node
         return node
 
     def _unborn(self, node_key: str) -> dict:
         """A node whose birth was not seen: nothing to resolve aliases with (not tracked)."""
-        return {"seq": None, "bdseq": None, "metrics": {}, "aliases": {}, "devices": {}}
+        return {
+            "seq": None,
+            "bdseq": None,
+            "machine": False,
+            "metrics": {},
+            "aliases": {},
+            "devices": {},
+        }
 
     def _node_death(self, node_key: str, machine: str, message) -> list[dict | Rejected]:
         node = self._nodes.get(node_key)
@@ -384,7 +401,9 @@ class SparkplugDecoder:
         ts = self.now()
         devices = sorted(node["devices"]) if node is not None else []
         self._nodes.pop(node_key, None)
-        out: list[dict | Rejected] = [_signal(machine, SignalKind.STATE, ts, None, "offline")]
+        out: list[dict | Rejected] = []
+        if node is not None and node["machine"]:
+            out.append(_signal(machine, SignalKind.STATE, ts, None, "offline"))
         # a device is tracked only after its id passed the id rule at its birth
         out += [_signal(device, SignalKind.STATE, ts, None, "offline") for device in devices]
         return out
@@ -458,7 +477,7 @@ class SparkplugDecoder:
                     f"metric alias {metric.alias} is unknown (no birth of it seen); the edge "
                     "node needs a rebirth"
                 )
-        if name == BDSEQ or name.startswith(CONTROL_PREFIXES):
+        if _is_control(name):
             return None
         if datatype is None and table is not None:
             datatype = table["metrics"].get(name)
@@ -522,9 +541,14 @@ def _node_from(node: dict) -> dict:
     return {
         "seq": int(seq) % 256 if seq is not None else None,
         "bdseq": int(bdseq) if bdseq is not None else None,
+        "machine": bool(node["machine"]),
         **table(node),
         "devices": {str(d): table(t) for d, t in node["devices"].items()},
     }
+
+
+def _is_control(name: str) -> bool:
+    return name == BDSEQ or name.startswith(CONTROL_PREFIXES)
 
 
 def _signal(machine: str, kind: SignalKind, ts: datetime, value, text) -> dict:

@@ -104,10 +104,9 @@ def test_births_carry_values_and_state_online_then_data_resolves_aliases():
     decoder = SparkplugDecoder(group=G)
     birth, dbirth = tahu_encode(nbirth(), {"timestamp": MS, "seq": 1, "metrics": DEVICE_METRICS})
     node_items = decoder.decode(topic("NBIRTH"), birth)
-    # the protocol's own metrics (bdSeq, Node Control/...) are neither readings nor dead letters
-    assert node_items == [
-        {"machine_id": NODE, "signal": "state", "ts": T0, "value": None, "text": "online"}
-    ]
+    # the protocol's own metrics (bdSeq, Node Control/...) are neither readings nor dead
+    # letters, and a gateway without metrics of the plant is no machine: no state of its own
+    assert node_items == []
     items = decoder.decode(topic("DBIRTH", DEVICE), dbirth)
     assert signals(items) == [
         (DEVICE, "state", None, "online"),
@@ -208,6 +207,11 @@ def test_a_signal_map_of_its_own():
         (NODE, SignalKind.SCRAP_COUNT, 2.0, None),
     ]
     assert "'State' is a String" in dead(items)[0]
+    # an edge node with metrics of its own is a machine: its death is its offline state too
+    (death,) = tahu_encode(
+        {"timestamp": MS, "metrics": [{"name": "bdSeq", "type": "UInt64", "value": 0}]}
+    )
+    assert signals(decoder.decode(topic("NDEATH"), death)) == [(NODE, "state", None, "offline")]
 
 
 def test_an_alias_without_a_birth_is_a_dead_letter_and_asks_for_a_rebirth(caplog):
@@ -287,7 +291,7 @@ def test_deaths_are_offline_states_and_a_stale_will_changes_nothing():
     assert decoder.decode(topic("NDEATH"), stale) == []
     assert decoder.counts()["stale_deaths"] == 1
     items = decoder.decode(topic("NDEATH"), death)
-    assert signals(items) == [(NODE, "state", None, "offline"), (DEVICE, "state", None, "offline")]
+    assert signals(items) == [(DEVICE, "state", None, "offline")]
     assert {i["ts"] for i in items} == {now}
     # after the death, its aliases are gone: data needs a new birth
     (data,) = tahu_encode(ddata(4, {"alias": 1, "type": "Double", "value": 1.0}))
