@@ -27,6 +27,7 @@ _KINDS = tuple(k.value for k in FaultKind)
 # cluster's child processes would inherit it): they come from these variables or a private file.
 #: the password of ``floorsight run --opcua --user NAME`` (the OPC-UA server's login)
 OPCUA_PASSWORD_ENV = "FLOORSIGHT_OPCUA_PASSWORD"
+MQTT_PASSWORD_ENV = "FLOORSIGHT_MQTT_PASSWORD"
 #: the password the simulated OPC-UA server requires (``floorsight simulate --opcua --user``)
 SIM_PASSWORD_ENV = "FLOORSIGHT_SIM_OPCUA_PASSWORD"
 
@@ -263,6 +264,36 @@ def simulate(
         sim.serve(plant, serving, t0, speed, end, stop, echo=typer.echo)
 
 
+def _mqtt_password(
+    mqtt: str,
+    password_file: Path | None,
+    topics: list[str],
+    payload_map: Path | None,
+    mqtt_format: str,
+) -> str | None:
+    """Check ``run``'s MQTT options before the start (URL, templates, payload map, format) and
+    return the broker password from the environment or the file (None: no password)."""
+    from floorsight.pipelines.mqtt_mapping import MappingError, MqttFormatError, decoder_factory
+    from floorsight.pipelines.mqtt_receiver import Broker, MqttUrlError
+
+    try:
+        Broker.from_url(mqtt)
+    except MqttUrlError as e:
+        raise typer.BadParameter(str(e), param_hint="--mqtt") from None
+    try:
+        decoder_factory(mqtt_format, topics, payload_map)
+    except (MappingError, MqttFormatError) as e:
+        raise typer.BadParameter(str(e)) from None
+    try:
+        return config.secret(MQTT_PASSWORD_ENV, password_file)
+    except config.SecretError as e:
+        raise typer.BadParameter(str(e), param_hint="--mqtt-password-file") from None
+    except OSError as e:
+        raise typer.BadParameter(
+            f"cannot read {password_file}: {e.strerror}", param_hint="--mqtt-password-file"
+        ) from None
+
+
 def _cause_of_type(error: BaseException, kind: type[BaseException]) -> BaseException | None:
     """``error`` or the first exception of type ``kind`` in its chain of causes (Bytewax wraps a
     step's exception in its own)."""
@@ -297,7 +328,41 @@ def run(
         typer.Option(help="OPC-UA: or the password from this file (mode 600)."),
     ] = None,
     mqtt: Annotated[
-        str | None, typer.Option(help="Or read live from this MQTT broker, HOST:PORT (plant/#).")
+        str | None,
+        typer.Option(
+            help="Or read live from this MQTT broker: mqtt://\\[user@]host:port, mqtts://... "
+            f"(TLS), or HOST:PORT; the password from ${MQTT_PASSWORD_ENV}."
+        ),
+    ] = None,
+    mqtt_password_file: Annotated[
+        Path | None, typer.Option(help="MQTT: or the password from this file (mode 600).")
+    ] = None,
+    mqtt_ca: Annotated[
+        Path | None, typer.Option(help="MQTT TLS: the CA certificate(s) the broker's is signed by.")
+    ] = None,
+    mqtt_cert: Annotated[
+        Path | None, typer.Option(help="MQTT TLS: a client certificate (PEM), with --mqtt-key.")
+    ] = None,
+    mqtt_key: Annotated[
+        Path | None, typer.Option(help="MQTT TLS: the client certificate's private key (PEM).")
+    ] = None,
+    topic: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="MQTT: the plant's topics, e.g. 'factory/{line}/{machine_id}/{sensor}' "
+            "(placeholders become +; repeat for several)."
+        ),
+    ] = None,
+    payload_map: Annotated[
+        Path | None,
+        typer.Option(help="MQTT: where value, time, unit, quality sit in the JSON (TOML)."),
+    ] = None,
+    mqtt_format: Annotated[
+        str, typer.Option(help="MQTT payloads: json (floorsight's or mapped) or sparkplug.")
+    ] = "json",
+    mqtt_share: Annotated[
+        str | None,
+        typer.Option(help="MQTT: shared subscription group ($share/GROUP/...), a partition each."),
     ] = None,
     db: Annotated[Path, typer.Option(help="DuckDB file to write.")] = Path("var/floorsight.duckdb"),
     window_s: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
@@ -359,9 +424,21 @@ def run(
             check_history(history, time_zone)
         except (HistoryError, FileNotFoundError) as e:
             raise typer.BadParameter(str(e), param_hint="--history") from None
-    if mqtt is not None and not mqtt.rpartition(":")[2].isdigit():
-        raise typer.BadParameter(f"--mqtt must be HOST:PORT, got {mqtt!r}")
+    mqtt_password = None
+    if mqtt is not None:
+        mqtt_password = _mqtt_password(
+            mqtt, mqtt_password_file, topic or [], payload_map, mqtt_format
+        )
     cfg = RunConfig(
+        mqtt_password=mqtt_password,
+        mqtt_password_file=mqtt_password_file,
+        mqtt_ca=mqtt_ca,
+        mqtt_cert=mqtt_cert,
+        mqtt_key=mqtt_key,
+        mqtt_topics=topic or [],
+        payload_map=payload_map,
+        mqtt_format=mqtt_format,
+        mqtt_share=mqtt_share,
         history=history,
         opcua=opcua,
         opcua_user=user,
@@ -391,6 +468,7 @@ def run(
     )
     from floorsight.alerts.routing import RoutingError
     from floorsight.pipelines.context import ContextLoadError
+    from floorsight.pipelines.mqtt_receiver import MqttConnectError
 
     try:
         code = run_pipeline(cfg)
@@ -400,9 +478,14 @@ def run(
         raise typer.BadParameter(str(e), param_hint="--routing") from None
     except ContextLoadError as e:  # a bad first context load: its file, row and rule
         raise typer.BadParameter(str(e), param_hint="--context") from None
+    except MqttConnectError as e:  # a refused login, a certificate that does not verify
+        raise typer.BadParameter(str(e), param_hint="--mqtt") from None
     except FileNotFoundError as e:  # a context path without its files, say
         raise typer.BadParameter(str(e)) from None
     except Exception as e:  # a bad context found by the first batch's wait for the suites' verdict
+        refused = _cause_of_type(e, MqttConnectError)  # by the receiver, once running
+        if refused is not None:
+            raise typer.BadParameter(str(refused), param_hint="--mqtt") from None
         bad_context = _cause_of_type(e, ContextLoadError)
         if bad_context is None:
             raise

@@ -47,7 +47,18 @@ class RunConfig:
     #: the environment (FLOORSIGHT_OPCUA_PASSWORD, inherited) or ``opcua_password_file``
     opcua_password: str | None = field(default=None, repr=False)
     opcua_password_file: Path | None = None
-    mqtt: str | None = None  # host:port
+    mqtt: str | None = None  # mqtt://[user@]host:port, mqtts://..., or host:port
+    #: the MQTT password, never in :meth:`args`: a cluster's child processes read it again
+    #: from FLOORSIGHT_MQTT_PASSWORD (inherited) or ``mqtt_password_file``
+    mqtt_password: str | None = field(default=None, repr=False)
+    mqtt_password_file: Path | None = None
+    mqtt_ca: Path | None = None
+    mqtt_cert: Path | None = None
+    mqtt_key: Path | None = None
+    mqtt_topics: list[str] = field(default_factory=list)  # topic templates (--topic)
+    payload_map: Path | None = None
+    mqtt_format: str = "json"
+    mqtt_share: str | None = None  # shared-subscription group: one partition per worker
     window_s: float = 10.0
     batch_rows: int = 50_000
     workers: int = 1
@@ -103,7 +114,22 @@ class RunConfig:
             if self.opcua_password_file is not None:
                 login += ("--password-file", str(self.opcua_password_file))
             return ("--opcua", self.opcua, *login)
-        return ("--mqtt", str(self.mqtt))
+        out: tuple[str, ...] = ("--mqtt", str(self.mqtt))
+        for flag, path in (
+            ("--mqtt-password-file", self.mqtt_password_file),
+            ("--mqtt-ca", self.mqtt_ca),
+            ("--mqtt-cert", self.mqtt_cert),
+            ("--mqtt-key", self.mqtt_key),
+            ("--payload-map", self.payload_map),
+        ):
+            if path is not None:
+                out += (flag, str(path))
+        for template in self.mqtt_topics:
+            out += ("--topic", template)
+        out += ("--mqtt-format", self.mqtt_format)
+        if self.mqtt_share is not None:
+            out += ("--mqtt-share", self.mqtt_share)
+        return out
 
 
 def outbox_path(db: Path) -> Path:
@@ -151,13 +177,32 @@ def run_pipeline(cfg: RunConfig) -> int:
         )
     elif cfg.mqtt is not None:
         from floorsight.pipelines.context import sensor_units
+        from floorsight.pipelines.mqtt_mapping import decoder_factory
+        from floorsight.pipelines.mqtt_receiver import Broker, check_broker
         from floorsight.pipelines.mqtt_source import MqttSource
 
-        host, _, port = cfg.mqtt.rpartition(":")
+        broker = Broker.from_url(
+            cfg.mqtt,
+            ca=cfg.mqtt_ca,
+            cert=cfg.mqtt_cert,
+            key=cfg.mqtt_key,
+            password=cfg.mqtt_password,
+        )
+        # a refused login or an unverifiable certificate stops here (MqttConnectError)
+        if (unreachable := check_broker(broker)) is not None:
+            log.warning("%s", unreachable)
         # with recovery, what the broker hands over is journaled (fsynced) before it is acked
         journal = cfg.recovery / "mqtt-journal" if cfg.recovery is not None else None
         source = MqttSource(
-            host, int(port), stop=stop, units=sensor_units(cfg.context), journal=journal
+            broker.host,
+            broker.port,
+            stop=stop,
+            units=sensor_units(cfg.context),
+            journal=journal,
+            broker=broker,
+            decoder=decoder_factory(cfg.mqtt_format, cfg.mqtt_topics, cfg.payload_map),
+            share=cfg.mqtt_share,
+            partitions=cfg.partitions,
         )
     else:
         source = ReplaySource(

@@ -397,7 +397,34 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-def _parse_mqtt(topic: object, payload: object) -> dict | Rejected:
+def load_mqtt_json(topic: str, payload: bytes) -> object:
+    """The JSON value of one MQTT payload (any JSON type), or a :class:`Rejected`.
+
+    The checks of :func:`parse_mqtt_payload` before its object rule: UTF-8, at most
+    ``MAX_PAYLOAD_BYTES``, no NaN or Infinity literals, no integer of more than 64 digits, not
+    nested too deeply. Never raises."""
+    try:
+        return _load_mqtt(topic, payload)
+    except Exception as e:
+        return Rejected(_raw_bytes(payload), f"{_topic(topic)}: payload unreadable ({_error(e)})")
+
+
+def mqtt_excerpt(value: object) -> str:
+    """A short, valid UTF-8 excerpt of any value, for a reason (an MQTT decoder's)."""
+    return _excerpt(value)
+
+
+def mqtt_raw(payload: object) -> str:
+    """A payload as a dead letter keeps it: bounded, valid UTF-8 (an MQTT decoder's)."""
+    return _raw_bytes(payload)
+
+
+def mqtt_where(topic: object) -> str:
+    """A topic as a reason starts with it: bounded, valid UTF-8."""
+    return _topic(topic)
+
+
+def _load_mqtt(topic: object, payload: object) -> object:
     where = _topic(topic)
     if isinstance(payload, str):
         payload = payload.encode("utf-8", "surrogatepass")
@@ -421,6 +448,16 @@ def _parse_mqtt(topic: object, payload: object) -> dict | Rejected:
         return Rejected(_raw_bytes(payload), f"{where}: payload has {e}")
     except ValueError as e:  # json.JSONDecodeError is one
         return Rejected(_raw_bytes(payload), f"{where}: payload is not JSON ({_excerpt_text(e)})")
+    return data
+
+
+def _parse_mqtt(topic: object, payload: object) -> dict | Rejected:
+    where = _topic(topic)
+    data = _load_mqtt(topic, payload)
+    if isinstance(data, Rejected):
+        return data
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", "surrogatepass")
     if not isinstance(data, dict):
         kind = "array" if isinstance(data, list) else type(data).__name__
         return Rejected(
