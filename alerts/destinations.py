@@ -10,6 +10,7 @@ drop names the file after it and the ERP table has it as its primary key.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import ipaddress
 import json
@@ -21,7 +22,7 @@ import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -29,7 +30,7 @@ from urllib.parse import urlsplit
 
 from floorsight.alerts.notify import MATERIAL_CAUSES
 from floorsight.alerts.outbox import Sender
-from floorsight.alerts.routing import Destination, Routing, RoutingError
+from floorsight.alerts.routing import Destination, OpcuaNodes, Routing, RoutingError
 from floorsight.alerts.signing import DELIVERY_HEADER, delivery_id, signed_headers
 from floorsight.config import SecretError, secret
 
@@ -180,31 +181,86 @@ def mqtt(
 
 
 def opcua(
-    url: str, user: str | None = None, password: str | None = None, timeout_s: float = 5.0
+    url: str,
+    user: str | None = None,
+    password: str | None = None,
+    timeout_s: float = 5.0,
+    *,
+    security: str | None = None,
+    cert: str | Path | None = None,
+    key: str | Path | None = None,
+    nodes: Mapping[str, OpcuaNodes] | None = None,
 ) -> Sender:
-    """Write ``AlarmText`` (and ``QualityHold`` for quality causes) on the machine's node."""
+    """Write the alert's text, and a hold flag for hold causes, on the machine's nodes.
+
+    ``nodes`` names the plant's own nodes per machine (``alarm_text``, ``hold``); each is
+    written as the node's own data type (read first). A machine ``nodes`` does not name has
+    nothing to write on this server: the notification is accepted and a warning names the
+    machine (retrying could not change that). Without ``nodes``, floorsight's own simulator
+    nodes: ``<line>.<machine>.AlarmText`` and ``QualityHold`` in ``urn:floorsight:plant``.
+
+    The session uses ``security`` (``POLICY,MODE``), ``cert``/``key`` (default: the client
+    certificate generated in the floorsight home) and the login, like ``floorsight run``
+    (:mod:`floorsight.pipelines.opcua_client`). A refused login or certificate, an unknown
+    node or a refused write raises a :class:`DeliveryError` whose reason is the server's
+    status (``BadUserAccessDenied``); an unreachable server or a dropped connection raises
+    one with reason ``unreachable``. The outbox retries both: a certificate trusted later, or
+    a server back up, then takes the notification.
+    """
     from asyncua import ua
-    from asyncua.sync import Client
+
+    from floorsight.pipelines.opcua_client import OpcuaConnectError, OpcuaSecurity, write_values
+
+    session = dataclasses.replace(
+        OpcuaSecurity.from_options(
+            security, Path(cert) if cert else None, Path(key) if key else None
+        ),
+        user=user,
+        password=password,
+    )
+
+    def writes(payload: dict) -> dict[str, object]:
+        machine = payload["machine_id"]
+        text = f"{payload['severity'].upper()} {payload['type']}: {payload['reason']}"
+        if payload["event"] == "cleared":
+            text = f"cleared {payload['type']} ({payload['alert_id']})"
+        # a hold is released by a person (on the HMI or in the dashboard), not by us
+        hold = payload["type"] in HOLD_CAUSES and payload["event"] != "cleared"
+        if nodes is None:
+            prefix = f"nsu={OPCUA_NAMESPACE};s={payload['line']}.{machine}"
+            mapped = OpcuaNodes(alarm_text=f"{prefix}.AlarmText", hold=f"{prefix}.QualityHold")
+        elif machine in nodes:
+            mapped = nodes[machine]
+        else:
+            return {}
+        out: dict[str, object] = {}
+        if mapped.alarm_text is not None:
+            out[mapped.alarm_text] = text[:500]
+        if hold and mapped.hold is not None:
+            out[mapped.hold] = True
+        return out
 
     def send(key: str, payload: dict) -> None:
-        client = Client(url, timeout=timeout_s)
-        if user is not None:
-            client.set_user(user)
-            client.set_password(password or "")
-        with client:
-            ns = client.get_namespace_index(OPCUA_NAMESPACE)
-            prefix = f"ns={ns};s={payload['line']}.{payload['machine_id']}"
-            text = f"{payload['severity'].upper()} {payload['type']}: {payload['reason']}"
-            if payload["event"] == "cleared":
-                text = f"cleared {payload['type']} ({payload['alert_id']})"
-            client.get_node(f"{prefix}.AlarmText").write_value(
-                ua.Variant(text[:500], ua.VariantType.String)
+        values = writes(payload)
+        if not values:
+            log.warning(
+                "OPC-UA destination %s names no nodes for machine %r: notification %s not"
+                " written there (add [destinations.<name>.nodes.%s] to the routing file)",
+                url,
+                payload["machine_id"],
+                key,
+                payload["machine_id"],
             )
-            if payload["type"] in HOLD_CAUSES and payload["event"] != "cleared":
-                # a hold is released by a person (on the HMI or in the dashboard), not by us
-                client.get_node(f"{prefix}.QualityHold").write_value(
-                    ua.Variant(True, ua.VariantType.Boolean)
-                )
+            return
+        try:
+            write_values(url, session, values, timeout=timeout_s)
+        except OpcuaConnectError as e:
+            reason = (e.status or "refused").split(" ")[0]
+            raise DeliveryError(reason, str(e)) from None
+        except ValueError as e:  # a node id the server cannot resolve (no such namespace)
+            raise DeliveryError("node", f"{url}: {e}") from None
+        except (OSError, TimeoutError, ua.UaError) as e:
+            raise DeliveryError("unreachable", f"{url}: {type(e).__name__}: {e}") from None
 
     return send
 
@@ -379,7 +435,16 @@ def sender(destination: Destination) -> Sender:
     if d.kind == "mqtt":
         return mqtt(d.url, d.topic, d.deadline_s, d.user, password)
     if d.kind == "opcua":
-        return opcua(d.url, d.user, password, d.deadline_s)
+        return opcua(
+            d.url,
+            d.user,
+            password,
+            d.deadline_s,
+            security=d.security,
+            cert=d.cert,
+            key=d.key,
+            nodes=d.nodes,
+        )
     if d.kind == "email":
         return email(d.url, d.address, d.user, password, d.starttls, d.deadline_s)
     if d.kind == "erp_file":

@@ -69,7 +69,39 @@ _OPTIONAL = {
     "secret_env": ("webhook",),
     "secret_file": ("webhook",),
     "starttls": ("email",),
+    "security": ("opcua",),
+    "cert": ("opcua",),
+    "key": ("opcua",),
+    "nodes": ("opcua",),
 }
+
+
+class OpcuaNodes(_Strict):
+    """The plant's own nodes an alert writes for one machine (``[destinations.X.nodes.M]``),
+    each a node id in the standard text form, best with its namespace by URI
+    (``nsu=urn:acme:press-shop;s=Press07.AlarmMessage``) so that it survives a server that
+    renumbers its namespaces."""
+
+    alarm_text: str | None = None  # the alert's text (String), or "cleared ..." when it clears
+    hold: str | None = None  # true for material and anomaly causes; a person releases it
+
+    @model_validator(mode="after")
+    def _node_ids(self) -> OpcuaNodes:
+        if self.alarm_text is None and self.hold is None:
+            raise ValueError("name the machine's alarm_text node, its hold node, or both")
+        from asyncua import ua
+
+        for name in ("alarm_text", "hold"):
+            text = getattr(self, name)
+            if text is None:
+                continue
+            try:
+                ua.NodeId.from_string(text)
+            except Exception:
+                raise ValueError(
+                    f"{name} = {text!r} is no OPC-UA node id (e.g. nsu=urn:plant;s=Press07.Hold)"
+                ) from None
+        return self
 
 
 class Destination(_Strict):
@@ -80,9 +112,13 @@ class Destination(_Strict):
       variable) or ``secret_file`` (a file only its owner can read) names the shared secret;
     - ``mqtt``: ``url`` (``mqtt://host:port``) and ``topic`` (``{line}`` and ``{machine_id}``
       are filled in), QoS 1; ``user`` and ``password_env``/``password_file`` for the broker;
-    - ``opcua``: ``url`` of the plant's OPC-UA server; sets the machine's ``QualityHold`` and
-      ``AlarmText`` nodes (``user`` and ``password_env``/``password_file`` when the server asks
-      for them);
+    - ``opcua``: ``url`` of the plant's OPC-UA server; ``nodes`` names, per machine, the
+      nodes an alert writes (:class:`OpcuaNodes`: ``alarm_text``, ``hold``), each written as
+      the node's own data type; without ``nodes``, floorsight's own simulator nodes
+      (``<line>.<machine>.AlarmText`` and ``QualityHold`` in ``urn:floorsight:plant``).
+      ``security`` (``POLICY,MODE``, e.g. ``Basic256Sha256,SignAndEncrypt``) with ``cert`` and
+      ``key`` (default: the client certificate generated in the floorsight home), ``user`` and
+      ``password_env``/``password_file`` when the server asks for a login;
     - ``email``: ``address`` and ``url`` (``smtp://host:port``, or ``smtps://`` for TLS from
       the start; ``starttls = true`` upgrades a plain connection); ``user`` and
       ``password_env``/``password_file`` log in;
@@ -107,6 +143,10 @@ class Destination(_Strict):
     secret_env: str | None = None
     secret_file: str | None = None
     starttls: bool = False
+    security: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    nodes: dict[str, OpcuaNodes] | None = None
     deadline_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="before")

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from floorsight.records import READING_SCHEMA
+from tests.node_opcua import node_opcua  # noqa: F401  (the node-opcua test server fixture)
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 

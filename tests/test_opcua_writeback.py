@@ -1,0 +1,254 @@
+"""Alerts written back to the plant's own OPC-UA nodes, on a server floorsight does not own.
+
+The node-opcua test server (:mod:`tests.node_opcua`) offers only Basic256Sha256 with
+SignAndEncrypt and a user login; the routing file names, per machine, the nodes an alert writes
+(``AlarmMessage``, a String, and ``HoldRequest``, a Boolean). Delivery goes through the real
+Dispatcher and outbox; what the server holds afterwards is read back with asyncua.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from floorsight.alerts import ALERT_SCHEMA
+from floorsight.alerts.destinations import DeliveryError, sender
+from floorsight.alerts.dispatcher import Dispatcher
+from floorsight.alerts.outbox import Outbox
+from floorsight.alerts.routing import Routing, RoutingError, load_routing
+from floorsight.pipelines.opcua_client import (
+    OpcuaSecurity,
+    ensure_client_certificate,
+    opcua_session,
+    parse_node_id,
+    resolve,
+)
+from tests.node_opcua import NodeOpcuaServer, node
+
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+PASSWORD_ENV = "FLOORSIGHT_OPCUA_PASSWORD"
+T = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
+TABLES = {"machines": pl.DataFrame({"machine_id": ["Press07", "Press08"], "line": ["H2", "H2"]})}
+
+
+def _alert(machine: str = "Press07", cause: str = "anomaly", cleared: bool = False):
+    row = {
+        "alert_id": f"{machine}:{cause}:20260302T083000Z",
+        "machine_id": machine,
+        "cause": cause,
+        "severity": "warning",
+        "status": "open",
+        "first_seen": T,
+        "raised_at": T + timedelta(minutes=1),
+        "last_seen": T + timedelta(minutes=2),
+        "cleared_at": T + timedelta(minutes=9) if cleared else None,
+        "score": 0.9999,
+        "windows": 3,
+        "reason": f"{machine}: OilTemp far from its usual level",
+        "evidence": "OilTemp mean 71.5 vs 44.7",
+        "work_order": "",
+        "product": "",
+        "material_lot": "",
+    }
+    return pl.DataFrame([row], schema=ALERT_SCHEMA)
+
+
+def _routing(server: NodeOpcuaServer, **extra) -> Routing:
+    hmi = {
+        "kind": "opcua",
+        "url": server.url,
+        "security": "Basic256Sha256,SignAndEncrypt",
+        "user": server.user,
+        "password_env": PASSWORD_ENV,
+        "nodes": {
+            "Press07": {
+                "alarm_text": node("Press07.AlarmMessage"),
+                "hold": node("Press07.HoldRequest"),
+            }
+        },
+    } | extra
+    return Routing.model_validate(
+        {
+            "destinations": {"press_hmi": hmi},
+            "roles": {"quality": ["press_hmi"]},
+            "rules": [{"causes": ["anomaly", "sensor"], "roles": ["quality"]}],
+        }
+    )
+
+
+def _read(server: NodeOpcuaServer, security: OpcuaSecurity, names: list[str]) -> dict:
+    async def read() -> dict:
+        async with opcua_session(server.url, security) as client:
+            namespaces = await client.get_namespace_array()
+            return {
+                name: await client.get_node(
+                    resolve(parse_node_id(node(name)), namespaces)
+                ).read_value()
+                for name in names
+            }
+
+    return asyncio.run(read())
+
+
+@pytest.fixture
+def trusted(node_opcua, tmp_path, monkeypatch) -> tuple[NodeOpcuaServer, OpcuaSecurity]:
+    """The server, with floorsight's generated client certificate trusted, and the login."""
+    monkeypatch.setenv("FLOORSIGHT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(PASSWORD_ENV, node_opcua.password)
+    cert = ensure_client_certificate()
+    node_opcua.trust(cert.cert)
+    security = OpcuaSecurity(
+        "Basic256Sha256",
+        "SignAndEncrypt",
+        cert.cert,
+        cert.key,
+        node_opcua.user,
+        node_opcua.password,
+    )
+    return node_opcua, security
+
+
+def test_an_alert_writes_the_machines_own_nodes_through_the_outbox(trusted, tmp_path) -> None:
+    server, security = trusted
+    names = ["Press07.AlarmMessage", "Press07.HoldRequest", "Press08.HoldRequest"]
+    assert _read(server, security, names) == dict(zip(names, ["", False, False], strict=True))
+    dispatcher = Dispatcher(Outbox(tmp_path / "outbox.sqlite"), _routing(server))
+
+    assert dispatcher.queue(_alert(), TABLES) == 1
+    report = dispatcher.step()
+    assert (report.delivered, report.failed, report.pending) == (1, 0, 0)
+    after = _read(server, security, names)
+    assert after == {
+        "Press07.AlarmMessage": "WARNING anomaly: Press07: OilTemp far from its usual level",
+        "Press07.HoldRequest": True,
+        "Press08.HoldRequest": False,  # another machine's node is left alone
+    }
+
+    # the condition clears: the text says so, the hold stays until a person releases it
+    assert dispatcher.queue(_alert(cleared=True), TABLES) == 1  # "opened" is already sent
+    assert dispatcher.step().delivered == 1
+    cleared = _read(server, security, names)
+    assert cleared["Press07.AlarmMessage"] == "cleared anomaly (Press07:anomaly:20260302T083000Z)"
+    assert cleared["Press07.HoldRequest"] is True
+
+
+def test_a_sensor_alert_writes_the_text_and_no_hold(trusted, tmp_path) -> None:
+    server, security = trusted
+    dispatcher = Dispatcher(Outbox(tmp_path / "outbox.sqlite"), _routing(server))
+    dispatcher.queue(_alert(cause="sensor"), TABLES)
+    assert dispatcher.step().delivered == 1
+    got = _read(server, security, ["Press07.AlarmMessage", "Press07.HoldRequest"])
+    assert got == {
+        "Press07.AlarmMessage": "WARNING sensor: Press07: OilTemp far from its usual level",
+        "Press07.HoldRequest": False,
+    }
+
+
+def test_a_machine_without_nodes_is_accepted_with_a_warning_naming_it(
+    trusted, tmp_path, caplog
+) -> None:
+    server, security = trusted
+    dispatcher = Dispatcher(Outbox(tmp_path / "outbox.sqlite"), _routing(server))
+    dispatcher.queue(_alert(machine="Press08"), TABLES)
+    with caplog.at_level(logging.WARNING, logger="floorsight.alerts"):
+        report = dispatcher.step()
+    assert (report.delivered, report.failed, report.pending) == (1, 0, 0)
+    assert "names no nodes for machine 'Press08'" in caplog.text
+    got = _read(server, security, ["Press08.AlarmMessage", "Press08.HoldRequest"])
+    assert got == {"Press08.AlarmMessage": "", "Press08.HoldRequest": False}
+
+
+def test_a_refused_login_is_a_delivery_error_with_the_servers_status(trusted, monkeypatch) -> None:
+    server, _ = trusted
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+    send = sender(_routing(server).destinations["press_hmi"])
+    payload = {
+        "machine_id": "Press07",
+        "line": "H2",
+        "event": "opened",
+        "type": "anomaly",
+        "severity": "warning",
+        "reason": "x",
+        "alert_id": "a",
+    }
+    with pytest.raises(DeliveryError, match="BadUserAccessDenied") as refused:
+        send("a/opened", payload)
+    assert refused.value.reason == "BadUserAccessDenied"
+
+
+def test_an_untrusted_certificate_fails_and_is_retried_until_the_admin_trusts_it(
+    node_opcua, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("FLOORSIGHT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(PASSWORD_ENV, node_opcua.password)
+    outbox_path = tmp_path / "outbox.sqlite"
+    dispatcher = Dispatcher(Outbox(outbox_path), _routing(node_opcua))
+    dispatcher.queue(_alert(), TABLES)
+
+    report = dispatcher.step()
+    assert (report.delivered, report.failed, report.pending) == (0, 1, 1)
+    rejected = list((node_opcua.pki / "rejected").iterdir())
+    assert len(rejected) == 1  # the server refused floorsight's certificate and kept it aside
+    with sqlite3.connect(outbox_path) as con:
+        (error,) = con.execute("SELECT last_error FROM outbox").fetchone()
+    assert error.startswith("DeliveryError: ")
+
+    cert = ensure_client_certificate()
+    node_opcua.trust(cert.cert)
+    later = datetime.now(tz=UTC) + timedelta(hours=1)  # past any backoff
+    assert dispatcher.step(now=later).delivered == 1
+    security = OpcuaSecurity(
+        "Basic256Sha256",
+        "SignAndEncrypt",
+        cert.cert,
+        cert.key,
+        node_opcua.user,
+        node_opcua.password,
+    )
+    assert _read(node_opcua, security, ["Press07.HoldRequest"]) == {"Press07.HoldRequest": True}
+
+
+def test_routing_file_nodes_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "routing.toml"
+    path.write_text(
+        """
+[destinations.press_hmi]
+kind = "opcua"
+url = "opc.tcp://127.0.0.1:4840/acme"
+security = "Basic256Sha256,SignAndEncrypt"
+user = "press-operator"
+password_env = "FLOORSIGHT_OPCUA_PASSWORD"
+[destinations.press_hmi.nodes.Press07]
+alarm_text = "nsu=urn:acme:press-shop;s=Press07.AlarmMessage"
+hold = "nsu=urn:acme:press-shop;s=Press07.HoldRequest"
+"""
+    )
+    nodes = load_routing(path).destinations["press_hmi"].nodes
+    assert nodes is not None
+    assert nodes["Press07"].hold == "nsu=urn:acme:press-shop;s=Press07.HoldRequest"
+
+    path.write_text(
+        '[destinations.press_hmi]\nkind = "opcua"\nurl = "opc.tcp://h:4840"\n'
+        '[destinations.press_hmi.nodes.Press07]\nhold = "Press07 hold flag"\n'
+    )
+    with pytest.raises(RoutingError, match=r"nodes\.Press07.*is no OPC-UA node id"):
+        load_routing(path)
+    path.write_text(
+        '[destinations.press_hmi]\nkind = "opcua"\nurl = "opc.tcp://h:4840"\n'
+        "[destinations.press_hmi.nodes.Press07]\n"
+    )
+    with pytest.raises(RoutingError, match="alarm_text node, its hold node, or both"):
+        load_routing(path)
+    path.write_text(
+        '[destinations.hook]\nkind = "webhook"\nurl = "http://h/x"\n'
+        '[destinations.hook.nodes.Press07]\nhold = "ns=2;s=Press07.Hold"\n'
+    )
+    with pytest.raises(RoutingError, match="a webhook destination takes no nodes"):
+        load_routing(path)
