@@ -21,6 +21,9 @@ reads each message by the Sparkplug B 3.0 rules:
   DDEATH ``offline``; an edge node has a state of its own only when its NBIRTH has metrics of
   the plant (else it is a gateway, no machine); an NDEATH whose ``bdSeq`` is not the current
   birth's is a late will of an earlier session and changes nothing;
+- a metric's time is its own timestamp, else its payload's (ms since the epoch, UTC); a metric
+  with neither is a dead letter; a state without a payload timestamp, and every NDEATH's (a
+  will's timestamp is its session's start), takes the time the message was received;
 - ``seq`` (0..255, per edge node, over all its messages but NDEATH) is checked: a gap is logged
   as a WARNING naming the node, the expected and the received number, and counted; NBIRTH starts
   the sequence again.
@@ -41,14 +44,14 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from floorsight.pipelines.mqtt_mapping import RECEIVE_TIME
 from floorsight.pipelines.validate import ID_PATTERN, MAX_PAYLOAD_BYTES, MAX_RAW_CHARS, Rejected
-from floorsight.records import SignalKind, utc_now
+from floorsight.records import SignalKind
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +185,9 @@ class SparkplugDecoder:
 
     ``group`` limits the subscription to one Sparkplug group (default: every group).
     ``signals`` maps metric names (as the edge node sends them) to a signal kind
-    (``state``, ``good_count``, ``scrap_count``); default :data:`DEFAULT_SIGNALS`. ``now``
-    is the clock an NDEATH takes its time from (a will's own timestamp is its session's start).
+    (``state``, ``good_count``, ``scrap_count``); default :data:`DEFAULT_SIGNALS`. An NDEATH's
+    states take the time the message reached the source's journal (``RECEIVE_TIME``): a will's
+    own timestamp is the start of its session, not the time of the death.
 
     >>> decoder = SparkplugDecoder(group="Plant1")
     >>> decoder.subscriptions()
@@ -200,7 +204,6 @@ class SparkplugDecoder:
         max_nodes: int = 1_000,
         max_devices: int = 10_000,
         max_metrics: int = 200_000,
-        now: Callable[[], datetime] = utc_now,
     ) -> None:
         if group is not None and (not group or any(c in group for c in "/+#")):
             raise ValueError(f"Sparkplug group {group!r} must be one topic level, no wildcards")
@@ -209,7 +212,6 @@ class SparkplugDecoder:
         self.max_nodes = max_nodes
         self.max_devices = max_devices
         self.max_metrics = max_metrics
-        self.now = now
         self._reset()
 
     def _reset(self) -> None:
@@ -398,7 +400,7 @@ class SparkplugDecoder:
                 node["bdseq"],
             )
             return []
-        ts = self.now()
+        ts = RECEIVE_TIME
         devices = sorted(node["devices"]) if node is not None else []
         self._nodes.pop(node_key, None)
         out: list[dict | Rejected] = []
@@ -525,7 +527,7 @@ class SparkplugDecoder:
         raise _Refused(f"metric {_excerpt(name)} ({kind} signal) has no usable value ({which})")
 
     def _state(self, machine: str, message, text: str) -> dict:
-        ts = _time(None, message) or self.now()
+        ts = _time(None, message) or RECEIVE_TIME
         return _signal(machine, SignalKind.STATE, ts, None, text)
 
 

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from floorsight.pipelines.mqtt_mapping import RECEIVE_TIME
 from floorsight.pipelines.sparkplug import COUNTERS, SparkplugDecoder
 from floorsight.pipelines.validate import ID_PATTERN, Rejected, parse_records
 from floorsight.records import SignalKind
@@ -264,8 +265,7 @@ def test_seq_wraps_from_255_to_0_without_a_gap():
 
 
 def test_deaths_are_offline_states_and_a_stale_will_changes_nothing():
-    now = T0 + timedelta(minutes=3)
-    decoder = SparkplugDecoder(now=lambda: now)
+    decoder = SparkplugDecoder()
     born(decoder)
     other = "press4"
     (dbirth4, ddeath4) = tahu_encode(
@@ -292,7 +292,8 @@ def test_deaths_are_offline_states_and_a_stale_will_changes_nothing():
     assert decoder.counts()["stale_deaths"] == 1
     items = decoder.decode(topic("NDEATH"), death)
     assert signals(items) == [(DEVICE, "state", None, "offline")]
-    assert {i["ts"] for i in items} == {now}
+    # a will's timestamp is its session's start: the death takes the time it was received
+    assert {i["ts"] for i in items} == {RECEIVE_TIME}
     # after the death, its aliases are gone: data needs a new birth
     (data,) = tahu_encode(ddata(4, {"alias": 1, "type": "Double", "value": 1.0}))
     assert "alias 1 is unknown" in dead(decoder.decode(topic("DDATA", DEVICE), data))[0]
@@ -408,12 +409,14 @@ def _check(where: str, items: object) -> None:
             continue
         assert isinstance(item, dict)
         assert _ID.fullmatch(item["machine_id"])
-        assert isinstance(item["ts"], datetime) and item["ts"].tzinfo is UTC
         if "signal" in item:
+            ts = item["ts"]
+            assert ts is RECEIVE_TIME or (isinstance(ts, datetime) and ts.tzinfo is UTC)
             assert item["signal"] in set(SignalKind)
             assert item["value"] is None or isinstance(item["value"], float)
             assert item["text"] is None or isinstance(item["text"], str)
         else:
+            assert isinstance(item["ts"], datetime) and item["ts"].tzinfo is UTC
             assert _ID.fullmatch(item["sensor"])
             assert isinstance(item["value"], float)
 
