@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+# the node-opcua test server's packages (tests/nodeopcua), installed again when its lockfile changes
+NODEOPCUA := tests/nodeopcua
+NODE_STAMP := $(NODEOPCUA)/node_modules/.installed-$(shell cat $(NODEOPCUA)/package-lock.json | cksum | cut -d' ' -f1)
 
 .PHONY: setup system demo test lint constraints clean
 
@@ -28,7 +31,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: lint
+## npm ci of the node-opcua test server (from npm's cache when it has the packages)
+$(NODE_STAMP): $(NODEOPCUA)/package.json $(NODEOPCUA)/package-lock.json | system
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(NODEOPCUA) --no-audit --no-fund --prefer-offline && touch $@; \
+	else echo "npm is missing: the node-opcua tests skip (make system installs nodejs and npm)" >&2; fi
+
+test: lint $(NODE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Re-pin after changing dependencies in pyproject.toml
