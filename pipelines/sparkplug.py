@@ -119,6 +119,9 @@ COUNTERS = (
     "ignored",
 )
 
+#: the counters that say something went wrong (logged at a snapshot when they changed)
+PROBLEMS = ("seq_gaps", "unknown_aliases", "decode_errors", "refused", "stale_deaths")
+
 
 def _payload_class() -> type:
     """The ``Payload`` message of Tahu's schema, in a descriptor pool of its own."""
@@ -222,6 +225,7 @@ class SparkplugDecoder:
         self._nodes: dict[str, dict] = {}
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._rebirth: set[str] = set()
+        self._logged = dict.fromkeys(PROBLEMS, 0)
 
     # -- the decoder protocol ---------------------------------------------------------------
 
@@ -248,6 +252,17 @@ class SparkplugDecoder:
         return out
 
     def state(self) -> dict:
+        problems = {k: self._counts[k] for k in PROBLEMS}
+        if problems != self._logged:  # the source asks at each snapshot: the counts go to the log
+            self._logged = problems
+            log.info(
+                "Sparkplug: %s messages, %s readings, %s signals, %s dead letters; %s",
+                self._counts["messages"],
+                self._counts["readings"],
+                self._counts["signals"],
+                self._counts["dead_letters"],
+                ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in problems.items()),
+            )
         return {"nodes": copy.deepcopy(self._nodes), "counts": dict(self._counts)}
 
     def restore(self, state: dict) -> None:
@@ -259,6 +274,7 @@ class SparkplugDecoder:
             for name, n in state.get("counts", {}).items():
                 if name in self._counts and isinstance(n, int):
                     self._counts[name] = n
+            self._logged = {k: self._counts[k] for k in PROBLEMS}
         except Exception as e:
             log.warning(
                 "Sparkplug: the snapshot's decoder state is unreadable (%s); starting without "

@@ -248,6 +248,10 @@ def test_a_sequence_gap_is_logged_and_counted_and_nbirth_restarts_the_sequence(c
     assert decoder.counts()["seq_gaps"] == 1
     (warning,) = [r.getMessage() for r in caplog.records if "sequence gap" in r.getMessage()]
     assert f"{G}/{NODE}" in warning and "expected seq 3, got 5" in warning
+    # the counts go to the log when the source snapshots the decoder's state
+    with caplog.at_level(logging.INFO, logger="floorsight.pipelines.sparkplug"):
+        decoder.state()
+    assert "seq gaps 1, unknown aliases 0" in caplog.records[-1].getMessage()
     # a new NBIRTH (seq 0) after seq 6 is no gap
     (again,) = tahu_encode(nbirth(bdseq=1))
     decoder.decode(topic("NBIRTH"), again)
