@@ -1,20 +1,25 @@
-"""The pipeline reading the simulator's MQTT topics through a real Mosquitto.
+"""The pipeline reading MQTT topics through a real Mosquitto: the simulator's, and a plant's own.
 
 Every reading published arrives in the feature table (windows with all their readings), and the
-malformed payloads published among them land in dead_letters with their reasons.
+malformed payloads published among them land in dead_letters with their reasons. A plant's
+gateway (a plain paho client) publishing every sensor of a machine in one message on its own
+topic tree is read through a topic template and a payload map.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
+import paho.mqtt.client as mqtt
 import polars as pl
 import pytest
 from bytewax.testing import run_main
 
 from floorsight.pipelines.context import ContextStore, sensor_units
 from floorsight.pipelines.flow import PipelineSettings, build_flow
+from floorsight.pipelines.mqtt_mapping import decoder_factory
 from floorsight.pipelines.mqtt_source import MqttSource
 from floorsight.pipelines.validate import ReadingRules
 from floorsight.simulators import build_plant
@@ -101,3 +106,77 @@ def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters
     assert len(dead) == len(expected_reasons)
     for reason, part in zip(dead, expected_reasons, strict=True):
         assert part in reason
+
+
+def test_the_plants_own_topics_and_multi_sensor_payloads_reach_the_feature_table(
+    mosquitto, tmp_path
+) -> None:
+    host, port = mosquitto
+    plant = build_plant(
+        2,
+        start=T0,
+        horizon=timedelta(hours=1),
+        seed=5,
+        faults=(),
+        setup_minutes=(0, 1),
+        idle_share=0.0,
+    )
+    plant.write_context(tmp_path / "erp")
+    mapping = tmp_path / "map.toml"
+    mapping.write_text(
+        'sensors = "*"\nfields = "data"\ntime = "meta.t"\ntime_format = "epoch_us"\n'
+        'quality = "meta.q"\ngood = ["ok"]\n'
+    )
+    until = START + timedelta(seconds=30)
+    ready = threading.Event()
+    source = MqttSource(
+        host,
+        port,
+        client_id="test-mapped",
+        until=until,
+        ready=ready,
+        decoder=decoder_factory("json", ["factory/{line}/{machine_id}"], mapping),
+    )
+    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
+    flow = build_flow(source, ContextStore(tmp_path / "erp"), tmp_path / "f.duckdb", settings)
+    wanted = plant.readings(START, until)
+    # one message per machine and instant, every sensor in it (a plant's gateway, not floorsight)
+    messages = []
+    for (machine, ts), rows in (
+        plant.readings(START, until + timedelta(seconds=2))
+        .sort("ts")
+        .group_by("machine_id", "ts", maintain_order=True)
+    ):
+        us = int(ts.timestamp()) * 1_000_000 + ts.microsecond
+        data = dict(zip(rows["sensor"], rows["value"], strict=True))
+        body = {"meta": {"t": us, "q": "ok"}, "data": data}
+        messages.append((f"factory/L1/{machine}", json.dumps(body).encode()))
+    messages.insert(3, ("factory/L1/M01", b'{"meta": {"t": 1, "q": "bad"}, "data": {"x": 1}}'))
+
+    def publish() -> None:
+        assert ready.wait(30), "the MQTT source did not subscribe"
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-gateway")
+        client.connect(host, port)
+        client.loop_start()
+        infos = [client.publish(t, p, qos=1) for t, p in messages]
+        for info in infos:
+            info.wait_for_publish(30)
+        client.loop_stop()
+        client.disconnect()
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    run_main(flow)
+    publisher.join(timeout=30)
+
+    db = Database(tmp_path / "f.duckdb")
+    got = db.query("SELECT machine_id, sensor, window_start, n FROM features ORDER BY ALL")
+    expected = (
+        wanted.group_by("machine_id", "sensor", window_start=pl.col("ts").dt.truncate("10s"))
+        .agg(n=pl.len().cast(pl.Int32))
+        .sort("machine_id", "sensor", "window_start")
+    )
+    assert got.height == expected.height == 2 * 4 * 3
+    assert got["n"].to_list() == expected["n"].to_list()
+    (reason,) = db.query("SELECT reason FROM dead_letters")["reason"].to_list()
+    assert reason.startswith("factory/L1/M01: quality field 'meta.q' is 'bad'")
