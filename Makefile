@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 # the node-opcua test server's packages (tests/nodeopcua), installed again when its lockfile changes
 NODEOPCUA := tests/nodeopcua
 NODE_STAMP := $(NODEOPCUA)/node_modules/.installed-$(shell cat $(NODEOPCUA)/package-lock.json | cksum | cut -d' ' -f1)
+# Eclipse Tahu's Sparkplug B encoder and edge node client (tests/sparkplug_node), likewise
+SPARKPLUG_NODE := tests/sparkplug_node
+SPARKPLUG_STAMP := $(SPARKPLUG_NODE)/node_modules/.installed-$(shell cat $(SPARKPLUG_NODE)/package-lock.json | cksum | cut -d' ' -f1)
 
 .PHONY: setup system demo test lint constraints clean
 
@@ -37,7 +40,13 @@ $(NODE_STAMP): $(NODEOPCUA)/package.json $(NODEOPCUA)/package-lock.json | system
 	  npm ci --prefix $(NODEOPCUA) --no-audit --no-fund --prefer-offline && touch $@; \
 	else echo "npm is missing: the node-opcua tests skip (make system installs nodejs and npm)" >&2; fi
 
-test: lint $(NODE_STAMP)
+## npm ci of Tahu's Sparkplug packages for the Sparkplug tests
+$(SPARKPLUG_STAMP): $(SPARKPLUG_NODE)/package.json $(SPARKPLUG_NODE)/package-lock.json | system
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(SPARKPLUG_NODE) --no-audit --no-fund --prefer-offline --ignore-scripts && touch $@; \
+	else echo "npm is missing: the Sparkplug tests skip (make system installs nodejs and npm)" >&2; fi
+
+test: lint $(NODE_STAMP) $(SPARKPLUG_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Re-pin after changing dependencies in pyproject.toml
