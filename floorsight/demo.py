@@ -29,6 +29,7 @@ from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_flow
 from floorsight.pipelines.sources import FrameSource
 from floorsight.pipelines.validate import ReadingRules
+from floorsight.records import Signals
 from floorsight.simulators import Plant, build_plant, fault_schedule
 from floorsight.storage import Database
 
@@ -89,13 +90,14 @@ def make_plant(cfg: DemoConfig, start: datetime) -> tuple[Plant, datetime | None
 
 
 def counted(
-    frames: Iterator[pl.DataFrame | None], counter: Counter, stop: threading.Event
-) -> Iterator[pl.DataFrame | None]:
-    """Count what the source emits; end the stream (a clean EOF) once ``stop`` is set."""
+    frames: Iterator[pl.DataFrame | Signals | None], counter: Counter, stop: threading.Event
+) -> Iterator[pl.DataFrame | Signals | None]:
+    """Count the readings the source emits (machine signals pass uncounted); end the stream
+    (a clean EOF) once ``stop`` is set."""
     for frame in frames:
         if stop.is_set():
             return
-        if frame is not None:
+        if isinstance(frame, pl.DataFrame):
             counter.readings += frame.height
             counter.batches += 1
         yield frame
@@ -140,8 +142,9 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
 
     stop = threading.Event()
 
-    def frames(worker_index: int, worker_count: int) -> Iterator[pl.DataFrame | None]:
-        return counted(plant.stream(start, speed=cfg.speed, end=end), counter, stop)
+    def frames(worker_index: int, worker_count: int) -> Iterator[pl.DataFrame | Signals | None]:
+        # the machines' MES states and part counters too: the dashboard's OEE comes from them
+        return counted(plant.stream(start, speed=cfg.speed, end=end, signals=True), counter, stop)
 
     # the simulated clock runs ahead of the wall clock, so "future" is relative to the plant
     future = timedelta(days=1) + (end - start if end else timedelta(days=2))

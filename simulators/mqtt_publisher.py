@@ -4,6 +4,11 @@ Topics and payloads (the contract the pipeline's MQTT source reads)::
 
     <prefix>/<line>/<machine>/<sensor>   {"machine_id", "sensor", "ts", "value", "unit"}
     <prefix>/<line>/<machine>/status     the machine's MES status (retained)
+    <prefix>/<line>/<machine>/state      {"machine_id", "signal": "state", "ts", "value"}: the
+                                         PackML state number at each change (retained)
+    <prefix>/<line>/<machine>/good_count  {"machine_id", "signal": "good_count", "ts", "value"}:
+                                         the good-part counter at each good part (retained)
+    <prefix>/<line>/<machine>/scrap_count the same for scrapped parts (retained)
 
 ``ts`` is ISO 8601 in UTC with microseconds (the reading's simulated time). Publishing does not
 wait for each PUBACK: paho keeps the in-flight messages and :meth:`MqttPublisher.flush` waits
@@ -20,7 +25,7 @@ from datetime import UTC, datetime
 import paho.mqtt.client as mqtt
 import polars as pl
 
-from floorsight.records import READING_SCHEMA
+from floorsight.records import READING_SCHEMA, Signals
 
 QOS = 1
 
@@ -127,6 +132,24 @@ class MqttPublisher:
             self._pending.append(info)
         return frame.height
 
+    def publish_signals(self, signals: pl.DataFrame) -> int:
+        """Publish machine signals (``records.SIGNAL_SCHEMA``: states and part counters), one
+        retained message each on ``<prefix>/<line>/<machine>/<signal>``; returns how many."""
+        for machine_id, signal, ts, value in signals.select(
+            "machine_id", "signal", "ts", "value"
+        ).iter_rows():
+            payload = json.dumps(
+                {
+                    "machine_id": machine_id,
+                    "signal": signal,
+                    "ts": ts.isoformat(timespec="microseconds"),
+                    "value": int(value),
+                }
+            )
+            topic = topic_for(self.lines.get(machine_id, "line"), machine_id, signal, self.prefix)
+            self._pending.append(self.client.publish(topic, payload, QOS, retain=True))
+        return signals.height
+
     def publish_status(self, status: pl.DataFrame) -> int:
         """Publish each machine's status row when it changed (retained); returns how many."""
         sent = 0
@@ -167,15 +190,23 @@ def publish(
     end: datetime | None = None,
     stop_event: threading.Event | None = None,
     prefix: str = "plant",
+    signals: bool = False,
 ) -> None:
-    """Run ``plant`` on the wall clock into the broker until ``end`` or ``stop_event``."""
+    """Run ``plant`` on the wall clock into the broker until ``end`` or ``stop_event``; with
+    ``signals`` (a simulated plant) its machines' states and part counters too, on their own
+    topics (a subscriber of ``<prefix>/#`` that reads every message as a reading would take
+    them for sensors)."""
     pub = MqttPublisher.for_plant(plant, host, port, prefix=prefix)
+    with_signals = {"signals": True} if signals and hasattr(plant, "signals") else {}
     try:
-        for frame in plant.stream(start, speed=speed, end=end):
+        for frame in plant.stream(start, speed=speed, end=end, **with_signals):
             if stop_event is not None and stop_event.is_set():
                 break
             if frame is None:
                 time.sleep(0.05)
+                continue
+            if isinstance(frame, Signals):
+                pub.publish_signals(frame.frame)
                 continue
             if frame.height:
                 pub.publish_frame(frame)

@@ -4,15 +4,21 @@ Address space (namespace ``urn:floorsight:plant``, index looked up at run time):
 
     Objects/Plant/<line>/<machine>/<sensor>       Double, EngineeringUnits property, source
                                                   timestamp = the reading's simulated time
-    Objects/Plant/<line>/<machine>/State          String: running, idle, setup, down
+    Objects/Plant/<line>/<machine>/State          Int32: PackML state number (6 Execute, 4 Idle,
+                                                  2 Stopped, 9 Aborted, 11 Held; see
+                                                  ``plant.PACKML_STATE``), no EngineeringUnits
+    Objects/Plant/<line>/<machine>/GoodCount      Int64: good parts since the plant's start
+    Objects/Plant/<line>/<machine>/ScrapCount     Int64: scrapped parts since the plant's start
     Objects/Plant/<line>/<machine>/WorkOrder      String (also Product, MaterialLot)
-    Objects/Plant/<line>/<machine>/GoodParts      Int64 (also ScrapParts)
     Objects/Plant/<line>/<machine>/QualityHold    Boolean, writable by clients (write-back)
     Objects/Plant/<line>/<machine>/AlarmText      String, writable by clients (write-back)
 
 Node ids are strings: ``ns=<idx>;s=<line>.<machine>.<name>`` (``Plant`` and ``<line>`` and
 ``<line>.<machine>`` for the folders), e.g. ``ns=2;s=L1.M01.vibration_mm_s``. The browse path
-is the stable contract. By default each tick writes the latest reading of every sensor (cheap,
+is the stable contract. State, GoodCount and ScrapCount change when the machine's state changes
+and when a part is made, each with that moment's simulated time as its source timestamp (the
+pipeline's OPC-UA source maps them to machine signals). By default each tick writes the latest
+reading of every sensor (cheap,
 enough for a dashboard). With ``every_sample`` each reading is written in time order, and the
 sensor variables keep a history (HistoryRead, the last ``history_count`` values in memory):
 a client subscribing with a queue gets every sample, and after a reconnect reads what it missed.
@@ -45,13 +51,18 @@ WRITABLE = {
     "AlarmText": ("", ua.VariantType.String),
 }
 STATUS = {
-    "State": ("state", ua.VariantType.String),
     "WorkOrder": ("work_order", ua.VariantType.String),
     "Product": ("product", ua.VariantType.String),
     "MaterialLot": ("material_lot", ua.VariantType.String),
-    "GoodParts": ("good_parts", ua.VariantType.Int64),
-    "ScrapParts": ("scrap_parts", ua.VariantType.Int64),
 }
+#: machine signals: variable -> (signal kind, type, column of ``status_at``)
+SIGNALS = {
+    "State": ("state", ua.VariantType.Int32, "state"),
+    "GoodCount": ("good_count", ua.VariantType.Int64, "good_parts"),
+    "ScrapCount": ("scrap_count", ua.VariantType.Int64, "scrap_parts"),
+}
+#: PackML numbers of ``status_at`` states, for a plant without ``signals`` (a recorded one)
+PACKML_OF_STATE = {"running": 6, "idle": 4, "setup": 2, "down": 11}
 log = logging.getLogger(__name__)
 
 
@@ -91,6 +102,7 @@ class PlantServer:
         self.ns = 0
         self.sensors: dict[tuple[str, str], ua.NodeId] = {}
         self.status: dict[tuple[str, str], ua.NodeId] = {}
+        self.signal_nodes: dict[tuple[str, str], ua.NodeId] = {}  # (machine, signal kind)
         self.writable: dict[tuple[str, str], ua.NodeId] = {}
         self.sim_now = start
 
@@ -131,6 +143,7 @@ class PlantServer:
             if self.backfill_from is not None and self.backfill_from < self.start:
                 await self._backfill(self.backfill_from, self.start)
         await self._write_status(self.start)
+        await self._write_signals(self.start, self.start, initial=True)
 
     async def _build_address_space(self) -> None:
         ns = self.ns
@@ -162,11 +175,15 @@ class PlantServer:
                 )
                 self.sensors[(m.machine_id, sensor.name)] = var.nodeid
             for name, (_, vtype) in STATUS.items():
-                initial = 0 if vtype is ua.VariantType.Int64 else ""
                 var = await node.add_variable(
-                    ua.NodeId(f"{prefix}.{name}", ns), f"{ns}:{name}", initial, varianttype=vtype
+                    ua.NodeId(f"{prefix}.{name}", ns), f"{ns}:{name}", "", varianttype=vtype
                 )
                 self.status[(m.machine_id, name)] = var.nodeid
+            for name, (kind, vtype, _) in SIGNALS.items():
+                var = await node.add_variable(
+                    ua.NodeId(f"{prefix}.{name}", ns), f"{ns}:{name}", 0, varianttype=vtype
+                )
+                self.signal_nodes[(m.machine_id, kind)] = var.nodeid
             for name, (initial, vtype) in WRITABLE.items():
                 var = await node.add_variable(
                     ua.NodeId(f"{prefix}.{name}", ns), f"{ns}:{name}", initial, varianttype=vtype
@@ -219,6 +236,37 @@ class PlantServer:
                     Value=ua.Variant(row[column], vtype), SourceTimestamp=at, ServerTimestamp=now
                 )
                 await self.server.write_attribute_value(node, dv)
+            if not hasattr(self.plant, "signals"):  # a plant that only knows its status
+                for kind, vtype, column in SIGNALS.values():
+                    value = row[column]
+                    value = PACKML_OF_STATE.get(value, 0) if kind == "state" else value
+                    dv = ua.DataValue(
+                        Value=ua.Variant(value, vtype), SourceTimestamp=at, ServerTimestamp=now
+                    )
+                    await self.server.write_attribute_value(
+                        self.signal_nodes[(row["machine_id"], kind)], dv
+                    )
+
+    async def _write_signals(self, t0: datetime, t1: datetime, initial: bool = False) -> None:
+        """Each state change and part of ``[t0, t1)`` (``initial``: the values at ``t0``), in
+        time order, with its own simulated time."""
+        if not hasattr(self.plant, "signals"):
+            return
+        now = datetime.now(tz=UTC)
+        vtypes = {kind: vtype for kind, vtype, _ in SIGNALS.values()}
+        frame = self.plant.signals(t0, t1, initial=initial) if initial or t1 > t0 else None
+        for machine_id, kind, ts, value in (
+            frame.sort("ts").select("machine_id", "signal", "ts", "value").iter_rows()
+            if frame is not None and frame.height
+            else ()
+        ):
+            node = self.signal_nodes.get((machine_id, kind))
+            if node is None:
+                continue
+            dv = ua.DataValue(
+                Value=ua.Variant(int(value), vtypes[kind]), SourceTimestamp=ts, ServerTimestamp=now
+            )
+            await self.server.write_attribute_value(node, dv)
 
     async def write_backs(self) -> dict[str, dict[str, object]]:
         """What clients wrote: QualityHold and AlarmText per machine."""
@@ -239,7 +287,9 @@ class PlantServer:
                 continue
             if frame.height:
                 await self._write_readings(frame)
-                self.sim_now = frame["ts"].max()
+                newest = frame["ts"].max()
+                await self._write_signals(self.sim_now, newest)
+                self.sim_now = newest
                 await self._write_status(self.sim_now)
             now = await self.write_backs()
             for machine_id, values in now.items():

@@ -29,7 +29,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from floorsight.records import READING_SCHEMA, FaultKind, FaultTruth, empty_readings
+from floorsight.records import (
+    READING_SCHEMA,
+    SIGNAL_SCHEMA,
+    FaultKind,
+    FaultTruth,
+    SignalKind,
+    Signals,
+    empty_readings,
+)
 from floorsight.simulators.catalog import (
     CNC,
     INJECTION_MOULDING,
@@ -64,6 +72,15 @@ class State(IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+#: The PackML state number (ISA-TR88.00.02 ``StateCurrent``) the simulated MES reports: Execute
+#: while running, Idle between work orders, Stopped during a changeover (a PackML machine changes
+#: over outside its Production mode, stopped) ...
+PACKML_STATE = {State.RUNNING: 6, State.IDLE: 4, State.SETUP: 2, State.DOWN: 11}
+#: ... and while down: Aborted after a failure (repair), Held for a tool change, Stopped for
+#: planned maintenance.
+PACKML_DOWN = {"repair": 9, "tool_change": 11, "planned_maintenance": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +198,7 @@ class Plant:
             # these change the state timelines (failures, tool changes) and the parts made
             self.__dict__["_timelines"] = {}
             self.__dict__.pop("parts", None)
+            self.__dict__.pop("_counted_parts", None)
 
     def machine(self, machine_id: str) -> Machine:
         return next(m for m in self.machines if m.machine_id == machine_id)
@@ -231,14 +249,18 @@ class Plant:
         end: datetime | None = None,
         tick_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
-    ) -> Iterator[pl.DataFrame | None]:
+        signals: bool = False,
+    ) -> Iterator[pl.DataFrame | Signals | None]:
         """Readings as simulated time passes: ``speed`` simulated seconds per wall second.
 
         Yields a frame with the readings since the last one, or None when less than ``tick_s``
-        has passed (the caller polls again later), and stops at ``end``.
+        has passed (the caller polls again later), and stops at ``end``. With ``signals``,
+        each frame is followed by the machines' :meth:`signals` of the same interval (the
+        first with the states and counters at ``start``).
         """
         wall0 = clock()
         cursor = start
+        first = True
         last_wall = wall0 - tick_s
         while end is None or cursor < end:
             now = clock()
@@ -251,8 +273,11 @@ class Plant:
                 sim_now = min(sim_now, end)
             if sim_now > cursor:
                 frame = self.readings(cursor, sim_now)
-                cursor = sim_now
+                since, cursor = cursor, sim_now
                 yield frame
+                if signals:
+                    yield Signals(self.signals(since, sim_now, initial=first))
+                    first = False
             else:
                 yield None
 
@@ -482,6 +507,105 @@ class Plant:
                 ).with_columns(pl.col("ts").cast(_TS))
             )
         return pl.concat(frames) if frames else pl.DataFrame()
+
+    def state_codes(self, machine_id: str) -> pl.DataFrame:
+        """The PackML state number the machine reports from each change of its timeline on
+        (:data:`PACKML_STATE`, :data:`PACKML_DOWN`): columns ts, code."""
+        tl = self._timeline(machine_id)
+        downs = self.downtime_log(machine_id)
+        codes = []
+        for b, state in zip(tl.bounds, tl.states, strict=True):
+            code = PACKML_STATE[State(int(state))]
+            if state == State.DOWN:
+                kind = next((d.kind for d in downs if to_us(d.start) <= b < to_us(d.end)), "")
+                code = PACKML_DOWN.get(kind, code)
+            codes.append(code)
+        return pl.DataFrame(
+            {"ts": tl.bounds, "code": codes}, schema={"ts": pl.Int64, "code": pl.Int64}
+        ).with_columns(pl.col("ts").cast(_TS))
+
+    def signals(self, t0: datetime, t1: datetime, initial: bool = False) -> pl.DataFrame:
+        """The machines' MES signals (:data:`floorsight.records.SIGNAL_SCHEMA`) in
+        ``[t0, t1)``: a ``state`` row at each change of state (its PackML number), a
+        ``good_count`` row at each good part and a ``scrap_count`` row at each scrapped one
+        (the counter since the plant's start, as :meth:`status_at` reports it).
+
+        With ``initial`` the first rows are the state and both counters at ``t0`` (a client that
+        subscribes gets the current values first); parts made at ``t0`` are in them.
+        """
+        a, b = to_us(t0), to_us(t1)
+        parts = self._counted_parts
+        frames = []
+        for m in self.machines:
+            codes = self.state_codes(m.machine_id)
+            us = pl.col("ts").dt.epoch("us")
+            changes = codes.filter(((us > a) if initial else (us >= a)) & (us < b))
+            if initial:
+                now = codes.filter(us <= a).tail(1)
+                code = now["code"][0] if now.height else PACKML_STATE[State.IDLE]
+                changes = pl.concat(
+                    [pl.DataFrame({"ts": [t0], "code": [code]}, schema=codes.schema), changes]
+                )
+            frames.append(
+                changes.select(
+                    pl.lit(m.machine_id).alias("machine_id"),
+                    pl.lit(SignalKind.STATE.value).alias("signal"),
+                    "ts",
+                    pl.col("code").cast(pl.Float64).alias("value"),
+                    pl.lit(None, dtype=pl.String).alias("text"),
+                )
+            )
+            if parts.height == 0:
+                continue
+            mine = parts.filter(pl.col("machine_id") == m.machine_id)
+            made = mine.filter(((us > a) if initial else (us >= a)) & (us < b))
+            if initial:
+                before = mine.filter(us <= a).tail(1)
+                good, scrap = (before.row(0)[2:4]) if before.height else (0, 0)
+                frames.append(
+                    pl.DataFrame(
+                        {
+                            "machine_id": [m.machine_id] * 2,
+                            "signal": [SignalKind.GOOD_COUNT.value, SignalKind.SCRAP_COUNT.value],
+                            "ts": [t0, t0],
+                            "value": [float(good), float(scrap)],
+                            "text": [None, None],
+                        },
+                        schema=SIGNAL_SCHEMA,
+                    )
+                )
+            frames.append(
+                made.select(
+                    "machine_id",
+                    pl.when("good")
+                    .then(pl.lit(SignalKind.GOOD_COUNT.value))
+                    .otherwise(pl.lit(SignalKind.SCRAP_COUNT.value))
+                    .alias("signal"),
+                    "ts",
+                    pl.when("good")
+                    .then(pl.col("good_count"))
+                    .otherwise(pl.col("scrap_count"))
+                    .cast(pl.Float64)
+                    .alias("value"),
+                    pl.lit(None, dtype=pl.String).alias("text"),
+                )
+            )
+        out = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+        return out.cast(SIGNAL_SCHEMA).sort("machine_id", "ts", "signal", maintain_order=True)
+
+    @cached_property
+    def _counted_parts(self) -> pl.DataFrame:
+        """Every part with the machine's good and scrap counters after it."""
+        parts = self.parts
+        if parts.height == 0:
+            return parts
+        return parts.sort("machine_id", "ts").select(
+            "machine_id",
+            "ts",
+            pl.col("good").cast(pl.Int64).cum_sum().over("machine_id").alias("good_count"),
+            (~pl.col("good")).cast(pl.Int64).cum_sum().over("machine_id").alias("scrap_count"),
+            "good",
+        )
 
     def running_share(self, machine_id: str, start: datetime, end: datetime) -> float:
         """Share of ``start``..``end`` during which the machine was running (0..1).
