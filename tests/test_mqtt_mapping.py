@@ -9,8 +9,10 @@ and every message is readings, signals or dead letters.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +28,7 @@ from floorsight.pipelines.mqtt_mapping import (
     TopicTemplate,
     decoder_factory,
 )
-from floorsight.pipelines.mqtt_source import decode_messages
+from floorsight.pipelines.mqtt_source import MqttSource, decode_messages
 from floorsight.pipelines.validate import Rejected
 
 TS = "2026-12-01T11:59:59+00:00"
@@ -276,3 +278,60 @@ def test_fuzz_any_bytes_on_any_topic_through_a_mapped_decoder(messages) -> None:
 def test_fuzz_mutated_multi_sensor_payloads(data: dict, topic: str) -> None:
     raw = json.dumps({"ts": 1_764_590_399_000, "temp": 1.5} | data).encode("utf-8", "surrogatepass")
     _poll(MULTI, [(topic, raw)])
+
+
+class _CountingDecoder(JsonDecoder):
+    """A decoder with state (as Sparkplug's aliases and sequence numbers are)."""
+
+    def __init__(self) -> None:
+        super().__init__(["plant/#"])
+        self.seen = 0
+
+    def decode(self, topic: str, payload: bytes) -> list:
+        self.seen += 1
+        return super().decode(topic, payload)
+
+    def state(self) -> dict:
+        return {"seen": self.seen}
+
+    def restore(self, state: dict) -> None:
+        self.seen = state["seen"]
+
+
+@pytest.mark.e2e
+def test_the_decoders_state_is_snapshotted_with_the_journal_position_and_restored(
+    mosquitto, tmp_path
+) -> None:
+    host, port = mosquitto
+    source = MqttSource(
+        host, port, client_id="t-state", journal=tmp_path / "j", decoder=_CountingDecoder
+    )
+    part = source.build_part("readings", "mqtt", None)
+    try:
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-state-pub")
+        pub.connect(host, port)
+        pub.loop_start()
+        now = datetime.now(tz=UTC).isoformat()
+        for v in range(3):
+            body = {"machine_id": "M1", "sensor": "s", "ts": now, "value": v}
+            pub.publish("plant/L1/M1/s", json.dumps(body), qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        got, deadline = 0, time.monotonic() + 20
+        while got < 3 and time.monotonic() < deadline:
+            got += sum(item.ok.height for item in part.next_batch())
+            time.sleep(0.05)
+        state = part.snapshot()
+    finally:
+        part.close()
+    assert state == {"position": 3, "decoder": {"seen": 3}}
+    again = source.build_part("readings", "mqtt", state)
+    try:
+        assert again._decoder.seen == 3 and again._seq == 3
+    finally:
+        again.close()
+    old = source.build_part("readings", "mqtt", 2)  # a snapshot of the bare position
+    try:
+        assert old._seq == 2 and old._decoder.seen == 0
+    finally:
+        old.close()
