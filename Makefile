@@ -37,7 +37,7 @@ lint: setup
 ## npm ci of the node-opcua test server (from npm's cache when it has the packages)
 $(NODE_STAMP): $(NODEOPCUA)/package.json $(NODEOPCUA)/package-lock.json | system
 	@if command -v npm >/dev/null 2>&1; then \
-	  npm ci --prefix $(NODEOPCUA) --no-audit --no-fund --prefer-offline && touch $@; \
+	  npm ci --prefix $(NODEOPCUA) --no-audit --no-fund --prefer-offline --ignore-scripts && touch $@; \
 	else echo "npm is missing: the node-opcua tests skip (make system installs nodejs and npm)" >&2; fi
 
 ## npm ci of Tahu's Sparkplug packages for the Sparkplug tests
