@@ -252,3 +252,31 @@ hold = "nsu=urn:acme:press-shop;s=Press07.HoldRequest"
     )
     with pytest.raises(RoutingError, match="a webhook destination takes no nodes"):
         load_routing(path)
+
+
+def test_without_the_servers_packages_its_tests_skip_here_and_fail_in_ci(
+    tmp_path, monkeypatch
+) -> None:
+    import tests.node_opcua as fixture
+
+    monkeypatch.setattr(fixture, "SERVER_DIR", tmp_path / "nodeopcua")  # no node_modules
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="node_modules is missing"):
+        fixture.start_server(tmp_path)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"cannot run in CI: .*node_modules"):
+        fixture.start_server(tmp_path)
+
+
+def test_the_test_server_offers_only_basic256sha256_signandencrypt(node_opcua) -> None:
+    from floorsight.pipelines.opcua_client import OpcuaConnectError, connect
+
+    async def endpoints() -> set[tuple[str, str]]:
+        from asyncua import Client
+
+        found = await Client(node_opcua.url).connect_and_get_server_endpoints()
+        return {(e.SecurityPolicyUri.rpartition("#")[2], e.SecurityMode.name) for e in found}
+
+    assert asyncio.run(endpoints()) == {("Basic256Sha256", "SignAndEncrypt")}
+    with pytest.raises(OpcuaConnectError, match="BadSecurityModeRejected"):
+        asyncio.run(connect(node_opcua.url, OpcuaSecurity()))
