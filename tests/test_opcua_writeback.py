@@ -280,3 +280,11 @@ def test_the_test_server_offers_only_basic256sha256_signandencrypt(node_opcua) -
     assert asyncio.run(endpoints()) == {("Basic256Sha256", "SignAndEncrypt")}
     with pytest.raises(OpcuaConnectError, match="BadSecurityModeRejected"):
         asyncio.run(connect(node_opcua.url, OpcuaSecurity()))
+
+
+def test_a_destinations_unknown_security_policy_stops_the_start_naming_it(tmp_path) -> None:
+    from floorsight.alerts.destinations import senders
+
+    hmi = {"kind": "opcua", "url": "opc.tcp://127.0.0.1:4840", "security": "Basic999,Sign"}
+    with pytest.raises(RoutingError, match=r"destination 'hmi': .*unknown policy 'Basic999'"):
+        senders(Routing.model_validate({"destinations": {"hmi": hmi}}))
