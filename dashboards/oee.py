@@ -17,10 +17,25 @@
 - *quality* = the share of windows whose mean of a spec-limited characteristic (the in-line
   gauge) lies within [LSL, USL] of the product made then;
 - *OEE* = availability × performance × quality, None when one of them is not known.
+
+**OEE from the floor's own signals** (:func:`oee_from_signals`), when the pipeline stored
+machine states (``machine_states``) and part counters (``part_counts``) for a machine:
+
+- *planned time* = the work orders' scheduled time in the shift minus the time in a
+  ``planned_stop`` state within it;
+- *availability* = time in a ``running`` state within the work orders / planned time;
+- *performance* = Σ (ideal cycle time of the product made × parts counted) / that running time,
+  with the product of the work order running when each count arrived;
+- *quality* = good / (good + scrap) of the parts counted in the shift.
+
+Availability comes from states when the machine has a state (other than offline/unknown) in the
+shift, performance and quality from counts when it has part counters; otherwise each falls back
+to the window-based estimate above, and :func:`shift_oee` names each machine's ``basis``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -148,6 +163,165 @@ def oee(
         )
     )
     return out.select(list(OEE_SCHEMA)).cast(OEE_SCHEMA).sort("machine_id")
+
+
+#: States that say what a machine does (offline and unknown do not).
+PRODUCTION_CATEGORIES = ("running", "idle", "setup", "down", "planned_stop")
+
+SIGNAL_OEE_SCHEMA: dict[str, pl.DataType] = {
+    "machine_id": pl.String(),
+    "planned_s": pl.Float64(),
+    "run_s": pl.Float64(),
+    "availability": pl.Float64(),
+    "ideal_s": pl.Float64(),
+    "performance": pl.Float64(),
+    "good": pl.Int64(),
+    "scrap": pl.Int64(),
+    "quality": pl.Float64(),
+    "has_states": pl.Boolean(),
+    "has_counts": pl.Boolean(),
+}
+
+
+def intersection_seconds(
+    a: pl.DataFrame, b: pl.DataFrame, start: datetime, end: datetime
+) -> pl.DataFrame:
+    """Per machine, the length of (union of ``a``) ∩ (union of ``b``) within the bounds:
+    |A| + |B| − |A ∪ B| (columns machine_id, s)."""
+    cols = ["machine_id", "start", "end"]
+    a, b = a.select(cols), b.select(cols)
+    parts = [
+        covered_seconds(a, start, end),
+        covered_seconds(b, start, end),
+        covered_seconds(pl.concat([a, b]), start, end).with_columns(-pl.col("s")),
+    ]
+    return pl.concat(parts).group_by("machine_id").agg(pl.col("s").sum().clip(lower_bound=0.0))
+
+
+def oee_from_signals(
+    work_orders: pl.DataFrame,
+    states: pl.DataFrame,
+    counts: pl.DataFrame,
+    counted_machines: set[str],
+    ideal: pl.DataFrame,
+    start: datetime,
+    end: datetime,
+) -> pl.DataFrame:
+    """OEE factors per machine over ``[start, end)`` from the floor's states and counters
+    (the module docstring has the definitions; :data:`SIGNAL_OEE_SCHEMA`).
+
+    - ``work_orders``: machine_id, product, start, end;
+    - ``states``: machine_id, since, until, category (the state in force at ``start`` too);
+    - ``counts``: machine_id, signal (good_count | scrap_count), ts, parts, inside the bounds;
+    - ``counted_machines``: machines that have part counters at all (a counter that counted
+      nothing in the shift still says no parts were made);
+    - ``ideal``: product, ideal_cycle_time_s.
+    """
+    orders = work_orders.select("machine_id", "product", "start", "end")
+    spans = states.select(
+        "machine_id", pl.col("since").alias("start"), pl.col("until").alias("end"), "category"
+    )
+    running = spans.filter(pl.col("category") == "running")
+    stops = spans.filter(pl.col("category") == "planned_stop")
+    scheduled = covered_seconds(orders, start, end).rename({"s": "scheduled_s"})
+    stopped = intersection_seconds(orders, stops, start, end).rename({"s": "stop_s"})
+    run = intersection_seconds(orders, running, start, end).rename({"s": "run_s"})
+    with_states = (
+        spans.filter(
+            pl.col("category").is_in(PRODUCTION_CATEGORIES)
+            & (pl.col("end") > start)
+            & (pl.col("start") < end)
+        )
+        .select("machine_id")
+        .unique()
+        .with_columns(has_states=pl.lit(True))
+    )
+    made = counts.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+    # each count with the product of the work order running when it arrived
+    priced = (
+        made.join(orders, on="machine_id", how="left", suffix="_wo")
+        .filter(pl.col("ts").is_between(pl.col("start"), pl.col("end"), closed="left"))
+        .join(ideal.select("product", "ideal_cycle_time_s"), on="product", how="inner")
+        .group_by("machine_id")
+        .agg((pl.col("ideal_cycle_time_s") * pl.col("parts")).sum().alias("ideal_s"))
+    )
+    parts = made.group_by("machine_id").agg(
+        pl.col("parts").filter(pl.col("signal") == "good_count").sum().alias("good"),
+        pl.col("parts").filter(pl.col("signal") == "scrap_count").sum().alias("scrap"),
+    )
+    machines = pl.concat(
+        [
+            f.select(pl.col("machine_id").cast(pl.String))
+            for f in (scheduled, run, with_states, parts)
+        ]
+        + [pl.DataFrame({"machine_id": sorted(counted_machines)}, schema={"machine_id": pl.String})]
+    ).unique()
+    out = (
+        machines.join(scheduled, on="machine_id", how="left")
+        .join(stopped, on="machine_id", how="left")
+        .join(run, on="machine_id", how="left")
+        .join(with_states, on="machine_id", how="left")
+        .join(priced, on="machine_id", how="left")
+        .join(parts, on="machine_id", how="left")
+        .with_columns(
+            pl.col("scheduled_s", "stop_s", "run_s", "ideal_s").fill_null(0.0),
+            pl.col("good", "scrap").fill_null(0),
+            has_states=pl.col("has_states").fill_null(False),
+            has_counts=pl.col("machine_id").is_in(sorted(counted_machines)),
+        )
+        .with_columns(planned_s=(pl.col("scheduled_s") - pl.col("stop_s")).clip(lower_bound=0.0))
+        .with_columns(
+            availability=pl.when(pl.col("planned_s") > 0).then(
+                pl.min_horizontal(pl.col("run_s") / pl.col("planned_s"), pl.lit(1.0))
+            ),
+            performance=pl.when(pl.col("run_s") > 0).then(pl.col("ideal_s") / pl.col("run_s")),
+            quality=pl.when(pl.col("good") + pl.col("scrap") > 0).then(
+                pl.col("good") / (pl.col("good") + pl.col("scrap"))
+            ),
+        )
+    )
+    return out.select(list(SIGNAL_OEE_SCHEMA)).cast(SIGNAL_OEE_SCHEMA).sort("machine_id")
+
+
+def shift_oee(windows: pl.DataFrame, signals: pl.DataFrame) -> pl.DataFrame:
+    """Each machine's OEE factors from the best basis it has: availability from states when it
+    has them, performance and quality from part counts when it has counters, the window-based
+    estimate (:func:`oee`) otherwise. ``basis`` says which: ``states + counts``, ``states``,
+    ``counts`` or ``windows``."""
+    joined = windows.join(signals, on="machine_id", how="full", coalesce=True, suffix="_sig")
+    states = pl.col("has_states").fill_null(False)
+    counted = pl.col("has_counts").fill_null(False)
+    run_s = pl.when(states).then(pl.col("run_s_sig")).otherwise(pl.col("run_s"))
+    out = joined.with_columns(
+        planned_s=pl.when(states).then(pl.col("planned_s_sig")).otherwise(pl.col("planned_s")),
+        availability=pl.when(states)
+        .then(pl.col("availability_sig"))
+        .otherwise(pl.col("availability")),
+        performance=pl.when(counted)
+        .then(pl.when(run_s > 0).then(pl.col("ideal_s") / run_s))
+        .otherwise(pl.col("performance")),
+        quality=pl.when(counted).then(pl.col("quality_sig")).otherwise(pl.col("quality")),
+        run_s=run_s,
+        basis=pl.when(states & counted)
+        .then(pl.lit("states + counts"))
+        .when(states)
+        .then(pl.lit("states"))
+        .when(counted)
+        .then(pl.lit("counts"))
+        .otherwise(pl.lit("windows")),
+    ).with_columns(oee=pl.col("availability") * pl.col("performance") * pl.col("quality"))
+    return (
+        out.select(*OEE_SCHEMA, "basis")
+        .cast(OEE_SCHEMA | {"basis": pl.String()})
+        .sort("machine_id")
+    )
+
+
+def state_label(state: str, category: str) -> str:
+    """How the overview shows a state from the floor: its category, and the state's own name
+    when it says more (``down (Aborted)``, ``running``)."""
+    same = re.sub(r"[^a-z0-9]", "", state.lower()) == category.replace("_", "")
+    return category if same else f"{category} ({state})"
 
 
 def machine_state(

@@ -1,6 +1,8 @@
 """Plant overview: every machine's state, work order and product, OEE of the shift, open alerts.
 
-OEE and machine states are defined in ``dashboards/oee.py`` (and docs/dashboard.md).
+OEE and machine states are defined in ``dashboards/oee.py`` (and docs/dashboard.md): from the
+machines' own states and part counters when the floor reports them, else estimated from the
+feature windows; the ``basis`` column says which, per machine.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ class Readout:
     cycles: pl.DataFrame
     quality: pl.DataFrame
     open_alerts: pl.DataFrame
+    #: from the floor: states in force in the shift, the newest state now, counted parts
+    spans: pl.DataFrame
+    states_now: pl.DataFrame
+    counts: pl.DataFrame
+    counted: set[str]
+    ideal: pl.DataFrame
 
 
 def main() -> None:
@@ -81,6 +89,11 @@ def read(db: Database, shift: oee.Shift) -> Readout:
             cycles=queries.cycle_windows(con, shift.start, end),
             quality=queries.quality_windows(con, shift.start, end),
             open_alerts=queries.open_alerts_by_severity(con),
+            spans=queries.state_spans(con, shift.start, end),
+            states_now=queries.states_at(con, now),
+            counts=queries.part_counts_between(con, shift.start, end),
+            counted=queries.counted_machines(con, end),
+            ideal=queries.ideal_cycle_times(con),
         )
 
 
@@ -98,7 +111,14 @@ def live(db: Database, shift: oee.Shift) -> None:
         table,
         hide_index=True,
         width="stretch",
-        column_config={c: st.column_config.NumberColumn(c, format="percent") for c in PERCENT},
+        column_config={c: st.column_config.NumberColumn(c, format="percent") for c in PERCENT}
+        | {
+            "basis": st.column_config.TextColumn(
+                "basis",
+                help="OEE from the machine's own states and part counters (states + counts), "
+                "or estimated from the feature windows (windows)",
+            )
+        },
     )
     left, right = st.columns(2)
     left.plotly_chart(
@@ -111,14 +131,25 @@ def live(db: Database, shift: oee.Shift) -> None:
 
 
 def machine_table(r: Readout, shift: oee.Shift) -> pl.DataFrame:
-    """One row per machine: line, state, work order, product, OEE factors, open alerts."""
-    factors = oee.oee(r.planned, r.run, r.cycles, r.quality, shift.start, r.end)
+    """One row per machine: line, state, work order, product, OEE factors and their basis, open
+    alerts."""
+    windows = oee.oee(r.planned, r.run, r.cycles, r.quality, shift.start, r.end)
+    signals = oee.oee_from_signals(
+        r.planned, r.spans, r.counts, r.counted, r.ideal, shift.start, r.end
+    )
+    factors = oee.shift_oee(windows, signals)
     now_orders = {row["machine_id"]: row for row in r.current.iter_rows(named=True)}
+    floor = {
+        m: oee.state_label(state, category)
+        for m, state, category in r.states_now.select("machine_id", "state", "category").iter_rows()
+    }
     states = pl.DataFrame(
         [
             {
                 "machine_id": m,
-                "state": oee.machine_state(
+                # the machine's own state when the floor reports it, else guessed from its data
+                "state": floor.get(m)
+                or oee.machine_state(
                     r.now,
                     r.last.get(m),
                     r.window_s,
@@ -160,6 +191,7 @@ def machine_table(r: Readout, shift: oee.Shift) -> pl.DataFrame:
             "performance",
             "quality",
             pl.col("oee").alias("OEE"),
+            pl.col("basis").fill_null("windows"),
             *(pl.col(s).fill_null(0).cast(pl.Int64).alias(f"open {s}") for s in SEVERITIES),
         )
     )

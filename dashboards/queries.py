@@ -576,3 +576,88 @@ def count_rows(con: Con, table: str) -> int:
     if not has_table(con, table):
         return 0
     return frame(con, f'SELECT count(*) AS n FROM "{table}"')["n"][0]
+
+
+# --------------------------------------------------------------------------------------------
+# machine states and part counts from the floor (read as empty while the tables are missing)
+
+
+def state_spans(con: Con, start: datetime, end: datetime) -> pl.DataFrame:
+    """Machine states in force within ``[start, end)``: each stored change until the machine's
+    next one (the newest until ``end``), the one in force at ``start`` included."""
+    if not has_table(con, "machine_states"):
+        return pl.DataFrame(
+            schema={
+                "machine_id": pl.String,
+                "since": pl.Datetime("us", "UTC"),
+                "until": pl.Datetime("us", "UTC"),
+                "state": pl.String,
+                "category": pl.String,
+            }
+        )
+    return frame(
+        con,
+        """SELECT machine_id, since, until, state, category FROM (
+               SELECT machine_id, since, state, category,
+                      coalesce(lead(since) OVER (PARTITION BY machine_id ORDER BY since),
+                               ?::TIMESTAMPTZ) AS until
+               FROM machine_states WHERE since < ?)
+           WHERE until > ? ORDER BY machine_id, since""",
+        [end, end, start],
+    )
+
+
+def states_at(con: Con, at: datetime) -> pl.DataFrame:
+    """Each machine's newest state at ``at`` (machine_id, since, state, category)."""
+    if not has_table(con, "machine_states"):
+        return pl.DataFrame(
+            schema={
+                "machine_id": pl.String,
+                "since": pl.Datetime("us", "UTC"),
+                "state": pl.String,
+                "category": pl.String,
+            }
+        )
+    return frame(
+        con,
+        """SELECT machine_id, since, state, category FROM machine_states WHERE since <= ?
+           QUALIFY row_number() OVER (PARTITION BY machine_id ORDER BY since DESC) = 1""",
+        [at],
+    )
+
+
+def part_counts_between(con: Con, start: datetime, end: datetime) -> pl.DataFrame:
+    """Parts counted by the machines' good and scrap counters within ``[start, end)``."""
+    if not has_table(con, "part_counts"):
+        return pl.DataFrame(
+            schema={
+                "machine_id": pl.String,
+                "signal": pl.String,
+                "ts": pl.Datetime("us", "UTC"),
+                "parts": pl.Int64,
+            }
+        )
+    return frame(
+        con,
+        """SELECT machine_id, signal, ts, parts FROM part_counts WHERE ts >= ? AND ts < ?""",
+        [start, end],
+    )
+
+
+def counted_machines(con: Con, end: datetime) -> set[str]:
+    """Machines whose part counters reported before ``end``."""
+    if not has_table(con, "part_counts"):
+        return set()
+    rows = frame(con, "SELECT DISTINCT machine_id FROM part_counts WHERE ts < ?", [end])
+    return set(rows["machine_id"].to_list())
+
+
+def ideal_cycle_times(con: Con) -> pl.DataFrame:
+    """Each product's ideal cycle time in seconds (``erp_products.cycle_time_s``, the recipe's)."""
+    if not has_table(con, "erp_products"):
+        return pl.DataFrame(schema={"product": pl.String, "ideal_cycle_time_s": pl.Float64})
+    return frame(
+        con,
+        """SELECT product::VARCHAR AS product, any_value(cycle_time_s::DOUBLE) AS ideal_cycle_time_s
+           FROM erp_products WHERE cycle_time_s IS NOT NULL GROUP BY 1""",
+    )

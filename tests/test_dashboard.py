@@ -41,7 +41,7 @@ from floorsight.features import FEATURES
 from floorsight.features.expectations import VALIDATION_RESULTS
 from floorsight.models import SCORES
 from floorsight.pipelines.flow import TABLES
-from floorsight.pipelines.tables import SPEC_LIMITS, WORK_ORDERS
+from floorsight.pipelines.tables import MACHINE_STATES, PART_COUNTS, SPEC_LIMITS, WORK_ORDERS
 from floorsight.storage import Database
 from tests.dashboard_users import COOKIE_KEY, sign_in, write_users
 
@@ -474,6 +474,99 @@ def test_overview_oee_equals_the_hand_computed_shift_values(shown):
     # M3 (in setup since 06:30) has not run; M4 ran 20 of its 60 planned minutes
     assert rows["M3"]["availability"] == 0.0
     assert rows["M4"]["availability"] == pytest.approx(1 / 3)
+
+
+def floor_signals(path: Path) -> None:
+    """Machine states and part counts from the floor, as the pipeline stores them, for M2, M3
+    (offline only) and M4; M1 reports none."""
+
+    def state(machine, at, category, name, code=None):
+        return {
+            "machine_id": machine,
+            "since": at,
+            "code": code,
+            "text": None if code is not None else name,
+            "state": name,
+            "category": category,
+        }
+
+    states = [
+        state("M2", minutes(-10), "running", "Execute", 6.0),
+        state("M2", minutes(20), "down", "Held", 11.0),
+        state("M2", minutes(25), "running", "Execute", 6.0),
+        state("M2", minutes(30), "idle", "Idle", 4.0),
+        state("M2", minutes(40), "planned_stop", "maintenance"),
+        state("M2", minutes(50), "running", "Execute", 6.0),
+        state("M3", minutes(0), "offline", "offline"),
+        state("M4", minutes(-30), "running", "Execute", 6.0),
+        state("M4", minutes(30), "idle", "Idle", 4.0),
+        state("M4", minutes(50), "down", "Aborted", 9.0),
+    ]
+    counts = [  # (signal, minute, counter, parts, reset)
+        ("good_count", -5, 100, 0, False),  # the counter's base, before the shift
+        ("good_count", 10, 130, 30, False),
+        ("good_count", 29, 150, 20, False),
+        ("good_count", 55, 160, 10, False),
+        ("scrap_count", -5, 5, 0, False),
+        ("scrap_count", 15, 8, 3, False),
+        ("scrap_count", 56, 2, 2, True),  # a PLC restart: counted from 0 again
+    ]
+    Database(path, TABLES).upsert(
+        {
+            "machine_states": [pl.DataFrame(states).select(MACHINE_STATES.columns)],
+            "part_counts": [
+                pl.DataFrame(
+                    [
+                        {
+                            "machine_id": "M2",
+                            "signal": sig,
+                            "ts": minutes(m),
+                            "counter": counter,
+                            "parts": parts,
+                            "reset": reset,
+                        }
+                        for sig, m, counter, parts, reset in counts
+                    ]
+                ).select(PART_COUNTS.columns)
+            ],
+        }
+    )
+
+
+def test_overview_oee_from_the_floors_states_and_counts(monkeypatch, writable_db):
+    floor_signals(writable_db)
+    rows = overview_rows(open_app(monkeypatch, writable_db))
+    assert {m: r["basis"] for m, r in rows.items()} == {
+        "M1": "windows",  # no states, no counters
+        "M2": "states + counts",
+        "M3": "windows",  # offline says nothing about production
+        "M4": "states",
+    }
+    # M2: WO-2 06:00-06:30 and WO-3 from 06:40 are 3000 s scheduled, minus the planned stop
+    # 06:40-06:50: 2400 s planned; running 06:00-06:20, 06:25-06:30, 06:50-07:00: 2100 s.
+    # 60 good and 5 scrap parts (the reset counts its 2), at the ideal 30 s of PB: 1950 s.
+    a, p, q = 2100 / 2400, 65 * 30 / 2100, 60 / 65
+    m2 = rows["M2"]
+    assert (m2["availability"], m2["performance"], m2["quality"]) == (
+        pytest.approx(a),
+        pytest.approx(p),
+        pytest.approx(q),
+    )
+    assert m2["OEE"] == pytest.approx(a * p * q) and m2["OEE"] != pytest.approx(0.825)
+    # M4: running 06:00-06:30 of its 3600 s planned; performance and quality from its windows
+    assert rows["M4"]["availability"] == pytest.approx(0.5)
+    assert rows["M4"]["quality"] == 1.0 and math.isnan(rows["M4"]["performance"])
+    # M1 and M3 keep their window-based figures
+    assert rows["M1"]["availability"] == pytest.approx(3000 / 3600)
+    assert rows["M3"]["availability"] == 0.0
+    # the state column shows the floor's own state where there is one
+    states = {m: r["state"] for m, r in rows.items()}
+    assert states == {
+        "M1": "running",
+        "M2": "running (Execute)",
+        "M3": "offline",
+        "M4": "down (Aborted)",
+    }
 
 
 def test_overview_offers_the_shifts_that_have_data(shown):
