@@ -386,27 +386,31 @@ def _checked(
     records: dict[str, pl.DataFrame],
     prefix: str = "",
     suffix: str = "",
+    names: dict[str, str] | None = None,
 ) -> tuple[ErpContext, pl.DataFrame | None]:
     """The context of tables as read; ``prefix`` + table + ``suffix`` names a table in a
-    report (``work_orders.csv``, ``erp.duckdb:work_orders``)."""
+    report (``work_orders.csv``, ``erp.duckdb:work_orders``), unless ``names`` names it."""
+    names = {t: f"{prefix}{t}{suffix}" for t in ("work_orders", "spec_limits", *RECORD_TABLES)} | (
+        names or {}
+    )
     batches = records.get("batches")
     if batches is not None:
-        _missing(batches, ("batch_id", "work_order"), f"{prefix}batches{suffix}")
+        _missing(batches, ("batch_id", "work_order"), names["batches"])
         batch_map = batches.select(
             pl.col("work_order").cast(pl.String), pl.col("batch_id").cast(pl.String).alias("batch")
         ).unique("work_order")
     else:
         batch_map = pl.DataFrame(schema={"work_order": pl.String, "batch": pl.String})
-    wo, wo_dead = check_work_orders(work_orders, f"{prefix}work_orders{suffix}")
-    spec, spec_dead = check_spec_limits(spec_limits, f"{prefix}spec_limits{suffix}")
+    wo, wo_dead = check_work_orders(work_orders, names["work_orders"])
+    spec, spec_dead = check_spec_limits(spec_limits, names["spec_limits"])
     empty = [
-        Problem(f"{prefix}{table}{suffix}", None, f"holds no {table.replace('_', ' ')}")
+        Problem(names[table], None, f"holds no {table.replace('_', ' ')}")
         for table, frame in (("work_orders", work_orders), ("spec_limits", spec_limits))
         if frame.height == 0
     ]
     if empty:  # an export cut short or a wrong table: never a run on no context
         raise ContextLoadError(empty)
-    records = {**records, **_model_inputs(records, prefix, suffix)}
+    records = {**records, **_model_inputs(records, names)}
     wo = wo.join(batch_map, on="work_order", how="left").with_columns(pl.col("batch").fill_null(""))
     dead = [d for d in (wo_dead, spec_dead) if d is not None]
     problems = tuple(
@@ -441,7 +445,7 @@ MODEL_INPUTS: dict[str, dict[str, str]] = {
 
 
 def _model_inputs(
-    records: dict[str, pl.DataFrame], prefix: str, suffix: str
+    records: dict[str, pl.DataFrame], names: dict[str, str]
 ) -> dict[str, pl.DataFrame]:
     """The record tables the models read, their columns typed (times UTC, numbers float), or
     :class:`ContextLoadError` naming the table, the row and the cell that does not read."""
@@ -451,7 +455,7 @@ def _model_inputs(
         frame = records.get(table)
         if frame is None:
             continue
-        name = f"{prefix}{table}{suffix}"
+        name = names[table]
         _missing(frame, columns, name)
         cast = {c: _typed(frame[c], kind) for c, kind in columns.items()}
         for c, kind in columns.items():
@@ -794,10 +798,31 @@ class ContextStore:
         self.rejected_loads = 0
         self._lock = threading.Lock()
         self.report_first = report_first
+        #: a mapping file (``.toml``) names the sources (see ``pipelines.context_map``)
+        self.map_path = self.directory if self.directory.suffix == ".toml" else None
+        self._map = None  # the mapping file as last read: (its stat, ContextMap)
 
     @property
     def is_duckdb(self) -> bool:
         return self.directory.suffix == ".duckdb"
+
+    def _mapped(self) -> list:
+        """The files the mapping file names now (of its last readable version)."""
+        from floorsight.pipelines.context_map import parse_map
+
+        try:
+            st = self.map_path.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+            if self._map is None or self._map[0] != stamp:
+                folder = self.map_path.parent.resolve()
+                self._map = (stamp, parse_map(self.map_path.read_bytes(), folder))
+        except (OSError, ContextLoadError):
+            pass  # a load reports it; the files of the last good map are watched meanwhile
+        return self._map[1].files() if self._map is not None else []
+
+    def _polled(self) -> bool:
+        """Whether a source is re-read every ``refresh`` (a PostgreSQL table in the map)."""
+        return self.map_path is not None and self._map is not None and self._map[1].polled
 
     def _source_name(self) -> str:
         return _redact(self.url) if self.url is not None else str(self.directory)
@@ -805,10 +830,12 @@ class ContextStore:
     def _files(self) -> list[Path]:
         if self.is_duckdb:
             return [self.directory]
+        if self.map_path is not None:
+            return [self.map_path, *(f.path for f in self._mapped())]
         return _candidate_files(self.directory)
 
     def _stat(self) -> tuple:
-        """(size, mtime) of every file a load reads (None: absent)."""
+        """(path, size, mtime) of every file a load reads (None: absent)."""
         out = []
         for f in self._files():
             try:
@@ -816,13 +843,18 @@ class ContextStore:
             except OSError:
                 out.append(None)
             else:
-                out.append((st.st_size, st.st_mtime_ns))
+                out.append((str(f), st.st_size, st.st_mtime_ns))
         return tuple(out)
 
     def _complete(self, stamp: tuple) -> bool:
         """Whether the required files are all there (each required table in one file kind)."""
         if self.is_duckdb:
             return stamp[0] is not None
+        if self.map_path is not None:
+            needed = [True, *(f.needed for f in self._mapped())]
+            return len(needed) == len(stamp) and all(
+                s is not None for s, must in zip(stamp, needed, strict=True) if must
+            )
         kinds = len(FILE_KINDS)
         return all(
             any(s is not None for s in stamp[i * kinds : (i + 1) * kinds])
@@ -837,11 +869,14 @@ class ContextStore:
             return before, None
         data: dict[str, bytes] = {}
         if not self.is_duckdb:  # a database file is opened by DuckDB itself
+            mapped = self.map_path is not None
             for f, st in zip(self._files(), before, strict=True):
-                if st is None or f.with_suffix(".csv").name in data:  # the CSV file is read
+                if st is None or f.suffix in (".duckdb", ".wal"):
+                    continue
+                if not mapped and f.with_suffix(".csv").name in data:  # the CSV file is read
                     continue
                 try:
-                    data[f.name] = f.read_bytes()
+                    data[str(f) if mapped else f.name] = f.read_bytes()
                 except FileNotFoundError:
                     return before, None  # replaced just now: read at a later look
                 except OSError as err:
@@ -853,6 +888,12 @@ class ContextStore:
     def _parse(self, data: dict[str, bytes]) -> tuple[ErpContext, pl.DataFrame | None]:
         if self.is_duckdb:
             return load_duckdb_context(self.directory)
+        if self.map_path is not None:
+            from floorsight.pipelines.context_map import load_mapped, parse_map
+
+            path = self.map_path
+            folder = path.parent.resolve()
+            return load_mapped(parse_map(data[str(path)], folder, path.name), data)
         return parse_context(data)
 
     def current(self) -> ErpContext:
@@ -869,13 +910,17 @@ class ContextStore:
                 self._reload(lambda: load_postgres_context(self.url))
             return self._context
         stamp = self._stat()
-        if stamp == self._stamp:
+        # a database table in the map changes without a file changing: read every refresh
+        due = self._polled() and time.monotonic() - self._read_at >= self.refresh.total_seconds()
+        if stamp == self._stamp and not due:
             return self._context
         if not self._complete(stamp):
             return self._context  # a file is being replaced: look again later
         stamp, data = self._read_stable()
         if data is None:
             return self._context  # still being written: look again later
+        if due:
+            self._read_at = time.monotonic()
         self._reload(lambda: self._parse(data))
         self._stamp = stamp  # judged: not read again until it changes
         return self._context
@@ -914,7 +959,12 @@ class ContextStore:
             self._first_verdict = None
 
     def _require_files(self) -> None:
-        if not self.is_duckdb:
+        if self.map_path is not None:
+            from floorsight.pipelines.context_map import read_map, require_sources
+
+            require_sources(read_map(self.map_path), self.map_path.name)
+            self._mapped()
+        elif not self.is_duckdb:
             require_context_files(self.directory)
         elif not self.directory.is_file():
             raise FileNotFoundError(f"context database {self.directory} does not exist")
@@ -937,6 +987,7 @@ class ContextStore:
                     self._require_files()  # gone for good, or being replaced
                     time.sleep(self.settle.total_seconds())
                 stamp, data = self._read_stable()
+            self._read_at = time.monotonic()
             loaded, dead = self._parse(data)
             self._stamp = stamp
         return loaded, dead
@@ -988,6 +1039,8 @@ class ContextStore:
     def _table_name(self, table: str) -> str:
         if self.url is not None:
             return f"postgresql:{table}"
+        if self.map_path is not None:
+            return f"{table} ({self.map_path.name})"
         if self.is_duckdb:
             return f"{self.directory.name}:{table}"
         return f"{table}.csv"
