@@ -409,6 +409,13 @@ def run(
             "are dead letters (default 300; raise it for `simulate --speed N`)."
         ),
     ] = None,
+    states: Annotated[
+        str | None,
+        typer.Option(
+            help="Machine states: packml (default), machinery (OPC UA MachineryItemState), or a "
+            "CSV/TOML file of the plant's own codes and words (docs/connect.md)."
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RecoveryDirError, RunConfig, run_pipeline
@@ -424,6 +431,13 @@ def run(
             check_history(history, time_zone)
         except (HistoryError, FileNotFoundError) as e:
             raise typer.BadParameter(str(e), param_hint="--history") from None
+    if states is not None:  # a bad states file stops the run before it starts
+        from floorsight.pipelines.signals import StatesFileError, load_states
+
+        try:
+            load_states(states)
+        except StatesFileError as e:
+            raise typer.BadParameter(str(e), param_hint="--states") from None
     mqtt_password = None
     if mqtt is not None:
         mqtt_password = _mqtt_password(
@@ -465,6 +479,7 @@ def run(
         champion_poll_s=champion_poll_s,
         time_zone=time_zone,
         max_future_s=max_future_s,
+        states=states,
     )
     from floorsight.alerts.routing import RoutingError
     from floorsight.pipelines.context import ContextLoadError

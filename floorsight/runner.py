@@ -31,6 +31,7 @@ from floorsight.demo import stop_on_signals
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_flow
 from floorsight.pipelines.replay import ReplaySource
+from floorsight.pipelines.signals import load_states
 from floorsight.pipelines.validate import ReadingRules
 
 log = logging.getLogger("floorsight.run")
@@ -74,6 +75,8 @@ class RunConfig:
     time_zone: str | None = None  # of naive timestamps in history files (IANA name)
     #: live sources: how far ahead of the wall clock an event time may be (None: the default)
     max_future_s: float | None = None
+    #: machine states: ``packml`` (default), ``machinery`` or a CSV/TOML file of the plant's own
+    states: str | None = None
 
     @property
     def outbox(self) -> Path:
@@ -104,6 +107,8 @@ class RunConfig:
             out += ["--time-zone", self.time_zone]
         if self.max_future_s is not None:
             out += ["--max-future-s", str(self.max_future_s)]
+        if self.states is not None:
+            out += ["--states", self.states]
         return out
 
     def _source_args(self) -> tuple[str, ...]:
@@ -167,6 +172,7 @@ def run_pipeline(cfg: RunConfig) -> int:
         notify=notify,
         shards=cfg.partitions,  # one shard per source partition: batches stay on their worker
         recovery=cfg.recovery is not None,
+        states=load_states(cfg.states),
     )
     stop = threading.Event()
     if cfg.opcua is not None:

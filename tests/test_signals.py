@@ -370,3 +370,32 @@ def test_the_flow_classifies_with_the_plants_own_table(tmp_path) -> None:
     run_main(build_flow(TestingSource(items), ContextStore(tmp_path / "erp"), db_path, settings))
     rows = Database(db_path).query("SELECT state, category FROM machine_states ORDER BY since")
     assert rows.rows() == [("101", "setup"), ("Execute", "running")]
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_run_refuses_a_bad_states_file_before_it_starts(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from floorsight.cli import app
+
+    bad = tmp_path / "states.csv"
+    bad.write_text("code_or_word,category\n101,working\n")
+    (tmp_path / "r.csv").write_text("machine_id,sensor,ts,value\n")
+    args = ["run", "--history", str(tmp_path / "r.csv"), "--context", str(tmp_path)]
+    result = CliRunner().invoke(app, [*args, "--states", str(bad), "--db", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "line 2: category 'working' is not one of running" in " ".join(result.output.split())
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_passes_its_states_file_on_to_every_process() -> None:
+    from pathlib import Path
+
+    from floorsight.runner import RunConfig
+
+    cfg = RunConfig(history=None, context=Path("erp"), db=Path("f.duckdb"), mqtt="h:1883")
+    assert "--states" not in cfg.args()
+    cfg.states = "plant-states.toml"
+    assert cfg.args()[-2:] == ["--states", "plant-states.toml"]
