@@ -324,6 +324,17 @@ def state_label(state: str, category: str) -> str:
     return category if same else f"{category} ({state})"
 
 
+def floor_state(state: str, category: str, in_setup: bool, maintenance: str | None) -> str:
+    """The overview's state of a machine that reports its own: :func:`state_label`, told more
+    precisely by the ERP/CMMS context when the machine stands (a PackML machine changes over
+    in Stopped, an idle state: ``setup (Stopped)``; ``down (repair: Aborted)``)."""
+    if category == "idle" and in_setup:
+        return f"setup ({state})"
+    if category in ("idle", "down") and maintenance:
+        return f"down ({maintenance.replace('_', ' ')}: {state})"
+    return state_label(state, category)
+
+
 def machine_state(
     now: datetime,
     last_window_end: datetime | None,

@@ -140,7 +140,7 @@ def machine_table(r: Readout, shift: oee.Shift) -> pl.DataFrame:
     factors = oee.shift_oee(windows, signals)
     now_orders = {row["machine_id"]: row for row in r.current.iter_rows(named=True)}
     floor = {
-        m: oee.state_label(state, category)
+        m: oee.floor_state(state, category, m in r.setups, r.maintenance.get(m))
         for m, state, category in r.states_now.select("machine_id", "state", "category").iter_rows()
     }
     states = pl.DataFrame(

@@ -565,7 +565,7 @@ def test_overview_oee_from_the_floors_states_and_counts(monkeypatch, writable_db
         "M1": "running",
         "M2": "running (Execute)",
         "M3": "offline",
-        "M4": "down (Aborted)",
+        "M4": "down (repair: Aborted)",  # the CMMS log says why
     }
 
 

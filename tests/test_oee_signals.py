@@ -136,3 +136,14 @@ def test_each_machine_takes_the_basis_it_has() -> None:
 )
 def test_state_labels(state, category, label) -> None:
     assert oee.state_label(state, category) == label
+
+
+def test_the_erp_context_tells_why_a_machine_stands() -> None:
+    assert oee.floor_state("Stopped", "idle", True, None) == "setup (Stopped)"
+    assert oee.floor_state("Aborted", "down", False, "repair") == "down (repair: Aborted)"
+    assert oee.floor_state("Stopped", "idle", False, "planned_maintenance") == (
+        "down (planned maintenance: Stopped)"
+    )
+    # a machine that runs is running, whatever the plan says
+    assert oee.floor_state("Execute", "running", True, "repair") == "running (Execute)"
+    assert oee.floor_state("offline", "offline", True, None) == "offline"
