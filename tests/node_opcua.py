@@ -12,12 +12,14 @@ Without them the tests that use it skip, naming what is missing, except in CI
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +36,10 @@ MACHINES = ("Press07", "Press08")
 SENSORS = ("OilTemp", "RamForce", "StrokeCount", "State")
 #: seconds the server has to start (it makes its own certificate on first start)
 START_TIMEOUT_S = 60.0
+#: the server's own certificate and key, made by the first server of a test session and
+#: given to the next ones (making an RSA key is most of a first start)
+_OWN_PKI = Path(tempfile.mkdtemp(prefix="floorsight-nodeopcua-own-")) / "own"
+atexit.register(shutil.rmtree, _OWN_PKI.parent, ignore_errors=True)
 
 
 def node(name: str) -> str:
@@ -101,6 +107,8 @@ def start_server(folder: Path, user: str = "press-operator") -> NodeOpcuaServer:
     password = secrets.token_urlsafe(12)
     folder.mkdir(parents=True, exist_ok=True)
     pki, log = folder / "pki", folder / "node-opcua.log"
+    if _OWN_PKI.is_dir() and not pki.exists():
+        shutil.copytree(_OWN_PKI, pki / "own")
     process = subprocess.Popen(
         [
             *("node", str(SERVER_DIR / "server.js"), "--port", str(_free_port())),
@@ -138,6 +146,8 @@ def start_server(folder: Path, user: str = "press-operator") -> NodeOpcuaServer:
                 process.kill()
                 process.wait(timeout=10)
                 pytest.fail(f"the node-opcua test server did not start:\n{log.read_text()}")
+    if not _OWN_PKI.is_dir():
+        shutil.copytree(pki / "own", _OWN_PKI, ignore=shutil.ignore_patterns("*.mutex"))
     return NodeOpcuaServer(url, pki, user, password, process, log, answers)
 
 
