@@ -61,6 +61,12 @@ class DeviationModel:
     _starts: list[datetime] = field(default_factory=list)
     _labels_seen: int = 0  # index into the machine's lab results (ordered by available_at)
     _window: timedelta | None = None
+    #: the lab results list last read (its id and length): a reload brings a new one, which can
+    #: hold results that sort before those already seen (booked late by the lab)
+    _labs_version: tuple[int, int] = (0, 0)
+    #: (sample_id, characteristic) -> part_made_at of the results already taken, while their
+    #: windows may still wait: a rescan after a reload takes none of them twice
+    _taken: dict[tuple[str, str], datetime] | None = None
 
     def score(
         self, features: pl.DataFrame, specs: SpecLimits, labs: list[LabResult]
@@ -119,9 +125,21 @@ class DeviationModel:
         return rows
 
     def _learn_labels(self, labs: list[LabResult], now: datetime) -> None:
+        if self._taken is None:
+            self._taken = {}
+        if (id(labs), len(labs)) != self._labs_version:
+            self._labs_version = (id(labs), len(labs))
+            # a new version of the table: look again from the first result whose part's window
+            # may still wait (a result is available after its part was made)
+            oldest = self._starts[0] if self._starts else now
+            self._labels_seen = bisect.bisect_left(labs, oldest, key=lambda r: r.available_at)
         while self._labels_seen < len(labs) and labs[self._labels_seen].available_at <= now:
             lab = labs[self._labels_seen]
             self._labels_seen += 1
+            key = (lab.sample_id, lab.characteristic)
+            if key in self._taken:
+                continue
+            self._taken[key] = lab.part_made_at
             start = self._window_of(lab.part_made_at)
             if start is None:
                 continue
@@ -141,6 +159,8 @@ class DeviationModel:
         for start in self._starts[:k]:
             self._waiting.pop(start, None)
         del self._starts[:k]
+        if self._taken and k:
+            self._taken = {key: t for key, t in self._taken.items() if t >= before}
 
 
 def _without(means: dict[str, float], characteristic: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +20,7 @@ import pytest
 
 from floorsight.pipelines import context as context_module
 from floorsight.pipelines.context import ContextLoadError, ContextStore, load_context
-from tests.conftest import readings
+from tests.conftest import T0, readings
 
 HEADER = "work_order,machine_id,product,material_lot,start,end\n"
 ORDERS = [
@@ -259,7 +260,6 @@ def test_the_cli_stops_with_the_suites_verdict_when_only_the_suites_find_the_fir
     # batches and lab results of that order pointing at no work order, and the first batch's
     # wait for their verdict stops the run: a usage error that names the rule, not a traceback
     # from inside the dataflow
-    from datetime import timedelta
 
     from floorsight.simulators import build_plant
     from tests.conftest import T0
@@ -284,3 +284,97 @@ def test_the_cli_stops_with_the_suites_verdict_when_only_the_suites_find_the_fir
     assert run.returncode == 2, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     assert "refers to an existing work_orders.work_order" in run.stderr
+
+
+def _lab_rows(windows: range) -> str:
+    """Lab results of parts made in the given 10 s windows of machine M1 (bore = t / 100)."""
+    rows = []
+    for w in windows:
+        made = T0 + timedelta(seconds=10 * w + 5)
+        ready = made + timedelta(seconds=1)
+        rows.append(f"S-{w},M1,WO-1,bore,{made.isoformat()},{ready.isoformat()},{w / 100}\n")
+    return "".join(rows)
+
+
+def test_lab_results_written_while_the_flow_runs_reach_the_deviation_model(tmp_path) -> None:
+    """The deviation model predicts nothing before it has learned 30 lab results. The flow
+    starts with none; 40 arrive in ``lab_results.csv`` while it runs, and the windows after
+    them carry predictions: the delayed labels reached the model."""
+    from bytewax.testing import TestingSource, run_main
+
+    from floorsight.pipelines.flow import build_flow
+    from floorsight.storage import Database
+
+    erp = tmp_path / "erp"
+    erp.mkdir()
+    (erp / "work_orders.csv").write_text(
+        HEADER + "WO-1,M1,P-100,L1,2026-01-05T06:00:00Z,2026-01-05T08:00:00Z\n"
+    )
+    (erp / "spec_limits.csv").write_text(
+        "product,characteristic,lsl,target,usl\nP-100,bore,0,0.5,1\n"
+    )
+    labs = erp / "lab_results.csv"
+    labs.write_text(
+        "sample_id,machine_id,work_order,characteristic,part_made_at,available_at,value\n"
+    )
+
+    def batch(windows: range) -> pl.DataFrame:
+        # per second: the process value t and the bore it makes (bore = t / 100 per window)
+        rows = []
+        for w in windows:
+            for s in range(10):
+                rows += [("M1", "t", 10.0 * w + s, float(w)), ("M1", "bore", 10.0 * w + s, w / 100)]
+        return readings(rows)
+
+    in_use_before = []
+
+    def arrivals():
+        yield batch(range(40))
+        in_use_before.append(store.current().records["lab_results"].height)
+        with labs.open("a") as f:  # the lab's results of the first 40 windows come in
+            f.write(_lab_rows(range(40)))
+        _write(labs, labs.read_text())
+        yield batch(range(40, 80))
+
+    store = ContextStore(erp)
+    db = tmp_path / "f.duckdb"
+    run_main(build_flow(TestingSource(arrivals()), store, db))
+    assert store.current().records["lab_results"].height == 40
+    scores = Database(db).query(
+        "SELECT window_start, evidence FROM scores WHERE model = 'deviation' ORDER BY 1"
+    )
+    predicted = scores.filter(pl.col("evidence").str.contains('"predicted"'))
+    assert in_use_before == [0]  # the flow ran on no lab result until the file changed
+    assert predicted.height > 0, scores
+
+
+def test_a_lab_result_that_arrives_after_later_ones_is_learned_once() -> None:
+    """A reload can bring a lab result whose ``available_at`` is before results the model
+    already learned (the lab booked it late): it is learned, and no result twice."""
+    from floorsight.models.deviation_monitor import DeviationModel, LabResult
+    from floorsight.models.machine import Segment
+
+    def window(w: int) -> Segment:
+        start = T0 + timedelta(seconds=10 * w)
+        key = ("M1", start, start + timedelta(seconds=10), "WO-1", "P-100", "L1")
+        return Segment(key, {"t": {"mean": float(w)}, "bore": {"mean": w / 100}})
+
+    def lab(w: int, ready_s: float) -> LabResult:
+        made = T0 + timedelta(seconds=10 * w + 5)
+        return LabResult(f"S-{w}", "bore", made, T0 + timedelta(seconds=ready_s), w / 100)
+
+    specs = {("P-100", "bore"): (0.0, 0.5, 1.0)}
+    model = DeviationModel(min_labels=1)
+    model.score_segments([window(w) for w in range(10)], specs, [])
+    first = [lab(1, 60), lab(3, 62)]
+    model.score_segments([window(10)], specs, first)
+    predictor = model.predictors[("P-100", "bore")]
+    assert predictor.labels == 2
+    learned, learn = [], predictor.learn
+    predictor.learn = lambda x, y: (learned.append(y), learn(x, y))
+    # the next version of lab_results: S-2 was ready at 61 s, between the two learned ones
+    later = sorted([*first, lab(2, 61), lab(4, 105)], key=lambda r: r.available_at)
+    model.score_segments([window(11)], specs, later)
+    assert learned == [0.02, 0.04]  # S-2 and S-4, not S-3 again
+    model.score_segments([window(12)], specs, later)
+    assert learned == [0.02, 0.04] and predictor.labels == 4
