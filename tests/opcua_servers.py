@@ -69,10 +69,13 @@ class AcmeServer:
         cert_dir: Path | None = None,
         extra_namespaces: tuple[str, ...] = (),
         history: bool = True,
+        advertise_history: bool | None = None,
     ) -> None:
         self.url = url or free_url()
         self.secure_only, self.users, self.cert_dir = secure_only, users, cert_dir
         self.extra_namespaces, self.history = extra_namespaces, history
+        # a server without history: its AccessLevel says so (or, advertised, it refuses)
+        self.advertise_history = history if advertise_history is None else advertise_history
         self.ns = 0
         self.nodes: dict[tuple[str, str], ua.NodeId] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,6 +84,7 @@ class AcmeServer:
         self._done: asyncio.Event | None = None
         self.error: BaseException | None = None
         self.server: Server | None = None
+        self._own_items = 0
 
     # -- control from the test's thread ------------------------------------------------------
     def start(self) -> AcmeServer:
@@ -91,6 +95,8 @@ class AcmeServer:
         return self
 
     def stop(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            return
         if self._loop is not None and self._done is not None:
             self._loop.call_soon_threadsafe(self._done.set)
         if self._thread is not None:
@@ -134,6 +140,16 @@ class AcmeServer:
             await self.server.iserver.write_attribute_value(node_id, dv)
 
         self.call(_write)
+
+    def monitored(self) -> int:
+        """How many monitored items clients' subscriptions have (the server's own history
+        subscription left out)."""
+        return self.call(self._count_monitored) - self._own_items
+
+    async def _count_monitored(self) -> int:
+        assert self.server is not None
+        subs = self.server.iserver.subscription_service.subscriptions
+        return sum(len(s.monitored_item_srv._monitored_items) for s in subs.values())
 
     def node_text(self, machine: str, name: str) -> str:
         """The node id of a variable with the namespace by URI."""
@@ -201,17 +217,25 @@ class AcmeServer:
                     )
                 self.nodes[(machine, name)] = var.nodeid
         await server.start()
+        if not self.history:  # as a PLC's server: HistoryRead is not supported
+
+            async def refuse(params: ua.HistoryReadParameters) -> list[ua.HistoryReadResult]:
+                unsupported = ua.StatusCode(ua.StatusCodes.BadHistoryOperationUnsupported)
+                return [ua.HistoryReadResult(StatusCode=unsupported) for _ in params.NodesToRead]
+
+            server.iserver.history_manager.read_history = refuse
         if self.history:
             nodes = [server.get_node(n) for n in self.nodes.values()]
             await server.historize_node_data_change(nodes, period=None, count=100_000)
         for node_id in self.nodes.values():  # a hold flag or a recipe a client may write
             node = server.get_node(node_id)
             levels = ua.AccessLevel.CurrentRead, ua.AccessLevel.CurrentWrite
-            if self.history:
+            if self.advertise_history:
                 levels += (ua.AccessLevel.HistoryRead,)
             bits = ua.Variant(ua.AccessLevel.to_bitfield(levels), ua.VariantType.Byte)
             for attribute in (ua.AttributeIds.AccessLevel, ua.AttributeIds.UserAccessLevel):
                 await node.write_attribute(attribute, ua.DataValue(bits))
+        self._own_items = await self._count_monitored()
         self._up.set()
         try:
             await self._done.wait()
