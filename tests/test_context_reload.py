@@ -296,27 +296,17 @@ def _lab_rows(windows: range) -> str:
     return "".join(rows)
 
 
-def test_lab_results_written_while_the_flow_runs_reach_the_deviation_model(tmp_path) -> None:
-    """The deviation model predicts nothing before it has learned 30 lab results. The flow
-    starts with none; 40 arrive in ``lab_results.csv`` while it runs, and the windows after
-    them carry predictions: the delayed labels reached the model."""
+LAB_HEADER = "sample_id,machine_id,work_order,characteristic,part_made_at,available_at,value\n"
+
+
+def _predictions_once_labels_arrive(store: ContextStore, add_labs, db: Path) -> None:
+    """Run the flow on 80 windows of machine M1; ``add_labs`` books the lab results of the
+    first 40 while it runs (after the first batch). The deviation model predicts nothing
+    before it has learned 30 lab results, so predictions show that the labels reached it."""
     from bytewax.testing import TestingSource, run_main
 
     from floorsight.pipelines.flow import build_flow
     from floorsight.storage import Database
-
-    erp = tmp_path / "erp"
-    erp.mkdir()
-    (erp / "work_orders.csv").write_text(
-        HEADER + "WO-1,M1,P-100,L1,2026-01-05T06:00:00Z,2026-01-05T08:00:00Z\n"
-    )
-    (erp / "spec_limits.csv").write_text(
-        "product,characteristic,lsl,target,usl\nP-100,bore,0,0.5,1\n"
-    )
-    labs = erp / "lab_results.csv"
-    labs.write_text(
-        "sample_id,machine_id,work_order,characteristic,part_made_at,available_at,value\n"
-    )
 
     def batch(windows: range) -> pl.DataFrame:
         # per second: the process value t and the bore it makes (bore = t / 100 per window)
@@ -331,21 +321,73 @@ def test_lab_results_written_while_the_flow_runs_reach_the_deviation_model(tmp_p
     def arrivals():
         yield batch(range(40))
         in_use_before.append(store.current().records["lab_results"].height)
-        with labs.open("a") as f:  # the lab's results of the first 40 windows come in
-            f.write(_lab_rows(range(40)))
-        _write(labs, labs.read_text())
+        add_labs()  # the lab's results of the first 40 windows come in
         yield batch(range(40, 80))
 
-    store = ContextStore(erp)
-    db = tmp_path / "f.duckdb"
     run_main(build_flow(TestingSource(arrivals()), store, db))
+    assert in_use_before == [0]  # the flow ran on no lab result until they were booked
     assert store.current().records["lab_results"].height == 40
     scores = Database(db).query(
         "SELECT window_start, evidence FROM scores WHERE model = 'deviation' ORDER BY 1"
     )
     predicted = scores.filter(pl.col("evidence").str.contains('"predicted"'))
-    assert in_use_before == [0]  # the flow ran on no lab result until the file changed
     assert predicted.height > 0, scores
+
+
+def test_lab_results_written_to_the_csv_file_while_the_flow_runs_reach_the_model(
+    tmp_path,
+) -> None:
+    erp = tmp_path / "erp"
+    erp.mkdir()
+    (erp / "work_orders.csv").write_text(
+        HEADER + "WO-1,M1,P-100,L1,2026-01-05T06:00:00Z,2026-01-05T08:00:00Z\n"
+    )
+    (erp / "spec_limits.csv").write_text(
+        "product,characteristic,lsl,target,usl\nP-100,bore,0,0.5,1\n"
+    )
+    labs = erp / "lab_results.csv"
+    labs.write_text(LAB_HEADER)
+
+    def add_labs() -> None:
+        _write(labs, LAB_HEADER + _lab_rows(range(40)))
+
+    _predictions_once_labels_arrive(ContextStore(erp), add_labs, tmp_path / "f.duckdb")
+
+
+def test_lab_results_inserted_in_postgresql_while_the_flow_runs_reach_the_model(
+    postgres, tmp_path
+) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres, autocommit=True) as con:
+        con.execute(
+            "CREATE TABLE work_orders (work_order text, machine_id text, product text, "
+            'material_lot text, start timestamptz, "end" timestamptz)'
+        )
+        con.execute(
+            "CREATE TABLE spec_limits (product text, characteristic text, lsl double precision,"
+            " target double precision, usl double precision)"
+        )
+        con.execute(
+            "CREATE TABLE lab_results (sample_id text, machine_id text, work_order text, "
+            "characteristic text, part_made_at timestamptz, available_at timestamptz, "
+            "value double precision)"
+        )
+        con.execute(
+            "INSERT INTO work_orders VALUES "
+            "('WO-1', 'M1', 'P-100', 'L1', '2026-01-05 06:00+00', '2026-01-05 08:00+00')"
+        )
+        con.execute("INSERT INTO spec_limits VALUES ('P-100', 'bore', 0, 0.5, 1)")
+
+    def add_labs() -> None:
+        rows = [line.split(",") for line in _lab_rows(range(40)).splitlines()]
+        with psycopg.connect(postgres, autocommit=True) as con:
+            con.cursor().executemany(
+                "INSERT INTO lab_results VALUES (%s, %s, %s, %s, %s, %s, %s)", rows
+            )
+
+    store = ContextStore(postgres, refresh=timedelta(0))
+    _predictions_once_labels_arrive(store, add_labs, tmp_path / "f.duckdb")
 
 
 def test_a_lab_result_that_arrives_after_later_ones_is_learned_once() -> None:
