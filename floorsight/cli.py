@@ -310,7 +310,10 @@ def _cause_of_type(error: BaseException, kind: type[BaseException]) -> BaseExcep
 def run(
     context: Annotated[
         str,
-        typer.Option(help="ERP context: a CSV folder, a DuckDB file or a postgresql:// URL."),
+        typer.Option(
+            help="ERP context: a folder of CSV or Parquet files, a DuckDB file, a postgresql:// "
+            "URL, or a mapping file (.toml) of the ERP's own exports (docs/connect.md)."
+        ),
     ],
     history: Annotated[
         Path | None,
