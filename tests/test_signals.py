@@ -399,3 +399,45 @@ def test_run_passes_its_states_file_on_to_every_process() -> None:
     assert "--states" not in cfg.args()
     cfg.states = "plant-states.toml"
     assert cfg.args()[-2:] == ["--states", "plant-states.toml"]
+
+
+def test_a_run_aborted_and_resumed_from_recovery_writes_what_an_unbroken_run_writes(
+    tmp_path,
+) -> None:
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+
+    plant = build_plant(2, start=T0, horizon=timedelta(minutes=30), seed=2, faults=())
+    plant.write_context(tmp_path / "erp")
+    batches = [
+        Signals(plant.signals(T0 + i * timedelta(minutes=2), T0 + (i + 1) * timedelta(minutes=2)))
+        for i in range(10)
+    ]
+    batches[0] = Signals(plant.signals(T0, T0 + timedelta(minutes=2), initial=True))
+    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=36500)))
+
+    def tables(db_path) -> tuple[pl.DataFrame, pl.DataFrame]:
+        db = Database(db_path)
+        return (
+            db.query("SELECT * FROM machine_states ORDER BY ALL"),
+            db.query("SELECT * FROM part_counts ORDER BY ALL"),
+        )
+
+    clean = tmp_path / "clean.duckdb"
+    run_main(build_flow(TestingSource(batches), ContextStore(tmp_path / "erp"), clean, settings))
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 1)
+    resumed = tmp_path / "resumed.duckdb"
+    items = [*batches[:6], TestingSource.ABORT(), *batches[6:]]
+
+    def run() -> None:
+        flow = build_flow(TestingSource(items), ContextStore(tmp_path / "erp"), resumed, settings)
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(recovery)))
+
+    run()  # stops at the abort, its last snapshot in the recovery store
+    halfway = tables(resumed)
+    run()
+    expected = tables(clean)
+    assert halfway[1].height < expected[1].height  # the abort stopped it part of the way
+    assert tables(resumed)[0].equals(expected[0]) and tables(resumed)[1].equals(expected[1])
+    assert expected[1]["parts"].sum() > 20
