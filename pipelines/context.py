@@ -221,7 +221,8 @@ def require_context_files(directory: Path) -> None:
     if not directory.exists():
         raise FileNotFoundError(
             f"context folder {directory} does not exist (give a folder with "
-            f"{' and '.join(REQUIRED_FILES)}, a .duckdb file or a postgresql:// URL)"
+            f"{' and '.join(REQUIRED_FILES)}, a .duckdb file, a postgresql:// URL or a mapping "
+            "file, .toml)"
         )
     if not directory.is_dir():
         raise FileNotFoundError(
