@@ -144,3 +144,62 @@ def test_the_publisher_sends_states_and_counters_on_their_own_retained_topics(
             "ts": ts.isoformat(timespec="microseconds"),
             "value": int(value),
         }
+
+
+def test_the_demos_source_gives_the_overview_oee_from_states_and_counts(tmp_path) -> None:
+    """What ``floorsight demo`` wires: the plant's stream with signals through FrameSource and
+    the flow into DuckDB; the overview's OEE of every machine then has the basis of the floor."""
+    import threading
+
+    from bytewax.testing import run_main
+
+    from floorsight.dashboards import oee, queries
+    from floorsight.demo import Counter, counted
+    from floorsight.pipelines.context import ContextStore
+    from floorsight.pipelines.flow import PipelineSettings, build_flow
+    from floorsight.pipelines.sources import FrameSource
+    from floorsight.storage import Database
+
+    plant = build_plant(3, start=T0, horizon=timedelta(minutes=40), seed=4, faults=())
+    plant.write_context(tmp_path / "erp")
+    end = T0 + timedelta(minutes=40)
+    ticks = iter(range(100_000))
+    counter = Counter()
+
+    def frames(worker_index: int, worker_count: int):
+        stream = plant.stream(
+            T0, speed=60.0, end=end, tick_s=1.0, clock=lambda: float(next(ticks)), signals=True
+        )
+        return counted(stream, counter, threading.Event())
+
+    db_path = tmp_path / "demo.duckdb"
+    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=36500)))
+    run_main(build_flow(FrameSource(frames), ContextStore(tmp_path / "erp"), db_path, settings))
+    assert counter.readings == plant.readings(T0, end).height  # signals are not readings
+    with Database(db_path).read() as con:
+        start, now = T0, queries.latest_window_end(con)
+        planned = queries.work_orders_between(con, start, now)
+        windows = oee.oee(
+            planned,
+            queries.run_windows(con, start, now),
+            queries.cycle_windows(con, start, now),
+            queries.quality_windows(con, start, now),
+            start,
+            now,
+        )
+        floor = oee.oee_from_signals(
+            planned,
+            queries.state_spans(con, start, now),
+            queries.part_counts_between(con, start, now),
+            queries.counted_machines(con, now),
+            queries.ideal_cycle_times(con),
+            start,
+            now,
+        )
+    shift = oee.shift_oee(windows, floor)
+    assert shift["basis"].to_list() == ["states + counts"] * 3
+    # every machine has an OEE now, the CNC machines too (they report no cycle time)
+    assert windows.filter(pl.col("machine_id") == "M01")["oee"][0] is None
+    assert shift["oee"].is_not_null().all() and (shift["oee"] > 0.3).all()
+    made = plant.parts.filter((pl.col("ts") > T0) & (pl.col("ts") < now))
+    assert floor["good"].sum() + floor["scrap"].sum() == made.height
