@@ -42,6 +42,8 @@ from floorsight.pipelines.validate import (
 )
 from floorsight.records import SignalKind
 
+_SIGNAL_KINDS = frozenset(k.value for k in SignalKind)
+
 #: the topics floorsight's own publisher (the simulator) sends to
 DEFAULT_TOPIC = "plant/#"
 #: the template of those topics, for a payload map without ``--topic``
@@ -95,9 +97,11 @@ class MqttDecoder(Protocol):
 class JsonDecoder:
     """floorsight's own JSON: one reading per message (``validate.parse_mqtt_payload``).
 
-    Messages on a ``.../status`` topic (the simulator's publisher's online/offline notes) are
-    skipped. A ``signal`` key of a payload is an unknown field like any other (floorsight's own
-    JSON carries readings only), so a payload cannot pass for a signal.
+    Messages on a ``.../status`` topic (the simulator's publisher's MES status notes) are
+    skipped. The simulator's machine signals, ``<prefix>/<line>/<machine>/<kind>`` with ``kind``
+    ``state``, ``good_count`` or ``scrap_count`` and ``{"machine_id", "signal": kind, "ts",
+    "value"}``, are signals; on any other topic a ``signal`` key is an unknown field like any
+    other, so a reading's payload cannot pass for a signal.
     """
 
     def __init__(self, topics: list[str] | None = None) -> None:
@@ -111,6 +115,20 @@ class JsonDecoder:
             return []
         record = parse_mqtt_payload(topic, payload)
         if isinstance(record, dict) and "signal" in record:
+            kind = topic.rpartition("/")[2] if isinstance(topic, str) else None
+            if kind in _SIGNAL_KINDS and record["signal"] == kind:
+                # the simulator's signal topics: <prefix>/<line>/<machine>/state|good_count|...
+                value = record.get("value")
+                text = value if isinstance(value, str) else None
+                return [
+                    {
+                        "machine_id": record.get("machine_id"),
+                        "signal": kind,
+                        "ts": record.get("ts"),
+                        "value": None if text is not None else value,
+                        "text": text,
+                    }
+                ]
             record = {k: v for k, v in record.items() if k != "signal"}
         return [record]
 

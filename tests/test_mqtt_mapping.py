@@ -77,6 +77,24 @@ def test_the_default_decoder_is_floorsights_own_json_and_a_payload_cannot_pass_f
     (record,) = decode(d, "plant/L1/M1/s", good)
     assert "signal" not in record and record["value"] == 1.0
     assert decode(d, "plant/L1/status", {"online": True}) == []
+    # the simulator's signal topics carry signals
+    (state,) = decode(
+        d, "plant/L1/M1/state", {"machine_id": "M1", "signal": "state", "ts": TS, "value": 6}
+    )
+    assert state == {"machine_id": "M1", "signal": "state", "ts": TS, "value": 6, "text": None}
+    msgs = [
+        Message(
+            0,
+            "plant/L1/M1/good_count",
+            json.dumps(
+                {"machine_id": "M1", "signal": "good_count", "ts": TS, "value": 41}
+            ).encode(),
+            0,
+        )
+    ]
+    decoded = decode_messages(msgs, d)
+    assert decoded.signals.frame.select("signal", "ts", "value").rows() == [("good_count", T, 41.0)]
+    assert decoded.readings.ok.height == 0 and decoded.readings.dead is None
 
 
 def test_a_value_with_the_topics_machine_and_sensor_and_an_epoch_ms_time() -> None:
