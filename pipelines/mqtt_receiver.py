@@ -42,6 +42,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from floorsight.config import exposed_file
 from floorsight.pipelines.mqtt_journal import Journal
 
 log = logging.getLogger("floorsight.mqtt")
@@ -150,7 +151,18 @@ class Broker:
         return env
 
     def configure(self, client: mqtt.Client) -> None:
-        """Set TLS and login on a paho client."""
+        """Set TLS and login on a paho client (a missing TLS file, or a client key that others
+        can read, is a :class:`MqttConnectError` naming it)."""
+        for flag, path in (("--mqtt-ca", self.ca), ("--mqtt-cert", self.cert)):
+            if path is not None and not Path(path).is_file():
+                raise MqttConnectError(f"{flag} {path}: no such file")
+        if self.key is not None:
+            if not Path(self.key).is_file():
+                raise MqttConnectError(f"--mqtt-key {self.key}: no such file")
+            if (exposed := exposed_file(Path(self.key))) is not None:
+                raise MqttConnectError(f"--mqtt-key: {exposed}")
+        if (self.cert is None) != (self.key is None):
+            raise MqttConnectError("--mqtt-cert and --mqtt-key go together (a client certificate)")
         if self.tls:
             client.tls_set(
                 ca_certs=str(self.ca) if self.ca else None,

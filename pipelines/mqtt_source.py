@@ -133,7 +133,7 @@ class MqttSource(FixedPartitionedSource["Checked | Signals", dict]):
         self.max_batch = max_batch
         self.max_backlog = max_backlog
         self.keep_snapshots = keep_snapshots
-        self.ready = ready  # set once the broker confirmed the subscription (every partition)
+        self.ready = ready  # set once the broker confirmed a partition's subscription
         self.broker = broker
         self.decoder = decoder
         self.share = share

@@ -379,3 +379,15 @@ def test_a_clusters_child_processes_get_every_mqtt_option_but_the_password() -> 
     assert pairs["--mqtt-password-file"] == "pw" and pairs["--mqtt-ca"] == "ca.crt"
     assert pairs["--payload-map"] == "map.toml" and pairs["--mqtt-share"] == "floorsight"
     assert [args[i + 1] for i, a in enumerate(args) if a == "--topic"] == cfg.mqtt_topics
+
+
+def test_a_missing_tls_file_or_a_client_key_others_can_read_is_named(tmp_path, pki) -> None:
+    with pytest.raises(MqttConnectError, match=r"--mqtt-ca .*nope.crt: no such file"):
+        check_broker(Broker("localhost", 1, tls=True, ca=tmp_path / "nope.crt"))
+    pki["client_key"].chmod(0o644)
+    with pytest.raises(MqttConnectError, match=r"--mqtt-key: .*chmod 600"):
+        check_broker(
+            Broker("localhost", 1, tls=True, cert=pki["client_crt"], key=pki["client_key"])
+        )
+    with pytest.raises(MqttConnectError, match="go together"):
+        check_broker(Broker("localhost", 1, tls=True, cert=pki["client_crt"]))
