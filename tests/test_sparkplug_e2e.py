@@ -11,10 +11,17 @@ String metric and for an alias no birth defined.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickle
+import signal
+import sqlite3
 import subprocess
+import sys
 import threading
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -22,6 +29,7 @@ from bytewax.testing import run_main
 
 from floorsight.pipelines.context import ContextStore, sensor_units
 from floorsight.pipelines.flow import PipelineSettings, build_flow
+from floorsight.pipelines.mqtt_journal import journal_end
 from floorsight.pipelines.mqtt_source import MqttSource
 from floorsight.pipelines.sparkplug import SparkplugDecoder
 from floorsight.pipelines.validate import ReadingRules
@@ -41,11 +49,15 @@ def ms(t) -> int:
     return int(t.timestamp() * 1000)
 
 
-def plan_of(plant, host: str, port: int) -> tuple[dict, pl.DataFrame]:
+def plan_of(
+    plant, host: str, port: int, start=START, until=UNTIL, pause: int | None = None, past_s=2
+) -> tuple[dict, pl.DataFrame]:
     """The edge node's plan: one value per sensor and second from the simulated plant, sent
-    under Sparkplug metric names ('spindle temp c'), and the readings it amounts to."""
+    under Sparkplug metric names ('spindle temp c'), and the readings it amounts to. With
+    ``pause``, the edge node waits for a line on stdin after that many seconds of data. The
+    data goes on ``past_s`` seconds past ``until`` (a source with ``until`` stops there)."""
     sent = (
-        plant.readings(START, UNTIL + timedelta(seconds=2))
+        plant.readings(start, until + timedelta(seconds=past_s))
         .filter(pl.col("ts").dt.millisecond() == 0)
         .sort("machine_id", "sensor", "ts")
     )
@@ -53,32 +65,30 @@ def plan_of(plant, host: str, port: int) -> tuple[dict, pl.DataFrame]:
     alias = {s: i + 1 for i, s in enumerate(sensors)}
     devices, data = {}, []
     for (machine,), rows in sent.group_by("machine_id", maintain_order=True):
-        first = rows.filter(pl.col("ts") == START)
+        first = rows.filter(pl.col("ts") == start)
         devices[machine] = [
             {
                 "name": s.replace("_", " "),
                 "alias": alias[s],
                 "type": "Double",
                 "value": v,
-                "timestamp": ms(START),
+                "timestamp": ms(start),
             }
             for s, v in first.select("sensor", "value").iter_rows()
         ] + [{"name": "Recipe", "alias": 90, "type": "String", "value": "P-100"}]
-        for (ts,), at in rows.filter(pl.col("ts") > START).group_by("ts", maintain_order=True):
+        for (ts,), at in rows.filter(pl.col("ts") > start).group_by("ts", maintain_order=True):
             metrics = [
                 {"alias": alias[s], "type": "Double", "value": v}
                 for s, v in at.select("sensor", "value").iter_rows()
             ]
             data.append({"device": machine, "timestamp": ms(ts), "metrics": metrics})
     data.sort(key=lambda d: d["timestamp"])
-    data.insert(
-        5,
-        {
-            "device": "M01",
-            "timestamp": ms(START),
-            "metrics": [{"alias": 99, "type": "Double", "value": 1.0}],
-        },
-    )
+    if pause is not None:
+        at = next(i for i, d in enumerate(data) if d["timestamp"] >= ms(start) + pause * 1000)
+        data.insert(at, {"pause": True})
+    else:
+        unknown = {"alias": 99, "type": "Double", "value": 1.0}
+        data.insert(5, {"device": "M01", "timestamp": ms(start), "metrics": [unknown]})
     plan = {
         "serverUrl": f"mqtt://{host}:{port}",
         "groupId": GROUP,
@@ -88,7 +98,7 @@ def plan_of(plant, host: str, port: int) -> tuple[dict, pl.DataFrame]:
         "data": data,
         "deathOf": ["M02"],
     }
-    return plan, sent.filter(pl.col("ts") < UNTIL)
+    return plan, sent.filter(pl.col("ts") < until)
 
 
 def test_a_tahu_edge_node_on_stock_mosquitto_ends_in_the_features(mosquitto, tmp_path):
@@ -126,6 +136,7 @@ def test_a_tahu_edge_node_on_stock_mosquitto_ends_in_the_features(mosquitto, tmp
             subprocess.run(
                 [node, str(NODE_DIR / "edge_node.js"), str(tmp_path / "plan.json")],
                 check=False,  # its exit code and stderr are asserted below
+                stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -153,3 +164,147 @@ def test_a_tahu_edge_node_on_stock_mosquitto_ends_in_the_features(mosquitto, tmp
     assert len(reasons) == 3
     states = db.query("SELECT machine_id, text FROM machine_states ORDER BY since, machine_id")
     assert ("M01", "online") in states.rows() and ("M02", "online") in states.rows()
+
+
+def windows(sent: pl.DataFrame) -> pl.DataFrame:
+    return (
+        sent.group_by("machine_id", "sensor", window_start=pl.col("ts").dt.truncate("10s"))
+        .agg(n=pl.len().cast(pl.Int32))
+        .sort("machine_id", "sensor", "window_start")
+    )
+
+
+def wait_until(condition, what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.05)
+
+
+def resumes_with_births(recovery: Path, position: int) -> bool:
+    """Whether a restart now resumes from a snapshot of the MQTT source that is past
+    ``position`` and holds the edge node's births (read from Bytewax's recovery database: a
+    restart loads each state's last snapshot up to the epoch every partition committed)."""
+    parts = sorted(recovery.glob("part-*.sqlite3"))
+    commits, snaps = [], []
+    try:
+        for part in parts:
+            with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
+                commits += [e for (e,) in db.execute("SELECT commit_epoch FROM commits")]
+                snaps += db.execute(
+                    "SELECT snap_epoch, ser_change FROM snaps WHERE state_key = 'mqtt'"
+                ).fetchall()
+    except sqlite3.OperationalError:  # being written: ask again
+        return False
+    if not parts or len(commits) < len(parts):
+        return False
+    committed = min(commits)
+    for epoch, blob in snaps:
+        state = pickle.loads(blob) if epoch <= committed and blob else None  # this test's files
+        if isinstance(state, dict) and state["position"] >= position:
+            return bool(state["decoder"]["nodes"])
+    return False
+
+
+class Run:
+    """One ``floorsight run --mqtt URL --mqtt-format sparkplug --recovery DIR`` process."""
+
+    def __init__(self, url: str, erp: Path, db: Path, recovery: Path) -> None:
+        self.journal = recovery / "mqtt-journal"
+        (self.journal / "subscribed").unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "floorsight.cli", "run", "--mqtt", url),
+                *("--mqtt-format", "sparkplug", "--context", str(erp), "--db", str(db)),
+                *("--recovery", str(recovery), "--snapshot-s", "0.5"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_until(self._subscribed, "the pipeline's subscription")
+
+    def _subscribed(self) -> bool:
+        assert self.proc.poll() is None, self.proc.communicate()[0][-3000:]
+        return (self.journal / "subscribed").exists()
+
+    def has(self, n: int) -> None:
+        wait_until(lambda: journal_end(self.journal) >= n, f"{n} messages in the journal")
+
+    def kill(self) -> None:
+        receivers = [
+            int(c)
+            for task in Path(f"/proc/{self.proc.pid}/task").glob("*")
+            for c in (task / "children").read_text().split()
+        ]
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.communicate(timeout=30)
+        # the receiver goes with its pipeline (before a new one may open the journal)
+        wait_until(lambda: not any(Path(f"/proc/{c}").exists() for c in receivers), "receiver")
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=120)
+        assert self.proc.returncode == 0, out[-3000:]
+        return out
+
+
+def test_run_sparkplug_killed_and_restarted_keeps_the_births_aliases(mosquitto, tmp_path):
+    """The edge node sends its births once and data by alias on both sides of a SIGKILL of
+    ``floorsight run``; the restarted run resolves the aliases from its recovery snapshot (no
+    rebirth) and the features hold every reading once."""
+    node = node_binary()
+    host, port = mosquitto
+    start = datetime.now(tz=UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    plant = build_plant(
+        2,
+        start=start - timedelta(minutes=5),
+        horizon=timedelta(hours=2),
+        seed=5,
+        faults=(),
+        setup_minutes=(0, 1),
+        idle_share=0.0,
+    )
+    plant.write_context(tmp_path / "erp")
+    until = start + timedelta(seconds=SECONDS)
+    plan, sent = plan_of(plant, host, port, start, until, pause=SECONDS // 2, past_s=0)
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    # NBIRTH, 2 DBIRTH (the values of second 0), DDATA of seconds 1 .. 19
+    first = 1 + 2 + 2 * (SECONDS // 2 - 1)
+    url, db, rec = f"mqtt://{host}:{port}", tmp_path / "f.duckdb", tmp_path / "rec"
+    run = Run(url, tmp_path / "erp", db, rec)
+    edge = subprocess.Popen(
+        [node, str(NODE_DIR / "edge_node.js"), str(tmp_path / "plan.json")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert edge.stdout.readline().strip() == "paused"
+        run.has(first)
+        # killed once a restart can no longer replay the births from the journal: the
+        # aliases must come back with the decoder's state
+        wait_until(lambda: resumes_with_births(rec, first), "a snapshot past the births")
+        run.kill()
+        run = Run(url, tmp_path / "erp", db, rec)
+        edge.stdin.write("go on\n")
+        edge.stdin.flush()
+        assert edge.wait(timeout=60) == 0, edge.stderr.read()
+        # the second half's DDATA, the DDEATH and the NDEATH
+        run.has(first + 2 * (SECONDS - SECONDS // 2) + 2)
+        out = run.stop()
+    finally:
+        edge.kill()
+        edge.wait(timeout=10)
+    got = Database(db).query(
+        "SELECT machine_id, sensor, window_start, n FROM features ORDER BY ALL"
+    )
+    expected = windows(sent)
+    assert got.height == expected.height == 2 * 4 * (SECONDS // 10)
+    assert got["n"].to_list() == expected["n"].to_list() == [10] * got.height, out[-2000:]
+    reasons = Database(db).query("SELECT reason FROM dead_letters")["reason"].to_list()
+    assert not [r for r in reasons if "unknown" in r]
+    assert {r.split(": ", 1)[1] for r in reasons} == {
+        "metric 'Recipe' is a String, not a number (map it as a signal to read it)"
+    }

@@ -1,11 +1,14 @@
 // An edge node built on Eclipse Tahu's own Sparkplug client (npm sparkplug-client), for
 // floorsight's end-to-end tests. Usage: node edge_node.js PLAN.json
 // PLAN: {serverUrl, groupId, edgeNode, node: [metrics], devices: {id: [metrics]},
-//        data: [{device, timestamp, metrics}], deathOf: [device ids]}
+//        data: [{device, timestamp, metrics} | {pause: true}], deathOf: [device ids]}
 // On connect it publishes NBIRTH (the client adds seq and bdSeq), each DBIRTH, every DDATA (or
-// NDATA when device is null) in order, a DDEATH per deathOf, then stops with its NDEATH.
+// NDATA when device is null) in order, a DDEATH per deathOf, then stops with its NDEATH. At a
+// {pause: true} it prints "paused" and waits for a line on stdin, in the same MQTT session (no
+// rebirth).
 "use strict";
 const fs = require("fs");
+const readline = require("readline");
 const sparkplug = require("sparkplug-client");
 
 const plan = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
@@ -24,7 +27,22 @@ client.on("error", (e) => {
   console.error(`edge node: ${e}`);
   process.exit(1);
 });
-client.on("birth", () => {
+// lines on stdin, each one let a pause go on
+const lines = [];
+let waiting = null;
+readline.createInterface({ input: process.stdin }).on("line", (line) => {
+  if (waiting) {
+    const resume = waiting;
+    waiting = null;
+    resume(line);
+  } else lines.push(line);
+});
+const nextLine = () =>
+  new Promise((resolve) => {
+    if (lines.length) resolve(lines.shift());
+    else waiting = resolve;
+  });
+client.on("birth", async () => {
   if (done) return;
   done = true;
   const now = Date.now();
@@ -33,6 +51,11 @@ client.on("birth", () => {
     client.publishDeviceBirth(id, { timestamp: now, metrics });
   }
   for (const d of plan.data) {
+    if (d.pause) {
+      console.log("paused");
+      await nextLine();
+      continue;
+    }
     const payload = { timestamp: d.timestamp, metrics: d.metrics };
     if (d.device) client.publishDeviceData(d.device, payload);
     else client.publishNodeData(payload);
