@@ -332,3 +332,19 @@ def test_a_map_needs_one_source_per_table() -> None:
     text = str(caught.value)
     assert "tables.work_orders: give one of file, duckdb or postgresql" in text
     assert "no [tables.spec_limits]" not in text or "tables.work_orders" in text
+
+
+def test_the_mapping_example_of_the_docs_is_a_valid_map() -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "connect.md").read_text()
+    section = docs[docs.index("## ERP and MES context: the mapping file") :]
+    example = section[section.index("```toml\n") + 8 : section.index("```\n", 8)]
+    cmap = parse_map(example.encode(), Path("/srv/erp"))
+    assert set(cmap.tables) == {
+        "work_orders",
+        "spec_limits",
+        "lab_results",
+        "maintenance_log",
+        "batches",
+    }
+    assert cmap.tables["spec_limits"].decimal == ","
+    assert cmap.polled  # the PostgreSQL table is re-read on an interval
