@@ -203,3 +203,75 @@ def test_the_demos_source_gives_the_overview_oee_from_states_and_counts(tmp_path
     assert shift["oee"].is_not_null().all() and (shift["oee"] > 0.3).all()
     made = plant.parts.filter((pl.col("ts") > T0) & (pl.col("ts") < now))
     assert floor["good"].sum() + floor["scrap"].sum() == made.height
+
+
+@pytest.mark.e2e
+def test_states_and_counters_served_over_opcua_reach_the_tables(tmp_path) -> None:
+    """The simulator's OPC-UA server (State, GoodCount, ScrapCount of each machine object),
+    the pipeline's OPC-UA source and the flow: M02's changeover at 06:46 and its end at 06:59
+    are state changes at their simulated times, and the counters count the plant's parts."""
+    import asyncio
+    import socket
+    import threading
+
+    from bytewax.testing import run_main
+
+    from floorsight.pipelines.context import ContextStore
+    from floorsight.pipelines.flow import PipelineSettings, build_flow
+    from floorsight.pipelines.opcua_source import OpcUaSource
+    from floorsight.simulators.opcua_server import PlantServer
+    from floorsight.storage import Database
+
+    plant = build_plant(2, start=T0, horizon=timedelta(hours=2), seed=5, faults=())
+    plant.write_context(tmp_path / "erp")
+    start, until = T0 + timedelta(minutes=44), T0 + timedelta(minutes=62)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"opc.tcp://127.0.0.1:{s.getsockname()[1]}/"
+    stop, serving = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        server = PlantServer(plant, url, start, speed=60.0)
+        await server.start_server()
+        serving.set()
+        try:
+            await server.run(stop, echo=lambda _: None)
+        finally:
+            await server.stop()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    assert serving.wait(30)
+    db_path = tmp_path / "opcua.duckdb"
+    try:
+        settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=36500)))
+        source = OpcUaSource(url, until=until)
+        run_main(build_flow(source, ContextStore(tmp_path / "erp"), db_path, settings))
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    db = Database(db_path)
+    m02 = db.query(
+        "SELECT since, code, state, category FROM machine_states WHERE machine_id = 'M02' "
+        "ORDER BY since"
+    )
+    changes = m02.filter(pl.col("since") > start).rows()
+    assert changes == [
+        (T0 + timedelta(minutes=46), 2.0, "Stopped", "idle"),
+        (T0 + timedelta(minutes=59), 6.0, "Execute", "running"),
+    ]
+    counts = db.query(
+        "SELECT machine_id, signal, min(ts) AS base, max(ts) AS last, sum(parts) AS parts "
+        "FROM part_counts GROUP BY ALL"
+    )
+    assert counts.height == 4  # good and scrap of both machines
+    for machine_id, signal, base, last, parts in counts.iter_rows():
+        made = plant.parts.filter(
+            (pl.col("machine_id") == machine_id)
+            & (pl.col("ts") > base)
+            & (pl.col("ts") <= last)
+            & (pl.col("good") == (signal == "good_count"))
+        )
+        assert parts == made.height
+    good = counts.filter(pl.col("signal") == "good_count")["parts"].sum()
+    assert good > 10
