@@ -60,13 +60,18 @@ NAMESPACE = "spBv1.0"
 #: metric names that are the protocol's own, not the plant's: never readings nor dead letters
 CONTROL_PREFIXES = ("Node Control/", "Device Control/", "Node Info/", "Properties/")
 BDSEQ = "bdSeq"
-#: default signal map: metric name -> signal kind
+#: the default signals: a metric whose name's last level ('Press/Machine State'), in lower case
+#: without anything but letters and digits, is one of these, is that signal
 DEFAULT_SIGNALS: dict[str, str] = {
-    "State": SignalKind.STATE,
-    "Status": SignalKind.STATE,
-    "Machine State": SignalKind.STATE,
-    "Good Count": SignalKind.GOOD_COUNT,
-    "Scrap Count": SignalKind.SCRAP_COUNT,
+    "state": SignalKind.STATE,
+    "status": SignalKind.STATE,
+    "machinestate": SignalKind.STATE,
+    "machinestatus": SignalKind.STATE,
+    "goodcount": SignalKind.GOOD_COUNT,
+    "goodparts": SignalKind.GOOD_COUNT,
+    "scrapcount": SignalKind.SCRAP_COUNT,
+    "scrapparts": SignalKind.SCRAP_COUNT,
+    "rejectcount": SignalKind.SCRAP_COUNT,
 }
 #: Sparkplug B datatypes (Tahu's ``DataType`` enum), by number
 DATATYPES = {
@@ -103,6 +108,7 @@ _MESSAGE_TYPES = frozenset({"NBIRTH", "NDEATH", "NDATA", "DBIRTH", "DDEATH", "DD
 _COMMANDS = frozenset({"NCMD", "DCMD"})
 _ID = re.compile(ID_PATTERN)
 _SPACE = re.compile(r"\s")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: counters of :meth:`SparkplugDecoder.counts`
@@ -220,6 +226,7 @@ class SparkplugDecoder:
     def _reset(self) -> None:
         kinds = DEFAULT_SIGNALS if self.signals is None else self.signals
         self._signals = {name: SignalKind(kind) for name, kind in kinds.items()}
+        self._room = 0  # metric definitions a birth may still add (set per birth)
         # "group/edge_node" -> {"seq", "bdseq", "metrics", "devices": {device: {"metrics"}}};
         # "metrics" maps a name to its datatype and "aliases" an alias (str) to its name
         self._nodes: dict[str, dict] = {}
@@ -355,6 +362,8 @@ class SparkplugDecoder:
             node["devices"][device] = {"metrics": {}, "aliases": {}}
         table = node if device is None else node["devices"].get(device)
         birth = kind.endswith("BIRTH")
+        if birth:  # counted once per birth, not per metric: a birth may define thousands
+            self._room = self.max_metrics - self._metric_count()
         if birth and (device is not None or node["machine"]):
             out.append(self._state(machine, message, "online"))
         for metric in message.metrics:
@@ -468,12 +477,14 @@ class SparkplugDecoder:
             if name is None:
                 raise _Refused("birth metric without a name")
             if table is not None:
-                if name not in table["metrics"] and self._metric_count() >= self.max_metrics:
-                    self._counts["refused"] += 1
-                    raise _Refused(
-                        f"metric {_excerpt(name)} refused: {self.max_metrics} metrics are "
-                        "tracked already"
-                    )
+                if name not in table["metrics"]:
+                    if self._room <= 0:
+                        self._counts["refused"] += 1
+                        raise _Refused(
+                            f"metric {_excerpt(name)} refused: {self.max_metrics} metrics are "
+                            "tracked already"
+                        )
+                    self._room -= 1
                 table["metrics"][name] = datatype
                 if metric.HasField("alias"):
                     table["aliases"][str(metric.alias)] = name
@@ -504,7 +515,7 @@ class SparkplugDecoder:
         ts = _time(metric.timestamp if metric.HasField("timestamp") else None, message)
         if ts is None:
             raise _Refused(f"metric {_excerpt(name)} has no timestamp, nor has its payload")
-        kind = self._signals.get(name)
+        kind = self._signal_kind(name)
         if metric.HasField("is_null") and metric.is_null:
             raise _Refused(f"metric {_excerpt(name)} is null (no value)")
         if kind is not None:
@@ -512,6 +523,11 @@ class SparkplugDecoder:
         sensor = _sensor(name)
         value = self._reading_value(name, datatype, metric)
         return {"machine_id": machine, "sensor": sensor, "ts": ts, "value": value}
+
+    def _signal_kind(self, name: str) -> SignalKind | None:
+        if self.signals is not None:  # the plant's own map: exact metric names
+            return self._signals.get(name)
+        return self._signals.get(_NOT_ALNUM.sub("", name.rsplit("/", 1)[-1].lower()))
 
     def _reading_value(self, name: str, datatype: int, metric) -> float:
         which = metric.WhichOneof("value")

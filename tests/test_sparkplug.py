@@ -186,6 +186,28 @@ def test_what_is_not_a_reading_is_a_dead_letter_naming_the_metric(metric, says):
     assert decoder.counts()["dead_letters"] == 1
 
 
+def test_default_signals_match_the_last_level_of_a_name_in_any_spelling():
+    decoder = SparkplugDecoder()
+    (birth,) = tahu_encode(
+        nbirth(
+            metrics=[
+                {"name": "Press/Machine State", "type": "String", "value": "Held"},
+                {"name": "MES/GoodParts", "type": "UInt32", "value": 7},
+                {"name": "reject_count", "type": "Int64", "value": 1},
+                {"name": "State of charge", "type": "Double", "value": 0.5},  # a sensor
+            ]
+        )
+    )
+    items = decoder.decode(topic("NBIRTH"), birth)
+    assert signals(items) == [
+        (NODE, "state", None, "online"),
+        (NODE, "state", None, "Held"),
+        (NODE, "good_count", 7.0, None),
+        (NODE, "scrap_count", 1.0, None),
+    ]
+    assert readings(items) == [(NODE, "State_of_charge", T0, 0.5)]
+
+
 def test_a_signal_map_of_its_own():
     decoder = SparkplugDecoder(
         signals={"MES/Mode": "state", "Parts OK": "good_count", "Parts NOK": "scrap_count"}
