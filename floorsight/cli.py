@@ -12,6 +12,11 @@ from typing import Annotated
 import typer
 
 from floorsight import config
+from floorsight.opcua_cli import Cert as OpcuaCertOption
+from floorsight.opcua_cli import Key as OpcuaKeyOption
+from floorsight.opcua_cli import Security as OpcuaSecurityOption
+from floorsight.opcua_cli import opcua_app, opcua_refusal
+from floorsight.opcua_cli import run_fields as opcua_run_fields
 from floorsight.records import FaultKind
 
 app = typer.Typer(
@@ -330,6 +335,22 @@ def run(
         Path | None,
         typer.Option(help="OPC-UA: or the password from this file (mode 600)."),
     ] = None,
+    tags: Annotated[
+        Path | None,
+        typer.Option(
+            help="OPC-UA: the tag map, a CSV of node_id, machine_id, sensor, unit (draft one "
+            "with `floorsight opcua browse`); without it the simulator's nodes are browsed."
+        ),
+    ] = None,
+    security: OpcuaSecurityOption = None,
+    cert: OpcuaCertOption = None,
+    key: OpcuaKeyOption = None,
+    opcua_mode: Annotated[
+        str, typer.Option(help="OPC-UA: subscribe (default), or poll every --interval.")
+    ] = "subscribe",
+    interval: Annotated[
+        float, typer.Option(help="OPC-UA poll mode: seconds between reads of every node.")
+    ] = 1.0,
     mqtt: Annotated[
         str | None,
         typer.Option(
@@ -465,6 +486,7 @@ def run(
         opcua_password=_secret(OPCUA_PASSWORD_ENV, password_file, "--password-file")
         if user is not None
         else None,
+        **opcua_run_fields(opcua, tags, security, cert, key, opcua_mode, interval),
         mqtt=mqtt,
         context=context,
         db=db,
@@ -504,6 +526,9 @@ def run(
         refused = _cause_of_type(e, MqttConnectError)  # by the receiver, once running
         if refused is not None:
             raise typer.BadParameter(str(refused), param_hint="--mqtt") from None
+        opcua_refused = opcua_refusal(e)  # a refused session, an unknown mapped node
+        if opcua_refused is not None:
+            raise typer.BadParameter(opcua_refused, param_hint="--opcua") from None
         bad_context = _cause_of_type(e, ContextLoadError)
         if bad_context is None:
             raise
@@ -519,6 +544,7 @@ notify_app = typer.Typer(
     " re-send the parked ones."
 )
 app.add_typer(notify_app, name="notify")
+app.add_typer(opcua_app, name="opcua")  # browse a server into a tag map; the client certificate
 
 _NOTIFY_DB = Annotated[Path, typer.Option(help="The pipeline's DuckDB file (alert status).")]
 

@@ -48,6 +48,14 @@ class RunConfig:
     #: the environment (FLOORSIGHT_OPCUA_PASSWORD, inherited) or ``opcua_password_file``
     opcua_password: str | None = field(default=None, repr=False)
     opcua_password_file: Path | None = None
+    #: OPC-UA: the tag map (None: the simulator's browse), security POLICY,MODE, the client
+    #: certificate and key (None: the generated ones), subscribe or poll every interval
+    opcua_tags: Path | None = None
+    opcua_security: str | None = None
+    opcua_cert: Path | None = None
+    opcua_key: Path | None = None
+    opcua_mode: str = "subscribe"
+    opcua_interval_s: float = 1.0
     mqtt: str | None = None  # mqtt://[user@]host:port, mqtts://..., or host:port
     #: the MQTT password, never in :meth:`args`: a cluster's child processes read it again
     #: from FLOORSIGHT_MQTT_PASSWORD (inherited) or ``mqtt_password_file``
@@ -118,6 +126,15 @@ class RunConfig:
             login = ("--user", self.opcua_user) if self.opcua_user is not None else ()
             if self.opcua_password_file is not None:
                 login += ("--password-file", str(self.opcua_password_file))
+            for flag, value in (
+                ("--tags", self.opcua_tags),
+                ("--security", self.opcua_security),
+                ("--cert", self.opcua_cert),
+                ("--key", self.opcua_key),
+            ):
+                if value is not None:
+                    login += (flag, str(value))
+            login += ("--opcua-mode", self.opcua_mode, "--interval", str(self.opcua_interval_s))
             return ("--opcua", self.opcua, *login)
         out: tuple[str, ...] = ("--mqtt", str(self.mqtt))
         for flag, path in (
@@ -176,11 +193,10 @@ def run_pipeline(cfg: RunConfig) -> int:
     )
     stop = threading.Event()
     if cfg.opcua is not None:
-        from floorsight.pipelines.opcua_source import OpcUaSource
+        from floorsight.pipelines.opcua_source import source_for_run
 
-        source = OpcUaSource(
-            cfg.opcua, cfg.partitions, user=cfg.opcua_user, password=cfg.opcua_password, stop=stop
-        )
+        # a refused login or an unknown mapped node stops the start (checked by one process)
+        source = source_for_run(cfg, stop, check=cfg.process_id in (None, 0))
     elif cfg.mqtt is not None:
         from floorsight.pipelines.context import sensor_units
         from floorsight.pipelines.mqtt_mapping import decoder_factory

@@ -709,3 +709,26 @@ class _Handler:
             machine_id, sensor = (tag.machine_id, tag.sensor) if tag else ("", "")
             with self.part._lock:
                 self.part._dead.append(_dead_row(machine_id, sensor, val, None, None, reason))
+
+
+def source_for_run(cfg, stop: threading.Event, *, check: bool = True) -> OpcUaSource:
+    """The source of ``floorsight run --opcua`` from its ``RunConfig``: the tag map read, the
+    security and login set; with ``check``, :func:`preflight` first."""
+    from dataclasses import replace
+
+    from floorsight.pipelines.opcua_tags import read_tag_map
+
+    security = OpcuaSecurity.from_options(cfg.opcua_security, cfg.opcua_cert, cfg.opcua_key)
+    security = replace(security, user=cfg.opcua_user, password=cfg.opcua_password)
+    tags = read_tag_map(cfg.opcua_tags) if cfg.opcua_tags is not None else None
+    if check:
+        preflight(cfg.opcua, security, tags)
+    return OpcUaSource(
+        cfg.opcua,
+        cfg.partitions,
+        stop=stop,
+        security=security,
+        tags=tags,
+        mode=cfg.opcua_mode,
+        interval=timedelta(seconds=cfg.opcua_interval_s),
+    )

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import socket
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -27,7 +31,7 @@ from floorsight.pipelines.opcua_client import (
     thumbprint,
     write_values,
 )
-from tests.opcua_servers import AcmeServer, free_url
+from tests.opcua_servers import ACME_NS, AcmeServer, free_url
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +182,76 @@ def test_write_values_writes_each_node_in_its_own_type(tmp_path, monkeypatch) ->
         )
         assert _read(server.url, OpcuaSecurity(), server.nodes[("Press7", "State")]) == 3
         assert _read(server.url, OpcuaSecurity(), server.nodes[("Press7", "Recipe")]) == "R-9"
+
+
+def _context(folder: Path) -> Path:
+    """A context of one work order for the press shop's machine (long enough for any run)."""
+    folder.mkdir()
+    (folder / "work_orders.csv").write_text(
+        "work_order,machine_id,product,material_lot,start,end\n"
+        "WO-1,press-7,P-1,LOT-1,2020-01-01T00:00:00Z,2099-01-01T00:00:00Z\n"
+    )
+    (folder / "spec_limits.csv").write_text(
+        "product,characteristic,lsl,target,usl\nP-1,force,0,100,400\n"
+    )
+    return folder
+
+
+def _run(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "floorsight.cli", "run", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+def _plain(text: str) -> str:
+    """A usage error's text without its box and line breaks."""
+    return re.sub(r"[\s│╭╮╰╯─]+", " ", text)
+
+
+def test_run_with_a_refused_login_stops_with_exit_2_and_the_status(secure_server, tmp_path):
+    env = {PASSWORD_ENV: "wrong", "FLOORSIGHT_HOME": str(tmp_path / "home")}
+    tags = tmp_path / "tags.csv"
+    tags.write_text(
+        "node_id,machine_id,sensor,unit\n"
+        f"{secure_server.node_text('Press7', 'Force')},press-7,force,kN\n"
+    )
+    common = (
+        *("--opcua", secure_server.url, "--tags", str(tags)),
+        *("--security", "Basic256Sha256,SignAndEncrypt", "--user", "operator"),
+        *("--context", str(_context(tmp_path / "erp")), "--db", str(tmp_path / "f.duckdb")),
+    )
+    refused = _run(*common, env=env)  # bounded by the timeout: never an endless retry
+    assert refused.returncode == 2, refused.stderr
+    assert "BadUserAccessDenied (0x801F0000)" in _plain(refused.stderr)
+    assert "Traceback" not in refused.stderr and "wrong" not in refused.stderr
+
+    tags.write_text(
+        "node_id,machine_id,sensor,unit\n"
+        f"{secure_server.node_text('Press7', 'Force')},press-7,force,kN\n"
+        f"nsu={ACME_NS};s=PS.Press7.Nope,press-7,nope,kN\n"
+    )
+    unknown = _run(*common, env={**env, PASSWORD_ENV: "s3cret"})
+    assert unknown.returncode == 2, unknown.stderr
+    said = _plain(unknown.stderr)
+    assert f"{tags}, line 3, column node_id" in said and "BadNodeIdUnknown" in said
+
+
+def test_run_refuses_opcua_options_it_cannot_use(tmp_path) -> None:
+    env = {"FLOORSIGHT_HOME": str(tmp_path / "home")}
+    context = str(_context(tmp_path / "erp"))
+    bad_map = tmp_path / "tags.csv"
+    bad_map.write_text("node_id,machine_id,sensor,unit\nns=2;s=A,M 1,t,C\n")
+    cases = [
+        (("--opcua", "opc.tcp://127.0.0.1:4840/", "--tags", str(bad_map)), "line 2, column"),
+        (("--opcua", "opc.tcp://127.0.0.1:4840/", "--security", "Basic256"), "POLICY,MODE"),
+        (("--opcua", "opc.tcp://127.0.0.1:4840/", "--opcua-mode", "push"), "subscribe, poll"),
+    ]
+    for args, message in cases:
+        done = _run(*args, "--context", context, env=env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in _plain(done.stderr), (args, done.stderr)
