@@ -391,3 +391,25 @@ def test_a_missing_tls_file_or_a_client_key_others_can_read_is_named(tmp_path, p
         )
     with pytest.raises(MqttConnectError, match="go together"):
         check_broker(Broker("localhost", 1, tls=True, cert=pki["client_crt"]))
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--mqtt", "mqtt://reader:hunter2@broker:1883"], "holds a password"),
+        (["--mqtt", "broker"], "HOST:PORT"),
+        (["--mqtt", "broker:1883", "--topic", "factory/{plant}/{sensor}"], "{plant}"),
+        (["--mqtt", "broker:1883", "--mqtt-format", "csv"], "json or sparkplug"),
+        (["--mqtt", "broker:1883", "--payload-map", "/nonexistent/map.toml"], "no such file"),
+    ],
+)
+def test_run_refuses_bad_mqtt_options_before_it_starts(tmp_path, args, says) -> None:
+    from typer.testing import CliRunner
+
+    from floorsight.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--context", str(tmp_path), *args])
+    assert result.exit_code == 2
+    flat = "".join(c for c in result.output if not c.isspace() and c not in "│╭╮╰╯─")
+    assert says.replace(" ", "") in flat, result.output  # typer wraps the message in a box
+    assert "hunter2" not in result.output
