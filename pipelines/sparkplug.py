@@ -13,6 +13,8 @@ reads each message by the Sparkplug B 3.0 rules:
   after the birth, or lost its state) is a dead letter saying so, counted, and the edge node is
   listed in :meth:`SparkplugDecoder.nodes_needing_rebirth` (an NCMD ``Node Control/Rebirth``
   makes it publish its births again; the decoder does not send commands);
+- a payload compressed as Tahu's clients do (``uuid`` ``SPBV1.0_COMPRESSED``, the body DEFLATE
+  or GZIP as its ``algorithm`` metric says) is read inflated, at most ``MAX_INFLATED_BYTES``;
 - numbers (Int8..UInt64, Float, Double) are readings, booleans readings of 0.0 / 1.0; other
   datatypes (String, DateTime, DataSet, Template, Bytes ...) and null values are dead letters,
   unless the metric's name is mapped to a :class:`floorsight.records.SignalKind` in
@@ -44,6 +46,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import zlib
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -60,6 +63,10 @@ NAMESPACE = "spBv1.0"
 #: metric names that are the protocol's own, not the plant's: never readings nor dead letters
 CONTROL_PREFIXES = ("Node Control/", "Device Control/", "Node Info/", "Properties/")
 BDSEQ = "bdSeq"
+#: the ``uuid`` of a compressed payload (its ``body`` is the deflated or gzipped payload)
+COMPRESSED = b"SPBV1.0_COMPRESSED"
+#: a compressed payload may inflate to at most this many bytes
+MAX_INFLATED_BYTES = 4 * MAX_PAYLOAD_BYTES
 #: the default signals: a metric whose name's last level ('Press/Machine State'), in lower case
 #: without anything but letters and digits, is one of these, is that signal
 DEFAULT_SIGNALS: dict[str, str] = {
@@ -333,12 +340,9 @@ class SparkplugDecoder:
             raise _Refused(f"payload is a {type(payload).__name__}, not bytes")
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise _Refused(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-        message = Payload()
-        try:
-            message.ParseFromString(bytes(payload))
-        except (DecodeError, RuntimeError, ValueError) as e:
-            self._counts["decode_errors"] += 1
-            raise _Refused(f"not a Sparkplug B payload ({_excerpt(str(e))})") from None
+        message = self._parse(bytes(payload))
+        if message.HasField("uuid") and message.uuid == COMPRESSED:
+            message = self._parse(_decompress(message), "compressed ")
         node_key = f"{group}/{edge}"
         if kind == "NDEATH":
             return self._node_death(node_key, machine, message)
@@ -371,6 +375,15 @@ class SparkplugDecoder:
             if item is not None:
                 out.append(item)
         return out
+
+    def _parse(self, data: bytes, what: str = ""):
+        message = Payload()
+        try:
+            message.ParseFromString(data)
+        except (DecodeError, RuntimeError, ValueError) as e:
+            self._counts["decode_errors"] += 1
+            raise _Refused(f"not a {what}Sparkplug B payload ({_excerpt(str(e))})") from None
+        return message
 
     def _node_birth(self, node_key: str, message) -> dict:
         node = self._new_node(node_key)
@@ -612,6 +625,29 @@ def _number(metric, datatype: int | None = None) -> int | float:
     if which == "boolean_value":
         return int(metric.boolean_value)
     raise _Refused(f"value is a {which}, not a number")
+
+
+def _decompress(message) -> bytes:
+    """The inner payload of a compressed one (Tahu's ``SPBV1.0_COMPRESSED``: the body deflated
+    or gzipped, the ``algorithm`` metric says which; DEFLATE without it), bounded in size."""
+    algorithm = b"DEFLATE"
+    for metric in message.metrics:
+        if metric.name == b"algorithm" and metric.WhichOneof("value") == "string_value":
+            algorithm = metric.string_value.upper()
+    wbits = {b"DEFLATE": zlib.MAX_WBITS, b"GZIP": 16 + zlib.MAX_WBITS}.get(algorithm)
+    if wbits is None:
+        name = algorithm.decode("utf-8", "replace")
+        raise _Refused(f"compression {_excerpt(name)} is neither DEFLATE nor GZIP")
+    inflate = zlib.decompressobj(wbits)
+    try:
+        data = inflate.decompress(message.body, MAX_INFLATED_BYTES + 1)
+    except zlib.error as e:
+        raise _Refused(f"compressed body does not inflate ({_excerpt(str(e))})") from None
+    if len(data) > MAX_INFLATED_BYTES:
+        raise _Refused(f"compressed body inflates beyond {MAX_INFLATED_BYTES} bytes")
+    if not inflate.eof:
+        raise _Refused("compressed body is cut short")
+    return data
 
 
 def _time(ms: int | None, message) -> datetime | None:

@@ -9,10 +9,13 @@ is bounded, and no byte string (random, or a mutated valid payload) makes the de
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import logging
 import math
 import re
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -418,6 +421,47 @@ def test_host_state_and_commands_are_ignored_and_other_groups_refused():
     assert "group 'Other' is not 'Plant1'" in item.reason
 
 
+def test_payloads_compressed_by_tahus_client_are_read():
+    decoder = SparkplugDecoder()
+    born(decoder)
+    data = tahu_encode(
+        ddata(2, {"alias": 1, "type": "Double", "value": 40.0}) | {"compress": "GZIP"},
+        ddata(3, {"alias": 1, "type": "Double", "value": 41.0}) | {"compress": "DEFLATE"},
+    )
+    values = [readings(decoder.decode(topic("DDATA", DEVICE), p))[0][3] for p in data]
+    assert values == [40.0, 41.0]
+    assert decoder.counts()["seq_gaps"] == 0  # the seq inside the compressed body counts
+
+
+def compressed(body: bytes, algorithm: str | None = "GZIP") -> bytes:
+    """A compressed payload's wrapper as Tahu encodes it, around ``body``."""
+    metrics = (
+        [] if algorithm is None else [{"name": "algorithm", "type": "String", "value": algorithm}]
+    )
+    wrapper = {
+        "uuid": "SPBV1.0_COMPRESSED",
+        "body": base64.b64encode(body).decode(),
+        "metrics": metrics,
+    }
+    return tahu_encode(wrapper)[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "algorithm", "says"),
+    [
+        (gzip.compress(b"\0" * (8 << 20)), "GZIP", "inflates beyond 1048576 bytes"),
+        (gzip.compress(b"x" * 1000)[:20], "GZIP", "cut short"),
+        (b"not deflated", None, "does not inflate"),
+        (zlib.compress(b"x"), "LZ4", "compression 'LZ4' is neither DEFLATE nor GZIP"),
+        (zlib.compress(b"\xff\xff"), "DEFLATE", "not a compressed Sparkplug B payload"),
+    ],
+)
+def test_a_compressed_payload_that_is_hostile_is_a_dead_letter(body, algorithm, says):
+    where = topic("NDATA")
+    (item,) = SparkplugDecoder().decode(where, compressed(body, algorithm))
+    assert isinstance(item, Rejected) and item.reason.startswith(where) and says in item.reason
+
+
 # -- hostile input: nothing raises, whatever arrives ---------------------------------------
 
 _ID = re.compile(ID_PATTERN)
@@ -481,13 +525,13 @@ def valid_payloads() -> list[tuple[str, bytes]]:
         )
     ]
     births = tahu_encode(nbirth(metrics=metrics), {"timestamp": MS, "seq": 1, "metrics": metrics})
-    data = tahu_encode(
-        ddata(2, *({"alias": m["alias"], "type": m["type"], "value": m["value"]} for m in metrics))
-    )
+    values = [{"alias": m["alias"], "type": m["type"], "value": m["value"]} for m in metrics]
+    data = tahu_encode(ddata(2, *values), ddata(3, *values) | {"compress": "GZIP"})
     return [
         (topic("NBIRTH"), births[0]),
         (topic("DBIRTH", DEVICE), births[1]),
         (topic("DDATA", DEVICE), data[0]),
+        (topic("DDATA", DEVICE), data[1]),
     ]
 
 

@@ -2,7 +2,8 @@
 
 An edge node built on Tahu's npm ``sparkplug-client`` (``tests/sparkplug_node/edge_node.js``;
 it adds seq and bdSeq itself and leaves its NDEATH as its will) publishes an NBIRTH, a DBIRTH
-per press with metric aliases, 40 s of DDATA by alias only, a DDEATH and its NDEATH, to a real
+per press with metric aliases, 40 s of DDATA by alias only (a quarter of them compressed by
+the client, GZIP and DEFLATE), a DDEATH and its NDEATH, to a real
 Mosquitto in its stock configuration. The pipeline (``MqttSource`` with the
 :class:`SparkplugDecoder`, the whole flow) ends with the feature rows of every device metric,
 each window with its full count; the machine states of the births; and a dead letter for a
@@ -82,6 +83,8 @@ def plan_of(
                 for s, v in at.select("sensor", "value").iter_rows()
             ]
             data.append({"device": machine, "timestamp": ms(ts), "metrics": metrics})
+            if len(data) % 4 == 0:  # some compressed by the client, as Tahu's edge nodes may
+                data[-1]["compress"] = "GZIP" if len(data) % 8 else "DEFLATE"
     data.sort(key=lambda d: d["timestamp"])
     if pause is not None:
         at = next(i for i, d in enumerate(data) if d["timestamp"] >= ms(start) + pause * 1000)

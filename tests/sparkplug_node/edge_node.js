@@ -1,7 +1,7 @@
 // An edge node built on Eclipse Tahu's own Sparkplug client (npm sparkplug-client), for
 // floorsight's end-to-end tests. Usage: node edge_node.js PLAN.json
 // PLAN: {serverUrl, groupId, edgeNode, node: [metrics], devices: {id: [metrics]},
-//        data: [{device, timestamp, metrics} | {pause: true}], deathOf: [device ids]}
+//        data: [{device, timestamp, metrics, compress?} | {pause: true}], deathOf: [device ids]}
 // On connect it publishes NBIRTH (the client adds seq and bdSeq), each DBIRTH, every DDATA (or
 // NDATA when device is null) in order, a DDEATH per deathOf, then stops with its NDEATH. At a
 // {pause: true} it prints "paused" and waits for a line on stdin, in the same MQTT session (no
@@ -57,8 +57,10 @@ client.on("birth", async () => {
       continue;
     }
     const payload = { timestamp: d.timestamp, metrics: d.metrics };
-    if (d.device) client.publishDeviceData(d.device, payload);
-    else client.publishNodeData(payload);
+    // the client's own compression (DEFLATE or GZIP) when the plan asks for it
+    const options = d.compress ? { compress: true, algorithm: d.compress } : undefined;
+    if (d.device) client.publishDeviceData(d.device, payload, options);
+    else client.publishNodeData(payload, options);
   }
   for (const id of plan.deathOf || []) {
     client.publishDeviceDeath(id, { timestamp: Date.now() });
