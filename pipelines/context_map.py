@@ -505,7 +505,28 @@ def _number_text(cell: pl.Expr, source: TableSource) -> pl.Expr:
     return cell
 
 
-_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+#: a zone offset after a time of day (``06:00Z``, ``06:00:00.5+01:00``, ``06:00+0100``)
+_OFFSET = re.compile(r":\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+#: ISO 8601 as exports write it (after :func:`_iso_text`), tried in order: no format is
+#: guessed from the data, so a bad first cell cannot decide how the others read
+_ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
+_ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M")
+
+
+def _iso_text(text: pl.Series) -> pl.Series:
+    """ISO 8601 cells in one spelling: ``T`` between date and time, a date alone at midnight,
+    ``Z`` as ``+00:00``, an hours-only offset with its minutes."""
+    return (
+        text.str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T")
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})$", "${1}T00:00")
+        .str.replace(r"Z$", "+00:00")
+        .str.replace(r"(:\d{2}(?:\.\d+)?[+-]\d{2})$", "${1}:00")
+    )
+
+
+def _first_format(cell: pl.Expr, formats: tuple[str, ...], dtype: pl.DataType) -> pl.Expr:
+    """``cell`` read with the first of ``formats`` that fits it (null: none does)."""
+    return pl.coalesce(cell.str.strptime(dtype, f, strict=False) for f in formats)
 
 
 def _parse_times(column: pl.Series, spec: TimeColumn) -> tuple[pl.Series, list[int] | str]:
@@ -534,17 +555,18 @@ def _parse_times(column: pl.Series, spec: TimeColumn) -> tuple[pl.Series, list[i
     text = column.cast(pl.String).str.strip_chars().replace("", None)
     if spec.format == "iso":
         aware = text.str.contains(_OFFSET.pattern).fill_null(False)
-        cells = pl.DataFrame({"aware": aware, "text": text})
-        with_offset, naive_text = cells.select(
-            pl.when("aware").then("text").str.to_datetime(time_zone="UTC", strict=False),
-            pl.when(~pl.col("aware")).then("text").alias("naive"),
+        cells = pl.DataFrame({"aware": aware, "text": _iso_text(text)})
+        with_offset, naive = cells.select(
+            _first_format(
+                pl.when("aware").then("text"), _ISO_AWARE, pl.Datetime("us", "UTC")
+            ).alias("aware"),
+            _first_format(
+                pl.when(~pl.col("aware")).then("text"), _ISO_NAIVE, pl.Datetime("us")
+            ).alias("naive"),
         ).get_columns()
-        if naive_text.is_not_null().any() and zone is None:
+        if (cells["text"].is_not_null() & ~aware).any() and zone is None:
             return column, _NEEDS_ZONE
-        naive = naive_text.str.to_datetime(strict=False, time_unit="us")
-        if naive.dtype.time_zone is None:
-            naive = _localized(naive, zone or "UTC")
-        naive = naive.dt.convert_time_zone("UTC").cast(TIMESTAMP)
+        naive = _localized(naive, zone or "UTC").dt.convert_time_zone("UTC").cast(TIMESTAMP)
         times = with_offset.cast(TIMESTAMP).zip_with(aware, naive)
     else:
         has_zone = "%z" in spec.format or "%Z" in spec.format or "%:z" in spec.format

@@ -348,3 +348,32 @@ def test_the_mapping_example_of_the_docs_is_a_valid_map() -> None:
     }
     assert cmap.tables["spec_limits"].decimal == ","
     assert cmap.polled  # the PostgreSQL table is re-read on an interval
+
+
+@pytest.mark.parametrize(
+    ("cell", "utc"),
+    [
+        ("2026-01-05T06:00:00Z", "2026-01-05T06:00:00"),
+        ("2026-01-05 07:00:00+01:00", "2026-01-05T06:00:00"),
+        ("2026-01-05T06:00:00.5+0000", "2026-01-05T06:00:00.500000"),
+        ("2026-01-05T07:00:00+01", "2026-01-05T06:00:00"),
+        ("2026-01-05T07:00", "2026-01-05T06:00:00"),  # naive: Berlin
+        ("2026-07-05T08:00:00", "2026-07-05T06:00:00"),  # naive, summer time
+        ("2026-01-05", "2026-01-04T23:00:00"),  # midnight in Berlin
+        ("2026-10-25T02:30:00", "2026-10-25T00:30:00"),  # the repeated hour: the first
+        ("2026-03-29T02:30:00", None),  # the skipped hour: no such time
+        ("2", None),
+        ("05.01.2026", None),
+    ],
+)
+def test_iso_times_read_with_their_offset_or_the_zone(cell, utc) -> None:
+    from datetime import datetime
+
+    from floorsight.pipelines.context_map import TimeColumn, _parse_times
+
+    times, bad = _parse_times(pl.Series("t", [cell]), TimeColumn(time_zone="Europe/Berlin"))
+    if utc is None:
+        assert bad == [0]
+    else:
+        assert bad == []
+        assert times[0] == datetime.fromisoformat(utc + "+00:00")

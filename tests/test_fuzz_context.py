@@ -245,3 +245,57 @@ def test_a_reload_replaces_the_context_whole_or_keeps_the_last_good_one(tmp_path
     assert ctx.spec_limits.equals(parsed.spec_limits)
     assert store.rejected_loads == rejected
     _check_taken(ctx, dead)
+
+
+MAP = b"""
+time_zone = "Europe/Berlin"
+[tables.work_orders]
+file = "AUFK.csv"
+delimiter = ";"
+encoding = "cp1252"
+columns = { work_order = "WORK_ORDER", machine_id = "MACHINE_ID", product = "PRODUCT" }
+[tables.spec_limits]
+file = "QPMK.csv"
+delimiter = ";"
+decimal = ","
+columns = { lsl = "UGW", target = "SOLL", usl = "OGW" }
+"""
+
+
+@st.composite
+def sap_exports(draw) -> dict[str, bytes]:
+    """An SAP-like export of both tables (';', German column names, decimal comma, cp1252),
+    one of them mutated, both, or neither."""
+    bad = draw(st.sampled_from(["work_orders", "spec_limits", "both", "neither"]))
+    wo_header = [
+        c.upper() if c in ("work_order", "machine_id", "product") else c for c in WO_HEADER
+    ]
+    spec_header = ["product", "characteristic", "UGW", "SOLL", "OGW"]
+    wo = draw(mutated(wo_header, WO_ROWS, bad in ("spec_limits", "neither")))
+    spec = draw(mutated(spec_header, SPEC_ROWS, bad in ("work_orders", "neither")))
+    return {
+        "AUFK.csv": wo.replace(b",", b";"),
+        "QPMK.csv": spec.replace(b",", b";").replace(b".", b","),
+    }
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=sap_exports())
+def test_a_mapped_export_is_taken_row_by_row_or_rejected_clearly(tmp_path, data) -> None:
+    from floorsight.pipelines.context_map import load_mapped_context
+
+    folder = tmp_path / f"erp-{os.urandom(4).hex()}"
+    folder.mkdir()
+    (folder / "map.toml").write_bytes(MAP)
+    for name, content in data.items():
+        (folder / name).write_bytes(content)
+    try:
+        ctx, dead = load_mapped_context(folder / "map.toml")
+    except ContextLoadError as err:
+        event("rejected as a file")
+        assert err.problems and all(p.source and p.rule for p in err.problems)
+        return
+    event("rows dead-lettered" if dead is not None else "every row valid")
+    _check_taken(ctx, dead)
