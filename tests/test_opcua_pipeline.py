@@ -1,9 +1,15 @@
-"""The pipeline against the simulator's OPC-UA server, which restarts mid-run.
+"""The pipeline against OPC-UA servers: the simulator's, which restarts mid-run, and one that is
+not floorsight's, read through a tag map in subscribe and in poll mode.
 
-The server writes every sample and keeps a history; the restarted server puts the readings of
-the whole run into its history first (store and forward). The feature table must have every
-window of every sensor, each with all of its readings: no gap where the server was down, no
-duplicate from the readings seen both live and in the history.
+The simulator's server writes every sample and keeps a history; the restarted server puts the
+readings of the whole run into its history first (store and forward). The feature table must
+have every window of every sensor, each with all of its readings: no gap where the server was
+down, no duplicate from the readings seen both live and in the history.
+
+The press shop's server (tests/opcua_servers.py, its own namespace registered after two others)
+is read through a tag map with ``nsu=`` node ids, scale and offset: every mapped sensor has its
+feature rows, whole windows with every value; its state and counter nodes reach the machine
+state and part count tables.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import asyncio
 import socket
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -21,11 +27,13 @@ from bytewax.testing import run_main
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import PipelineSettings, build_flow
 from floorsight.pipelines.opcua_source import OpcUaSource
+from floorsight.pipelines.opcua_tags import read_tag_map
 from floorsight.pipelines.validate import ReadingRules
 from floorsight.simulators import build_plant
 from floorsight.simulators.opcua_server import PlantServer
 from floorsight.storage import Database
 from tests.conftest import T0
+from tests.opcua_servers import AcmeServer
 
 pytestmark = pytest.mark.e2e
 SPEED = 20.0
@@ -131,3 +139,125 @@ def test_server_restart_leaves_no_gap_and_no_duplicate(tmp_path) -> None:
     assert inside.height == expected.height == 2 * 4 * (hi - lo) // WINDOW
     diff = (inside["mean"] - expected["mean"]).abs().max()
     assert diff < 1e-9
+
+
+def _press_shop_context(folder) -> None:
+    folder.mkdir()
+    (folder / "work_orders.csv").write_text(
+        "work_order,machine_id,product,material_lot,start,end\n"
+        "WO-7,press-7,P-1,LOT-1,2020-01-01T00:00:00Z,2099-01-01T00:00:00Z\n"
+        "WO-8,press-8,P-1,LOT-2,2020-01-01T00:00:00Z,2099-01-01T00:00:00Z\n"
+    )
+    (folder / "spec_limits.csv").write_text(
+        "product,characteristic,lsl,target,usl\nP-1,force,0,100,400\n"
+    )
+
+
+class PressShopWriter(threading.Thread):
+    """Writes one value a second of event time to each mapped node, every ``every_s`` wall
+    seconds, from ``start`` until ``stop`` is set; once ``ready()`` says the source reads."""
+
+    def __init__(self, server: AcmeServer, start, every_s: float, ready) -> None:
+        super().__init__(daemon=True)
+        self.server, self.start_ts, self.every_s, self.ready = server, start, every_s, ready
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + 60
+            while not self.ready() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            i = 0
+            while not self.stop.is_set() and i < 600:
+                ts = self.start_ts + timedelta(seconds=i)
+                self.server.write("Press7", "Force", 100.0 + i, source_ts=ts)
+                self.server.write("Press7", "Strokes", i, source_ts=ts)
+                self.server.write("Press 8/B", "Force", 200.0 + i, source_ts=ts)
+                self.server.write("Press7", "State", 6 if i % 20 < 10 else 5, source_ts=ts)
+                self.server.write("Press7", "GoodParts", 2 * i, source_ts=ts)
+                i += 1
+                time.sleep(self.every_s)
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+
+@pytest.mark.parametrize("mode", ["subscribe", "poll"])
+def test_a_tag_mapped_server_of_its_own_gives_every_sensor_its_features(tmp_path, mode) -> None:
+    with AcmeServer(extra_namespaces=("urn:other:first", "urn:other:second")) as server:
+        assert server.ns == 4
+        (tmp_path / "tags.csv").write_text(
+            "node_id,machine_id,sensor,unit,line,scale,offset,min,max,kind\n"
+            f"{server.node_text('Press7', 'Force')},press-7,force,kN,L1,0.5,10,0,400,\n"
+            f"{server.node_text('Press7', 'Strokes')},press-7,strokes,,L1,,,,,\n"
+            f"{server.node_text('Press 8/B', 'Force')},press-8,force,kN,L1,,,,,\n"
+            f"{server.node_text('Press7', 'State')},press-7,,,L1,,,,,state\n"
+            f"{server.node_text('Press7', 'GoodParts')},press-7,,,L1,,,,,good_count\n"
+        )
+        _press_shop_context(tmp_path / "erp")
+        # event time: whole seconds from a whole 10 s, after every value the server holds now
+        now = datetime.now(tz=UTC)
+        start = (now + timedelta(seconds=20)).replace(microsecond=0, second=0) + timedelta(
+            minutes=1
+        )
+        until = start + timedelta(seconds=40)
+        source = OpcUaSource(
+            server.url,
+            tags=read_tag_map(tmp_path / "tags.csv"),
+            until=until,
+            mode=mode,
+            interval=timedelta(seconds=0.05),
+        )
+        db = tmp_path / "f.duckdb"
+        settings = PipelineSettings(
+            window=WINDOW, rules=ReadingRules(max_future=timedelta(hours=1))
+        )
+        flow = build_flow(source, ContextStore(tmp_path / "erp"), db, settings)
+        if mode == "subscribe":  # every value is delivered: write them fast
+            writer = PressShopWriter(server, start, 0.05, lambda: server.monitored() >= 5)
+        else:  # a value must stand a few polls: write them slower
+            writer = PressShopWriter(server, start, 0.2, lambda: True)
+        writer.start()
+        try:
+            run_main(flow)
+        finally:
+            writer.stop.set()
+            writer.join(timeout=30)
+    assert writer.error is None, writer.error
+    got = Database(db).query(
+        "SELECT machine_id, sensor, window_start, n, mean, min, max FROM features "
+        "WHERE window_start >= $1 AND window_start < $2 ORDER BY ALL",
+        [start, until - WINDOW],
+    )
+    # every mapped sensor, each whole window (value * scale + offset)
+    expected = []
+    for machine_id, sensor, value in [
+        ("press-7", "force", lambda i: 0.5 * (100.0 + i) + 10),
+        ("press-7", "strokes", float),
+        ("press-8", "force", lambda i: 200.0 + i),
+    ]:
+        for w in range(3):
+            values = [value(10 * w + k) for k in range(10)]
+            expected.append((machine_id, sensor, start + w * WINDOW, values))
+    assert got.select("machine_id", "sensor", "window_start").rows() == [e[:3] for e in expected]
+    states = Database(db).query(
+        "SELECT since, code FROM machine_states WHERE since >= $1 AND since < $2 ORDER BY since",
+        [start, until],
+    )
+    parts = Database(db).query(
+        "SELECT sum(parts) FROM part_counts WHERE signal = 'good_count' AND ts > $1 AND ts < $2",
+        [start, until],
+    )
+    if mode == "subscribe":  # every value delivered: each window has all of its 10
+        assert got.select("n", "mean").rows() == [(10, sum(v) / 10) for *_, v in expected]
+        assert states.rows() == [
+            (start + timedelta(seconds=s), float(c)) for s, c in [(0, 6), (10, 5), (20, 6), (30, 5)]
+        ]
+        assert parts.item() == 2 * 39  # the counter rose by 2 each second after the first
+    else:  # polled: the values that stood when read, each once
+        for (n, low, high), (*_, values) in zip(
+            got.select("n", "min", "max").rows(), expected, strict=True
+        ):
+            assert 1 <= n <= 10 and min(values) <= low <= high <= max(values)
+        assert [code for _, code in states.rows()][:2] in ([6.0, 5.0], [5.0, 6.0])
+        assert 0 < parts.item() <= 2 * 39
