@@ -200,8 +200,10 @@ class SparkplugDecoder:
     """Sparkplug B messages as readings, machine signals and dead letters (module docstring).
 
     ``group`` limits the subscription to one Sparkplug group (default: every group).
-    ``signals`` maps metric names (as the edge node sends them) to a signal kind
-    (``state``, ``good_count``, ``scrap_count``); default :data:`DEFAULT_SIGNALS`. An NDEATH's
+    ``signals`` maps exact metric names (as the edge node sends them) to a signal kind
+    (``state``, ``good_count``, ``scrap_count``); by default a metric is a signal when the last
+    level of its name, lower case and only letters and digits, is in :data:`DEFAULT_SIGNALS`.
+    An NDEATH's
     states take the time the message reached the source's journal (``RECEIVE_TIME``): a will's
     own timestamp is the start of its session, not the time of the death.
 
@@ -234,8 +236,9 @@ class SparkplugDecoder:
         kinds = DEFAULT_SIGNALS if self.signals is None else self.signals
         self._signals = {name: SignalKind(kind) for name, kind in kinds.items()}
         self._room = 0  # metric definitions a birth may still add (set per birth)
-        # "group/edge_node" -> {"seq", "bdseq", "metrics", "devices": {device: {"metrics"}}};
-        # "metrics" maps a name to its datatype and "aliases" an alias (str) to its name
+        # "group/edge_node" -> {"seq", "bdseq", "machine" (has metrics of the plant), "metrics",
+        # "aliases", "devices": {device: {"metrics", "aliases"}}}; "metrics" maps a name to its
+        # datatype, "aliases" an alias (str) to its name
         self._nodes: dict[str, dict] = {}
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._rebirth: set[str] = set()
@@ -433,7 +436,7 @@ class SparkplugDecoder:
             log.info(
                 "Sparkplug edge node %s: NDEATH of bdSeq %s, the current birth's is %s "
                 "(a will of an earlier session): ignored",
-                node_key,
+                _where(node_key),  # a topic's text, cut and cleaned
                 bdseq,
                 node["bdseq"],
             )
@@ -457,7 +460,7 @@ class SparkplugDecoder:
                 self._counts["seq_gaps"] += 1
                 log.warning(
                     "Sparkplug edge node %s: sequence gap, expected seq %s, got %s",
-                    node_key,
+                    _where(node_key),  # a topic's text, cut and cleaned
                     expected,
                     "none" if got is None else got,
                 )
@@ -512,7 +515,7 @@ class SparkplugDecoder:
                     log.warning(
                         "Sparkplug edge node %s sent alias %s that no birth defined: it needs "
                         "a rebirth (an NCMD with Node Control/Rebirth = true)",
-                        node_key,
+                        _where(node_key),  # a topic's text, cut and cleaned
                         metric.alias,
                     )
                 raise _Refused(
