@@ -260,7 +260,14 @@ def opcua(
         except ValueError as e:  # a node id the server cannot resolve (no such namespace)
             raise DeliveryError("node", f"{url}: {e}") from None
         except (OSError, TimeoutError, ua.UaError) as e:
-            raise DeliveryError("unreachable", f"{url}: {type(e).__name__}: {e}") from None
+            hint = ""
+            if session.secure and isinstance(e, ConnectionError):
+                # node-opcua, for one, refuses an untrusted certificate by closing the channel
+                hint = (
+                    f" (if the server is up, it may not trust the client certificate"
+                    f" {session.cert}: trust it on the server)"
+                )
+            raise DeliveryError("unreachable", f"{url}: {type(e).__name__}: {e}{hint}") from None
 
     return send
 
