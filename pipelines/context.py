@@ -458,7 +458,11 @@ def _model_inputs(
             continue
         name = names[table]
         _missing(frame, columns, name)
-        cast = {c: _typed(frame[c], kind) for c, kind in columns.items()}
+        try:
+            cast = {c: _typed(frame[c], kind) for c, kind in columns.items()}
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as err:
+            rule = f"its columns cannot be read as {', '.join(columns)} ({err})"
+            raise ContextLoadError([Problem(name, None, rule)]) from err
         for c, kind in columns.items():
             blank = frame[c].is_null()
             if frame[c].dtype == pl.String:

@@ -294,9 +294,17 @@ def load_mapped(
     files = cmap.files()
     for table, source in cmap.tables.items():
         try:
-            frames[table], names[table] = _read_source(cmap, table, source, files, data)
+            frame, names[table] = _read_source(cmap, table, source, files, data)
         except ContextLoadError as err:
             problems += err.problems
+            continue
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, TypeError) as err:
+            # e.g. the files of a glob whose columns do not fit together
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            problems.append(Problem(f"{table} ({_described(source)})", None, f"unreadable: {text}"))
+            continue
+        if frame is not None:
+            frames[table] = frame
     if problems:
         raise ContextLoadError(problems)
     records = {t: f for t, f in frames.items() if t not in REQUIRED}
@@ -305,15 +313,19 @@ def load_mapped(
     )
 
 
+def _described(source: TableSource) -> str:
+    return source.file or source.duckdb or f"postgresql:{source.table or 'query'}"
+
+
 def _read_source(
     cmap: ContextMap,
     table: str,
     source: TableSource,
     files: list[MappedFile],
     data: dict[str, bytes],
-) -> tuple[pl.DataFrame, str]:
-    """Table ``table`` read from its source and put in floorsight's terms, and its name in
-    reports."""
+) -> tuple[pl.DataFrame | None, str]:
+    """Table ``table`` read from its source and put in floorsight's terms (None: a glob that
+    matches no file yet), and its name in reports."""
     zone = cmap.time_zone
     if source.file is not None:
         paths = [f.path for f in files if f.table == table and f.path.suffix != ".wal"]
@@ -330,8 +342,8 @@ def _read_source(
             header = source.skip_rows + 1 if path.suffix.lower() != ".parquet" else 0
             parts.append(_normalised(frame, table, source, zone, where, header))
         where = f"{table} ({source.file})"
-        if not parts:  # a record table's drop folder, empty for now
-            return pl.DataFrame(), where
+        if not parts:  # a record table's drop folder, empty for now: no such table yet
+            return None, where
         return pl.concat(parts, how="diagonal_relaxed"), where
     if source.duckdb is not None:
         path = cmap.folder / source.duckdb
@@ -339,7 +351,7 @@ def _read_source(
         frame = _read_duckdb(path, source, where)
     else:
         where = f"postgresql:{source.table or 'query'} ({table})"
-        frame = _read_postgres(source, where)
+        frame = _read_postgres(source, where, cmap.folder)
     return _normalised(frame, table, source, zone, where, None), where
 
 
@@ -391,7 +403,7 @@ def _read_duckdb(path: Path, source: TableSource, where: str) -> pl.DataFrame:
         con.close()
 
 
-def _read_postgres(source: TableSource, where: str) -> pl.DataFrame:
+def _read_postgres(source: TableSource, where: str, folder: Path) -> pl.DataFrame:
     import psycopg
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict
@@ -408,7 +420,8 @@ def _read_postgres(source: TableSource, where: str) -> pl.DataFrame:
         )
         raise ContextLoadError([Problem(where, None, rule)])
     try:
-        password = secret(source.password_env or "", source.password_file)
+        file = folder / source.password_file if source.password_file else None
+        password = secret(source.password_env or "", file)
     except (SecretError, OSError) as err:
         raise ContextLoadError([Problem(where, None, f"no password: {err}")]) from err
     if source.password_env and not password:

@@ -377,3 +377,13 @@ def test_iso_times_read_with_their_offset_or_the_zone(cell, utc) -> None:
     else:
         assert bad == []
         assert times[0] == datetime.fromisoformat(utc + "+00:00")
+
+
+def test_an_empty_drop_folder_of_a_record_table_is_no_table_yet(plant_exports) -> None:
+    folder = plant_exports.parent
+    (folder / "lims" / "2026-01-05.parquet").unlink()
+    store = ContextStore(plant_exports, settle=timedelta(0))
+    assert "lab_results" not in store.current().records
+    _lims(folder / "lims" / "2026-01-06.parquet", [("S-2", 20, "2026-01-05T07:00:00Z", 25.0)])
+    assert store.current().records["lab_results"]["sample_id"].to_list() == ["S-2"]
+    assert store.rejected_loads == 0
