@@ -15,6 +15,7 @@ reads each message by the Sparkplug B 3.0 rules:
   makes it publish its births again; the decoder does not send commands);
 - a payload compressed as Tahu's clients do (``uuid`` ``SPBV1.0_COMPRESSED``, the body DEFLATE
   or GZIP as its ``algorithm`` metric says) is read inflated, at most ``MAX_INFLATED_BYTES``;
+- a metric whose ``Quality`` property is not 192 (Good) is a dead letter with its code;
 - numbers (Int8..UInt64, Float, Double) are readings, booleans readings of 0.0 / 1.0; other
   datatypes (String, DateTime, DataSet, Template, Bytes ...) and null values are dead letters,
   unless the metric's name is mapped to a :class:`floorsight.records.SignalKind` in
@@ -63,6 +64,9 @@ NAMESPACE = "spBv1.0"
 #: metric names that are the protocol's own, not the plant's: never readings nor dead letters
 CONTROL_PREFIXES = ("Node Control/", "Device Control/", "Node Info/", "Properties/")
 BDSEQ = "bdSeq"
+#: a metric's ``Quality`` property (an OPC quality code, as Ignition sends it) other than this,
+#: Good, makes its value a dead letter with the code
+GOOD_QUALITY = 192
 #: the ``uuid`` of a compressed payload (its ``body`` is the deflated or gzipped payload)
 COMPRESSED = b"SPBV1.0_COMPRESSED"
 #: a compressed payload may inflate to at most this many bytes
@@ -145,6 +149,9 @@ def _payload_class() -> type:
     payload = file.message_type.add(name="Payload")
     metric = payload.nested_type.add(name="Metric")
     metric.oneof_decl.add(name="value")
+    properties = payload.nested_type.add(name="PropertySet")
+    value = payload.nested_type.add(name="PropertyValue")
+    value.oneof_decl.add(name="value")
 
     def field(msg, name, number, kind, *, repeated=False, type_name=None, oneof=False) -> None:
         fd = msg.field.add(name=name, number=number, type=kind)
@@ -168,7 +175,23 @@ def _payload_class() -> type:
     field(metric, "is_transient", 6, f.TYPE_BOOL)
     field(metric, "is_null", 7, f.TYPE_BOOL)
     field(metric, "metadata", 8, f.TYPE_BYTES)  # MetaData
-    field(metric, "properties", 9, f.TYPE_BYTES)  # PropertySet
+    field(metric, "properties", 9, f.TYPE_MESSAGE, type_name="Payload.PropertySet")
+    field(properties, "keys", 1, f.TYPE_BYTES, repeated=True)
+    field(properties, "values", 2, f.TYPE_MESSAGE, repeated=True, type_name="Payload.PropertyValue")
+    field(value, "type", 1, f.TYPE_UINT32)
+    field(value, "is_null", 2, f.TYPE_BOOL)
+    for name, number, kind in (
+        ("int_value", 3, f.TYPE_UINT32),
+        ("long_value", 4, f.TYPE_UINT64),
+        ("float_value", 5, f.TYPE_FLOAT),
+        ("double_value", 6, f.TYPE_DOUBLE),
+        ("boolean_value", 7, f.TYPE_BOOL),
+        ("string_value", 8, f.TYPE_BYTES),
+        ("propertyset_value", 9, f.TYPE_BYTES),  # PropertySet
+        ("propertysets_value", 10, f.TYPE_BYTES),  # PropertySetList
+        ("extension_value", 11, f.TYPE_BYTES),  # PropertyValueExtension
+    ):
+        field(value, name, number, kind, oneof=True)
     for name, number, kind in (
         ("int_value", 10, f.TYPE_UINT32),
         ("long_value", 11, f.TYPE_UINT64),
@@ -534,6 +557,11 @@ class SparkplugDecoder:
         kind = self._signal_kind(name)
         if metric.HasField("is_null") and metric.is_null:
             raise _Refused(f"metric {_excerpt(name)} is null (no value)")
+        quality = _quality(metric)
+        if quality is not None and quality != GOOD_QUALITY:
+            raise _Refused(
+                f"metric {_excerpt(name)} has quality {quality}, not Good ({GOOD_QUALITY})"
+            )
         if kind is not None:
             return self._signal_item(machine, name, kind, datatype, metric, ts)
         sensor = _sensor(name)
@@ -628,6 +656,20 @@ def _number(metric, datatype: int | None = None) -> int | float:
     if which == "boolean_value":
         return int(metric.boolean_value)
     raise _Refused(f"value is a {which}, not a number")
+
+
+def _quality(metric) -> int | None:
+    """The metric's ``Quality`` property (an integer code), if it has one."""
+    if not metric.HasField("properties"):
+        return None
+    props = metric.properties
+    for key, value in zip(props.keys, props.values, strict=False):
+        if key == b"Quality":
+            which = value.WhichOneof("value")
+            if which in ("int_value", "long_value"):
+                return _number(value, value.type if value.HasField("type") else None)
+            raise _Refused(f"Quality property is a {which}, not an integer code")
+    return None
 
 
 def _decompress(message) -> bytes:

@@ -211,6 +211,27 @@ def test_default_signals_match_the_last_level_of_a_name_in_any_spelling():
     assert readings(items) == [(NODE, "State_of_charge", T0, 0.5)]
 
 
+def test_a_value_whose_quality_is_not_good_is_a_dead_letter_with_its_code():
+    decoder = SparkplugDecoder()
+    seq = born(decoder)
+
+    def temp(value: float, quality: int | None) -> dict:
+        props = (
+            {}
+            if quality is None
+            else {"properties": {"Quality": {"type": "Int32", "value": quality}}}
+        )
+        return {"alias": 1, "type": "Double", "value": value} | props
+
+    (data,) = tahu_encode(ddata(seq, temp(1.0, 192), temp(2.0, 0), temp(3.0, 500), temp(4.0, None)))
+    items = decoder.decode(topic("DDATA", DEVICE), data)
+    assert [r[3] for r in readings(items)] == [1.0, 4.0]
+    assert [r.split(": ", 1)[1] for r in dead(items)] == [
+        "metric 'Spindle/Temp C' has quality 0, not Good (192)",
+        "metric 'Spindle/Temp C' has quality 500, not Good (192)",
+    ]
+
+
 def test_a_signal_map_of_its_own():
     decoder = SparkplugDecoder(
         signals={"MES/Mode": "state", "Parts OK": "good_count", "Parts NOK": "scrap_count"}
