@@ -37,6 +37,7 @@ process.stdin.on("end", () => {
     }
     return Buffer.from(encoded).toString("hex");
   });
-  process.stdout.write(JSON.stringify(out));
-  process.exit(0);
+  // exit once written (a pipe's write is asynchronous): a compressing client would keep
+  // the process alive, trying to connect
+  process.stdout.write(JSON.stringify(out), () => process.exit(0));
 });
