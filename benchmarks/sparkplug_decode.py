@@ -5,7 +5,8 @@
 Encodes an NBIRTH, a DBIRTH of ``--metrics`` Double metrics with aliases and 256 DDATA
 payloads (seq 2..257 mod 256, every metric by alias) with Tahu's npm ``sparkplug-payload``
 (``tests/sparkplug_node``; Node.js needed), then decodes the DDATA ``--rounds`` times over.
-Prints JSON: messages, readings, seconds, messages and readings per second, seq gaps (0).
+Prints JSON: messages, readings, seconds, messages and readings per second, seq gaps (0), and
+the seconds of one DBIRTH of ``--birth-metrics`` Double metrics (its bytes too).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--metrics", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--birth-metrics", type=int, default=10_000)
     args = parser.parse_args()
     names = range(args.metrics)
     birth = [{"name": f"s{i}", "alias": i, "type": "Double", "value": 1.0} for i in names]
@@ -51,6 +53,14 @@ def main() -> None:
     seconds = time.perf_counter() - start
     messages = args.rounds * len(data)
     counts = decoder.counts()
+    many = [
+        {"name": f"m{i}", "alias": i, "type": "Double", "value": 1.0}
+        for i in range(args.birth_metrics)
+    ]
+    (big,) = tahu_encode({"timestamp": 1, "seq": 0, "metrics": many})
+    start = time.perf_counter()
+    items = SparkplugDecoder().decode("spBv1.0/G/DBIRTH/edge/M02", big)
+    birth_seconds = time.perf_counter() - start
     print(
         json.dumps(
             {
@@ -60,6 +70,9 @@ def main() -> None:
                 "messages_per_s": round(messages / seconds),
                 "readings_per_s": round(messages * args.metrics / seconds),
                 "seq_gaps": counts["seq_gaps"],
+                "birth_bytes": len(big),
+                "birth_items": len(items),
+                "birth_seconds": round(birth_seconds, 3),
             }
         )
     )
