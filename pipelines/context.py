@@ -1138,20 +1138,27 @@ class ContextHold:
         return None if held is None else context.join(held)
 
 
-def sensor_units(context: Path) -> dict[str, str]:
-    """Sensor -> unit from the context's recipes (``recipes.csv`` or the ``recipes`` table)."""
+def sensor_units(context: Path | str) -> dict[str, str]:
+    """Sensor -> unit from the context's recipes (``recipes.csv`` or ``.parquet`` of a folder,
+    the ``recipes`` table of a DuckDB file, or the recipes a mapping file names)."""
     context = Path(context)
-    if context.suffix == ".duckdb":
+    recipes = None
+    if context.suffix == ".toml":
+        from floorsight.pipelines.context_map import load_mapped_context
+
+        recipes = load_mapped_context(context)[0].records.get("recipes")
+    elif context.suffix == ".duckdb":
         con = duckdb.connect(str(context), read_only=True)
         try:
-            if "recipes" not in {r[0] for r in con.sql("SHOW TABLES").fetchall()}:
-                return {}
-            recipes = con.sql("SELECT parameter, unit FROM recipes").pl()
+            if "recipes" in {r[0] for r in con.sql("SHOW TABLES").fetchall()}:
+                recipes = con.sql("SELECT parameter, unit FROM recipes").pl()
         finally:
             con.close()
     elif (context / "recipes.csv").exists():
         recipes = pl.read_csv(context / "recipes.csv", columns=["parameter", "unit"])
-    else:
+    elif (context / "recipes.parquet").exists():
+        recipes = pl.read_parquet(context / "recipes.parquet", columns=["parameter", "unit"])
+    if recipes is None or not {"parameter", "unit"} <= set(recipes.columns):
         return {}
-    pairs = recipes.unique(["parameter", "unit"]).filter(pl.col("unit").is_not_null())
-    return dict(pairs.iter_rows())
+    pairs = recipes.select("parameter", "unit").unique().filter(pl.col("unit").is_not_null())
+    return {str(k): str(v) for k, v in pairs.iter_rows()}

@@ -194,3 +194,20 @@ def test_lab_results_inserted_in_postgresql_are_seen(postgres) -> None:
     assert labs["sample_id"].to_list() == ["S-1"]
     assert labs["available_at"].to_list() == [T0 + timedelta(minutes=40)]
     assert store.rejected_loads == 0
+
+
+def test_sensor_units_come_from_the_recipes_of_every_kind_of_context(tmp_path) -> None:
+    from floorsight.pipelines.context import sensor_units
+
+    plant = build_plant(2, start=T0, horizon=timedelta(hours=2), seed=3, faults=())
+    plant.write_context(tmp_path / "csv")
+    plant.write_context(tmp_path / "parquet", "parquet")
+    units = sensor_units(tmp_path / "csv")
+    assert units and all(isinstance(u, str) and u for u in units.values())
+    assert sensor_units(tmp_path / "parquet") == units
+    (tmp_path / "parquet" / "map.toml").write_text(
+        '[tables.work_orders]\nfile = "work_orders.parquet"\n'
+        '[tables.spec_limits]\nfile = "spec_limits.parquet"\n'
+        '[tables.recipes]\nfile = "recipes.parquet"\n'
+    )
+    assert sensor_units(tmp_path / "parquet" / "map.toml") == units
