@@ -175,6 +175,18 @@ class Broker:
     def refused(self, reason: object) -> MqttConnectError:
         """The error for a CONNACK that refuses the session."""
         login = f"as {self.user!r} " if self.user else "without a user name "
+        code = getattr(reason, "value", None)
+        if code == 0x84:
+            return MqttConnectError(
+                f"MQTT broker {self.name} refused the connection ({reason}): floorsight's MQTT "
+                "source needs a broker that speaks MQTT 5 (Mosquitto 1.6 or later, EMQX, HiveMQ, "
+                "VerneMQ); upgrade the broker or enable MQTT 5 on its listener"
+            )
+        if code == 0x85:
+            return MqttConnectError(
+                f"MQTT broker {self.name} refused the client id ({reason}): allow floorsight's "
+                "client ids (floorsight-pipeline, floorsight-pipeline-<i>) on the broker"
+            )
         return MqttConnectError(
             f"MQTT broker {self.name} refused the connection {login}({reason}): check the user "
             f"in --mqtt (mqtt://user@host:port) and the password in ${PASSWORD_ENV} or "
@@ -221,7 +233,8 @@ def check_broker(broker: Broker, timeout: float = 10.0) -> str | None:
         return f"MQTT broker {broker.name} did not answer the login; the source retries"
     reason = answer[0]
     if getattr(reason, "is_failure", False):
-        if getattr(reason, "value", None) in _REFUSALS:
+        # the check's own client id is not the source's: a broker refusing it may take those
+        if getattr(reason, "value", None) in _REFUSALS - {0x85}:
             raise broker.refused(reason)
         return f"MQTT broker {broker.name} refused the connection ({reason}); the source retries"
     return None
