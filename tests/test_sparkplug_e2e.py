@@ -311,3 +311,8 @@ def test_run_sparkplug_killed_and_restarted_keeps_the_births_aliases(mosquitto, 
     assert {r.split(": ", 1)[1] for r in reasons} == {
         "metric 'Recipe' is a String, not a number (map it as a signal to read it)"
     }
+    # births online; the DDEATH takes M02 offline, the NDEATH (after the restart) M01
+    states = Database(db).query("SELECT machine_id, text FROM machine_states ORDER BY since")
+    for machine in ("M01", "M02"):
+        texts = states.filter(pl.col("machine_id") == machine)["text"].to_list()
+        assert texts == ["online", "offline"], (machine, texts)
