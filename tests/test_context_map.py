@@ -387,3 +387,15 @@ def test_an_empty_drop_folder_of_a_record_table_is_no_table_yet(plant_exports) -
     _lims(folder / "lims" / "2026-01-06.parquet", [("S-2", 20, "2026-01-05T07:00:00Z", 25.0)])
     assert store.current().records["lab_results"]["sample_id"].to_list() == ["S-2"]
     assert store.rejected_loads == 0
+
+
+def test_floorsight_run_joins_readings_with_a_mapped_context(plant_exports) -> None:
+    from floorsight.storage import Database
+
+    folder = plant_exports.parent
+    run = _cli(plant_exports, folder)
+    assert run.returncode == 0, run.stderr[-3000:]
+    features = Database(folder / "f.duckdb").query(
+        "SELECT machine_id, work_order, product, material_lot FROM features"
+    )
+    assert features.unique().rows() == [("CNC-01", "4711", "P-100", "LOT-Ä1")]
