@@ -97,21 +97,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(folder: Path, user: str = "press-operator") -> NodeOpcuaServer:
-    """Start the node-opcua test server with its PKI in ``folder``; waits until it listens."""
+def start_server(
+    folder: Path,
+    user: str = "press-operator",
+    port: int | None = None,
+    password: str | None = None,
+) -> NodeOpcuaServer:
+    """Start the node-opcua test server with its PKI in ``folder``; waits until it listens.
+
+    The same ``folder``, ``port`` and ``password`` again restart a stopped server as it was
+    (its trusted certificates are in the folder)."""
     missing = _missing()
     if missing is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"the node-opcua test server cannot run in CI: {missing}")
         pytest.skip(missing)
-    password = secrets.token_urlsafe(12)
+    password = password or secrets.token_urlsafe(12)
     folder.mkdir(parents=True, exist_ok=True)
     pki, log = folder / "pki", folder / "node-opcua.log"
     if _OWN_PKI.is_dir() and not pki.exists():
         shutil.copytree(_OWN_PKI, pki / "own")
     process = subprocess.Popen(
         [
-            *("node", str(SERVER_DIR / "server.js"), "--port", str(_free_port())),
+            *("node", str(SERVER_DIR / "server.js"), "--port", str(port or _free_port())),
             *("--pki", str(pki), "--user", user),
         ],
         cwd=SERVER_DIR,

@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import polars as pl
 import pytest
@@ -29,7 +30,7 @@ from floorsight.pipelines.opcua_client import (
     parse_node_id,
     resolve,
 )
-from tests.node_opcua import NodeOpcuaServer, node
+from tests.node_opcua import NodeOpcuaServer, node, start_server, stop_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -214,6 +215,27 @@ def test_an_untrusted_certificate_fails_and_is_retried_until_the_admin_trusts_it
         node_opcua.password,
     )
     assert _read(node_opcua, security, ["Press07.HoldRequest"]) == {"Press07.HoldRequest": True}
+
+
+def test_a_server_that_is_down_gets_the_alert_once_it_is_back(trusted, tmp_path) -> None:
+    server, security = trusted
+    dispatcher = Dispatcher(Outbox(tmp_path / "outbox.sqlite"), _routing(server))
+    stop_server(server)
+    dispatcher.queue(_alert(), TABLES)
+    report = dispatcher.step()
+    assert (report.delivered, report.failed, report.pending) == (0, 1, 1)
+    with sqlite3.connect(tmp_path / "outbox.sqlite") as con:
+        (error,) = con.execute("SELECT last_error FROM outbox").fetchone()
+    assert error.startswith("DeliveryError: unreachable: ")
+
+    port = urlsplit(server.url).port
+    back = start_server(server.pki.parent, server.user, port, server.password)
+    try:
+        later = datetime.now(tz=UTC) + timedelta(hours=1)  # past any backoff
+        assert dispatcher.step(now=later).delivered == 1
+        assert _read(back, security, ["Press07.HoldRequest"]) == {"Press07.HoldRequest": True}
+    finally:
+        stop_server(back)
 
 
 def test_routing_file_nodes_are_checked(tmp_path: Path) -> None:
