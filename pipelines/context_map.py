@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from floorsight.config import SecretError, secret
 from floorsight.pipelines.context import (
@@ -175,8 +175,12 @@ class ContextMap(BaseModel):
     #: the zone of every naive time (a table or column may give its own)
     time_zone: str | None = None
     tables: dict[str, TableSource]
-    #: the map's folder (relative paths start there); set by :func:`parse_map`
-    folder: Path = Path()
+    _folder: Path = PrivateAttr(default=Path())
+
+    @property
+    def folder(self) -> Path:
+        """The map's folder: relative paths start there (set by :func:`parse_map`)."""
+        return self._folder
 
     @model_validator(mode="after")
     def _known_tables(self) -> ContextMap:
@@ -246,7 +250,8 @@ def parse_map(text: bytes, folder: Path, name: str = "map.toml") -> ContextMap:
             for e in err.errors()
         ]
         raise ContextLoadError(problems) from None
-    return cmap.model_copy(update={"folder": folder})
+    cmap._folder = folder
+    return cmap
 
 
 def read_map(path: Path) -> ContextMap:
