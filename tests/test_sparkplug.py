@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from floorsight.pipelines.mqtt_mapping import RECEIVE_TIME
+from floorsight.pipelines.mqtt_mapping import RECEIVE_TIME, MqttDecoder, decoder_factory
 from floorsight.pipelines.sparkplug import COUNTERS, SparkplugDecoder
 from floorsight.pipelines.validate import ID_PATTERN, Rejected, parse_records
 from floorsight.records import SignalKind
@@ -98,6 +98,8 @@ def dead(items: list) -> list[str]:
 
 
 def test_subscribes_to_the_group_or_every_group():
+    assert isinstance(SparkplugDecoder(), MqttDecoder)  # the MQTT source's decoder protocol
+    assert isinstance(decoder_factory("sparkplug")(), SparkplugDecoder)  # --mqtt-format
     assert SparkplugDecoder().subscriptions() == ["spBv1.0/+/#"]
     assert SparkplugDecoder(group=G).subscriptions() == [f"spBv1.0/{G}/#"]
     with pytest.raises(ValueError, match="one topic level"):
