@@ -369,6 +369,37 @@ def test_state_is_json_and_a_restored_decoder_goes_on_where_it_was():
     assert restored.counts()["messages"] == decoder.counts()["messages"] + 2
 
 
+def test_a_json_round_trip_of_the_state_after_every_message_changes_nothing():
+    birth, dbirth = tahu_encode(nbirth(), {"timestamp": MS, "seq": 1, "metrics": DEVICE_METRICS})
+    data = tahu_encode(
+        ddata(2, {"alias": 1, "type": "Double", "value": 1.0}),
+        ddata(5, {"alias": 2, "type": "Float", "value": 2.0}),  # a gap
+        ddata(6, {"alias": 42, "type": "Double", "value": 3.0}),  # an unknown alias
+        ddata(
+            7,
+            {"alias": 4, "type": "String", "value": "HELD"},
+            {"alias": 5, "type": "Int32", "value": 9},
+        ),
+        {"timestamp": MS + 9000, "seq": 8},  # DDEATH
+        {"timestamp": MS, "metrics": [{"name": "bdSeq", "type": "UInt64", "value": 0}]},
+    )
+    kinds = ["DDATA"] * 4 + ["DDEATH", "NDEATH"]
+    messages = [(topic("NBIRTH"), birth), (topic("DBIRTH", DEVICE), dbirth)] + [
+        (topic(k, None if k == "NDEATH" else DEVICE), p) for k, p in zip(kinds, data, strict=True)
+    ]
+    straight = SparkplugDecoder()
+    expected = [straight.decode(t, p) for t, p in messages]
+    got, state = [], SparkplugDecoder().state()
+    for t, p in messages:
+        decoder = SparkplugDecoder()
+        decoder.restore(json.loads(json.dumps(state)))
+        got.append(decoder.decode(t, p))
+        state = decoder.state()
+    assert got == expected
+    assert decoder.counts() == straight.counts()
+    assert straight.counts()["seq_gaps"] == 1 and straight.counts()["unknown_aliases"] == 1
+
+
 @pytest.mark.parametrize("state", [{"nodes": {"G/n": {"seq": "x"}}}, {"nodes": []}, {"x": 1}])
 def test_a_malformed_state_restores_as_empty(state):
     decoder = SparkplugDecoder()
