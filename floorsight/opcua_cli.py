@@ -171,7 +171,7 @@ def browse(
     sec = security_options(security, cert, key, user, password_file)
 
     async def walk():
-        async with opcua_session(url, sec, timeout_s) as client:
+        async with opcua_session(url, sec, timeout_s, closed_is_refusal=True) as client:
             return await browse_tags(client, max_depth=max_depth, max_nodes=max_nodes)
 
     try:

@@ -387,13 +387,19 @@ async def _offered(url: str, timeout: float) -> str:
     return "; ".join(pairs)
 
 
-async def connect(url: str, security: OpcuaSecurity, timeout: float = 4) -> Client:
+async def connect(
+    url: str, security: OpcuaSecurity, timeout: float = 4, *, closed_is_refusal: bool = False
+) -> Client:
     """A connected asyncua client with ``security``; the caller disconnects it.
 
     Raises :class:`OpcuaConnectError` for a refusal that retrying cannot cure; a transient
     failure stays the original exception (``OSError``, ``TimeoutError``, ``ConnectionError``).
+    With ``closed_is_refusal`` (a first connection, a command's own), a server that lists its
+    endpoints and then closes the secure channel without a status, as node-opcua does for a
+    client certificate it does not trust, is such a refusal too.
     """
     client = Client(url, timeout=timeout)
+    reached = False  # the server answered GetEndpoints: it is up, at this address
     if security.user is not None:
         client.set_user(security.user)
         client.set_password(security.password or "")
@@ -416,11 +422,15 @@ async def connect(url: str, security: OpcuaSecurity, timeout: float = 4) -> Clie
                 str(security.key),
                 mode=getattr(ua.MessageSecurityMode, security.mode),
             )
+            reached = True
         await client.connect()
     except Exception as e:
         with contextlib.suppress(Exception):
             await client.disconnect()
         error = permanent_error(url, e)
+        closed = isinstance(e, ConnectionError) and not isinstance(e, ConnectionRefusedError)
+        if error is None and closed and reached and closed_is_refusal:
+            error = _untrusted(url, security)
         if error is None:
             raise
         if security.user is None and (error.status or "").startswith("BadIdentityToken"):
@@ -430,12 +440,15 @@ async def connect(url: str, security: OpcuaSecurity, timeout: float = 4) -> Clie
                 f"the server wants a login: give --user NAME (the password from ${PASSWORD_ENV} "
                 "or --password-file)",
             )
-        if error.status is None and "security" in error.advice:
+        rejected = ("BadSecurityModeRejected", "BadSecurityPolicyRejected")
+        if (error.status is None or error.status.startswith(rejected)) and (
+            "security" in error.advice
+        ):
             offered = await _offered(url, timeout)
             if offered:
                 error = OpcuaConnectError(
                     url,
-                    None,
+                    error.status,
                     f"the server offers no endpoint with security {security.policy},"
                     f"{security.mode}; it offers: {offered}. Give --security with one of them",
                 )
@@ -443,12 +456,27 @@ async def connect(url: str, security: OpcuaSecurity, timeout: float = 4) -> Clie
     return client
 
 
+def _untrusted(url: str, security: OpcuaSecurity) -> OpcuaConnectError:
+    which = f"{security.cert}"
+    with contextlib.suppress(Exception):
+        assert security.cert is not None
+        which += f" (SHA-1 thumbprint {thumbprint(_load_cert(security.cert))})"
+    return OpcuaConnectError(
+        url,
+        None,
+        f"the server closed the secure channel ({security.policy},{security.mode}) without a "
+        "status, as servers do for a client certificate they do not trust: trust the client "
+        f"certificate {which} on the server (copy it into its trusted certificates folder, or "
+        "move it there from its rejected ones), then run again",
+    )
+
+
 @contextlib.asynccontextmanager
 async def opcua_session(
-    url: str, security: OpcuaSecurity, timeout: float = 4
+    url: str, security: OpcuaSecurity, timeout: float = 4, *, closed_is_refusal: bool = False
 ) -> AsyncIterator[Client]:
     """``async with opcua_session(url, security) as client:``: :func:`connect`, then disconnect."""
-    client = await connect(url, security, timeout)
+    client = await connect(url, security, timeout, closed_is_refusal=closed_is_refusal)
     try:
         yield client
     finally:

@@ -320,7 +320,7 @@ async def check_server(
 ) -> int:
     """Connect once and resolve every mapped node: the number of nodes the server knows.
     Raises :class:`OpcuaConnectError`, :class:`TagMapError`, or a transient failure's own."""
-    client = await connect(url, security, timeout)
+    client = await connect(url, security, timeout, closed_is_refusal=True)
     try:
         return len(await resolve_tags(client, tags.tags)) if tags is not None else 0
     finally:

@@ -91,3 +91,26 @@ def test_browse_of_nothing_listening_says_so(tmp_path) -> None:
     done = _floorsight("opcua", "browse", free_url(), "--timeout-s", "2")
     assert done.returncode == 1
     assert "cannot reach" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_browse_on_node_opcua_says_what_each_refusal_needs(node_opcua, tmp_path) -> None:
+    """node-opcua (not floorsight's, strict on certificates): an untrusted certificate, no
+    security and a wrong password each stop browse with exit 2 and what to do."""
+    server = node_opcua
+    env = {PASSWORD_ENV: server.password, "FLOORSIGHT_HOME": str(tmp_path / "home")}
+    secure = ("--security", "Basic256Sha256,SignAndEncrypt", "--user", server.user)
+    untrusted = _floorsight("opcua", "browse", server.url, *secure, env=env)
+    cert = tmp_path / "home" / "opcua" / "client_cert.der"
+    thumbprint = server.trust(cert)
+    plain = _floorsight("opcua", "browse", server.url, "--user", server.user, env=env)
+    wrong = _floorsight("opcua", "browse", server.url, *secure, env={**env, PASSWORD_ENV: "not-it"})
+    trusted = _floorsight("opcua", "browse", server.url, *secure, env=env)
+    assert untrusted.returncode == 2, untrusted.stderr
+    assert "closed the secure channel" in untrusted.stderr
+    assert f"{cert} (SHA-1 thumbprint {thumbprint})" in untrusted.stderr
+    assert plain.returncode == 2 and "BadSecurityModeRejected (0x80540000)" in plain.stderr
+    assert "offers: Basic256Sha256,SignAndEncrypt" in plain.stderr
+    assert wrong.returncode == 2 and "BadUserAccessDenied (0x801F0000)" in wrong.stderr
+    assert trusted.returncode == 0, trusted.stderr
+    rows = list(csv.DictReader(io.StringIO(trusted.stdout)))
+    assert rows and all(r["node_id"].startswith(f"nsu={ACME_NS};") for r in rows)
