@@ -413,3 +413,30 @@ def test_run_refuses_bad_mqtt_options_before_it_starts(tmp_path, args, says) -> 
     flat = "".join(c for c in result.output if not c.isspace() and c not in "│╭╮╰╯─")
     assert says.replace(" ", "") in flat, result.output  # typer wraps the message in a box
     assert "hunter2" not in result.output
+
+
+def test_shared_property_tables_keep_each_packets_properties_its_own(monkeypatch) -> None:
+    from paho.mqtt.exception import MQTTException
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from floorsight.pipelines.mqtt_receiver import share_property_tables
+
+    # the receiver's process patches paho's class; this process gets it back after the test
+    monkeypatch.setattr(Properties, "__init__", Properties.__init__)
+    monkeypatch.setattr(Properties, "_floorsight_shared", False, raising=False)
+    sent = Properties(PacketTypes.PUBLISH)
+    sent.UserProperty = ("line", "L1")
+    sent.MessageExpiryInterval = 5
+    packed = sent.pack()
+    assert share_property_tables()
+    got, other = Properties(PacketTypes.PUBLISH), Properties(PacketTypes.PUBLISH)
+    got.unpack(packed[:])
+    assert got.UserProperty == [("line", "L1")] and got.MessageExpiryInterval == 5
+    assert (
+        not hasattr(other, "UserProperty")
+        and other.pack() == Properties(PacketTypes.PUBLISH).pack()
+    )
+    assert got.names is other.names  # one table, not one per packet
+    with pytest.raises(MQTTException, match="does not apply"):  # the tables' checks still hold
+        other.SessionExpiryInterval = 1  # not a PUBLISH property
