@@ -255,3 +255,31 @@ def test_run_refuses_opcua_options_it_cannot_use(tmp_path) -> None:
         done = _run(*args, "--context", context, env=env)
         assert done.returncode == 2, (args, done.stderr)
         assert message in _plain(done.stderr), (args, done.stderr)
+
+
+def test_runs_opcua_options_reach_a_clusters_processes_without_the_password(tmp_path) -> None:
+    from floorsight.runner import RunConfig
+
+    cfg = RunConfig(
+        history=None,
+        context=tmp_path,
+        db=tmp_path / "f.duckdb",
+        opcua="opc.tcp://plc:4840",
+        opcua_user="operator",
+        opcua_password="s3cret",
+        opcua_password_file=tmp_path / "pw",
+        opcua_tags=tmp_path / "tags.csv",
+        opcua_security="Basic256Sha256,SignAndEncrypt",
+        opcua_cert=tmp_path / "c.der",
+        opcua_key=tmp_path / "k.pem",
+        opcua_mode="poll",
+        opcua_interval_s=2.5,
+    )
+    args = cfg.args()
+    pairs = dict(zip(args[::2], args[1::2], strict=False))
+    assert pairs["--opcua"] == "opc.tcp://plc:4840" and pairs["--user"] == "operator"
+    assert pairs["--tags"] == str(tmp_path / "tags.csv")
+    assert pairs["--security"] == "Basic256Sha256,SignAndEncrypt"
+    assert (pairs["--cert"], pairs["--key"]) == (str(tmp_path / "c.der"), str(tmp_path / "k.pem"))
+    assert (pairs["--opcua-mode"], pairs["--interval"]) == ("poll", "2.5")
+    assert "s3cret" not in " ".join(args) and "s3cret" not in repr(cfg)
