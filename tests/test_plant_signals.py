@@ -275,3 +275,72 @@ def test_states_and_counters_served_over_opcua_reach_the_tables(tmp_path) -> Non
         assert parts == made.height
     good = counts.filter(pl.col("signal") == "good_count")["parts"].sum()
     assert good > 10
+
+
+@pytest.mark.e2e
+def test_states_and_counters_published_over_mqtt_reach_the_tables(mosquitto, tmp_path) -> None:
+    """The simulator's publisher on a stock Mosquitto, the pipeline's MQTT source and the flow:
+    the signals of 20 simulated minutes give the state changes and parts of the plant."""
+    import threading
+
+    from bytewax.testing import run_main
+
+    from floorsight.pipelines.context import ContextStore
+    from floorsight.pipelines.flow import PipelineSettings, build_flow
+    from floorsight.pipelines.mqtt_source import MqttSource
+    from floorsight.simulators.mqtt_publisher import MqttPublisher
+    from floorsight.storage import Database
+
+    host, port = mosquitto
+    plant = build_plant(2, start=T0, horizon=timedelta(hours=2), seed=5, faults=())
+    plant.write_context(tmp_path / "erp")
+    start, until = T0 + timedelta(minutes=44), T0 + timedelta(minutes=64)
+    ready = threading.Event()
+    source = MqttSource(host, port, client_id="test-signals", until=until, ready=ready)
+    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
+    db_path = tmp_path / "mqtt.duckdb"
+    flow = build_flow(source, ContextStore(tmp_path / "erp"), db_path, settings)
+    sent = plant.signals(start, until, initial=True)
+
+    def publish() -> None:
+        assert ready.wait(30), "the MQTT source did not subscribe"
+        pub = MqttPublisher.for_plant(plant, host, port, client_id="test-signal-publisher")
+        try:
+            t = start
+            while t < until:  # readings and signals in time order, a minute at a time
+                a, b = t, t + timedelta(minutes=1)
+                pub.publish_frame(plant.readings(a, b).sort("ts"))
+                pub.publish_signals(sent.filter(pl.col("ts").is_between(a, b, closed="left")))
+                pub.flush()
+                t = b
+            # time beyond `until`, so the source ends
+            pub.publish_frame(plant.readings(until, until + timedelta(seconds=5)))
+            pub.flush()
+        finally:
+            pub.close()
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    run_main(flow)
+    publisher.join(timeout=30)
+    db = Database(db_path)
+    states = db.query("SELECT machine_id, since, code FROM machine_states ORDER BY ALL")
+    expected = pl.concat(
+        [
+            plant.state_codes(m)
+            .filter(pl.col("ts").is_between(start, until, closed="left"))
+            .select(pl.lit(m).alias("machine_id"), pl.col("ts").alias("since"), "code")
+            for m in ("M01", "M02")
+        ]
+    )
+    assert states.filter(pl.col("since") > start).rows() == [
+        (m, since, float(code)) for m, since, code in expected.iter_rows()
+    ]
+    parts = db.query("SELECT signal, sum(parts) AS n FROM part_counts GROUP BY 1 ORDER BY 1")
+    made = plant.parts.filter((pl.col("ts") > start) & (pl.col("ts") < until))
+    assert parts.rows() == [
+        ("good_count", made["good"].sum()),
+        ("scrap_count", (~made["good"]).sum()),
+    ]
+    dead = db.query("SELECT source, reason, count(*) AS n FROM dead_letters GROUP BY ALL")
+    assert dead.height == 0, dead.rows()[:5]
