@@ -425,8 +425,9 @@ def share_property_tables() -> bool:
 
     paho builds three tables (property names, types, which packets allow which) in every
     ``Properties.__init__``, and it makes one ``Properties`` per MQTT 5 PUBLISH received: about
-    half of this process's CPU per message (40,000 QoS 1 messages from a local Mosquitto: 120 to
-    130 µs of CPU each with the tables built per message, 60 to 66 µs with them shared). The tables
+    half of this process's CPU per message (``benchmarks/mqtt_receiver_cpu.py``, 40,000 QoS 1
+    messages from a local Mosquitto: 120 to 135 µs of CPU each with the tables built per message,
+    51 to 66 µs with them shared). The tables
     are only read after ``__init__``, so one copy serves every instance. Only in the receiver's
     own process (it patches the class); False when paho's class is not as expected."""
     from paho.mqtt import properties
