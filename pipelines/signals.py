@@ -460,17 +460,25 @@ def _conform(batch: pl.DataFrame) -> pl.DataFrame:
     null, so the checks name them)."""
     cols = []
     for name, dtype in SIGNAL_SCHEMA.items():
+        missing = pl.lit(None, dtype=dtype).alias(name)
         if name not in batch.columns:
-            cols.append(pl.lit(None, dtype=dtype).alias(name))
+            cols.append(missing)
         elif name == "ts" and batch.schema[name] != TIMESTAMP:
             col = pl.col(name)
             if isinstance(batch.schema[name], pl.Datetime) and batch.schema[name].time_zone:
                 cols.append(col.dt.convert_time_zone("UTC").cast(TIMESTAMP, strict=False))
             else:  # a naive or non-time column: no guessing of a zone
-                cols.append(pl.lit(None, dtype=TIMESTAMP).alias(name))
+                cols.append(missing)
         else:
-            cols.append(pl.col(name).cast(dtype, strict=False))
-    return batch.select(cols)
+            cast = pl.col(name).cast(dtype, strict=False)
+            try:  # a column no cast can read (a list, bytes that are no UTF-8) is missing
+                batch.head(0).select(cast)
+                batch.select(cast)
+            except pl.exceptions.PolarsError:
+                cast = missing
+            cols.append(cast)
+    # literals broadcast: a frame without rows stays one
+    return batch.select(cols).head(batch.height)
 
 
 def _t(t: datetime) -> str:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 from bytewax.testing import TestingSource, run_main
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import PipelineSettings, build_flow
@@ -441,3 +443,37 @@ def test_a_run_aborted_and_resumed_from_recovery_writes_what_an_unbroken_run_wri
     assert halfway[1].height < expected[1].height  # the abort stopped it part of the way
     assert tables(resumed)[0].equals(expected[0]) and tables(resumed)[1].equals(expected[1])
     assert expected[1]["parts"].sum() > 20
+
+
+# -- any input ---------------------------------------------------------------------------------
+
+_ids = st.one_of(st.none(), st.sampled_from(["M1", "M2", "M 3", ""]), st.text(max_size=200))
+_kinds = st.one_of(st.none(), st.sampled_from(["state", "good_count", "scrap_count"]), st.text())
+_times = st.one_of(
+    st.none(),
+    st.datetimes(
+        min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    ),
+)
+_values = st.one_of(
+    st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 30).map(float)
+)
+_texts = st.one_of(st.none(), st.sampled_from(["running", "Held", "Planned Stop", "x"]), st.text())
+
+
+@given(st.lists(st.tuples(_ids, _kinds, _times, _values, _texts), max_size=40))
+@settings(max_examples=150, deadline=None)
+def test_any_signal_batch_is_classified_or_dead_letters_and_never_raises(rows) -> None:
+    batch = signals(*rows)
+    result = check_signals(batch, ReadingRules(), now=NOW)
+    dead = 0 if result.dead is None else result.dead.height
+    assert result.ok.height + dead == len(rows)  # nothing lost, nothing doubled
+    if result.dead is not None:
+        assert (
+            result.dead["reason"].is_not_null().all() and (result.dead["source"] == "signals").all()
+        )
+    tracked = SignalTracker().push(result.ok)
+    if tracked.counts is not None:
+        assert (tracked.counts["parts"] >= 0).all()
+    if tracked.states is not None:
+        assert tracked.states["category"].is_not_null().all()
