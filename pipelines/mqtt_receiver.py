@@ -133,14 +133,14 @@ class Broker:
 
     def args(self) -> list[str]:
         """The receiver's arguments for this broker: no password."""
-        out = ["--host", self.host, "--port", str(self.port)]
+        out = [f"--host={self.host}", "--port", str(self.port)]
         if self.tls:
             out.append("--tls")
         for flag, path in (("--ca", self.ca), ("--cert", self.cert), ("--key", self.key)):
             if path is not None:
-                out += [flag, str(path)]
+                out.append(f"{flag}={path}")
         if self.user is not None:
-            out += ["--user", self.user]
+            out.append(f"--user={self.user}")  # "=": a value may start with "-"
         return out
 
     def env(self) -> dict[str, str]:

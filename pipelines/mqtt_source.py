@@ -187,7 +187,7 @@ class _MqttPartition(StatefulSourcePartition["Checked | Signals", dict]):
         self._receiver = subprocess.Popen(
             [
                 *(sys.executable, "-m", "floorsight.pipelines.mqtt_receiver", *broker.args()),
-                *(arg for t in topics for arg in ("--topic", t)),
+                *(f"--topic={t}" for t in topics),
                 *("--client-id", client_id, "--folder", str(self._folder)),
                 *("--start", str(self._seq), "--max-backlog", str(source.max_backlog)),
                 *("--parent", str(os.getpid())),
