@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -180,6 +181,7 @@ class _MqttPartition(StatefulSourcePartition["Checked | Signals", dict]):
         self._busy = False
         self._stopped = False
         self._receive_times = 0
+        self._receive_logged = (0, -math.inf)  # (count, when): logged at most once a minute
         write_counter(self._folder / READ_FILE, self._seq)
         broker = source._broker()
         self._broker = broker
@@ -246,7 +248,7 @@ class _MqttPartition(StatefulSourcePartition["Checked | Signals", dict]):
             if not self._receive_times:
                 log.warning(
                     "MQTT source: messages without an event time take their receive time "
-                    "(the payload map's rule); counted in the log at each snapshot"
+                    "(the payload map's rule); their count is logged at most once a minute"
                 )
             self._receive_times += decoded.receive_times
         ok = decoded.readings.ok
@@ -269,11 +271,13 @@ class _MqttPartition(StatefulSourcePartition["Checked | Signals", dict]):
         if len(self._snapshots) > self._src.keep_snapshots:
             # a resume never goes back further than this snapshot: what is below it is done
             self._reader.release(self._snapshots.popleft())
-        if self._receive_times:
+        now = time.monotonic()
+        if self._receive_times != self._receive_logged[0] and now - self._receive_logged[1] > 60:
             log.info(
                 "MQTT source: %d messages so far took their receive time (no event time)",
                 self._receive_times,
             )
+            self._receive_logged = (self._receive_times, now)
         return {"position": self._seq, "decoder": self._decoder.state()}
 
     def close(self) -> None:
