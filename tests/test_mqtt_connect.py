@@ -440,3 +440,73 @@ def test_shared_property_tables_keep_each_packets_properties_its_own(monkeypatch
     assert got.names is other.names  # one table, not one per packet
     with pytest.raises(MQTTException, match="does not apply"):  # the tables' checks still hold
         other.SessionExpiryInterval = 1  # not a PUBLISH property
+
+
+def test_run_reads_a_plants_topics_with_a_login_on_two_shared_partitions(
+    login_broker, tmp_path
+) -> None:
+    """`floorsight run` end to end: login from a private file, a topic template and payload map,
+    two workers on a shared subscription; Ctrl-C, and every reading is in the features."""
+    from floorsight.pipelines.mqtt_receiver import END_FILE, READ_FILE, read_counter
+    from floorsight.simulators import build_plant
+    from floorsight.storage import Database
+
+    start = dt.datetime.now(tz=dt.UTC) - dt.timedelta(minutes=10)
+    plant = build_plant(
+        2, start=start, horizon=dt.timedelta(hours=1), seed=3, faults=(), setup_minutes=(0, 1)
+    )
+    plant.write_context(tmp_path / "erp")
+    password_file = tmp_path / "pw"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('sensors = "*"\ntime = "t"\ntime_format = "epoch_ms"\n')
+    t0 = (start + dt.timedelta(minutes=6)).replace(microsecond=0)
+    readings = plant.readings(t0, t0 + dt.timedelta(seconds=20))
+    run = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "floorsight.cli", "run", "--context", str(tmp_path / "erp")),
+            *("--db", str(tmp_path / "f.duckdb"), "--recovery", str(tmp_path / "rec")),
+            *("--mqtt", f"mqtt://{USER}@127.0.0.1:{login_broker}"),
+            *("--mqtt-password-file", str(password_file), "--topic", "factory/{line}/{machine_id}"),
+            *("--payload-map", str(mapping), "--mqtt-share", "fs", "-w", "2"),
+        ],
+        env={k: v for k, v in os.environ.items() if k != PASSWORD_ENV},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    parts = [tmp_path / "rec" / "mqtt-journal" / f"part-{i}" for i in (0, 1)]
+    try:
+        deadline = time.monotonic() + 60
+        while not all((p / "subscribed").exists() for p in parts):
+            assert run.poll() is None and time.monotonic() < deadline, "run did not subscribe"
+            time.sleep(0.1)
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-gateway")
+        client.username_pw_set(USER, PASSWORD)
+        client.connect("127.0.0.1", login_broker)
+        client.loop_start()
+        sent = 0
+        for (machine, ts), rows in readings.sort("ts").group_by(
+            "machine_id", "ts", maintain_order=True
+        ):
+            body = {"t": round(ts.timestamp() * 1000)} | dict(
+                zip(rows["sensor"], rows["value"], strict=True)
+            )
+            client.publish(f"factory/L1/{machine}", json.dumps(body), qos=1).wait_for_publish(10)
+            sent += 1
+        client.loop_stop()
+        client.disconnect()
+        # both partitions took a share and the flow has read all of it
+        while sum(read_counter(p / END_FILE) or 0 for p in parts) < sent or any(
+            (read_counter(p / READ_FILE) or 0) < (read_counter(p / END_FILE) or 0) for p in parts
+        ):
+            assert run.poll() is None and time.monotonic() < deadline + 60, "run fell behind"
+            time.sleep(0.1)
+        assert all((read_counter(p / END_FILE) or 0) > 0 for p in parts)
+        time.sleep(1.0)  # a poll after the last read
+    finally:
+        run.send_signal(2)  # Ctrl-C: windows close, the sink flushes
+        _, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err[-2000:]
+    got = Database(tmp_path / "f.duckdb").query("SELECT sum(n) AS n FROM features")["n"][0]
+    assert got == readings.height
