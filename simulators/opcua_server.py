@@ -45,6 +45,8 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from floorsight.records import Signals
+
 NAMESPACE = "urn:floorsight:plant"
 WRITABLE = {
     "QualityHold": (False, ua.VariantType.Boolean),
@@ -143,7 +145,8 @@ class PlantServer:
             if self.backfill_from is not None and self.backfill_from < self.start:
                 await self._backfill(self.backfill_from, self.start)
         await self._write_status(self.start)
-        await self._write_signals(self.start, self.start, initial=True)
+        if hasattr(self.plant, "signals"):
+            await self._write_signals(self.plant.signals(self.start, self.start, initial=True))
 
     async def _build_address_space(self) -> None:
         ns = self.ns
@@ -247,18 +250,13 @@ class PlantServer:
                         self.signal_nodes[(row["machine_id"], kind)], dv
                     )
 
-    async def _write_signals(self, t0: datetime, t1: datetime, initial: bool = False) -> None:
-        """Each state change and part of ``[t0, t1)`` (``initial``: the values at ``t0``), in
-        time order, with its own simulated time."""
-        if not hasattr(self.plant, "signals"):
-            return
+    async def _write_signals(self, frame: pl.DataFrame) -> None:
+        """Each state change and part of a ``plant.signals`` frame, in time order, with its own
+        simulated time."""
         now = datetime.now(tz=UTC)
         vtypes = {kind: vtype for kind, vtype, _ in SIGNALS.values()}
-        frame = self.plant.signals(t0, t1, initial=initial) if initial or t1 > t0 else None
         for machine_id, kind, ts, value in (
             frame.sort("ts").select("machine_id", "signal", "ts", "value").iter_rows()
-            if frame is not None and frame.height
-            else ()
         ):
             node = self.signal_nodes.get((machine_id, kind))
             if node is None:
@@ -279,17 +277,24 @@ class PlantServer:
     async def run(self, stop: threading.Event | None = None, echo=print) -> None:
         """Feed the plant's stream into the address space until its end or ``stop``."""
         seen = await self.write_backs()
-        for frame in self.plant.stream(self.start, speed=self.speed, end=self.end, tick_s=0.05):
+        # a simulated plant's stream follows each frame with its machine signals (also while
+        # no machine runs and no reading comes)
+        signals = {"signals": True} if hasattr(self.plant, "signals") else {}
+        stream = self.plant.stream(
+            self.start, speed=self.speed, end=self.end, tick_s=0.05, **signals
+        )
+        for frame in stream:
             if stop is not None and stop.is_set():
                 break
             if frame is None:
                 await asyncio.sleep(0.05)
                 continue
+            if isinstance(frame, Signals):
+                await self._write_signals(frame.frame)
+                continue
             if frame.height:
                 await self._write_readings(frame)
-                newest = frame["ts"].max()
-                await self._write_signals(self.sim_now, newest)
-                self.sim_now = newest
+                self.sim_now = frame["ts"].max()
                 await self._write_status(self.sim_now)
             now = await self.write_backs()
             for machine_id, values in now.items():
