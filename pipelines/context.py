@@ -1,16 +1,20 @@
-"""ERP/MES context: work orders and spec limits from a folder of files, joined as of event time.
+"""ERP/MES context: work orders, spec limits and the record tables, joined as of event time.
+
+The context comes from a folder of CSV or Parquet files, a DuckDB file, a PostgreSQL database
+or, through a mapping file, the plant's own exports (``pipelines.context_map``).
 
 Each reading gets the work order that was running on its machine at the reading's own timestamp
 (not the latest one), with that order's product and material lot. A reading for which no work
 order was valid is held for a bounded event time in case its context arrives late
 (:class:`ContextHold`), then gets empty context columns: it is kept and flagged, never dropped.
-The folder is re-read when its files change, so new work orders and changeovers reach the
-pipeline without a restart.
+Every table is re-read when its files change (a database on an interval), so new work orders,
+changeovers and lab results reach the pipeline without a restart.
 
 A load is taken whole or rejected whole. It is judged by: the files themselves (present,
-readable UTF-8 CSV, the required columns), the row rules (:func:`check_work_orders`,
-:func:`check_spec_limits`: a required cell empty, a time or a number that does not parse,
-limits out of order, a duplicate or overlapping order) and the Great Expectations suites of
+readable, the required columns, rows in ``work_orders`` and ``spec_limits``), the row rules
+(:func:`check_work_orders`, :func:`check_spec_limits`: a required cell empty, a time or a
+number that does not parse, limits out of order, a duplicate or overlapping order; the cells
+the models read of lab results and the maintenance log) and the Great Expectations suites of
 ``features.expectations`` (keys unique, LSL < target < USL, times ordered, foreign keys
 resolve). A reload that fails any of them is rejected with a report naming the file, the row
 and the rule (``validation_results``, suite ``erp.load``, and a ``context:load`` dead letter),
