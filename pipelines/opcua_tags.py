@@ -256,6 +256,11 @@ _NUMERIC = {
     ua.ObjectIds.Float,
     ua.ObjectIds.Double,
     ua.ObjectIds.Duration,  # a Double
+    ua.ObjectIds.Counter,  # a UInt32, the standard's own type for counters
+    # the abstract numeric types: a variable of one holds any number (Int16, Double, ...)
+    ua.ObjectIds.Number,
+    ua.ObjectIds.Integer,
+    ua.ObjectIds.UInteger,
 }
 _KIND_NAMES = {
     SignalKind.STATE.value: re.compile(r"^(machine|operating)?(state|status|mode)$"),

@@ -37,6 +37,7 @@ MACHINES: dict[str, dict[str, tuple[object, ua.VariantType, str | None]]] = {
     },
     "Press 8/B": {
         "Force": (0.0, ua.VariantType.Double, "kN"),
+        "Cycles": (0, ua.VariantType.UInt32, None),  # of DataType Counter (a UInt32)
     },
 }
 
@@ -201,6 +202,8 @@ class AcmeServer:
                     f"{ns}:{name}",
                     initial,
                     varianttype=vtype,
+                    # the standard's Counter, a subtype of UInt32, as counters often are
+                    datatype=ua.NodeId(ua.ObjectIds.Counter) if name == "Cycles" else None,
                 )
                 if unit is not None:
                     eu = ua.EUInformation(

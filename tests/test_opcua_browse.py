@@ -38,7 +38,7 @@ def test_browse_drafts_a_row_for_every_numeric_variable(server, tmp_path) -> Non
     out = tmp_path / "tags.csv"
     done = _floorsight("opcua", "browse", server.url, "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert "7 tags from" in done.stderr and str(out) in done.stderr
+    assert "8 tags from" in done.stderr and str(out) in done.stderr
     rows = {r["node_id"]: r for r in csv.DictReader(out.open())}
     press7 = f"nsu={ACME_NS};s=PS.Press7"
     drafted = {
@@ -53,9 +53,11 @@ def test_browse_drafts_a_row_for_every_numeric_variable(server, tmp_path) -> Non
         f"{press7}.RejectCount": ("Press7", "RejectCount", "", "PressShop", "scrap_count"),
         # a name that is no id is made one
         f"nsu={ACME_NS};s=PS.Press 8/B.Force": ("Press_8_B", "Force", "kN", "PressShop", "sensor"),
+        # of the standard's DataType Counter (a UInt32 subtype)
+        f"nsu={ACME_NS};s=PS.Press 8/B.Cycles": ("Press_8_B", "Cycles", "", "PressShop", "sensor"),
     }
     # the draft is a valid tag map as it stands (the text variable Recipe is left out)
-    assert len(read_tag_map(out).tags) == len(rows) == 7
+    assert len(read_tag_map(out).tags) == len(rows) == 8
     assert not any("Recipe" in k for k in rows)
 
 
@@ -63,7 +65,7 @@ def test_browse_without_out_prints_the_csv(server) -> None:
     done = _floorsight("opcua", "browse", server.url)
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
-    assert len(rows) == 7 and "tags from" in done.stderr and "stdout" in done.stderr
+    assert len(rows) == 8 and "tags from" in done.stderr and "stdout" in done.stderr
 
 
 def test_browse_with_security_and_login(tmp_path) -> None:
@@ -72,7 +74,7 @@ def test_browse_with_security_and_login(tmp_path) -> None:
         args = ("opcua", "browse", secure.url, "--security", "Basic256Sha256,SignAndEncrypt")
         done = _floorsight(*args, "--user", "operator", env=env)
         assert done.returncode == 0, done.stderr
-        assert len(list(csv.DictReader(io.StringIO(done.stdout)))) == 7
+        assert len(list(csv.DictReader(io.StringIO(done.stdout)))) == 8
         # the certificate was made on first use: where it is and its thumbprint are said
         assert "generated the OPC-UA client certificate" in done.stderr
         assert str(tmp_path / "home" / "opcua" / "client_cert.der") in done.stderr
