@@ -529,12 +529,18 @@ class _OpcUaPartition(StatefulSourcePartition["pl.DataFrame | Checked | Signals"
                 self._fatal = e
                 return
             except Exception as e:  # any other failure of a session means: reconnect
+                hint = ""
+                if self._src.security.secure and isinstance(e, ConnectionError):
+                    # node-opcua closes the channel of a certificate it no longer trusts
+                    hint = " (if it keeps closing, the server may not trust the certificate "
+                    hint += f"{self._src.security.cert} any more)"
                 log.warning(
-                    "%s: connection lost or refused (%s: %s); reconnecting in %.1f s",
+                    "%s: connection lost or refused (%s: %s); reconnecting in %.1f s%s",
                     self._src.url,
                     type(e).__name__,
                     e,
                     backoff,
+                    hint,
                 )
             self._ready.clear()
             self.reconnects += 1
