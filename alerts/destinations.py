@@ -201,7 +201,7 @@ def opcua(
 
     The session uses ``security`` (``POLICY,MODE``), ``cert``/``key`` (default: the client
     certificate generated in the floorsight home) and the login, like ``floorsight run``
-    (:mod:`floorsight.pipelines.opcua_client`). A refused login or certificate, an unknown
+    (:mod:`floorsight.opcua_client`). A refused login or certificate, an unknown
     node or a refused write raises a :class:`DeliveryError` whose reason is the server's
     status (``BadUserAccessDenied``); an unreachable server or a dropped connection raises
     one with reason ``unreachable``. The outbox retries both: a certificate trusted later, or
@@ -209,7 +209,7 @@ def opcua(
     """
     from asyncua import ua
 
-    from floorsight.pipelines.opcua_client import OpcuaConnectError, OpcuaSecurity, write_values
+    from floorsight.opcua_client import OpcuaConnectError, OpcuaSecurity, write_values
 
     session = dataclasses.replace(
         OpcuaSecurity.from_options(

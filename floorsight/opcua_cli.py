@@ -59,7 +59,7 @@ def security_options(
     password_file: Path | None,
 ):
     """The :class:`OpcuaSecurity` of the options, or a usage error naming the option."""
-    from floorsight.pipelines.opcua_client import OpcuaSecurity
+    from floorsight.opcua_client import OpcuaSecurity
 
     for option, path in (("--cert", cert), ("--key", key)):
         if path is not None and not path.is_file():
@@ -85,7 +85,7 @@ def opcua_refusal(error: BaseException) -> str | None:
     kinds = tuple(
         getattr(sys.modules[name], cls)
         for name, cls in (
-            ("floorsight.pipelines.opcua_client", "OpcuaConnectError"),
+            ("floorsight.opcua_client", "OpcuaConnectError"),
             ("floorsight.pipelines.opcua_tags", "TagMapError"),
         )
         if name in sys.modules  # neither can have been raised when its module is not loaded
@@ -162,7 +162,7 @@ def browse(
 ) -> None:
     """Draft a tag map: a row for every numeric variable below Objects, machine and sensor from
     the browse path, unit from EngineeringUnits, signals (state, good/scrap counts) by name."""
-    from floorsight.pipelines.opcua_client import OpcuaConnectError, opcua_session
+    from floorsight.opcua_client import OpcuaConnectError, opcua_session
     from floorsight.pipelines.opcua_tags import browse_tags, write_tag_map
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -205,7 +205,7 @@ def browse(
 def cert() -> None:
     """The client certificate a secure policy uses without --cert (made now if absent): its
     path and SHA-1 thumbprint, to trust it on the server."""
-    from floorsight.pipelines.opcua_client import ensure_client_certificate
+    from floorsight.opcua_client import ensure_client_certificate
 
     made = ensure_client_certificate()
     typer.echo(f"certificate: {made.cert}")

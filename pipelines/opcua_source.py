@@ -10,7 +10,7 @@ Which nodes it reads:
   and the variables named ``State``, ``GoodCount`` and ``ScrapCount`` are machine signals.
 
 Its partitions split the machines (``crc32(machine_id) % partitions``); each partition runs an
-asyncua client in a thread (sessions from :mod:`floorsight.pipelines.opcua_client`, with the
+asyncua client in a thread (sessions from :mod:`floorsight.opcua_client`, with the
 security and login given):
 
 1. connect (a dropped or refused connection is retried with exponential backoff up to
@@ -56,7 +56,7 @@ import polars as pl
 from asyncua import Client, ua
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from floorsight.pipelines.opcua_client import (
+from floorsight.opcua_client import (
     OpcuaConnectError,
     OpcuaSecurity,
     connect,

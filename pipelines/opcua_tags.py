@@ -33,7 +33,7 @@ from pathlib import Path
 
 from asyncua import Client, ua
 
-from floorsight.pipelines.opcua_client import node_id_text, parse_node_id
+from floorsight.opcua_client import node_id_text, parse_node_id
 from floorsight.pipelines.validate import ID_PATTERN
 from floorsight.records import SignalKind
 

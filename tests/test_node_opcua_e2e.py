@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from floorsight.pipelines.opcua_client import (
+from floorsight.opcua_client import (
     OpcuaSecurity,
     ensure_client_certificate,
     opcua_session,

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from floorsight.config import SecretError
-from floorsight.pipelines.opcua_client import (
+from floorsight.opcua_client import (
     PASSWORD_ENV,
     OpcuaConnectError,
     OpcuaSecurity,
@@ -163,7 +163,7 @@ def test_a_server_that_is_not_there_is_retried_with_warnings(caplog) -> None:
     stop = threading.Event()
     timer = threading.Timer(1.0, stop.set)
     timer.start()
-    with caplog.at_level(logging.WARNING, logger="floorsight.pipelines.opcua_client"):
+    with caplog.at_level(logging.WARNING, logger="floorsight.opcua_client"):
         client = asyncio.run(
             connect_retrying(free_url(), OpcuaSecurity(), stop=stop, first_backoff=0.1)
         )

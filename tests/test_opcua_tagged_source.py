@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from asyncua import ua
 
-from floorsight.pipelines.opcua_client import OpcuaSecurity
+from floorsight.opcua_client import OpcuaSecurity
 from floorsight.pipelines.opcua_source import OpcUaSource, preflight
 from floorsight.pipelines.opcua_tags import TagMapError, read_tag_map
 from floorsight.pipelines.validate import Checked

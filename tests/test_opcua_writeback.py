@@ -23,7 +23,7 @@ from floorsight.alerts.destinations import DeliveryError, sender
 from floorsight.alerts.dispatcher import Dispatcher
 from floorsight.alerts.outbox import Outbox
 from floorsight.alerts.routing import Routing, RoutingError, load_routing
-from floorsight.pipelines.opcua_client import (
+from floorsight.opcua_client import (
     OpcuaSecurity,
     ensure_client_certificate,
     opcua_session,
@@ -291,7 +291,7 @@ def test_without_the_servers_packages_its_tests_skip_here_and_fail_in_ci(
 
 
 def test_the_test_server_offers_only_basic256sha256_signandencrypt(node_opcua) -> None:
-    from floorsight.pipelines.opcua_client import OpcuaConnectError, connect
+    from floorsight.opcua_client import OpcuaConnectError, connect
 
     async def endpoints() -> set[tuple[str, str]]:
         from asyncua import Client
