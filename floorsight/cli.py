@@ -463,6 +463,14 @@ def run(
         except StatesFileError as e:
             raise typer.BadParameter(str(e), param_hint="--states") from None
     mqtt_password = None
+    if mqtt is not None and mqtt_share is not None and mqtt_format == "sparkplug":
+        # a shared subscription spreads an edge node's messages over the partitions: its births
+        # (the aliases) reach one and its data by alias another
+        raise typer.BadParameter(
+            "Sparkplug needs every message of an edge node in one partition (its birth defines "
+            "the aliases its data uses); run it without --mqtt-share",
+            param_hint="--mqtt-share",
+        )
     if mqtt is not None:
         mqtt_password = _mqtt_password(
             mqtt, mqtt_password_file, topic or [], payload_map, mqtt_format

@@ -401,6 +401,10 @@ def test_a_missing_tls_file_or_a_client_key_others_can_read_is_named(tmp_path, p
         (["--mqtt", "broker:1883", "--topic", "factory/{plant}/{sensor}"], "{plant}"),
         (["--mqtt", "broker:1883", "--mqtt-format", "csv"], "json or sparkplug"),
         (["--mqtt", "broker:1883", "--payload-map", "/nonexistent/map.toml"], "no such file"),
+        (
+            ["--mqtt", "broker:1883", "--mqtt-format", "sparkplug", "--mqtt-share", "g"],
+            "without --mqtt-share",
+        ),
     ],
 )
 def test_run_refuses_bad_mqtt_options_before_it_starts(tmp_path, args, says) -> None:
