@@ -53,12 +53,23 @@ def main() -> None:
         first, now = queries.first_window(con), queries.latest_window_end(con)
     if now is None:
         st.info("No feature windows yet: the pipeline has not closed a window.")
-        counts_row(db)
+        waiting(db)
         return
     offered = oee.shifts(first, now)
     labels = [s.label for s in offered]
     label = st.selectbox("Shift", labels, help="8-hour shifts from 06:00, 14:00 and 22:00 UTC")
     live(db, offered[labels.index(label)])
+
+
+@st.fragment(run_every=REFRESH)
+def waiting(db: Database) -> None:
+    """The counts while no window has closed yet; the whole page once one has (a page opened
+    at the pipeline's start would otherwise wait for a click)."""
+    with snapshot(db) as con:
+        closed = queries.latest_window_end(con) is not None
+    if closed:
+        st.rerun(scope="app")
+    counts_row(db)
 
 
 def counts_row(db: Database) -> None:
