@@ -56,6 +56,9 @@ MAX_CODE = 2.0**31
 MAX_WORD_CHARS = 64
 #: state changes kept per machine to place late samples (and recognise replayed ones)
 HISTORY = 256
+#: machines one tracker (one shard) keeps; a signal of a machine beyond them is a dead letter
+#: (without a machine catalogue in the context, any valid id is a new machine)
+MAX_MACHINES = 100_000
 
 #: Columns of a checked signal batch: the signal columns, the state's name and category.
 CHECKED_SCHEMA: dict[str, pl.DataType] = {
@@ -537,8 +540,9 @@ class SignalTracker:
     ([0, 2, 3, 2], [False, False, True, False])
     """
 
-    def __init__(self, history: int = HISTORY) -> None:
+    def __init__(self, history: int = HISTORY, max_machines: int = MAX_MACHINES) -> None:
         self.history = history
+        self.max_machines = max_machines
         self._reset()
 
     def _reset(self) -> None:
@@ -548,6 +552,8 @@ class SignalTracker:
         self._trimmed: set[str] = set()
         #: (machine, signal) -> (ts, counter) of the newest sample
         self._counters: dict[tuple[str, str], tuple[datetime, int]] = {}
+        #: every machine tracked (at most ``max_machines``)
+        self._machines: set[str] = set()
         #: samples that repeated what was known (replays, polling)
         self.repeated = 0
 
@@ -591,6 +597,9 @@ class SignalTracker:
         for m, ts, code, text, state, category in first.select(
             "machine_id", "ts", "value", "text", "state", "category"
         ).iter_rows():
+            if not self._admit(m):
+                dead.append((m, SignalKind.STATE.value, ts, code, text, self._too_many()))
+                continue
             changes = self._changes.setdefault(m, [])
             k = (state, category)
             i = bisect.bisect_right(changes, ts, key=lambda c: c[0]) - 1
@@ -621,6 +630,21 @@ class SignalTracker:
             out.append((m, ts, code, text, state, category))
         return out, dead
 
+    def _admit(self, machine_id: str) -> bool:
+        """Whether the machine is tracked, or can be (within ``max_machines``)."""
+        if machine_id in self._machines:
+            return True
+        if len(self._machines) >= self.max_machines:
+            return False
+        self._machines.add(machine_id)
+        return True
+
+    def _too_many(self) -> str:
+        return (
+            f"too many machines: the signals of {self.max_machines} machines are tracked already "
+            "(give the context a machines table, so unknown ids are refused)"
+        )
+
     def _counts(self, counts: pl.DataFrame) -> tuple[list[tuple], list[tuple]]:
         out, dead = [], []
         for m, signal, ts, value in counts.select(
@@ -628,6 +652,9 @@ class SignalTracker:
         ).iter_rows():
             counter = int(value)
             last = self._counters.get((m, signal))
+            if last is None and not self._admit(m):
+                dead.append((m, signal, ts, value, None, self._too_many()))
+                continue
             if last is None:
                 out.append((m, signal, ts, counter, 0, False))
             elif ts > last[0]:

@@ -252,6 +252,20 @@ def test_a_late_change_is_placed_at_its_time_and_one_too_late_is_a_dead_letter()
     assert late.dead.height == 1 and "older than the last 3 state changes" in late.dead["reason"][0]
 
 
+def test_the_tracker_keeps_a_bounded_number_of_machines() -> None:
+    tracker = SignalTracker(max_machines=2)
+    rows = tracker.push(
+        checked(
+            *((f"M{i}", "state", t(0), 6.0, None) for i in range(3)),
+            *((f"M{i}", "good_count", t(0), 1.0, None) for i in range(3)),
+        )
+    )
+    assert rows.states["machine_id"].to_list() == ["M0", "M1"]
+    assert rows.counts["machine_id"].to_list() == ["M0", "M1"]
+    assert rows.dead["machine_id"].to_list() == ["M2", "M2"]
+    assert rows.dead["reason"].str.starts_with("too many machines").all()
+
+
 # -- part counts ------------------------------------------------------------------------------
 
 
