@@ -115,7 +115,11 @@ def test_changeover_hand_computed_windows_and_late_data_through_the_flow(tmp_pat
         },
         schema=WORK_ORDER_SCHEMA,
     ).write_csv(erp / "work_orders.csv")
-    pl.DataFrame(schema=SPEC_SCHEMA).write_csv(erp / "spec_limits.csv")
+    # a context needs spec limits; these are of a characteristic this machine does not measure
+    pl.DataFrame(
+        {"product": ["A"], "characteristic": ["w"], "lsl": [0.0], "target": [1.0], "usl": [2.0]},
+        schema=SPEC_SCHEMA,
+    ).write_csv(erp / "spec_limits.csv")
     batches = [
         # WO-1 until 10 s, WO-2 from 10 s: the changeover at event time splits the readings
         readings([("M1", "v", t, float(t)) for t in range(10)] + [("M1", "v", 10.0, 110.0)]),
