@@ -40,6 +40,10 @@ from tenacity import (
 #: rows and retries for as long as the file stays locked (``floorsight.pipelines.sink``).
 LOCK_TIMEOUT_S = 60.0
 
+#: Tables named so are copies of external tables (the ERP context's ``erp_lab_results`` ...):
+#: they have no :class:`TableSpec`, and a write replaces the whole table with its newest frame.
+COPIED_PREFIX = "erp_"
+
 log = logging.getLogger(__name__)
 
 _HOLDER_PID = re.compile(r"\(PID (\d+)\)")
@@ -219,7 +223,9 @@ class Database:
         """
         batches = {}
         for name, parts in frames.items():
-            if parts:
+            if parts and name.startswith(COPIED_PREFIX) and name not in self.tables:
+                batches[name] = parts[-1]  # a copy: the newest one replaces the table
+            elif parts:
                 spec = self.tables[name]
                 frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
                 batches[name] = frame.unique(
@@ -247,11 +253,13 @@ class Database:
     def _write(self, batches: dict[str, pl.DataFrame], append: bool) -> None:
         with self.write() as con:
             for name, frame in batches.items():
-                spec = self.tables[name]
+                spec = self.tables.get(name)
                 # views die with the connection (an aborted transaction refuses unregister)
                 view = f"_batch_{name}"
                 con.register(view, frame.to_arrow())
-                if append and not spec.update_columns:
+                if spec is None:  # a copy of an external table (COPIED_PREFIX)
+                    con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM {view}')
+                elif append and not spec.update_columns:
                     cols = _quoted(spec.columns)
                     con.execute(f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {view}")
                 else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,7 +42,7 @@ from floorsight.features.expectations import VALIDATION_RESULTS, reports_frame
 from floorsight.models import SCORES
 from floorsight.models.deviation_monitor import lab_results_by_machine
 from floorsight.models.spc_monitor import spec_limits_dict
-from floorsight.pipelines.context import ContextHold, ContextStore
+from floorsight.pipelines.context import ContextHold, ContextStore, ErpContext
 from floorsight.pipelines.model_snapshots import MlflowSnapshotSink, ModelSnapshot
 from floorsight.pipelines.notify_sink import NotifySink
 from floorsight.pipelines.shards import SHARDS, by_shard
@@ -56,7 +57,7 @@ from floorsight.pipelines.tables import (
 )
 from floorsight.pipelines.validate import Catalogue, ReadingRules, check_batch, dead_letters
 from floorsight.records import Signals
-from floorsight.storage import Database
+from floorsight.storage import COPIED_PREFIX, Database
 
 if TYPE_CHECKING:  # scikit-learn and MLflow load only when a champion is configured
     from floorsight.models.champion import ChampionScorer
@@ -142,9 +143,48 @@ def _per_version(frame_of, derive):
     return get
 
 
-def mirror_context(context: ContextStore, db_path: Path) -> None:
+class ContextMirror:
+    """Which context the database's copy (``work_orders``, ``spec_limits``, ``erp_*``) holds.
+
+    :func:`mirror_context` writes the first one before the flow starts; afterwards the first
+    shard to see a reloaded context (one object per load, held here so that it stays itself)
+    sends its tables to the sink, so dashboards and notebooks see what the flow joins with.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: ErpContext | None = None
+
+    def hold(self, erp: ErpContext) -> None:
+        with self._lock:
+            self._held = erp
+
+    def due(self, erp: ErpContext) -> bool:
+        """True once for each context that is not the one the database holds."""
+        with self._lock:
+            if erp is self._held:
+                return False
+            self._held = erp
+            return True
+
+
+def context_tables(erp: ErpContext) -> list[TableRows]:
+    """The database's copy of one context: work orders and spec limits (upserted on their
+    keys) and every other table as ``erp_<name>`` (replaced whole: see ``Database.upsert``)."""
+    return [
+        ("work_orders", erp.work_orders),
+        ("spec_limits", erp.spec_limits),
+        *((f"{COPIED_PREFIX}{name}", frame) for name, frame in erp.records.items()),
+    ]
+
+
+def mirror_context(
+    context: ContextStore, db_path: Path, mirror: ContextMirror | None = None
+) -> None:
     """Copy the current ERP context into the database before the flow starts writing it."""
     erp = context.current()
+    if mirror is not None:
+        mirror.hold(erp)
     # no give-up: a notebook holding the file at start delays the start, never ends it
     db = Database(db_path, TABLES, lock_timeout_s=None)
     db.create()
@@ -160,7 +200,7 @@ def mirror_context(context: ContextStore, db_path: Path) -> None:
     )
     # the rest of the context (lots, genealogy, maintenance log, lab results, ...) as erp_* tables
     for name, frame in erp.records.items():
-        db.replace_table(f"erp_{name}", frame)
+        db.replace_table(f"{COPIED_PREFIX}{name}", frame)
 
 
 def _snapshot(state: object, recovery: bool) -> bytes | None:
@@ -229,15 +269,23 @@ class _ContextLogic(_PickledLogic):
     """Bytewax shell around one shard's :class:`ContextHold`."""
 
     def __init__(
-        self, context: ContextStore, state: bytes | None, hold: timedelta, recovery: bool
+        self,
+        context: ContextStore,
+        state: bytes | None,
+        hold: timedelta,
+        recovery: bool,
+        mirror: ContextMirror | None = None,
     ) -> None:
         self.context = context
         self.state = self.hold = _resume(state) or ContextHold(hold)
         self.recovery = recovery
+        self.mirror = mirror
 
-    def on_item(self, value: pl.DataFrame) -> tuple[list[tuple[str, pl.DataFrame]], bool]:
+    def on_item(self, value: pl.DataFrame) -> tuple[list[tuple[str, object]], bool]:
         erp = self.context.current()
-        out = []
+        out: list[tuple[str, object]] = []
+        if self.mirror is not None and self.mirror.due(erp):
+            out.append(("context_tables", context_tables(erp)))  # a reload: the copy follows
         dead = self.context.take_dead()
         if dead is not None:
             out.append(("context_dead", dead))
@@ -345,7 +393,8 @@ def build_flow(
     def new_scorer(state: bytes | None) -> _ScoreLogic:
         return _ScoreLogic(_resume(state) or {}, score, settings.recovery)
 
-    mirror_context(context, db_path)
+    mirror = ContextMirror()
+    mirror_context(context, db_path, mirror)
     flow = Dataflow(flow_id)
     items = op.input("readings", flow, source)
     # pl.DataFrame(machine_id, sensor, ts, value) | Checked(ok, dead) | Signals(frame)
@@ -367,11 +416,14 @@ def build_flow(
     with_context = op.stateful(
         "join_context",
         keyed,
-        lambda state: _ContextLogic(context, state, settings.context_hold, settings.recovery),
+        lambda state: _ContextLogic(
+            context, state, settings.context_hold, settings.recovery, mirror
+        ),
     )
     # (shard key, ("joined", readings + work_order, product, material_lot, batch at event time)
     #  | ("context_dead", context rows rejected when the context files changed)
-    #  | ("validation", the context suites' reports of a (re)load))
+    #  | ("validation", the context suites' reports of a (re)load)
+    #  | ("context_tables", [(table, frame)] of a reloaded context, for the database's copy))
     joined = op.filter_map_value(
         "joined", with_context, lambda t: t[1] if t[0] == "joined" else None
     )
@@ -381,6 +433,12 @@ def build_flow(
     validations = op.filter_map(
         "validation", with_context, lambda kv: kv[1][1] if kv[1][0] == "validation" else None
     )
+    copied = op.flat_map(
+        "context_tables",
+        with_context,
+        lambda kv: [(t, (t, f)) for t, f in kv[1][1]] if kv[1][0] == "context_tables" else [],
+    )
+    # (table, (table, frame)): the database's copy of a reloaded context
     windowed = op.stateful("windows", joined, new_windows)
     # (shard key, ("features" | "late", frame))
     features = op.filter_map_value(
@@ -407,6 +465,7 @@ def build_flow(
     out: list[op.Stream[tuple[str, TableRows]]] = [
         op.filter_map("w_rejected", rejected, rows("dead_letters")),
         op.filter_map("w_context_dead", context_dead, rows("dead_letters")),
+        copied,
         op.filter_map("w_late", late_rows, lambda kv: rows("dead_letters")(kv[1])),
         op.filter_map("w_features", features, lambda kv: rows("features")(kv[1])),
         op.filter_map("w_scores", scored, lambda kv: rows("scores")(kv[1][0])),

@@ -20,6 +20,7 @@ import pytest
 
 from floorsight.pipelines import context as context_module
 from floorsight.pipelines.context import ContextLoadError, ContextStore, load_context
+from floorsight.storage import Database
 from tests.conftest import T0, readings
 
 HEADER = "work_order,machine_id,product,material_lot,start,end\n"
@@ -332,6 +333,9 @@ def _predictions_once_labels_arrive(store: ContextStore, add_labs, db: Path) -> 
     )
     predicted = scores.filter(pl.col("evidence").str.contains('"predicted"'))
     assert predicted.height > 0, scores
+    # the database's copy follows the reload, for the dashboard and notebooks
+    copied = Database(db).query("SELECT sample_id FROM erp_lab_results ORDER BY 1")
+    assert sorted(copied["sample_id"]) == sorted(f"S-{w}" for w in range(40))
 
 
 def test_lab_results_written_to_the_csv_file_while_the_flow_runs_reach_the_model(
@@ -350,8 +354,18 @@ def test_lab_results_written_to_the_csv_file_while_the_flow_runs_reach_the_model
 
     def add_labs() -> None:
         _write(labs, LAB_HEADER + _lab_rows(range(40)))
+        # and the ERP books the next order of another machine
+        _write(
+            erp / "work_orders.csv",
+            HEADER
+            + "WO-1,M1,P-100,L1,2026-01-05T06:00:00Z,2026-01-05T08:00:00Z\n"
+            + "WO-2,M2,P-100,L2,2026-01-05T07:00:00Z,2026-01-05T09:00:00Z\n",
+        )
 
-    _predictions_once_labels_arrive(ContextStore(erp), add_labs, tmp_path / "f.duckdb")
+    db = tmp_path / "f.duckdb"
+    _predictions_once_labels_arrive(ContextStore(erp), add_labs, db)
+    orders = Database(db).query("SELECT work_order FROM work_orders ORDER BY 1")
+    assert orders["work_order"].to_list() == ["WO-1", "WO-2"]
 
 
 def test_lab_results_inserted_in_postgresql_while_the_flow_runs_reach_the_model(

@@ -63,3 +63,15 @@ def test_upsert_is_idempotent_and_updates_only_declared_columns(tmp_path: Path) 
     db.upsert({"t": [pl.DataFrame({"k": [1, 2], "v": [1.0, 2.0]})]})
     db.upsert({"t": [pl.DataFrame({"k": [2, 3], "v": [20.0, 3.0]})]})
     assert db.query("SELECT k, v FROM t ORDER BY k").rows() == [(1, 1.0), (2, 20.0), (3, 3.0)]
+
+
+def test_a_copy_of_an_external_table_is_replaced_whole_by_its_newest_frame(tmp_path) -> None:
+    db = Database(tmp_path / "c.duckdb", [SPEC])
+    db.create()
+    old = pl.DataFrame({"sample_id": ["S-1", "S-2"], "value": [1.0, 2.0]})
+    new = pl.DataFrame({"sample_id": ["S-1", "S-3"], "value": [1.5, 3.0]})
+    db.upsert({"erp_lab_results": [old], "t": [pl.DataFrame({"k": [1], "v": [1.0]})]})
+    db.upsert({"erp_lab_results": [old, new]})
+    copied = db.query("SELECT * FROM erp_lab_results ORDER BY sample_id")
+    assert copied.to_dicts() == new.to_dicts()  # S-2 is gone: the ERP no longer has it
+    assert db.query("SELECT count(*) AS n FROM t")["n"][0] == 1
