@@ -44,6 +44,7 @@ from floorsight.pipelines.validate import (
     Checked,
     ReadingRules,
     dead_letters,
+    time_checks,
 )
 from floorsight.records import SIGNAL_SCHEMA, TIMESTAMP, SignalKind, utc_now
 
@@ -376,31 +377,8 @@ def check_signals(
                 sig.str.slice(0, 40).fill_null("(missing)"),
             ),
         ),
-        (ts.is_null(), pl.lit("timestamp missing")),
-        (
-            ts < rules.earliest,
-            pl.format("timestamp {} is before {}", ts, pl.lit(_t(rules.earliest))),
-        ),
-        (ts >= rules.latest, pl.format("timestamp {} is after {}", ts, pl.lit(_t(rules.latest)))),
+        *time_checks(ts, rules, now),
     ]
-    if rules.max_future is not None:
-        checks.append(
-            (
-                ts > now + rules.max_future,
-                pl.format(
-                    "timestamp {} is more than {} in the future", ts, pl.lit(str(rules.max_future))
-                ),
-            )
-        )
-    if rules.max_past is not None:
-        checks.append(
-            (
-                ts < now - rules.max_past,
-                pl.format(
-                    "timestamp {} is more than {} in the past", ts, pl.lit(str(rules.max_past))
-                ),
-            )
-        )
     checks += [
         (is_count & value.is_null(), pl.format("{} value missing", sig)),
         (value.is_nan(), pl.format("{} value is NaN", sig)),
@@ -482,10 +460,6 @@ def _conform(batch: pl.DataFrame) -> pl.DataFrame:
             cols.append(cast)
     # literals broadcast: a frame without rows stays one
     return batch.select(cols).head(batch.height)
-
-
-def _t(t: datetime) -> str:
-    return str(t.year) if (t.month, t.day, t.hour, t.minute) == (1, 1, 0, 0) else t.isoformat()
 
 
 # ------------------------------------------------------------------------------------------

@@ -189,37 +189,7 @@ def validate_readings(
         raise ValueError(f"{source}: batch lacks columns {missing} (has {batch.columns})")
     now = now or utc_now()
     ts, value = pl.col("ts"), pl.col("value")
-    checks: list[tuple[pl.Expr, pl.Expr]] = [
-        (ts.is_null(), pl.lit("timestamp missing")),
-        (
-            ts < rules.earliest,
-            pl.format("timestamp {} is before {}", ts, pl.lit(_year(rules.earliest))),
-        ),
-        (
-            ts >= rules.latest,
-            pl.format("timestamp {} is after {}", ts, pl.lit(_year(rules.latest))),
-        ),
-    ]
-    if rules.max_future is not None:
-        checks.append(
-            (
-                ts > now + rules.max_future,
-                pl.format(
-                    "timestamp {} is more than {} in the future",
-                    ts,
-                    pl.lit(str(rules.max_future)),
-                ),
-            )
-        )
-    if rules.max_past is not None:
-        checks.append(
-            (
-                ts < now - rules.max_past,
-                pl.format(
-                    "timestamp {} is more than {} in the past", ts, pl.lit(str(rules.max_past))
-                ),
-            )
-        )
+    checks = time_checks(ts, rules, now)
     checks += [
         (value.is_null(), pl.lit("value missing")),
         (value.is_nan(), pl.lit("value is NaN")),
@@ -263,6 +233,39 @@ def validate_readings(
         flagged.filter(bad).drop(_ID_REASON, strict=False), source, reason_col=_REASON
     )
     return Checked(ok, dead)
+
+
+def time_checks(ts: pl.Expr, rules: ReadingRules, now: datetime) -> list[tuple[pl.Expr, pl.Expr]]:
+    """The event-time rules of ``rules`` as (broken, reason) expressions on ``ts``: missing,
+    outside the absolute bounds, too far ahead of or behind ``now`` (readings and signals)."""
+    checks: list[tuple[pl.Expr, pl.Expr]] = [
+        (ts.is_null(), pl.lit("timestamp missing")),
+        (
+            ts < rules.earliest,
+            pl.format("timestamp {} is before {}", ts, pl.lit(_year(rules.earliest))),
+        ),
+        (
+            ts >= rules.latest,
+            pl.format("timestamp {} is after {}", ts, pl.lit(_year(rules.latest))),
+        ),
+    ]
+    if rules.max_future is not None:
+        future = pl.lit(str(rules.max_future))
+        checks.append(
+            (
+                ts > now + rules.max_future,
+                pl.format("timestamp {} is more than {} in the future", ts, future),
+            )
+        )
+    if rules.max_past is not None:
+        past = pl.lit(str(rules.max_past))
+        checks.append(
+            (
+                ts < now - rules.max_past,
+                pl.format("timestamp {} is more than {} in the past", ts, past),
+            )
+        )
+    return checks
 
 
 def _year(t: datetime) -> str:

@@ -300,7 +300,11 @@ def test_rejected_readings_never_reach_the_windows_nor_move_a_watermark(tmp_path
         },
         schema=WORK_ORDER_SCHEMA,
     ).write_csv(erp / "work_orders.csv")
-    pl.DataFrame(schema=SPEC_SCHEMA).write_csv(erp / "spec_limits.csv")
+    # a context needs spec limits; these are of a characteristic no reading here measures
+    pl.DataFrame(
+        {"product": ["P-1"], "characteristic": ["w"], "lsl": [0.0], "target": [1.0], "usl": [2.0]},
+        schema=SPEC_SCHEMA,
+    ).write_csv(erp / "spec_limits.csv")
     pl.DataFrame({"machine_id": ["M1"], "line": ["L1"], "machine_type": ["cnc"]}).write_csv(
         erp / "machines.csv"
     )
