@@ -17,15 +17,13 @@ import polars as pl
 import pytest
 from bytewax.testing import run_main
 
-from floorsight.pipelines.context import ContextStore, sensor_units
-from floorsight.pipelines.flow import PipelineSettings, build_flow
+from floorsight.pipelines.context import sensor_units
 from floorsight.pipelines.mqtt_mapping import decoder_factory
 from floorsight.pipelines.mqtt_source import MqttSource
-from floorsight.pipelines.validate import ReadingRules
-from floorsight.simulators import build_plant
 from floorsight.simulators.mqtt_publisher import MqttPublisher
 from floorsight.storage import Database
 from tests.conftest import T0
+from tests.mqtt_helpers import FEATURE_COUNTS, in_background, mqtt_flow, steady_plant, window_counts
 
 pytestmark = pytest.mark.e2e
 START = T0 + timedelta(minutes=5)
@@ -36,24 +34,14 @@ def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters
     mosquitto, tmp_path
 ) -> None:
     host, port = mosquitto
-    plant = build_plant(
-        2,
-        start=T0,
-        horizon=timedelta(hours=1),
-        seed=5,
-        faults=(),
-        setup_minutes=(0, 1),
-        idle_share=0.0,
-    )
-    plant.write_context(tmp_path / "erp")
+    plant = steady_plant(tmp_path / "erp")
     units = sensor_units(tmp_path / "erp")
     assert units["spindle_temp_c"] == "degC"
     ready = threading.Event()
     source = MqttSource(
         host, port, client_id="test-pipeline", until=UNTIL, units=units, ready=ready
     )
-    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
-    flow = build_flow(source, ContextStore(tmp_path / "erp"), tmp_path / "f.duckdb", settings)
+    flow = mqtt_flow(source, tmp_path)
 
     def publish() -> None:
         # the pipeline's session exists before anything is published
@@ -83,10 +71,8 @@ def test_mqtt_readings_reach_the_feature_table_and_bad_payloads_the_dead_letters
         finally:
             pub.close()
 
-    publisher = threading.Thread(target=publish)
-    publisher.start()
-    run_main(flow)
-    publisher.join(timeout=30)
+    with in_background(publish):
+        run_main(flow)
 
     db = Database(tmp_path / "f.duckdb")
     got = db.query("SELECT machine_id, sensor, window_start, n, mean FROM features ORDER BY ALL")
@@ -112,16 +98,7 @@ def test_the_plants_own_topics_and_multi_sensor_payloads_reach_the_feature_table
     mosquitto, tmp_path
 ) -> None:
     host, port = mosquitto
-    plant = build_plant(
-        2,
-        start=T0,
-        horizon=timedelta(hours=1),
-        seed=5,
-        faults=(),
-        setup_minutes=(0, 1),
-        idle_share=0.0,
-    )
-    plant.write_context(tmp_path / "erp")
+    plant = steady_plant(tmp_path / "erp")
     mapping = tmp_path / "map.toml"
     mapping.write_text(
         'sensors = "*"\nfields = "data"\ntime = "meta.t"\ntime_format = "epoch_us"\n'
@@ -137,8 +114,7 @@ def test_the_plants_own_topics_and_multi_sensor_payloads_reach_the_feature_table
         ready=ready,
         decoder=decoder_factory("json", ["factory/{line}/{machine_id}"], mapping),
     )
-    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
-    flow = build_flow(source, ContextStore(tmp_path / "erp"), tmp_path / "f.duckdb", settings)
+    flow = mqtt_flow(source, tmp_path)
     wanted = plant.readings(START, until)
     # one message per machine and instant, every sensor in it (a plant's gateway, not floorsight)
     messages = []
@@ -164,18 +140,12 @@ def test_the_plants_own_topics_and_multi_sensor_payloads_reach_the_feature_table
         client.loop_stop()
         client.disconnect()
 
-    publisher = threading.Thread(target=publish)
-    publisher.start()
-    run_main(flow)
-    publisher.join(timeout=30)
+    with in_background(publish):
+        run_main(flow)
 
     db = Database(tmp_path / "f.duckdb")
-    got = db.query("SELECT machine_id, sensor, window_start, n FROM features ORDER BY ALL")
-    expected = (
-        wanted.group_by("machine_id", "sensor", window_start=pl.col("ts").dt.truncate("10s"))
-        .agg(n=pl.len().cast(pl.Int32))
-        .sort("machine_id", "sensor", "window_start")
-    )
+    got = db.query(FEATURE_COUNTS)
+    expected = window_counts(wanted)
     assert got.height == expected.height == 2 * 4 * 3
     assert got["n"].to_list() == expected["n"].to_list()
     (reason,) = db.query("SELECT reason FROM dead_letters")["reason"].to_list()
