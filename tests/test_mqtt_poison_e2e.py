@@ -13,19 +13,17 @@ import json
 import threading
 from datetime import timedelta
 
-import polars as pl
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 
-from floorsight.pipelines.context import ContextStore, sensor_units
-from floorsight.pipelines.flow import PipelineSettings, build_flow
+from floorsight.pipelines.context import sensor_units
 from floorsight.pipelines.mqtt_source import MqttSource
-from floorsight.pipelines.validate import ReadingRules, parse_mqtt_payload, parse_records
-from floorsight.simulators import build_plant
+from floorsight.pipelines.validate import parse_mqtt_payload, parse_records
 from floorsight.simulators.mqtt_publisher import MqttPublisher
 from floorsight.storage import Database
 from tests.conftest import T0
+from tests.mqtt_helpers import FEATURE_COUNTS, in_background, mqtt_flow, steady_plant, window_counts
 
 pytestmark = pytest.mark.e2e
 START = T0 + timedelta(minutes=5)
@@ -75,16 +73,7 @@ def test_poison_payloads_become_dead_letters_and_every_reading_reaches_the_featu
     mosquitto, tmp_path, recovery
 ) -> None:
     host, port = mosquitto
-    plant = build_plant(
-        2,
-        start=T0,
-        horizon=timedelta(hours=1),
-        seed=5,
-        faults=(),
-        setup_minutes=(0, 1),
-        idle_share=0.0,
-    )
-    plant.write_context(tmp_path / "erp")
+    plant = steady_plant(tmp_path / "erp")
     expected_reasons = sorted(parser_verdict(t, p) for t, p, _ in POISON)
     ready = threading.Event()
     source = MqttSource(
@@ -96,53 +85,38 @@ def test_poison_payloads_become_dead_letters_and_every_reading_reaches_the_featu
         journal=tmp_path / "journal" if recovery else None,
         ready=ready,
     )
-    settings = PipelineSettings(
-        rules=ReadingRules(max_future=timedelta(days=3650)), recovery=recovery
-    )
-    flow = build_flow(source, ContextStore(tmp_path / "erp"), tmp_path / "f.duckdb", settings)
-    failures: list[BaseException] = []
+    flow = mqtt_flow(source, tmp_path, recovery=recovery)
 
     def publish() -> None:
+        assert ready.wait(30), "the MQTT source did not subscribe"
+        pub = MqttPublisher.for_plant(plant, host, port, client_id="test-poison-pub")
         try:
-            assert ready.wait(30), "the MQTT source did not subscribe"
-            pub = MqttPublisher.for_plant(plant, host, port, client_id="test-poison-pub")
-            try:
-                t, i, poison = START, 0, []
-                while t < UNTIL + timedelta(seconds=2):
-                    step = t + timedelta(seconds=1)
-                    pub.publish_frame(plant.readings(t, step).sort("ts"))
-                    if i < len(POISON):  # one poison payload after each second of readings
-                        topic, payload, _ = POISON[i]
-                        poison.append(pub.client.publish(topic, payload, qos=1))
-                    t, i = step, i + 1
-                pub.flush()
-                for info in poison:
-                    info.wait_for_publish(timeout=30)
-                    assert info.is_published()
-            finally:
-                pub.close()
-        except BaseException as e:
-            failures.append(e)
+            t, i, poison = START, 0, []
+            while t < UNTIL + timedelta(seconds=2):
+                step = t + timedelta(seconds=1)
+                pub.publish_frame(plant.readings(t, step).sort("ts"))
+                if i < len(POISON):  # one poison payload after each second of readings
+                    topic, payload, _ = POISON[i]
+                    poison.append(pub.client.publish(topic, payload, qos=1))
+                t, i = step, i + 1
+            pub.flush()
+            for info in poison:
+                info.wait_for_publish(timeout=30)
+                assert info.is_published()
+        finally:
+            pub.close()
 
-    publisher = threading.Thread(target=publish)
-    publisher.start()
-    config = None
-    if recovery:
-        (tmp_path / "recovery").mkdir()
-        init_db_dir(tmp_path / "recovery", 1)
-        config = RecoveryConfig(str(tmp_path / "recovery"))
-    run_main(flow, epoch_interval=timedelta(seconds=0.5), recovery_config=config)
-    publisher.join(timeout=60)
-    assert not failures, failures
+    with in_background(publish, timeout_s=60):
+        config = None
+        if recovery:
+            (tmp_path / "recovery").mkdir()
+            init_db_dir(tmp_path / "recovery", 1)
+            config = RecoveryConfig(str(tmp_path / "recovery"))
+        run_main(flow, epoch_interval=timedelta(seconds=0.5), recovery_config=config)
 
     db = Database(tmp_path / "f.duckdb")
-    got = db.query("SELECT machine_id, sensor, window_start, n FROM features ORDER BY ALL")
-    expected = (
-        plant.readings(START, UNTIL)
-        .group_by("machine_id", "sensor", window_start=pl.col("ts").dt.truncate("10s"))
-        .agg(n=pl.len().cast(pl.Int32))
-        .sort("machine_id", "sensor", "window_start")
-    )
+    got = db.query(FEATURE_COUNTS)
+    expected = window_counts(plant.readings(START, UNTIL))
     assert got.height == expected.height == 2 * 4 * 4
     assert got["n"].to_list() == expected["n"].to_list()  # every valid reading, once
     dead = db.query("SELECT source, reason FROM dead_letters")
