@@ -15,12 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
-import signal
 import sqlite3
 import subprocess
-import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,15 +25,20 @@ import polars as pl
 import pytest
 from bytewax.testing import run_main
 
-from floorsight.pipelines.context import ContextStore, sensor_units
-from floorsight.pipelines.flow import PipelineSettings, build_flow
-from floorsight.pipelines.mqtt_journal import journal_end
+from floorsight.pipelines.context import sensor_units
 from floorsight.pipelines.mqtt_source import MqttSource
 from floorsight.pipelines.sparkplug import SparkplugDecoder
-from floorsight.pipelines.validate import ReadingRules
-from floorsight.simulators import build_plant
 from floorsight.storage import Database
 from tests.conftest import T0
+from tests.mqtt_helpers import (
+    FEATURE_COUNTS,
+    MqttRun,
+    in_background,
+    mqtt_flow,
+    steady_plant,
+    wait_until,
+    window_counts,
+)
 from tests.sparkplug_tahu import NODE_DIR, node_binary
 
 pytestmark = pytest.mark.e2e
@@ -44,6 +46,8 @@ START = T0 + timedelta(minutes=5)
 SECONDS = 40
 UNTIL = START + timedelta(seconds=SECONDS)
 GROUP, EDGE = "PressShop", "gateway-7"
+#: the options of ``floorsight run --mqtt URL`` that read Sparkplug B
+SPARKPLUG = ("--mqtt-format", "sparkplug")
 
 
 def ms(t) -> int:
@@ -107,16 +111,7 @@ def plan_of(
 def test_a_tahu_edge_node_on_stock_mosquitto_ends_in_the_features(mosquitto, tmp_path):
     node = node_binary()
     host, port = mosquitto
-    plant = build_plant(
-        2,
-        start=T0,
-        horizon=timedelta(hours=1),
-        seed=5,
-        faults=(),
-        setup_minutes=(0, 1),
-        idle_share=0.0,
-    )
-    plant.write_context(tmp_path / "erp")
+    plant = steady_plant(tmp_path / "erp")
     plan, sent = plan_of(plant, host, port)
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     ready = threading.Event()
@@ -129,8 +124,7 @@ def test_a_tahu_edge_node_on_stock_mosquitto_ends_in_the_features(mosquitto, tmp
         ready=ready,
         decoder=lambda: SparkplugDecoder(group=GROUP),
     )
-    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
-    flow = build_flow(source, ContextStore(tmp_path / "erp"), tmp_path / "f.duckdb", settings)
+    flow = mqtt_flow(source, tmp_path)
     edge: list[subprocess.CompletedProcess] = []
 
     def run_edge_node() -> None:
@@ -146,19 +140,13 @@ def test_a_tahu_edge_node_on_stock_mosquitto_ends_in_the_features(mosquitto, tmp
             )
         )
 
-    thread = threading.Thread(target=run_edge_node)
-    thread.start()
-    run_main(flow, epoch_interval=timedelta(seconds=0.5))
-    thread.join(timeout=60)
+    with in_background(run_edge_node, timeout_s=60):
+        run_main(flow, epoch_interval=timedelta(seconds=0.5))
     assert edge and edge[0].returncode == 0, edge and edge[0].stderr
 
     db = Database(tmp_path / "f.duckdb")
-    got = db.query("SELECT machine_id, sensor, window_start, n FROM features ORDER BY ALL")
-    expected = (
-        sent.group_by("machine_id", "sensor", window_start=pl.col("ts").dt.truncate("10s"))
-        .agg(n=pl.len().cast(pl.Int32))
-        .sort("machine_id", "sensor", "window_start")
-    )
+    got = db.query(FEATURE_COUNTS)
+    expected = window_counts(sent)
     assert got.height == expected.height == 2 * 4 * (SECONDS // 10)
     assert got["n"].to_list() == expected["n"].to_list() == [10] * got.height
     reasons = db.query("SELECT reason FROM dead_letters")["reason"].to_list()
@@ -167,21 +155,6 @@ def test_a_tahu_edge_node_on_stock_mosquitto_ends_in_the_features(mosquitto, tmp
     assert len(reasons) == 3
     states = db.query("SELECT machine_id, text FROM machine_states ORDER BY since, machine_id")
     assert ("M01", "online") in states.rows() and ("M02", "online") in states.rows()
-
-
-def windows(sent: pl.DataFrame) -> pl.DataFrame:
-    return (
-        sent.group_by("machine_id", "sensor", window_start=pl.col("ts").dt.truncate("10s"))
-        .agg(n=pl.len().cast(pl.Int32))
-        .sort("machine_id", "sensor", "window_start")
-    )
-
-
-def wait_until(condition, what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.05)
 
 
 def resumes_with_births(recovery: Path, position: int) -> bool:
@@ -209,49 +182,6 @@ def resumes_with_births(recovery: Path, position: int) -> bool:
     return False
 
 
-class Run:
-    """One ``floorsight run --mqtt URL --mqtt-format sparkplug --recovery DIR`` process."""
-
-    def __init__(self, url: str, erp: Path, db: Path, recovery: Path) -> None:
-        self.journal = recovery / "mqtt-journal"
-        (self.journal / "subscribed").unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "floorsight.cli", "run", "--mqtt", url),
-                *("--mqtt-format", "sparkplug", "--context", str(erp), "--db", str(db)),
-                *("--recovery", str(recovery), "--snapshot-s", "0.5"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        wait_until(self._subscribed, "the pipeline's subscription")
-
-    def _subscribed(self) -> bool:
-        assert self.proc.poll() is None, self.proc.communicate()[0][-3000:]
-        return (self.journal / "subscribed").exists()
-
-    def has(self, n: int) -> None:
-        wait_until(lambda: journal_end(self.journal) >= n, f"{n} messages in the journal")
-
-    def kill(self) -> None:
-        receivers = [
-            int(c)
-            for task in Path(f"/proc/{self.proc.pid}/task").glob("*")
-            for c in (task / "children").read_text().split()
-        ]
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.communicate(timeout=30)
-        # the receiver goes with its pipeline (before a new one may open the journal)
-        wait_until(lambda: not any(Path(f"/proc/{c}").exists() for c in receivers), "receiver")
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=120)
-        assert self.proc.returncode == 0, out[-3000:]
-        return out
-
-
 def test_run_sparkplug_killed_and_restarted_keeps_the_births_aliases(mosquitto, tmp_path):
     """The edge node sends its births once and data by alias on both sides of a SIGKILL of
     ``floorsight run``; the restarted run resolves the aliases from its recovery snapshot (no
@@ -259,23 +189,16 @@ def test_run_sparkplug_killed_and_restarted_keeps_the_births_aliases(mosquitto, 
     node = node_binary()
     host, port = mosquitto
     start = datetime.now(tz=UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
-    plant = build_plant(
-        2,
-        start=start - timedelta(minutes=5),
-        horizon=timedelta(hours=2),
-        seed=5,
-        faults=(),
-        setup_minutes=(0, 1),
-        idle_share=0.0,
+    plant = steady_plant(
+        tmp_path / "erp", start=start - timedelta(minutes=5), horizon=timedelta(hours=2)
     )
-    plant.write_context(tmp_path / "erp")
     until = start + timedelta(seconds=SECONDS)
     plan, sent = plan_of(plant, host, port, start, until, pause=SECONDS // 2, past_s=0)
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     # NBIRTH, 2 DBIRTH (the values of second 0), DDATA of seconds 1 .. 19
     first = 1 + 2 + 2 * (SECONDS // 2 - 1)
     url, db, rec = f"mqtt://{host}:{port}", tmp_path / "f.duckdb", tmp_path / "rec"
-    run = Run(url, tmp_path / "erp", db, rec)
+    run = MqttRun(url, tmp_path / "erp", db, rec, *SPARKPLUG)
     edge = subprocess.Popen(
         [node, str(NODE_DIR / "edge_node.js"), str(tmp_path / "plan.json")],
         stdin=subprocess.PIPE,
@@ -290,7 +213,7 @@ def test_run_sparkplug_killed_and_restarted_keeps_the_births_aliases(mosquitto, 
         # aliases must come back with the decoder's state
         wait_until(lambda: resumes_with_births(rec, first), "a snapshot past the births")
         run.kill()
-        run = Run(url, tmp_path / "erp", db, rec)
+        run = MqttRun(url, tmp_path / "erp", db, rec, *SPARKPLUG)
         edge.stdin.write("go on\n")
         edge.stdin.flush()
         assert edge.wait(timeout=60) == 0, edge.stderr.read()
@@ -300,10 +223,8 @@ def test_run_sparkplug_killed_and_restarted_keeps_the_births_aliases(mosquitto, 
     finally:
         edge.kill()
         edge.wait(timeout=10)
-    got = Database(db).query(
-        "SELECT machine_id, sensor, window_start, n FROM features ORDER BY ALL"
-    )
-    expected = windows(sent)
+    got = Database(db).query(FEATURE_COUNTS)
+    expected = window_counts(sent)
     assert got.height == expected.height == 2 * 4 * (SECONDS // 10)
     assert got["n"].to_list() == expected["n"].to_list() == [10] * got.height, out[-2000:]
     reasons = Database(db).query("SELECT reason FROM dead_letters")["reason"].to_list()
