@@ -5,6 +5,9 @@
 ``Objects/PressShop/Press7/...``), optionally only a secure endpoint, a user login, extra
 namespaces registered first (so its namespace index differs), with or without history. Tests
 write values with :meth:`AcmeServer.write` (any source/server timestamps and status).
+
+:func:`serving_plant` runs the simulator's own :class:`PlantServer` the same way, for the tests
+of what it serves.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,8 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from floorsight.simulators.opcua_server import PlantServer
 
 ACME_NS = "urn:acme:press-shop"
 #: machine -> variable -> (initial value, type, unit or None)
@@ -46,6 +52,35 @@ def free_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"opc.tcp://127.0.0.1:{s.getsockname()[1]}/acme/"
+
+
+@contextmanager
+def serving_plant(plant, start: datetime, speed: float) -> Iterator[str]:
+    """The simulator's :class:`PlantServer` of ``plant`` from ``start`` at ``speed``, in a thread
+    of its own on a free port of 127.0.0.1 for the ``with`` body (listening within 60 s); yields
+    its URL and stops the server after the body."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"opc.tcp://127.0.0.1:{s.getsockname()[1]}/"
+    ready, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        server = PlantServer(plant, url, start, speed)
+        await server.start_server()
+        ready.set()
+        try:
+            await server.run(stop, echo=lambda _: None)
+        finally:
+            await server.stop()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    assert ready.wait(60), "the simulator's OPC-UA server did not start"
+    try:
+        yield url
+    finally:
+        stop.set()
+        thread.join(30)
 
 
 class _Users(UserManager):

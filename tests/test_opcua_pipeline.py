@@ -34,7 +34,7 @@ from floorsight.simulators import build_plant
 from floorsight.simulators.opcua_server import PlantServer
 from floorsight.storage import Database
 from tests.conftest import T0
-from tests.opcua_servers import AcmeServer
+from tests.opcua_servers import AcmeServer, serving_plant
 
 pytestmark = pytest.mark.e2e
 SPEED = 20.0
@@ -266,38 +266,22 @@ def test_a_tag_mapped_server_of_its_own_gives_every_sensor_its_features(tmp_path
 
 def test_the_simulators_state_and_counters_are_signals_without_a_tag_map() -> None:
     plant = build_plant(1, start=T0, horizon=timedelta(hours=1), seed=4, faults=())
-    url = _url()
-    ready, stop = threading.Event(), threading.Event()
-
-    async def serve() -> None:
-        server = PlantServer(plant, url, START, SPEED)
-        await server.start_server()
-        ready.set()
+    with serving_plant(plant, START, SPEED) as url:
+        source = OpcUaSource(url)
+        part = source.build_part("s", source.list_parts()[0], None)
+        kinds, sensors = set(), set()
+        deadline = time.monotonic() + 30
         try:
-            await server.run(stop, echo=lambda _: None)
+            while (len(kinds) < 3 or not sensors) and time.monotonic() < deadline:
+                for item in part.next_batch():
+                    if isinstance(item, Signals):
+                        kinds |= set(item.frame["signal"])
+                    else:
+                        frame = item.ok if isinstance(item, Checked) else item
+                        sensors |= set(frame["sensor"])
+                time.sleep(0.05)
         finally:
-            await server.stop()
-
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
-    thread.start()
-    assert ready.wait(60)
-    source = OpcUaSource(url)
-    part = source.build_part("s", source.list_parts()[0], None)
-    kinds, sensors = set(), set()
-    deadline = time.monotonic() + 30
-    try:
-        while (len(kinds) < 3 or not sensors) and time.monotonic() < deadline:
-            for item in part.next_batch():
-                if isinstance(item, Signals):
-                    kinds |= set(item.frame["signal"])
-                else:
-                    frame = item.ok if isinstance(item, Checked) else item
-                    sensors |= set(frame["sensor"])
-            time.sleep(0.05)
-    finally:
-        part.close()
-        stop.set()
-        thread.join(30)
+            part.close()
     assert kinds == {"state", "good_count", "scrap_count"}
     # the sensors are the variables with EngineeringUnits: none of the signals among them
     assert sensors and not sensors & {"State", "GoodCount", "ScrapCount", "state"}

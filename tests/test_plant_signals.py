@@ -210,46 +210,23 @@ def test_states_and_counters_served_over_opcua_reach_the_tables(tmp_path) -> Non
     """The simulator's OPC-UA server (State, GoodCount, ScrapCount of each machine object),
     the pipeline's OPC-UA source and the flow: M02's changeover at 06:46 and its end at 06:59
     are state changes at their simulated times, and the counters count the plant's parts."""
-    import asyncio
-    import socket
-    import threading
 
     from bytewax.testing import run_main
 
     from floorsight.pipelines.context import ContextStore
     from floorsight.pipelines.flow import PipelineSettings, build_flow
     from floorsight.pipelines.opcua_source import OpcUaSource
-    from floorsight.simulators.opcua_server import PlantServer
     from floorsight.storage import Database
+    from tests.opcua_servers import serving_plant
 
     plant = build_plant(2, start=T0, horizon=timedelta(hours=2), seed=5, faults=())
     plant.write_context(tmp_path / "erp")
     start, until = T0 + timedelta(minutes=44), T0 + timedelta(minutes=62)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        url = f"opc.tcp://127.0.0.1:{s.getsockname()[1]}/"
-    stop, serving = threading.Event(), threading.Event()
-
-    async def serve() -> None:
-        server = PlantServer(plant, url, start, speed=60.0)
-        await server.start_server()
-        serving.set()
-        try:
-            await server.run(stop, echo=lambda _: None)
-        finally:
-            await server.stop()
-
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
-    thread.start()
-    assert serving.wait(30)
     db_path = tmp_path / "opcua.duckdb"
-    try:
+    with serving_plant(plant, start, speed=60.0) as url:
         settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=36500)))
         source = OpcUaSource(url, until=until)
         run_main(build_flow(source, ContextStore(tmp_path / "erp"), db_path, settings))
-    finally:
-        stop.set()
-        thread.join(timeout=30)
     db = Database(db_path)
     m02 = db.query(
         "SELECT since, code, state, category FROM machine_states WHERE machine_id = 'M02' "
@@ -285,11 +262,10 @@ def test_states_and_counters_published_over_mqtt_reach_the_tables(mosquitto, tmp
 
     from bytewax.testing import run_main
 
-    from floorsight.pipelines.context import ContextStore
-    from floorsight.pipelines.flow import PipelineSettings, build_flow
     from floorsight.pipelines.mqtt_source import MqttSource
     from floorsight.simulators.mqtt_publisher import MqttPublisher
     from floorsight.storage import Database
+    from tests.mqtt_helpers import in_background, mqtt_flow
 
     host, port = mosquitto
     plant = build_plant(2, start=T0, horizon=timedelta(hours=2), seed=5, faults=())
@@ -297,9 +273,7 @@ def test_states_and_counters_published_over_mqtt_reach_the_tables(mosquitto, tmp
     start, until = T0 + timedelta(minutes=44), T0 + timedelta(minutes=64)
     ready = threading.Event()
     source = MqttSource(host, port, client_id="test-signals", until=until, ready=ready)
-    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
-    db_path = tmp_path / "mqtt.duckdb"
-    flow = build_flow(source, ContextStore(tmp_path / "erp"), db_path, settings)
+    flow = mqtt_flow(source, tmp_path)
     sent = plant.signals(start, until, initial=True)
 
     def publish() -> None:
@@ -319,11 +293,9 @@ def test_states_and_counters_published_over_mqtt_reach_the_tables(mosquitto, tmp
         finally:
             pub.close()
 
-    publisher = threading.Thread(target=publish)
-    publisher.start()
-    run_main(flow)
-    publisher.join(timeout=30)
-    db = Database(db_path)
+    with in_background(publish):
+        run_main(flow)
+    db = Database(tmp_path / "f.duckdb")
     states = db.query("SELECT machine_id, since, code FROM machine_states ORDER BY ALL")
     expected = pl.concat(
         [
