@@ -12,6 +12,7 @@ Without them the tests that use it skip, naming what is missing, except in CI
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import queue
@@ -25,8 +26,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from floorsight.opcua_client import ClientCertificate, OpcuaSecurity
 
 SERVER_DIR = Path(__file__).parent / "nodeopcua"
 #: the test server's own namespace (what its tag map names nodes by)
@@ -81,6 +86,35 @@ class NodeOpcuaServer:
     def tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def client_security(server: NodeOpcuaServer, cert: ClientCertificate) -> OpcuaSecurity:
+    """How floorsight's client signs in to ``server``: Basic256Sha256 with SignAndEncrypt, the
+    client certificate ``cert`` and the server's one user."""
+    # imported here: conftest imports this module for every test, most of which need no asyncua
+    from floorsight.opcua_client import OpcuaSecurity
+
+    return OpcuaSecurity(
+        "Basic256Sha256", "SignAndEncrypt", cert.cert, cert.key, server.user, server.password
+    )
+
+
+def read_values(server: NodeOpcuaServer, security: OpcuaSecurity, names: list[str]) -> dict:
+    """The values of the server's variables ``names`` (``Press07.OilTemp``), read in one
+    session."""
+    from floorsight.opcua_client import opcua_session, parse_node_id, resolve
+
+    async def read() -> dict:
+        async with opcua_session(server.url, security) as client:
+            namespaces = await client.get_namespace_array()
+            return {
+                name: await client.get_node(
+                    resolve(parse_node_id(node(name)), namespaces)
+                ).read_value()
+                for name in names
+            }
+
+    return asyncio.run(read())
 
 
 def _missing() -> str | None:

@@ -36,7 +36,7 @@ from floorsight.opcua_client import (
     resolve,
 )
 from floorsight.storage import Database
-from tests.node_opcua import NodeOpcuaServer, node
+from tests.node_opcua import NodeOpcuaServer, client_security, node, read_values
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -67,20 +67,6 @@ def _floorsight(*args: str, env: dict, timeout: float = 120) -> subprocess.Compl
         env=env,
         timeout=timeout,
     )
-
-
-def _read_values(server: NodeOpcuaServer, security: OpcuaSecurity, names: list[str]) -> dict:
-    async def read() -> dict:
-        async with opcua_session(server.url, security) as client:
-            namespaces = await client.get_namespace_array()
-            return {
-                name: await client.get_node(
-                    resolve(parse_node_id(node(name)), namespaces)
-                ).read_value()
-                for name in names
-            }
-
-    return asyncio.run(read())
 
 
 def _wait_for_alarm(
@@ -204,9 +190,7 @@ def test_browse_map_run_and_write_back_on_node_opcua(node_opcua, tmp_path) -> No
 
     # 3. run until the out-of-spec alert is on press-07's AlarmMessage node
     cert = ensure_client_certificate(home)
-    security = OpcuaSecurity(
-        "Basic256Sha256", "SignAndEncrypt", cert.cert, cert.key, server.user, server.password
-    )
+    security = client_security(server, cert)
     db = tmp_path / "plant.duckdb"
     run = subprocess.Popen(
         [
@@ -232,7 +216,7 @@ def test_browse_map_run_and_write_back_on_node_opcua(node_opcua, tmp_path) -> No
     assert run.returncode == 0, output
     assert re.match(r"(WARNING|CRITICAL) out_of_spec: press-07: parts out of spec", text), text
     # press-08 runs in spec and has no nodes in the routing file: nothing written there
-    assert _read_values(server, security, ["Press08.AlarmMessage", "Press07.HoldRequest"]) == {
+    assert read_values(server, security, ["Press08.AlarmMessage", "Press07.HoldRequest"]) == {
         "Press08.AlarmMessage": "",
         "Press07.HoldRequest": False,  # out of spec is no hold cause
     }

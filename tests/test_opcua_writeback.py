@@ -26,11 +26,15 @@ from floorsight.alerts.routing import Routing, RoutingError, load_routing
 from floorsight.opcua_client import (
     OpcuaSecurity,
     ensure_client_certificate,
-    opcua_session,
-    parse_node_id,
-    resolve,
 )
-from tests.node_opcua import NodeOpcuaServer, node, start_server, stop_server
+from tests.node_opcua import (
+    NodeOpcuaServer,
+    client_security,
+    node,
+    read_values,
+    start_server,
+    stop_server,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -84,20 +88,6 @@ def _routing(server: NodeOpcuaServer, **extra) -> Routing:
     )
 
 
-def _read(server: NodeOpcuaServer, security: OpcuaSecurity, names: list[str]) -> dict:
-    async def read() -> dict:
-        async with opcua_session(server.url, security) as client:
-            namespaces = await client.get_namespace_array()
-            return {
-                name: await client.get_node(
-                    resolve(parse_node_id(node(name)), namespaces)
-                ).read_value()
-                for name in names
-            }
-
-    return asyncio.run(read())
-
-
 @pytest.fixture
 def trusted(node_opcua, tmp_path, monkeypatch) -> tuple[NodeOpcuaServer, OpcuaSecurity]:
     """The server, with floorsight's generated client certificate trusted, and the login."""
@@ -105,27 +95,20 @@ def trusted(node_opcua, tmp_path, monkeypatch) -> tuple[NodeOpcuaServer, OpcuaSe
     monkeypatch.setenv(PASSWORD_ENV, node_opcua.password)
     cert = ensure_client_certificate()
     node_opcua.trust(cert.cert)
-    security = OpcuaSecurity(
-        "Basic256Sha256",
-        "SignAndEncrypt",
-        cert.cert,
-        cert.key,
-        node_opcua.user,
-        node_opcua.password,
-    )
+    security = client_security(node_opcua, cert)
     return node_opcua, security
 
 
 def test_an_alert_writes_the_machines_own_nodes_through_the_outbox(trusted, tmp_path) -> None:
     server, security = trusted
     names = ["Press07.AlarmMessage", "Press07.HoldRequest", "Press08.HoldRequest"]
-    assert _read(server, security, names) == dict(zip(names, ["", False, False], strict=True))
+    assert read_values(server, security, names) == dict(zip(names, ["", False, False], strict=True))
     dispatcher = Dispatcher(Outbox(tmp_path / "outbox.sqlite"), _routing(server))
 
     assert dispatcher.queue(_alert(), TABLES) == 1
     report = dispatcher.step()
     assert (report.delivered, report.failed, report.pending) == (1, 0, 0)
-    after = _read(server, security, names)
+    after = read_values(server, security, names)
     assert after == {
         "Press07.AlarmMessage": "WARNING anomaly: Press07: OilTemp far from its usual level",
         "Press07.HoldRequest": True,
@@ -135,7 +118,7 @@ def test_an_alert_writes_the_machines_own_nodes_through_the_outbox(trusted, tmp_
     # the condition clears: the text says so, the hold stays until a person releases it
     assert dispatcher.queue(_alert(cleared=True), TABLES) == 1  # "opened" is already sent
     assert dispatcher.step().delivered == 1
-    cleared = _read(server, security, names)
+    cleared = read_values(server, security, names)
     assert cleared["Press07.AlarmMessage"] == "cleared anomaly (Press07:anomaly:20260302T083000Z)"
     assert cleared["Press07.HoldRequest"] is True
 
@@ -145,7 +128,7 @@ def test_a_sensor_alert_writes_the_text_and_no_hold(trusted, tmp_path) -> None:
     dispatcher = Dispatcher(Outbox(tmp_path / "outbox.sqlite"), _routing(server))
     dispatcher.queue(_alert(cause="sensor"), TABLES)
     assert dispatcher.step().delivered == 1
-    got = _read(server, security, ["Press07.AlarmMessage", "Press07.HoldRequest"])
+    got = read_values(server, security, ["Press07.AlarmMessage", "Press07.HoldRequest"])
     assert got == {
         "Press07.AlarmMessage": "WARNING sensor: Press07: OilTemp far from its usual level",
         "Press07.HoldRequest": False,
@@ -162,7 +145,7 @@ def test_a_machine_without_nodes_is_accepted_with_a_warning_naming_it(
         report = dispatcher.step()
     assert (report.delivered, report.failed, report.pending) == (1, 0, 0)
     assert "names no nodes for machine 'Press08'" in caplog.text
-    got = _read(server, security, ["Press08.AlarmMessage", "Press08.HoldRequest"])
+    got = read_values(server, security, ["Press08.AlarmMessage", "Press08.HoldRequest"])
     assert got == {"Press08.AlarmMessage": "", "Press08.HoldRequest": False}
 
 
@@ -205,15 +188,10 @@ def test_an_untrusted_certificate_fails_and_is_retried_until_the_admin_trusts_it
     node_opcua.trust(cert.cert)
     later = datetime.now(tz=UTC) + timedelta(hours=1)  # past any backoff
     assert dispatcher.step(now=later).delivered == 1
-    security = OpcuaSecurity(
-        "Basic256Sha256",
-        "SignAndEncrypt",
-        cert.cert,
-        cert.key,
-        node_opcua.user,
-        node_opcua.password,
-    )
-    assert _read(node_opcua, security, ["Press07.HoldRequest"]) == {"Press07.HoldRequest": True}
+    security = client_security(node_opcua, cert)
+    assert read_values(node_opcua, security, ["Press07.HoldRequest"]) == {
+        "Press07.HoldRequest": True
+    }
 
 
 def test_a_server_that_is_down_gets_the_alert_once_it_is_back(trusted, tmp_path) -> None:
@@ -232,7 +210,7 @@ def test_a_server_that_is_down_gets_the_alert_once_it_is_back(trusted, tmp_path)
     try:
         later = datetime.now(tz=UTC) + timedelta(hours=1)  # past any backoff
         assert dispatcher.step(now=later).delivered == 1
-        assert _read(back, security, ["Press07.HoldRequest"]) == {"Press07.HoldRequest": True}
+        assert read_values(back, security, ["Press07.HoldRequest"]) == {"Press07.HoldRequest": True}
     finally:
         stop_server(back)
 
