@@ -6,7 +6,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,22 +45,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mosquitto(tmp_path) -> Iterator[tuple[str, int]]:
-    """A real Mosquitto broker on 127.0.0.1 (a free port), for this test only.
-
-    Its stock configuration: only a listener and anonymous access are set (and no persistence
-    file, which a test broker has no folder for), so the default limits hold: 20 messages in
-    flight and 1,000 queued per client.
-    """
-    binary = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if binary is None:
+def start_mosquitto(
+    folder: Path, lines: list[str], port: int | None = None
+) -> tuple[int, Callable[[], None]]:
+    """Start a real Mosquitto with a listener on 127.0.0.1 ``port`` (a free one by default), no
+    persistence file and the configuration ``lines`` (login, TLS), its file in ``folder``;
+    returns once it listens, with its port and the function that stops it."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
         pytest.skip("mosquitto is not installed (make setup installs it with apt-get)")
-    port = _free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    port = port or _free_port()
+    conf = folder / f"mosquitto-{port}.conf"
+    conf.write_text("\n".join([f"listener {port} 127.0.0.1", "persistence false", *lines]) + "\n")
     proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 10
     while True:
@@ -71,11 +67,27 @@ def mosquitto(tmp_path) -> Iterator[tuple[str, int]]:
             proc.kill()
             pytest.fail(f"mosquitto did not start: {proc.stderr.read() if proc.stderr else ''}")
         time.sleep(0.05)
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    return port, stop
+
+
+@pytest.fixture
+def mosquitto(tmp_path) -> Iterator[tuple[str, int]]:
+    """A real Mosquitto broker on 127.0.0.1 (a free port), for this test only.
+
+    Its stock configuration: only a listener and anonymous access are set (and no persistence
+    file, which a test broker has no folder for), so the default limits hold: 20 messages in
+    flight and 1,000 queued per client.
+    """
+    port, stop = start_mosquitto(tmp_path, ["allow_anonymous true"])
     try:
         yield "127.0.0.1", port
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop()
 
 
 @pytest.fixture

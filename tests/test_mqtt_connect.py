@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from floorsight.pipelines.mqtt_receiver import (
     check_broker,
 )
 from floorsight.pipelines.mqtt_source import MqttSource
-from tests.conftest import _free_port
+from tests.conftest import _free_port, start_mosquitto
 
 pytestmark = pytest.mark.e2e
 USER, PASSWORD = "plant-reader", "s3cret-Pa55"
@@ -76,32 +75,6 @@ def test_a_broker_url_with_a_password_or_no_broker_is_refused(url: str, says: st
     assert "hunter2" not in str(e.value)
 
 
-def _mosquitto(tmp_path: Path, lines: list[str], port: int | None = None) -> tuple[int, Callable]:
-    """Start Mosquitto with a listener on ``port`` and ``lines`` (auth, TLS); (port, stop)."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        pytest.skip("mosquitto is not installed (make setup installs it with apt-get)")
-    port = port or _free_port()
-    conf = tmp_path / f"mosquitto-{port}.conf"
-    conf.write_text("\n".join([f"listener {port} 127.0.0.1", "persistence false", *lines]) + "\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mosquitto did not start: {proc.stderr.read() if proc.stderr else ''}")
-        time.sleep(0.05)
-
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-    return port, stop
-
-
 @pytest.fixture
 def broker_files() -> Iterator[Path]:
     """A folder the broker can read: Mosquitto started as root runs as the ``mosquitto`` user,
@@ -123,7 +96,7 @@ def login_broker(tmp_path, broker_files) -> Iterator[int]:
     passwd = broker_files / "passwd"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), USER, PASSWORD], check=True)
     _for_broker(broker_files, passwd)
-    port, stop = _mosquitto(tmp_path, ["allow_anonymous false", f"password_file {passwd}"])
+    port, stop = start_mosquitto(tmp_path, ["allow_anonymous false", f"password_file {passwd}"])
     yield port
     stop()
 
@@ -303,7 +276,7 @@ def test_the_password_reaches_the_receiver_in_its_environment_never_its_command_
 def test_tls_with_the_ca_connects_and_an_unknown_ca_or_a_wrong_host_name_are_permanent(
     tmp_path, pki
 ) -> None:
-    port, stop = _mosquitto(tmp_path, _tls_lines(pki))
+    port, stop = start_mosquitto(tmp_path, _tls_lines(pki))
     try:
         good = Broker("localhost", port, tls=True, ca=pki["ca"])
         assert check_broker(good) is None
@@ -327,7 +300,7 @@ def test_tls_with_the_ca_connects_and_an_unknown_ca_or_a_wrong_host_name_are_per
 
 
 def test_a_client_certificate_is_presented_when_the_broker_asks_for_one(tmp_path, pki) -> None:
-    port, stop = _mosquitto(tmp_path, _tls_lines(pki, client_cert=True))
+    port, stop = start_mosquitto(tmp_path, _tls_lines(pki, client_cert=True))
     try:
         broker = Broker(
             "localhost", port, tls=True, ca=pki["ca"], cert=pki["client_crt"], key=pki["client_key"]
@@ -343,7 +316,9 @@ def test_an_unreachable_broker_is_retried_until_it_is_there(tmp_path) -> None:
     warning = check_broker(broker)
     assert warning is not None and "unreachable" in warning
     started: list[Callable] = []
-    later = threading.Timer(1.5, lambda: started.append(_mosquitto(tmp_path, ANONYMOUS, port)[1]))
+    later = threading.Timer(
+        1.5, lambda: started.append(start_mosquitto(tmp_path, ANONYMOUS, port)[1])
+    )
     later.start()
     part = _partition(MqttSource("127.0.0.1", port, broker=broker, client_id="t-retry"))
     try:
