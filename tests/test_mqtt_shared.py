@@ -7,7 +7,6 @@ every reading published ends in the features exactly once, and both partitions t
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -18,7 +17,14 @@ from floorsight.pipelines.mqtt_source import MqttSource
 from floorsight.simulators.mqtt_publisher import MqttPublisher
 from floorsight.storage import Database
 from tests.conftest import T0
-from tests.mqtt_helpers import FEATURE_COUNTS, in_background, mqtt_flow, steady_plant, window_counts
+from tests.mqtt_helpers import (
+    FEATURE_COUNTS,
+    in_background,
+    mqtt_flow,
+    steady_plant,
+    wait_until,
+    window_counts,
+)
 
 pytestmark = pytest.mark.e2e
 START = T0 + timedelta(minutes=5)
@@ -42,10 +48,8 @@ def test_two_partitions_share_the_messages_and_every_reading_is_in_the_features_
     tail = plant.readings(UNTIL, UNTIL + timedelta(seconds=2)).sort("ts")
 
     def publish() -> None:
-        deadline = time.monotonic() + 30
-        while not all((journal / f"part-{i}" / "subscribed").exists() for i in (0, 1)):
-            assert time.monotonic() < deadline, "the partitions did not subscribe"
-            time.sleep(0.05)
+        subscribed = [journal / f"part-{i}" / "subscribed" for i in (0, 1)]
+        wait_until(lambda: all(f.exists() for f in subscribed), "both subscriptions", timeout_s=30)
         pub = MqttPublisher.for_plant(plant, host, port, client_id="test-shared-pub")
         try:
             pub.publish_frame(wanted)
