@@ -48,10 +48,11 @@ MACHINES: dict[str, dict[str, tuple[object, ua.VariantType, str | None]]] = {
 }
 
 
-def free_url() -> str:
+def free_url(path: str = "acme/") -> str:
+    """An endpoint URL on a free port of 127.0.0.1, with ``path``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return f"opc.tcp://127.0.0.1:{s.getsockname()[1]}/acme/"
+        return f"opc.tcp://127.0.0.1:{s.getsockname()[1]}/{path}"
 
 
 @contextmanager
@@ -59,9 +60,7 @@ def serving_plant(plant, start: datetime, speed: float) -> Iterator[str]:
     """The simulator's :class:`PlantServer` of ``plant`` from ``start`` at ``speed``, in a thread
     of its own on a free port of 127.0.0.1 for the ``with`` body (listening within 60 s); yields
     its URL and stops the server after the body."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        url = f"opc.tcp://127.0.0.1:{s.getsockname()[1]}/"
+    url = free_url(path="")
     ready, stop = threading.Event(), threading.Event()
 
     async def serve() -> None:

@@ -15,7 +15,6 @@ state and part count tables.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -34,19 +33,13 @@ from floorsight.simulators import build_plant
 from floorsight.simulators.opcua_server import PlantServer
 from floorsight.storage import Database
 from tests.conftest import T0
-from tests.opcua_servers import AcmeServer, serving_plant
+from tests.opcua_servers import AcmeServer, free_url, serving_plant
 
 pytestmark = pytest.mark.e2e
 SPEED = 20.0
 START = T0 + timedelta(minutes=5)
 UNTIL = START + timedelta(seconds=120)
 WINDOW = timedelta(seconds=10)
-
-
-def _url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"opc.tcp://127.0.0.1:{s.getsockname()[1]}/"
 
 
 class RestartingServer(threading.Thread):
@@ -101,7 +94,7 @@ def test_server_restart_leaves_no_gap_and_no_duplicate(tmp_path) -> None:
     )
     assert set(plant.states()["state"]) == {"running"}
     plant.write_context(tmp_path / "erp")
-    url = _url()
+    url = free_url(path="")
     db = tmp_path / "f.duckdb"
     settings = PipelineSettings(window=WINDOW, rules=ReadingRules(max_future=timedelta(days=3650)))
     flow = build_flow(OpcUaSource(url, until=UNTIL), ContextStore(tmp_path / "erp"), db, settings)
