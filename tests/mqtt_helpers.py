@@ -28,13 +28,18 @@ FEATURE_COUNTS = "SELECT machine_id, sensor, window_start, n FROM features ORDER
 
 
 def steady_plant(
-    erp: Path, *, seed: int = 5, start: datetime = T0, horizon: timedelta = timedelta(hours=1)
+    erp: Path,
+    *,
+    seed: int = 5,
+    start: datetime = T0,
+    horizon: timedelta = timedelta(hours=1),
+    machines: int = 2,
 ) -> Plant:
-    """Two machines from ``start`` over ``horizon``, without faults or idle time and with
-    setups of at most a minute (they run and sample all the time); the plant's context is
+    """``machines`` machines from ``start`` over ``horizon``, without faults or idle time and
+    with setups of at most a minute (they run and sample all the time); the plant's context is
     written to ``erp``."""
     plant = build_plant(
-        2,
+        machines,
         start=start,
         horizon=horizon,
         seed=seed,
