@@ -10,20 +10,18 @@ limit. The figure of the same run with its throughput is `benchmarks/mqtt_throug
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import polars as pl
 from bytewax.testing import run_main
 
-from floorsight.pipelines.context import ContextStore, sensor_units
-from floorsight.pipelines.flow import PipelineSettings, build_flow
+from floorsight.pipelines.context import sensor_units
 from floorsight.pipelines.mqtt_source import MqttSource
-from floorsight.pipelines.validate import ReadingRules
-from floorsight.simulators import build_plant
 from floorsight.simulators.mqtt_publisher import MqttPublisher
 from floorsight.storage import Database
+from tests.conftest import T0
+from tests.mqtt_helpers import mqtt_flow, steady_plant
 
-T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 MACHINES, SECONDS = 10, 250  # 10 machines x 4 sensors x 10 Hz x 250 s: 100,000 readings
 
 
@@ -31,16 +29,7 @@ def test_a_burst_of_100000_qos1_readings_into_a_stock_broker_loses_none(
     mosquitto, tmp_path
 ) -> None:
     host, port = mosquitto
-    plant = build_plant(
-        MACHINES,
-        start=T0,
-        horizon=timedelta(hours=2),
-        seed=5,
-        faults=(),
-        setup_minutes=(0, 1),
-        idle_share=0.0,
-    )
-    plant.write_context(tmp_path / "erp")
+    plant = steady_plant(tmp_path / "erp", machines=MACHINES, horizon=timedelta(hours=2))
     start = T0 + timedelta(minutes=5)
     until = start + timedelta(seconds=SECONDS)
     # in event-time order, as a plant publishes
@@ -56,9 +45,7 @@ def test_a_burst_of_100000_qos1_readings_into_a_stock_broker_loses_none(
         ready=ready,
         units=sensor_units(tmp_path / "erp"),
     )
-    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=3650)))
-    db_path = tmp_path / "f.duckdb"
-    flow = build_flow(source, ContextStore(tmp_path / "erp"), db_path, settings)
+    flow = mqtt_flow(source, tmp_path)
     failed: list[BaseException] = []
 
     def publish() -> None:
@@ -89,7 +76,7 @@ def test_a_burst_of_100000_qos1_readings_into_a_stock_broker_loses_none(
         publisher.join(timeout=60)
     assert not failed, failed
     assert not stop.is_set(), "the pipeline never saw the end of the stream (readings lost)"
-    db = Database(db_path)
+    db = Database(tmp_path / "f.duckdb")
     dead = db.query("SELECT reason FROM dead_letters")
     assert dead.height == 0, dead.head(5)
     got = db.query("SELECT machine_id, sensor, window_start, n FROM features")
