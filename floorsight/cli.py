@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import os
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -715,7 +716,12 @@ def dashboard(
             "over plain HTTP; serve it behind a TLS reverse proxy (docs/dashboard.md)",
             err=True,
         )
-    subprocess.run(streamlit_command(db, port, address, path), check=False)
+    # this process becomes the server: a SIGTERM or Ctrl-C sent to `floorsight dashboard`
+    # reaches Streamlit itself (a child it started would outlive it)
+    command = streamlit_command(db, port, address, path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
 
 
 def _read_password() -> str:

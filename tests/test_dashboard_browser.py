@@ -282,6 +282,8 @@ def served(tmp_path_factory):
         server.wait(timeout=30)
         log.close()
     assert "Traceback" not in (folder / "dashboard.log").read_text()
+    # `floorsight dashboard` is the server: stopping it leaves nothing listening behind
+    assert not _reachable(port), "a Streamlit server outlived `floorsight dashboard`"
 
 
 def _signed_in(browser, url: str, username: str, path: str = ""):
