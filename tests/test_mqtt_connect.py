@@ -328,6 +328,8 @@ def test_an_unreachable_broker_is_retried_until_it_is_there(tmp_path) -> None:
         _publish(port, [_reading(value=9.0)])
         assert _drain(part, 1) == [9.0]
     finally:
+        later.cancel()  # a broker started after the test ended would outlive it
+        later.join()
         part.close()
         for stop in started:
             stop()
