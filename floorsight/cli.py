@@ -16,7 +16,7 @@ from floorsight import config
 from floorsight.opcua_cli import Cert as OpcuaCertOption
 from floorsight.opcua_cli import Key as OpcuaKeyOption
 from floorsight.opcua_cli import Security as OpcuaSecurityOption
-from floorsight.opcua_cli import opcua_app, opcua_refusal
+from floorsight.opcua_cli import opcua_app
 from floorsight.opcua_cli import run_fields as opcua_run_fields
 from floorsight.records import FaultKind
 
@@ -300,9 +300,11 @@ def _mqtt_password(
         ) from None
 
 
-def _cause_of_type(error: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """``error`` or the first exception of type ``kind`` in its chain of causes (Bytewax wraps a
-    step's exception in its own)."""
+def _cause_of_type(
+    error: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """``error`` or the first exception of type ``kind`` (a type or a tuple of them) in its
+    chain of causes (Bytewax wraps a step's exception in its own)."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, kind):
@@ -516,8 +518,6 @@ def run(
         states=states,
     )
     from floorsight.alerts.routing import RoutingError
-    from floorsight.pipelines.context import ContextLoadError
-    from floorsight.pipelines.mqtt_receiver import MqttConnectError
 
     try:
         code = run_pipeline(cfg)
@@ -525,23 +525,27 @@ def run(
         raise typer.BadParameter(str(e), param_hint="--recovery") from None
     except RoutingError as e:  # a missing secret, an exposed secret file, a bad rule
         raise typer.BadParameter(str(e), param_hint="--routing") from None
-    except ContextLoadError as e:  # a bad first context load: its file, row and rule
-        raise typer.BadParameter(str(e), param_hint="--context") from None
-    except MqttConnectError as e:  # a refused login, a certificate that does not verify
-        raise typer.BadParameter(str(e), param_hint="--mqtt") from None
     except FileNotFoundError as e:  # a context path without its files, say
         raise typer.BadParameter(str(e)) from None
-    except Exception as e:  # a bad context found by the first batch's wait for the suites' verdict
-        refused = _cause_of_type(e, MqttConnectError)  # by the receiver, once running
-        if refused is not None:
-            raise typer.BadParameter(str(refused), param_hint="--mqtt") from None
-        opcua_refused = opcua_refusal(e)  # a refused session, an unknown mapped node
-        if opcua_refused is not None:
-            raise typer.BadParameter(opcua_refused, param_hint="--opcua") from None
-        bad_context = _cause_of_type(e, ContextLoadError)
-        if bad_context is None:
-            raise
-        raise typer.BadParameter(str(bad_context), param_hint="--context") from None
+    except Exception as e:
+        # raised before the start or by a step (Bytewax wraps it): a refused MQTT login or a
+        # certificate that does not verify; a refused OPC-UA session or an unknown mapped
+        # node; a bad first context load (its file, row and rule), also the suites' verdict
+        # (imported only here: the OPC-UA client brings asyncua, which a history run never needs)
+        from floorsight.opcua_client import OpcuaConnectError
+        from floorsight.pipelines.context import ContextLoadError
+        from floorsight.pipelines.mqtt_receiver import MqttConnectError
+        from floorsight.pipelines.opcua_tags import TagMapError
+
+        for kinds, hint in (
+            (MqttConnectError, "--mqtt"),
+            ((OpcuaConnectError, TagMapError), "--opcua"),
+            (ContextLoadError, "--context"),
+        ):
+            cause = _cause_of_type(e, kinds)
+            if cause is not None:
+                raise typer.BadParameter(str(cause), param_hint=hint) from None
+        raise
     if code:
         raise typer.Exit(code)
     if process_id is None:

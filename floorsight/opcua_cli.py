@@ -79,26 +79,6 @@ def security_options(
         raise typer.BadParameter(str(e), param_hint=hint) from None
 
 
-def opcua_refusal(error: BaseException) -> str | None:
-    """The message of the OPC-UA refusal (:class:`OpcuaConnectError`) or tag-map error that
-    ``error`` is or was caused by (Bytewax wraps a source's exception), else None."""
-    kinds = tuple(
-        getattr(sys.modules[name], cls)
-        for name, cls in (
-            ("floorsight.opcua_client", "OpcuaConnectError"),
-            ("floorsight.pipelines.opcua_tags", "TagMapError"),
-        )
-        if name in sys.modules  # neither can have been raised when its module is not loaded
-    )
-    seen: set[int] = set()
-    while kinds and error is not None and id(error) not in seen:
-        if isinstance(error, kinds):
-            return str(error)
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
 def run_fields(
     opcua: str | None,
     tags: Path | None,
