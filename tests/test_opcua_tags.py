@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from floorsight.pipelines.opcua_tags import (
     TagMapError,
@@ -146,3 +148,38 @@ def test_names_are_made_ids() -> None:
     assert sanitise_id("Press 8/B") == "Press_8_B"
     assert sanitise_id("///") == "x"
     assert len(sanitise_id("a" * 300)) == 128
+
+
+_CELLS = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(
+        ["nsu=urn:x;s=A", "ns=2;i=5", "M1", "temp", "degC", "1e400", "nan", "-0", "state", ""]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=st.lists(
+        st.sampled_from(
+            ["node_id", "machine_id", "sensor", "unit", "line", "scale", "min", "max", "kind", "x"]
+        ),
+        min_size=1,
+        max_size=9,
+    ),
+    rows=st.lists(st.lists(_CELLS, max_size=10), max_size=6),
+    raw=st.text(max_size=200),
+)
+def test_fuzz_any_text_is_a_tag_map_or_a_named_refusal(header, rows, raw) -> None:
+    from floorsight.pipelines.opcua_tags import TagMapError, parse_tag_map
+
+    table = "\n".join([",".join(header), *(",".join(r) for r in rows)])
+    for text in (table, raw, table + "\n" + raw):
+        try:
+            tags = parse_tag_map(text, "fuzz.csv")
+        except TagMapError as e:
+            assert "fuzz.csv" in str(e)
+            continue
+        for tag in tags.tags:  # whatever is taken obeys the map's rules
+            assert tag.scale != 0 and math.isfinite(tag.scale) and math.isfinite(tag.offset)
+            assert tag.min is None or tag.max is None or tag.min < tag.max
