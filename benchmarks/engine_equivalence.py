@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/engine_equivalence.py dump OUT [--days 2] [--batch]
     .venv/bin/python benchmarks/engine_equivalence.py compare OUT_A OUT_B
 
-``dump`` runs :class:`~floorsight.alerts.engine.MachineAlerting` over the first ``--days`` of a
+``dump`` runs :class:`~floorsight.alerts.engine.MachineAlerting` (every registered model)
+over the first ``--days`` of a
 simulated week (seed 21, 6 machines at 1 Hz, every fault kind; ``benchmarks/fault_week.py``'s
 plant) with the ERP spec limits, the CMMS maintenance log and the lab results, ten minutes of
 windows at a time: per machine (``MachineAlerting.update``), or with ``--batch`` every machine's
@@ -29,14 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fault_week import T0, plant_features
 
-from floorsight.alerts.engine import (
-    AlertSettings,
-    MachineAlerting,
-    maintenance_events,
-    score_batch,
-)
-from floorsight.models.deviation_monitor import lab_results_by_machine
-from floorsight.models.spc_monitor import spec_limits_dict
+from floorsight.alerts.engine import AlertSettings, MachineAlerting, score_batch
+from floorsight.models.base import Context
+from floorsight.models.context import lab_results_by_machine, maintenance_events, spec_limits_dict
 from floorsight.simulate import PlantOptions, make_plant
 from floorsight.simulators.catalog import spec_limits_frame
 from floorsight.simulators.erp import lab_results, maintenance_log
@@ -68,9 +64,8 @@ def dump(out: Path, days: float, batch: bool, cache: Path | None) -> None:
             ["_chunk", "machine_id"], as_dict=True, maintain_order=True
         ).items():
             engine = engines.setdefault(machine, MachineAlerting())
-            s, a = engine.update(
-                part.drop("_chunk"), specs, maintenance.get(machine, []), labs.get(machine, [])
-            )
+            context = Context(machine, specs, labs.get(machine, []))
+            s, a = engine.update(part.drop("_chunk"), context, maintenance.get(machine, []))
             scores.append(s)
             if a is not None:
                 alerts.append(a)

@@ -35,9 +35,10 @@ from pathlib import Path
 
 import polars as pl
 
-from floorsight.alerts.engine import MachineAlerting, maintenance_events
+from floorsight.alerts.engine import MachineAlerting
 from floorsight.features import window_features
-from floorsight.models.spc_monitor import spec_limits_dict
+from floorsight.models.base import Context
+from floorsight.models.context import maintenance_events, spec_limits_dict
 from floorsight.pipelines.context import SPEC_SCHEMA, ErpContext
 from floorsight.simulate import PlantOptions, make_plant
 from floorsight.simulators.catalog import spec_limits_frame
@@ -78,7 +79,9 @@ def run_alerts(features: pl.DataFrame, maintenance_log: pl.DataFrame) -> pl.Data
     ).items():
         engine = engines.setdefault(machine, MachineAlerting())
         _, alerts = engine.update(
-            part.drop("hour").sort("window_start"), specs, maintenance.get(machine, [])
+            part.drop("hour").sort("window_start"),
+            Context(machine, specs),
+            maintenance.get(machine, []),
         )
         if alerts is not None:
             out.append(alerts)

@@ -32,10 +32,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
+import polars as pl
+
+from floorsight.models.machine import Coverage, score_frame, segments_of
 from floorsight.storage import TableSpec
 
 #: (product, characteristic) -> (lsl, target, usl): the ERP spec limits as a lookup
 SpecLimits = dict[tuple[str, str], tuple[float, float, float]]
+
+
+def fading_factor(half_life: float) -> float:
+    """The weight of the newest value in an exponentially weighted statistic whose weights
+    halve every ``half_life`` values (River's ``fading_factor``)."""
+    return 1.0 - 0.5 ** (1.0 / half_life)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +139,12 @@ class MachineModel:
     def metrics(self) -> dict[str, float]:
         """Online metrics of the model's own (thresholds ...), for the model registry."""
         return {}
+
+    def score(self, features: pl.DataFrame, context: Context | None = None) -> pl.DataFrame:
+        """Score rows of one machine's feature rows, as a ``scores`` frame: the model on its
+        own, outside the engine (examples, notebooks, tests). Keeps its own coverage state."""
+        segments = segments_of(features)
+        if self.needs_coverage:
+            coverage = self.__dict__.setdefault("_own_coverage", Coverage())
+            coverage.mark(segments)
+        return score_frame(self.score_segments(segments, context or Context()).scores)

@@ -1,14 +1,10 @@
-"""The per-machine anomaly model that the pipeline runs on each machine's window features.
+"""Machine windows as the per-machine models read them: segments, their coverage, score rows.
 
-One detector per product: the process runs at other setpoints after a changeover, so each
-product keeps its own in-control baseline and a planned changeover is not an anomaly. When a
-new work order starts, the product's detector re-bases: it keeps the spread it learned but
-re-estimates each level from the order's first windows (the setup, the material and the hours
-the product was away all move the operating point). Only
-windows that look clearly normal (score below ``learn_below``, well under the alarm threshold)
-teach the detector its spread; the others only nudge its levels (robustly, a few standard
-deviations at most), so a fault is not learned as normal, yet the levels keep following the
-process and the alert clears when the fault is over.
+A batch of feature rows (one row per machine, window, work order and sensor) becomes
+:class:`Segment` objects once (:func:`segments_of`), one per machine window within one work
+order, and every model reads those: on a few hundred rows one polars call costs more than the
+Python that reads the values. :class:`Coverage` marks which sensors of a segment have a
+complete window; :func:`score_frame` turns the models' score rows into a ``scores`` frame.
 """
 
 from __future__ import annotations
@@ -20,24 +16,13 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from floorsight.models.zscore import MultivariateZScore
+from floorsight.models.tables import SCORES
 from floorsight.records import TIMESTAMP
 
 #: Window statistics the anomaly model reads, per sensor.
 MODEL_STATISTICS = ("mean", "std")
 
-SCORE_SCHEMA: dict[str, pl.DataType] = {
-    "machine_id": pl.String(),
-    "window_start": TIMESTAMP,
-    "window_end": TIMESTAMP,
-    "work_order": pl.String(),
-    "product": pl.String(),
-    "material_lot": pl.String(),
-    "model": pl.String(),
-    "score": pl.Float64(),
-    "is_anomaly": pl.Boolean(),
-    "evidence": pl.String(),
-}
+SCORE_SCHEMA = SCORES.polars_schema
 
 
 #: columns that identify a scored segment: one machine window within one work order
@@ -60,6 +45,8 @@ class Segment:
     key: tuple
     #: sensor -> its statistics (:data:`SEGMENT_STATS`), in the order of the input rows
     rows: dict[str, dict]
+    #: the rows of sensors with a complete window (set by :meth:`Coverage.mark`)
+    full: dict[str, dict] | None = None
 
     @property
     def start(self):
@@ -145,55 +132,49 @@ def _times(series: pl.Series) -> list:
 FULL_COUNT_WINDOWS = 15
 
 
-def full_rows(
-    segments: list[Segment], full_count: dict[str, deque], min_coverage: float
-) -> list[tuple[Segment, dict[str, dict]]]:
-    """Per segment, the rows whose window has at least ``min_coverage`` of the sensor's full
-    reading count (segments with none are left out).
+@dataclass
+class Coverage:
+    """Which sensors of a machine window have enough readings to be judged: one per machine.
 
     A window cut short by a changeover or by the start of data has too few readings for its
-    statistics to be comparable; it is stored as a feature but not scored. A sensor's full
-    count is the median reading count of its newest :data:`FULL_COUNT_WINDOWS` windows (these
-    segments included): it follows the sampling rate, and no single window (a burst of
-    duplicates, a short one) changes what counts as complete. ``full_count`` (sensor -> those
-    counts) is updated in place; a count kept by an older version (the largest one seen, an
-    int) starts the sensor's history.
+    statistics to be comparable; it is stored as a feature but not scored by the models that
+    read only complete windows (``MachineModel.needs_coverage``). A sensor's full count is the
+    median reading count of its newest :data:`FULL_COUNT_WINDOWS` windows (the new segments
+    included): it follows the sampling rate, and no single window (a burst of duplicates, a
+    short one) changes what counts as complete.
     """
-    for seg in segments:
-        for sensor, r in seg.rows.items():
-            n = r["n"]
-            if n is None:
-                continue
-            counts = full_count.get(sensor)
-            if not isinstance(counts, deque):
-                counts = full_count[sensor] = deque(
-                    () if counts is None else (counts,), maxlen=FULL_COUNT_WINDOWS
-                )
-            counts.append(n)
-    # the upper median: of an even number of counts, the larger middle one
-    expected = {s: sorted(c)[len(c) // 2] for s, c in full_count.items() if c}
-    out = []
-    for seg in segments:
-        full = {
-            sensor: r
-            for sensor, r in seg.rows.items()
-            if r["n"] is not None and r["n"] >= min_coverage * expected.get(sensor, 0)
-        }
-        if full:
-            out.append((seg, full))
-    return out
+
+    min_coverage: float = 0.8
+    #: sensor -> its newest reading counts
+    _counts: dict[str, deque] = field(default_factory=dict)
+
+    def mark(self, segments: list[Segment]) -> None:
+        """Set each segment's ``full``: the rows with at least ``min_coverage`` of the
+        sensor's full reading count (an empty dict when none has)."""
+        counts_of = self._counts
+        for seg in segments:
+            for sensor, r in seg.rows.items():
+                n = r["n"]
+                if n is None:
+                    continue
+                counts = counts_of.get(sensor)
+                if counts is None:
+                    counts = counts_of[sensor] = deque(maxlen=FULL_COUNT_WINDOWS)
+                counts.append(n)
+        # the upper median: of an even number of counts, the larger middle one
+        cut = self.min_coverage
+        expected = {s: cut * sorted(c)[len(c) // 2] for s, c in counts_of.items() if c}
+        for seg in segments:
+            seg.full = {
+                sensor: r
+                for sensor, r in seg.rows.items()
+                if r["n"] is not None and r["n"] >= expected.get(sensor, 0)
+            }
 
 
-def segment_means(
-    segments: list[Segment], full_count: dict[str, deque], min_coverage: float
-) -> list[tuple[Segment, dict[str, float]]]:
-    """Per full segment, in time order: sensor -> window mean (missing means left out)."""
-    out = []
-    for seg, rows in full_rows(segments, full_count, min_coverage):
-        means = {s: r["mean"] for s, r in rows.items() if r["mean"] is not None}
-        if means:
-            out.append((seg, means))
-    return out
+def full_means(seg: Segment) -> dict[str, float]:
+    """Sensor -> window mean of a marked segment's complete rows (missing means left out)."""
+    return {s: r["mean"] for s, r in seg.full.items() if r["mean"] is not None}
 
 
 def score_frame(rows: list[dict]) -> pl.DataFrame:
@@ -222,81 +203,3 @@ def rows_frame(rows: list[dict], schema: dict[str, pl.DataType]) -> pl.DataFrame
 
 
 _US = timedelta(microseconds=1)
-
-
-@dataclass
-class MachineAnomalyModel:
-    """Scores each complete window of one machine, then learns it unless it was anomalous."""
-
-    threshold: float = 0.9999
-    learn_below: float = 0.99
-    grace_period: int = 30
-    half_life: float = 360.0
-    min_coverage: float = 0.8
-    name: str = "zscore"
-    _detectors: dict[str, MultivariateZScore] = field(default_factory=dict)
-    _full_count: dict[str, deque] = field(default_factory=dict)
-    _work_order: str | None = None
-    _zero_std: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-    def rebase(self) -> None:
-        """Re-estimate the running product's levels from the next windows (after maintenance:
-        a tool change or a repair moves the operating point like a changeover does)."""
-        self._work_order = None
-        for detector in self._detectors.values():
-            detector.rebase()
-
-    def _detector(self, product: str) -> MultivariateZScore:
-        if product not in self._detectors:
-            self._detectors[product] = MultivariateZScore(
-                grace_period=self.grace_period, half_life=self.half_life
-            )
-        return self._detectors[product]
-
-    def score(self, features: pl.DataFrame, quarantine: frozenset = frozenset()) -> pl.DataFrame:
-        """One score row per (window, work order) segment of ``features`` (one machine)."""
-        return score_frame(self.score_segments(segments_of(features), quarantine))
-
-    def score_segments(self, segments: list[Segment], quarantine=frozenset()) -> list[dict]:
-        """Score rows of the full segments, in time order.
-
-        Windows whose start is in ``quarantine`` (another model found the measurement itself
-        faulty: a stuck, missing or spiking sensor) are scored but teach the detector nothing.
-        """
-        # a sensor held per machine cycle has no spread in most windows: its std is not a
-        # statistic of the process, so only its mean is scored
-        zero_std = self._zero_std
-        for seg in segments:
-            for sensor, r in seg.rows.items():
-                std = r["std"]
-                if std is not None:
-                    z0, t0 = zero_std.get(sensor, (0, 0))
-                    zero_std[sensor] = (z0 + (std == 0), t0 + 1)
-        held = {s for s, (z, t) in zero_std.items() if t >= 10 and z > 0.3 * t}
-        rows = []
-        for seg, full in full_rows(segments, self._full_count, self.min_coverage):
-            x = {}
-            for sensor, r in full.items():
-                x[f"{sensor}.mean"] = r["mean"]
-                if sensor not in held:
-                    x[f"{sensor}.std"] = r["std"]
-            detector = self._detector(seg.product)
-            if seg.work_order != self._work_order:
-                if self._work_order is not None:
-                    detector.rebase()
-                self._work_order = seg.work_order
-            score = detector.score_one(x)
-            flagged = score >= self.threshold
-            evidence = ""
-            if flagged:
-                z = detector.explain_one(x)
-                top = sorted(z.items(), key=lambda kv: -kv[1])[:3]
-                evidence = "; ".join(f"{k} z={v:.1f} (value {x[k]:.4g})" for k, v in top)
-            if seg.start in quarantine:
-                pass
-            elif score < self.learn_below:
-                detector.learn_one(x)
-            else:
-                detector.track_one(x)
-            rows.append(seg.score_row(self.name, score, flagged, evidence))
-        return rows

@@ -28,6 +28,7 @@ Examples
 ...          "window_end": start + timedelta(seconds=10 * w + 10), "n": 10,
 ...          "mean": 25.0 + rng.gauss(0, 0.001) + slope * w}
 ...         for w in range(200)])
+>>> import polars as pl
 >>> model = OrderDriftModel()
 >>> any(model.score(order(i, 0.0))["is_anomaly"].any() for i in range(6))
 False
@@ -41,10 +42,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-import polars as pl
-
-from floorsight.models.machine import Segment, score_frame, segment_means, segments_of
+from floorsight.models.base import AlertRule, Maintenance, fading_factor
+from floorsight.models.work_order import Order, OrderModel
 
 
 @dataclass
@@ -59,54 +60,39 @@ class _Spread:
 
 
 @dataclass
-class _Order:
-    work_order: str
-    product: str
-    windows: int = 0
+class _Order(Order):
     base_sum: dict[str, float] = field(default_factory=dict)
     base_n: dict[str, int] = field(default_factory=dict)
     level: dict[str, float] = field(default_factory=dict)
     sq: dict[str, float] = field(default_factory=dict)
     sq_n: dict[str, int] = field(default_factory=dict)
-    flagged: bool = False
 
 
 @dataclass
-class OrderDriftModel:
+class OrderDriftModel(OrderModel):
     """Per machine: each feature's drift from its work order's baseline."""
+
+    name: ClassVar[str] = "drift"
+    alert: ClassVar[AlertRule] = AlertRule(
+        label="process drifting from the work order's baseline (wear, fouling)"
+    )
 
     threshold: float = 0.99999
     settle: int = 6
     baseline: int = 12
     level_half_life: float = 6.0
     min_orders: int = 3
-    min_coverage: float = 0.8
-    name: str = "drift"
     _spread: dict[tuple[str, str], _Spread] = field(default_factory=dict)
     _order: _Order | None = None
-    _full_count: dict[str, int] = field(default_factory=dict)
 
-    def score(self, features: pl.DataFrame) -> pl.DataFrame:
-        return score_frame(self.score_segments(segments_of(features)))
-
-    def score_segments(self, segments: list[Segment]) -> list[dict]:
-        """One score row per full segment, in time order."""
-        rows = []
-        for seg, x in segment_means(segments, self._full_count, self.min_coverage):
-            if self._order is None or seg.work_order != self._order.work_order:
-                self._close_order()
-                self._order = _Order(seg.work_order, seg.product or "?")
-            score, evidence = self._step(self._order, x)
-            flagged = score >= self.threshold
-            self._order.flagged |= flagged
-            rows.append(seg.score_row(self.name, score, flagged, evidence))
-        return rows
+    def _new_order(self, work_order: str, product: str) -> _Order:
+        return _Order(work_order, product)
 
     def _step(self, order: _Order, x: dict[str, float]) -> tuple[float, str]:
         order.windows += 1
         if order.windows <= self.settle or not order.work_order:
             return 0.0, ""
-        a = 1.0 - 0.5 ** (1.0 / self.level_half_life)
+        a = fading_factor(self.level_half_life)
         in_baseline = order.windows <= self.settle + self.baseline
         z = {}
         for name, value in x.items():
@@ -140,10 +126,11 @@ class OrderDriftModel:
             )
         return score, evidence
 
-    def restart(self) -> None:
-        """Take a new baseline from the next windows (after a tool change or repair); the
-        interrupted order is not learned as a normal one."""
-        self._order = None
+    def maintenance(self, event: Maintenance) -> None:
+        """After a tool change, repair or maintenance take a new baseline from the next
+        windows; the interrupted order is not learned as a normal one."""
+        if event.kind != "failure":
+            self._order = None
 
     def _close_order(self) -> None:
         order = self._order

@@ -33,6 +33,7 @@ Examples
 ...          "window_end": t0 + timedelta(minutes=i * 60 + w, seconds=10),
 ...          "product": "P", "material_lot": f"L{i}", "n": 10, "mean": rng.gauss(level, 0.01)}
 ...         for w in range(20)])
+>>> import polars as pl
 >>> model = OrderOffsetModel()
 >>> flags = [model.score(order(i, 0.0))["is_anomaly"].any() for i in range(12)]
 >>> any(flags)
@@ -49,69 +50,42 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-import polars as pl
+from river import stats
 from scipy.stats import t as student_t
 
-from floorsight.models.machine import Segment, score_frame, segment_means, segments_of
+from floorsight.models.base import AlertRule
+from floorsight.models.work_order import Order, OrderModel
 
 
 @dataclass
-class _Reference:
-    orders: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-
-    def learn(self, level: float) -> None:
-        self.orders += 1
-        d = level - self.mean
-        self.mean += d / self.orders
-        self.m2 += d * (level - self.mean)
-
-    @property
-    def var(self) -> float:
-        return self.m2 / (self.orders - 1) if self.orders > 1 else 0.0
-
-
-@dataclass
-class _Order:
-    work_order: str
-    product: str
-    windows: int = 0
+class _Order(Order):
     sums: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-    flagged: bool = False
     complete: bool = False
     verdict: tuple[float, str] | None = None
 
 
 @dataclass
-class OrderOffsetModel:
+class OrderOffsetModel(OrderModel):
     """Per machine: each work order's level against the product's past order levels."""
+
+    name: ClassVar[str] = "order_offset"
+    alert: ClassVar[AlertRule] = AlertRule(
+        label="work order off the product's usual level (material lot or setup)", clear_after=1
+    )
 
     threshold: float = 0.99999
     settle: int = 6
     level_windows: int = 6
     min_orders: int = 5
-    min_coverage: float = 0.8
-    name: str = "order_offset"
-    _refs: dict[tuple[str, str], _Reference] = field(default_factory=dict)
+    #: (product, feature) -> the levels of its past orders (their mean and variance)
+    _refs: dict[tuple[str, str], stats.Var] = field(default_factory=dict)
     _order: _Order | None = None
-    _full_count: dict[str, int] = field(default_factory=dict)
 
-    def score(self, features: pl.DataFrame) -> pl.DataFrame:
-        return score_frame(self.score_segments(segments_of(features)))
-
-    def score_segments(self, segments: list[Segment]) -> list[dict]:
-        """One score row per full segment, in time order."""
-        rows = []
-        for seg, x in segment_means(segments, self._full_count, self.min_coverage):
-            if self._order is None or seg.work_order != self._order.work_order:
-                self._close_order()
-                self._order = _Order(seg.work_order, seg.product or "?")
-            score, evidence = self._step(self._order, x)
-            rows.append(seg.score_row(self.name, score, score >= self.threshold, evidence))
-        return rows
+    def _new_order(self, work_order: str, product: str) -> _Order:
+        return _Order(work_order, product)
 
     def _step(self, order: _Order, x: dict[str, float]) -> tuple[float, str]:
         order.windows += 1
@@ -129,10 +103,13 @@ class OrderOffsetModel:
         t = {}
         for name, n in order.counts.items():
             ref = self._refs.get((order.product, name))
-            if ref is None or ref.orders < self.min_orders or ref.var <= 0:
+            if ref is None:
                 continue
-            offset = order.sums[name] / n - ref.mean
-            t[name] = (offset, offset / math.sqrt(ref.var * (1 + 1 / ref.orders)), ref.orders)
+            orders, var = int(ref.n), ref.get()
+            if orders < self.min_orders or var <= 0:
+                continue
+            offset = order.sums[name] / n - ref.mean.get()
+            t[name] = (offset, offset / math.sqrt(var * (1 + 1 / orders)), orders)
         order.complete = True
         if not t:
             order.verdict = (0.0, "")
@@ -140,13 +117,12 @@ class OrderOffsetModel:
         name, (offset, worst, orders) = max(t.items(), key=lambda kv: abs(kv[1][1]))
         p = min(1.0, len(t) * 2 * student_t.sf(abs(worst), orders - 1))
         score = 1.0 - p
-        order.flagged = score >= self.threshold
         evidence = ""
-        if order.flagged:
-            ref = self._refs[(order.product, name)]
+        if score >= self.threshold:
+            mean = self._refs[(order.product, name)].mean.get()
             evidence = (
-                f"{name} mean {ref.mean + offset:.5g} vs {ref.mean:.5g} over "
-                f"{ref.orders} earlier orders of {order.product} ({worst:+.1f} sd of the "
+                f"{name} mean {mean + offset:.5g} vs {mean:.5g} over "
+                f"{orders} earlier orders of {order.product} ({worst:+.1f} sd of the "
                 "order-to-order spread)"
             )
         order.verdict = (score, evidence)
@@ -157,5 +133,4 @@ class OrderOffsetModel:
         if order is None or order.flagged or not order.complete:
             return
         for name, n in order.counts.items():
-            ref = self._refs.setdefault((order.product, name), _Reference())
-            ref.learn(order.sums[name] / n)
+            self._refs.setdefault((order.product, name), stats.Var()).update(order.sums[name] / n)

@@ -25,10 +25,10 @@ the product and sensor were learned.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-import polars as pl
-
-from floorsight.models.machine import Segment, score_frame, segments_of
+from floorsight.models.base import AlertRule, Context, MachineModel, ModelOutput, fading_factor
+from floorsight.models.machine import Segment
 
 
 @dataclass
@@ -45,8 +45,9 @@ class _SensorState:
 
 
 @dataclass
-class SensorHealthModel:
-    """Sensor health checks of one machine; score rows use the ``scores`` table's schema.
+class SensorHealthModel(MachineModel):
+    """Sensor health checks of one machine (model and alert cause ``sensor``). Its flagged
+    windows are quarantined: the models after it learn nothing from a faulty measurement.
 
     Examples
     --------
@@ -58,6 +59,7 @@ class SensorHealthModel:
     ...             "window_end": start + timedelta(seconds=10), "work_order": "WO-1",
     ...             "product": "P", "material_lot": "L", "n": 10, "mean": 40.0, "std": 1.0,
     ...             "min": 38.5, "max": temp_max, "last": 40.0 + (i % 7) / 10}
+    >>> import polars as pl
     >>> model = SensorHealthModel(grace_windows=20)
     >>> normal = model.score(pl.DataFrame([window(i, 41.5) for i in range(30)]))
     >>> bool(normal["is_anomaly"].any())
@@ -67,6 +69,10 @@ class SensorHealthModel:
     ([True], 'temp spikes')
     """
 
+    name: ClassVar[str] = "sensor"
+    alert: ClassVar[AlertRule] = AlertRule(label="sensor fault (the measurement, not the process)")
+    quarantines: ClassVar[bool] = True
+
     grace_windows: int = 60
     min_share: float = 0.5
     stuck_factor: float = 2.0
@@ -74,7 +80,6 @@ class SensorHealthModel:
     spike_factor: float = 9.0
     held_spike_factor: float = 5.0
     half_life: float = 360.0
-    name: str = "sensor_health"
     _state: dict[tuple[str, str], _SensorState] = field(default_factory=dict)
 
     def _sensor(self, product: str, sensor: str) -> _SensorState:
@@ -83,10 +88,7 @@ class SensorHealthModel:
             self._state[key] = _SensorState()
         return self._state[key]
 
-    def score(self, features: pl.DataFrame) -> pl.DataFrame:
-        return score_frame(self.score_segments(segments_of(features)))
-
-    def score_segments(self, segments: list[Segment]) -> list[dict]:
+    def score_segments(self, segments: list[Segment], context: Context) -> ModelOutput:
         """One score row per segment, in time order."""
         rows = []
         for seg in segments:
@@ -114,7 +116,7 @@ class SensorHealthModel:
             flagged = score >= 1.0
             evidence = "; ".join(f[1] for f in sorted(findings, key=lambda f: -f[0]) if f[0] >= 1)
             rows.append(seg.score_row(self.name, score, flagged, evidence))
-        return rows
+        return ModelOutput(rows)
 
     def _check(self, product: str, sensor: str, r: dict) -> list[tuple[float, str]]:
         st = self._sensor(product, sensor)
@@ -170,7 +172,7 @@ class SensorHealthModel:
                 # windows where the value changed: a sensor held per machine cycle repeats one
                 # value for several windows, and zeros would make any change look like a spike
                 st.changing += 1
-                a = max(1.0 / st.changing, 1.0 - 0.5 ** (1.0 / self.half_life))
+                a = max(1.0 / st.changing, fading_factor(self.half_life))
                 st.typical_std += a * (r["std"] - st.typical_std)
                 st.typical_range += a * (span - st.typical_range)
             st.normal_max_run = max(st.normal_max_run, st.run)

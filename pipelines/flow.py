@@ -29,19 +29,18 @@ from bytewax.operators import StatefulLogic
 from bytewax.outputs import Sink
 
 from floorsight.alerts import ALERTS
-from floorsight.alerts.engine import (
-    AlertSettings,
-    MachineAlerting,
-    maintenance_events,
-    score_batch,
-)
+from floorsight.alerts.engine import AlertSettings, MachineAlerting, score_batch
 from floorsight.alerts.feedback import FeedbackStore
 from floorsight.alerts.routing import Routing
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.features.expectations import VALIDATION_RESULTS, reports_frame
 from floorsight.models import SCORES
-from floorsight.models.deviation_monitor import lab_results_by_machine
-from floorsight.models.spc_monitor import spec_limits_dict
+from floorsight.models.context import (
+    lab_results_by_machine,
+    maintenance_events,
+    spec_limits_dict,
+)
+from floorsight.models.registry import model_tables
 from floorsight.pipelines.context import ContextHold, ContextStore, ErpContext
 from floorsight.pipelines.model_snapshots import MlflowSnapshotSink, ModelSnapshot
 from floorsight.pipelines.notify_sink import NotifySink
@@ -75,6 +74,7 @@ TABLES = [
     VALIDATION_RESULTS,
     MACHINE_STATES,
     PART_COUNTS,
+    *model_tables(),
 ]
 
 
@@ -98,6 +98,9 @@ class PipelineSettings:
     rules: ReadingRules = field(default_factory=ReadingRules)
     anomaly_threshold: float = 0.9999
     grace_windows: int = 30
+    #: every model's settings by model name (``models/registry.py``); the two above are the
+    #: anomaly model's ``threshold`` and ``grace_period`` unless set here
+    models: dict = field(default_factory=dict)
     alert_open_after: int = 2
     alert_clear_after: int = 3
     flush_interval: timedelta = timedelta(seconds=1)
@@ -121,24 +124,27 @@ class PipelineSettings:
     @property
     def alerting(self) -> AlertSettings:
         """The thresholds and hysteresis of every machine's models and alert rules."""
+        anomaly = {"threshold": self.anomaly_threshold, "grace_period": self.grace_windows}
+        models = {**self.models, "anomaly": {**anomaly, **self.models.get("anomaly", {})}}
         return AlertSettings(
-            anomaly_threshold=self.anomaly_threshold,
-            grace_windows=self.grace_windows,
-            open_after=self.alert_open_after,
-            clear_after=self.alert_clear_after,
+            open_after=self.alert_open_after, clear_after=self.alert_clear_after, models=models
         )
 
 
 def _per_version(frame_of, derive):
-    """``derive(frame)`` recomputed only when ``frame_of()`` returns another frame."""
-    cache: dict[int, object] = {}
+    """``derive(frame)`` recomputed only when ``frame_of()`` returns another frame.
+
+    The cache holds the frame its value was derived from and compares by identity: an ``id``
+    alone can be reused by a new frame once the old one is freed (a reload), which would then
+    get the old frame's value.
+    """
+    derived: list = []  # [frame, derive(frame)] once computed
 
     def get():
         frame = frame_of()
-        if id(frame) not in cache:
-            cache.clear()
-            cache[id(frame)] = derive(frame)
-        return cache[id(frame)]
+        if not derived or derived[0] is not frame:
+            derived[:] = [frame, derive(frame)]
+        return derived[1]
 
     return get
 
@@ -317,6 +323,17 @@ class _SignalLogic(_PickledLogic):
         return [self.tracker.push(value)], StatefulLogic.RETAIN
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredBatch:
+    """What the score step gives for one batch of a shard's closed windows."""
+
+    scores: pl.DataFrame | None
+    alerts: pl.DataFrame | None
+    #: rows of the models' own tables (``capability``, ``drift`` ...) by table name
+    tables: dict[str, pl.DataFrame]
+    snapshots: list[ModelSnapshot]
+
+
 class _ScoreLogic(_PickledLogic):
     """Bytewax shell around one shard's machines, each a :class:`MachineAlerting` (their
     models and alert trackers are the state: recovery snapshots keep them). Keyed by shard like
@@ -366,9 +383,20 @@ def build_flow(
         lambda: context.current().records.get("maintenance_log"), maintenance_events
     )
 
-    def score(machines: dict[str, MachineAlerting], features: pl.DataFrame):
+    def champion_rows(features: pl.DataFrame) -> dict[str, list[dict]] | None:
+        """The champion's score rows of a batch by machine (one call for the whole batch)."""
+        rows = champion.score(features) if champion is not None else None
+        if rows is None or rows.height == 0:
+            return None
+        return {
+            m: part.to_dicts()
+            for (m,), part in rows.partition_by("machine_id", as_dict=True).items()
+        }
+
+    def score(machines: dict[str, MachineAlerting], features: pl.DataFrame) -> ScoredBatch:
         """A shard's closed windows through each machine's models and alert rules: one frame
-        of scores, one of alert rows (or None) and the model snapshots due, per batch."""
+        of scores, one of alert rows (or None), the models' own tables and the model
+        snapshots due, per batch."""
         batch = score_batch(
             machines,
             features,
@@ -377,6 +405,7 @@ def build_flow(
             maintenance_by_machine(),
             labs_by_machine(),
             feedback.for_machine,
+            champion_rows(features),
         )
         snapshots = []
         for machine_id, newest in batch.machines.items() if settings.mlflow_uri else ():
@@ -388,7 +417,7 @@ def build_flow(
                         machine_id, newest, state.windows, state.metrics(), pickle.dumps(state)
                     )
                 )
-        return batch.scores, batch.alerts, snapshots
+        return ScoredBatch(batch.scores, batch.alerts, batch.tables, snapshots)
 
     def new_scorer(state: bytes | None) -> _ScoreLogic:
         return _ScoreLogic(_resume(state) or {}, score, settings.recovery)
@@ -447,7 +476,7 @@ def build_flow(
     late = op.filter_map_value("late", windowed, lambda t: t[1] if t[0] == "late" else None)
     # (shard key, feature rows of the windows its machines closed)
     scored = op.stateful("score", features, new_scorer)
-    # (shard key, (scores | None, alerts | None, [model snapshots]))
+    # (shard key, ScoredBatch(scores, alerts, tables, snapshots))
 
     def rows(table: str):
         return lambda frame: None if frame is None or frame.height == 0 else (table, (table, frame))
@@ -468,8 +497,13 @@ def build_flow(
         copied,
         op.filter_map("w_late", late_rows, lambda kv: rows("dead_letters")(kv[1])),
         op.filter_map("w_features", features, lambda kv: rows("features")(kv[1])),
-        op.filter_map("w_scores", scored, lambda kv: rows("scores")(kv[1][0])),
-        op.filter_map("w_alerts", scored, lambda kv: rows("alerts")(kv[1][1])),
+        op.filter_map("w_scores", scored, lambda kv: rows("scores")(kv[1].scores)),
+        op.filter_map("w_alerts", scored, lambda kv: rows("alerts")(kv[1].alerts)),
+        op.flat_map(
+            "w_model_tables",
+            scored,
+            lambda kv: [(t, (t, f)) for t, f in kv[1].tables.items() if f.height],
+        ),
         op.filter_map("w_validation", validations, rows("validation_results")),
     ]
     # the signal branch: machine states and part counters, checked, then tracked per shard
@@ -498,16 +532,12 @@ def build_flow(
         op.filter_map("w_signals_late", tracked, lambda kv: rows("dead_letters")(kv[1].dead)),
     ]
     if settings.notify is not None:
-        alert_rows = op.filter_map("alert_rows", scored, lambda kv: kv[1][1])
+        alert_rows = op.filter_map("alert_rows", scored, lambda kv: kv[1].alerts)
         notify = NotifySink(settings.notify.outbox, settings.notify.routing, context)
         op.output("notify", alert_rows, notify)
     if settings.mlflow_uri:
-        snapshots = op.flat_map("model_snapshots", scored, lambda kv: kv[1][2])
+        snapshots = op.flat_map("model_snapshots", scored, lambda kv: kv[1].snapshots)
         op.output("mlflow", snapshots, MlflowSnapshotSink(settings.mlflow_uri))
-    if champion is not None:
-        champion_scores = op.filter_map_value("champion", features, champion.score)
-        # (machine_id, champion score rows of the machine's closed windows)
-        out.append(op.filter_map("w_champion", champion_scores, lambda kv: rows("scores")(kv[1])))
     tables = op.merge("tables", *out)
     # (table, (table, frame))
     sink = sink or DuckDBSink(
