@@ -14,18 +14,18 @@ def _v(i: int, label: str, cause: str = "anomaly") -> Verdict:
 
 
 def test_false_alarms_tighten_and_true_problems_relax_each_once() -> None:
-    m = MachineAlerting(AlertSettings(anomaly_threshold=0.9999, open_after=2))
+    m = MachineAlerting(AlertSettings(open_after=2, models={"anomaly": {"threshold": 0.9999}}))
     assert m.apply_feedback([_v(1, "false_alarm")]) == 1
     assert m.trackers["anomaly"].open_after == 3
-    assert abs(m.anomaly.threshold - 0.99995) < 1e-12
+    assert abs(m.models.models["anomaly"].threshold - 0.99995) < 1e-12
     assert m.apply_feedback([_v(1, "false_alarm")]) == 0  # the same label again: no effect
     assert m.trackers["anomaly"].open_after == 3
     m.apply_feedback([_v(1, "false_alarm"), _v(2, "true_problem")])
     assert m.trackers["anomaly"].open_after == 2
-    assert abs(m.anomaly.threshold - 0.9999) < 1e-12
+    assert abs(m.models.models["anomaly"].threshold - 0.9999) < 1e-12
     m.apply_feedback([_v(3, "true_problem")])  # never looser than configured
     assert m.trackers["anomaly"].open_after == 2
-    assert abs(m.anomaly.threshold - 0.9999) < 1e-12
+    assert abs(m.models.models["anomaly"].threshold - 0.9999) < 1e-12
     m.apply_feedback([_v(10 + i, "false_alarm", "sensor") for i in range(20)])
     assert m.trackers["sensor"].open_after == MAX_OPEN_AFTER
     assert m.trackers["anomaly"].open_after == 2  # other causes untouched

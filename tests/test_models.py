@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from floorsight.features import window_features
-from floorsight.models import MachineAnomalyModel, MultivariateZScore
+from floorsight.models import MultivariateZScore
+from floorsight.models.anomaly import AnomalyModel
 from floorsight.pipelines.context import SPEC_SCHEMA, ErpContext
 from floorsight.records import FaultKind
 from floorsight.simulators import Fault, build_plant
@@ -58,7 +59,7 @@ def test_changeover_is_not_an_anomaly_but_a_fault_is() -> None:
     )
     features = _features(plant, 150)
     assert features["product"].n_unique() == 2
-    model = MachineAnomalyModel()
+    model = AnomalyModel()
     scores = model.score(features)
     assert scores["work_order"].n_unique() >= 5
     assert not scores["is_anomaly"].any()
@@ -74,7 +75,7 @@ def test_changeover_is_not_an_anomaly_but_a_fault_is() -> None:
         faults=(fault,),
         work_order_minutes=(20, 30),
     )
-    scores = MachineAnomalyModel().score(_features(faulty, 150))
+    scores = AnomalyModel().score(_features(faulty, 150))
     flagged = scores.filter("is_anomaly")
     assert flagged.height > 0
     assert flagged["window_start"].min() >= fault.start - timedelta(seconds=10)
