@@ -248,12 +248,12 @@ class EWMAChart:
         self.z = self.mu0 if self.z is None else self.z
         self.z = self.lam * x + (1 - self.lam) * self.z
         self.t += 1
-        width = (
-            self.L
-            * self.sigma
-            * math.sqrt(self.lam / (2 - self.lam) * (1 - (1 - self.lam) ** (2 * self.t)))
-        )
-        return abs(self.z - self.mu0) > width
+        return abs(self.z - self.mu0) > self.width()
+
+    def width(self) -> float:
+        """Half the width of the control limits at the current point (``L σ_z(t)``)."""
+        lam = self.lam
+        return self.L * self.sigma * math.sqrt(lam / (2 - lam) * (1 - (1 - lam) ** (2 * self.t)))
 
 
 @dataclass
