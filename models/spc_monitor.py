@@ -1,35 +1,76 @@
-"""SPC inside the dataflow: each product's quality characteristics on I-MR charts, and spec checks.
+"""SPC inside the dataflow: each product's quality characteristics on I-MR charts with run rules.
 
-For every characteristic that has spec limits for the product running (from the ERP context,
-so they change with the product), each window's mean goes on that product's individuals chart
-(:class:`~floorsight.models.spc.ProductCharts`: a product's first run is its phase I, so a
-changeover re-bases rather than alarms) and is checked against LSL/USL. One score row per
-window (model ``spc``):
+A characteristic is a sensor with spec limits for the product running (from the ERP context, so
+the set changes with the product). Each window's mean of it goes on that product's individuals
+chart (:class:`~floorsight.models.spc.IndividualsChart`: a product's first ``phase1`` windows
+on the machine are its phase I, so a changeover re-bases rather than alarms) and through the
+run rules of the configured rule set, Nelson's eight or the four Western Electric rules
+(``rules``). Characteristics listed in ``ewma`` or ``cusum`` also go on an EWMA or a tabular
+CUSUM chart started from the I chart's phase I (center and σ), for small sustained shifts that
+the I chart is slow to see.
 
-- ``score``: the largest |x - center| / (3 sigma) over the characteristics (1 at the control
-  limit), capped at 1; 0 while a chart is in phase I;
-- ``is_anomaly``: a window mean **outside the spec limits** (the parts are being made out of
-  spec: an alert, cause ``out_of_spec``);
-- ``evidence``: every Nelson rule violated at this point, by number and name, with the value
-  against its limits, and the spec verdict.
+Which rules page is a setting (``page``: rule number -> severity). On window means of a
+wandering process the run rules that count runs (Nelson 2, 3, 5, 6, 7; Western Electric 2..4)
+fire far more often than their textbook rates, which assume independent points: so by default
+only rule 1 (a point beyond 3 σ) pages, as a warning, and the others are recorded in the
+evidence and the ``spc`` table for the SPC page. ``python benchmarks/spc_rates.py`` measures
+each rule's rate on fault-free simulated windows.
 
-Run-rule violations are written for the SPC dashboard but raise no alert on their own: on
-window means of a wandering process they fire too often to page anyone.
+One score row per window with a charted characteristic (model ``spc``): ``score`` the largest
+|x - center| / (3 σ) (1 at a control limit, capped; 0 in phase I), ``is_anomaly`` a paging rule
+or an EWMA/CUSUM signal, ``severity`` the highest severity among them (None without a flag),
+``evidence`` every rule violated by name and the chart's limits. One ``spc`` row per charted
+point: what the SPC page draws. Whether the parts are within spec is ``models.out_of_spec``'s.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import partial
+from typing import ClassVar
 
 import polars as pl
 
-from floorsight.models.machine import Segment, score_frame, segments_of
-from floorsight.models.spc import IndividualsChart, ProductCharts
+from floorsight.models.base import AlertRule, Context, MachineModel, ModelOutput, SpecLimits
+from floorsight.models.machine import SEGMENT_KEYS, Segment
+from floorsight.models.spc import NELSON, CUSUMChart, EWMAChart, IndividualsChart, RunRules
+from floorsight.models.tables import SCORES
+from floorsight.storage import TableSpec
 
-#: (product, characteristic) -> (lsl, target, usl)
-SpecLimits = dict[tuple[str, str], tuple[float, float, float]]
+__all__ = ["SPC", "SpcModel", "SpecLimits", "spec_limits_dict"]
+
+#: the Western Electric rules by their own number: the Nelson rule that checks each (its rule 4
+#: is Nelson 2 with a run of eight, ``RunRules(western_electric=True)``) and its name
+WESTERN_ELECTRIC = {
+    1: (1, NELSON[1]),
+    2: (5, NELSON[5]),
+    3: (6, NELSON[6]),
+    4: (2, "eight points in a row on one side of the center line"),
+}
+
+RULE_SETS = {"nelson": "Nelson", "western_electric": "Western Electric"}
+
+#: alert severities, lowest first
+SEVERITIES = ("info", "warning", "critical")
+
+#: the charted points: what the SPC page draws (value, limits, spec limits, rules violated)
+SPC = TableSpec(
+    name="spc",
+    schema=(
+        # the segment's key columns, as in ``scores``
+        *(column for column in SCORES.schema if column[0] in SEGMENT_KEYS),
+        ("characteristic", "VARCHAR NOT NULL"),
+        ("value", "DOUBLE NOT NULL"),
+        ("center", "DOUBLE"),  # null in phase I
+        ("lcl", "DOUBLE"),
+        ("ucl", "DOUBLE"),
+        ("lsl", "DOUBLE NOT NULL"),
+        ("usl", "DOUBLE NOT NULL"),
+        ("rules", "VARCHAR NOT NULL"),  # every rule and signal at this point, "" if none
+        ("severity", "VARCHAR"),  # the highest paging severity, null if nothing pages
+    ),
+    key=("machine_id", "window_start", "work_order", "characteristic"),
+)
 
 
 def spec_limits_dict(frame: pl.DataFrame) -> SpecLimits:
@@ -43,23 +84,92 @@ def spec_limits_dict(frame: pl.DataFrame) -> SpecLimits:
 
 
 @dataclass
-class SpcModel:
-    """Per machine: I-MR charts and spec checks of the quality characteristics' window means."""
+class SpcModel(MachineModel):
+    """Per machine: an I-MR chart per product and characteristic, run rules that page by
+    setting, EWMA and CUSUM charts where configured.
 
+    A shift of one σ after phase I: rule 1 does not see it, so nothing pages, while the nine
+    points in a row above the center (Nelson 2, recorded, not paging) are in the evidence; with
+    an EWMA chart of the characteristic, its signal pages.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> import random
+    >>> rng = random.Random(6)
+    >>> t0 = datetime(2026, 4, 6, tzinfo=UTC)
+    >>> def window(i, bore):
+    ...     start = t0 + timedelta(seconds=10 * i)
+    ...     key = ("cnc-1", start, start + timedelta(seconds=10), "WO-1", "P-100", "LOT-1")
+    ...     return Segment(key, {"bore_mm": {"mean": bore}})
+    >>> specs = Context(specs={("P-100", "bore_mm"): (24.98, 25.0, 25.02)})
+    >>> bores = [25.0 + rng.gauss(0, 0.002) for _ in range(40)]
+    >>> bores += [25.002 + rng.gauss(0, 0.002) for _ in range(20)]
+    >>> segments = [window(i, b) for i, b in enumerate(bores)]
+    >>> plain = SpcModel(phase1=30).score_segments(segments, specs).scores
+    >>> any(r["is_anomaly"] for r in plain), "Nelson 2" in plain[-1]["evidence"]
+    (False, True)
+    >>> shift = SpcModel(phase1=30, ewma=["bore_mm"]).score_segments(segments, specs).scores
+    >>> first = next(i for i, r in enumerate(shift) if r["is_anomaly"])
+    >>> first, shift[first]["severity"], shift[first]["evidence"].split("; ")[-1]
+    (53, 'warning', 'EWMA 25.002 beyond [24.998, 25.002]')
+    """
+
+    name: ClassVar[str] = "spc"
+    alert: ClassVar[AlertRule] = AlertRule("process out of statistical control (SPC run rules)")
+    tables: ClassVar[tuple[TableSpec, ...]] = (SPC,)
+
+    #: windows of a product that estimate its chart's center and σ
     phase1: int = 30
-    name: str = "spc"
-    charts: dict[str, ProductCharts] = field(default_factory=dict)
+    #: "nelson" (eight rules) or "western_electric" (four)
+    rules: str = "nelson"
+    #: rule number (of the rule set) -> the severity it pages at; unlisted rules only record
+    page: dict[int, str] = field(default_factory=lambda: {1: "warning"})
+    #: characteristics that also get an EWMA chart (λ, L) and a CUSUM chart (k, h in σ)
+    ewma: list[str] = field(default_factory=list)
+    cusum: list[str] = field(default_factory=list)
+    #: the severity of an EWMA or CUSUM signal
+    shift_severity: str = "warning"
+    ewma_lambda: float = 0.2
+    ewma_limit: float = 3.0
+    cusum_k: float = 0.5
+    cusum_h: float = 5.0
+    #: (characteristic, product) -> its charts
+    _charts: dict[tuple[str, str], IndividualsChart] = field(default_factory=dict)
+    _ewma: dict[tuple[str, str], EWMAChart] = field(default_factory=dict)
+    _cusum: dict[tuple[str, str], CUSUMChart] = field(default_factory=dict)
 
-    def score(self, features: pl.DataFrame, specs: SpecLimits) -> pl.DataFrame:
-        return score_frame(self.score_segments(segments_of(features), specs))
+    def __post_init__(self) -> None:
+        if self.rules not in RULE_SETS:
+            raise ValueError(f"rules must be one of {', '.join(RULE_SETS)}, not {self.rules!r}")
+        count = 4 if self.rules == "western_electric" else 8
+        for rule, severity in {**self.page, 0: self.shift_severity}.items():
+            if not 0 <= int(rule) <= count:
+                raise ValueError(f"{RULE_SETS[self.rules]} has no rule {rule}")
+            if severity not in SEVERITIES:
+                raise ValueError(f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
 
-    def score_segments(self, segments: list[Segment], specs: SpecLimits) -> list[dict]:
-        """One score row per segment with a characteristic of the product, in time order."""
+    def _new_chart(self) -> IndividualsChart:
+        if self.rules == "western_electric":
+            nelson = tuple(n for n, _ in WESTERN_ELECTRIC.values())
+            rules = RunRules(rules=nelson, western_electric=True)
+        else:
+            rules = RunRules()
+        return IndividualsChart(phase1=self.phase1, rules=rules)
+
+    def score_segments(self, segments: list[Segment], context: Context) -> ModelOutput:
+        """One score row per segment with a charted characteristic, and its ``spc`` rows."""
+        specs = context.specs
         characteristics = {c for _, c in specs}
-        rows = []
+        # the rule set's own numbers and names, and which of them page at what rank
+        if self.rules == "western_electric":
+            named = {n: (we, name) for we, (n, name) in WESTERN_ELECTRIC.items()}
+        else:
+            named = {n: (n, name) for n, name in NELSON.items()}
+        label = RULE_SETS[self.rules]
+        page = {int(k): v for k, v in self.page.items()}
+        rows, points = [], []
         for seg in segments:
             product = seg.product
-            score, out_of_spec, notes, seen = 0.0, False, [], False
+            score, notes, seen, severity = 0.0, [], False, None
             for sensor, r in seg.rows.items():
                 x = r["mean"]
                 if x is None or sensor not in characteristics:
@@ -68,26 +178,79 @@ class SpcModel:
                 limits = specs.get((product, sensor))
                 if limits is None:
                     continue
-                lsl, _, usl = limits
-                charts = self.charts.get(sensor)
-                if charts is None:
-                    charts = self.charts[sensor] = ProductCharts(
-                        make=partial(IndividualsChart, phase1=self.phase1)
+                key = (sensor, product)
+                chart = self._charts.get(key)
+                if chart is None:
+                    chart = self._charts[key] = self._new_chart()
+                charted = chart.ready
+                violations = chart.update(x)
+                hits, paged = [], []
+                for v in violations:
+                    number, name = named[v.rule]
+                    level = page.get(number)
+                    hits.append(f"{label} {number} ({name}{', ' + level if level else ''})")
+                    if level:
+                        paged.append(level)
+                if charted:
+                    hits += self._shifts(key, sensor, chart, x, paged)
+                elif chart.ready:
+                    self._start_shift_charts(key, sensor, chart)
+                center = lcl = ucl = None
+                if charted:
+                    lcl, center, ucl = chart.limits
+                    if chart.sigma:
+                        score = max(score, min(1.0, abs(x - center) / (3 * chart.sigma)))
+                level = max(paged, key=SEVERITIES.index, default=None)
+                if level is not None:
+                    severity = max(level, severity or level, key=SEVERITIES.index)
+                if hits:
+                    notes.append(
+                        f"{sensor} {x:.5g} [LCL {lcl:.5g}, UCL {ucl:.5g}]: " + "; ".join(hits)
                     )
-                violations = charts.update(product, x)
-                chart = charts.charts[product]
-                if chart.ready and chart.sigma:
-                    score = max(score, min(1.0, abs(x - chart.center) / (3 * chart.sigma)))
-                if violations:
-                    lcl, _, ucl = chart.limits
-                    rules = ", ".join(f"Nelson {v.rule} ({v.name})" for v in violations)
-                    notes.append(f"{sensor} {x:.5g} [LCL {lcl:.5g}, UCL {ucl:.5g}]: {rules}")
-                if not lsl <= x <= usl:
-                    out_of_spec = True
-                    notes.insert(0, f"{sensor} {x:.5g} out of spec [{lsl:.5g}, {usl:.5g}]")
+                point = dict(zip(SEGMENT_KEYS, seg.key, strict=True))
+                point.update(
+                    characteristic=sensor,
+                    value=x,
+                    center=center,
+                    lcl=lcl,
+                    ucl=ucl,
+                    lsl=limits[0],
+                    usl=limits[2],
+                    rules="; ".join(hits),
+                    severity=level,
+                )
+                points.append(point)
             if not seen:
                 continue
             if not math.isfinite(score):
                 score = 1.0
-            rows.append(seg.score_row(self.name, score, out_of_spec, "; ".join(notes)))
-        return rows
+            row = seg.score_row(self.name, score, severity is not None, " | ".join(notes))
+            row["severity"] = severity
+            rows.append(row)
+        return ModelOutput(rows, {SPC.name: points} if points else {})
+
+    def _start_shift_charts(self, key: tuple[str, str], sensor: str, chart: IndividualsChart):
+        """EWMA and CUSUM charts start where the I chart's phase I ends, from its limits."""
+        if sensor in self.ewma:
+            self._ewma[key] = EWMAChart(
+                chart.center, chart.sigma, lam=self.ewma_lambda, L=self.ewma_limit
+            )
+        if sensor in self.cusum:
+            self._cusum[key] = CUSUMChart(chart.center, chart.sigma, k=self.cusum_k, h=self.cusum_h)
+
+    def _shifts(
+        self, key: tuple[str, str], sensor: str, chart: IndividualsChart, x: float, paged: list
+    ) -> list[str]:
+        """The EWMA and CUSUM signals of this point, named; each pages at ``shift_severity``."""
+        out = []
+        ewma = self._ewma.get(key)
+        if ewma is not None and ewma.update(x):
+            half = ewma.width()
+            out.append(f"EWMA {ewma.z:.5g} beyond [{ewma.mu0 - half:.5g}, {ewma.mu0 + half:.5g}]")
+            paged.append(self.shift_severity)
+        cusum = self._cusum.get(key)
+        if cusum is not None and cusum.update(x):
+            side, c = ("C+", cusum.upper) if cusum.upper >= cusum.lower else ("C-", cusum.lower)
+            out.append(f"CUSUM {side} {c:.3g} beyond h {cusum.h * cusum.sigma:.3g}")
+            paged.append(self.shift_severity)
+        return out
