@@ -22,6 +22,7 @@ from typing import Any
 
 from floorsight.models.anomaly import AnomalyModel
 from floorsight.models.base import MachineModel
+from floorsight.models.capability import CapabilityModel
 from floorsight.models.champion_scores import ChampionModel
 from floorsight.models.order_drift import OrderDriftModel
 from floorsight.models.order_offset import OrderOffsetModel
@@ -34,6 +35,7 @@ MODELS: tuple[type[MachineModel], ...] = (
     OrderOffsetModel,
     OrderDriftModel,
     ChampionModel,
+    CapabilityModel,
 )
 
 #: model name -> {setting: value}: what a models settings file holds

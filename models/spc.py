@@ -9,7 +9,8 @@ Statistical Quality Control*):
 - :class:`EWMAChart` and :class:`CUSUMChart` for small sustained shifts.
 - :class:`RunRules`: the eight Nelson rules (the first four Western Electric rules are Nelson
   1, 5, 6 and 2 with a run of 8: ``RunRules(western_electric=True)``), each violation named.
-- :func:`capability`: Cp, Cpk (within-subgroup σ) and Pp, Ppk (overall σ) against LSL/USL.
+- :func:`capability`: Cp, Cpk (within-subgroup σ) and Pp, Ppk (overall σ) against LSL/USL
+  (:func:`capability_of` from the two σ, which ``models/capability.py`` also uses).
 
 Charts are per product: :class:`ProductCharts` keeps one chart per product and starts a new
 phase I when a product runs for the first time, so a changeover re-bases the limits instead of
@@ -295,6 +296,12 @@ def capability(xs: list[float], lsl: float, usl: float) -> Capability:
         raise ValueError(f"need lsl < usl, got {lsl} and {usl}")
     mean, within = individuals_limits(xs)
     overall = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    return capability_of(mean, within, overall, lsl, usl)
+
+
+def capability_of(mean: float, within: float, overall: float, lsl: float, usl: float) -> Capability:
+    """Cp, Cpk (σ ``within``) and Pp, Ppk (σ ``overall``) of a process at ``mean``; a ratio
+    over a zero σ is infinite."""
 
     def ratio(num: float, den: float) -> float:
         return num / den if den > 0 else math.inf
