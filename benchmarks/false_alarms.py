@@ -15,7 +15,7 @@ import polars as pl
 
 from floorsight.alerts import AlertTracker
 from floorsight.features import window_features
-from floorsight.models import MachineAnomalyModel
+from floorsight.models.anomaly import AnomalyModel
 from floorsight.pipelines.context import SPEC_SCHEMA, ErpContext
 from floorsight.records import FaultKind
 from floorsight.simulators import build_plant, fault_schedule
@@ -28,7 +28,7 @@ def alerts_for(plant, hours: float) -> pl.DataFrame:
     ctx = ErpContext(plant.work_orders_frame(), pl.DataFrame(schema=SPEC_SCHEMA))
     out = []
     t = T0
-    models = {m.machine_id: (MachineAnomalyModel(), AlertTracker()) for m in plant.machines}
+    models = {m.machine_id: (AnomalyModel(), AlertTracker()) for m in plant.machines}
     while t < T0 + timedelta(hours=hours):
         t1 = t + timedelta(hours=1)
         feats = window_features(ctx.join(plant.readings(t, t1)), timedelta(seconds=10))

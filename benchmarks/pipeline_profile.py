@@ -26,7 +26,7 @@ from bytewax.testing import run_main
 from floorsight.alerts import rules
 from floorsight.bench_plant import BenchPlant
 from floorsight.features import windows
-from floorsight.models import failure, machine
+from floorsight.models import engine
 from floorsight.pipelines import context, flow, replay, shards, validate
 from floorsight.storage import Database
 
@@ -63,9 +63,8 @@ def main() -> None:
     flow.by_shard = shards.by_shard
     count(context.ContextHold, "push", "context join")
     count(windows.WindowAggregator, "push", "windows")
-    count(machine.MachineAnomalyModel, "score", "score: anomaly model")
-    count(failure.MachineFailureModel, "score", "score: failure model")
-    count(rules.AlertTracker, "update", "score: alert rules")
+    count(engine.MachineModels, "update", "score: models")
+    count(rules.AlertTracker, "update_rows", "score: alert rules")
     count(Database, "upsert", "duckdb writes")
     count(replay, "read_readings", "file reading")
     count(copy, "deepcopy", "snapshots (deep copies)")

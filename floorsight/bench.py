@@ -376,7 +376,7 @@ def phase_models(settings: BenchSettings, work: Path) -> dict:
     the ERP spec limits) on the windows one source batch closes, batch after batch.
     """
     from floorsight.alerts.engine import score_batch
-    from floorsight.models.spc_monitor import spec_limits_dict
+    from floorsight.models.context import spec_limits_dict
     from floorsight.pipelines.context import ContextStore
     from floorsight.pipelines.flow import PipelineSettings
 
