@@ -443,6 +443,13 @@ def run(
             "CSV/TOML file of the plant's own codes and words (docs/connect.md)."
         ),
     ] = None,
+    models: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML file of model settings, one section per model name ([spc], "
+            "[capability] ...), and [alerts] for the alert rules (docs/models.md)."
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RecoveryDirError, RunConfig, run_pipeline
@@ -465,6 +472,13 @@ def run(
             load_states(states)
         except StatesFileError as e:
             raise typer.BadParameter(str(e), param_hint="--states") from None
+    if models is not None:  # so does a bad models file
+        from floorsight.models.registry import ModelSettingsError, model_settings
+
+        try:
+            model_settings(models)
+        except ModelSettingsError as e:
+            raise typer.BadParameter(str(e), param_hint="--models") from None
     mqtt_password = None
     if mqtt is not None and mqtt_share is not None and mqtt_format == "sparkplug":
         # a shared subscription spreads an edge node's messages over the partitions: its births
@@ -516,6 +530,7 @@ def run(
         time_zone=time_zone,
         max_future_s=max_future_s,
         states=states,
+        models=models,
     )
     from floorsight.alerts.routing import RoutingError
 

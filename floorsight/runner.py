@@ -28,6 +28,7 @@ from floorsight.alerts.outbox import Outbox
 from floorsight.alerts.routing import load_routing
 from floorsight.config import private_dir
 from floorsight.demo import stop_on_signals
+from floorsight.models.registry import model_settings as load_model_settings
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_flow
 from floorsight.pipelines.replay import ReplaySource
@@ -85,6 +86,8 @@ class RunConfig:
     max_future_s: float | None = None
     #: machine states: ``packml`` (default), ``machinery`` or a CSV/TOML file of the plant's own
     states: str | None = None
+    #: TOML file of model settings by model name, and ``[alerts]`` (None: the defaults)
+    models: Path | None = None
 
     @property
     def outbox(self) -> Path:
@@ -117,6 +120,8 @@ class RunConfig:
             out += ["--max-future-s", str(self.max_future_s)]
         if self.states is not None:
             out += ["--states", self.states]
+        if self.models is not None:
+            out += ["--models", str(self.models)]
         return out
 
     def _source_args(self) -> tuple[str, ...]:
@@ -190,6 +195,7 @@ def run_pipeline(cfg: RunConfig) -> int:
         shards=cfg.partitions,  # one shard per source partition: batches stay on their worker
         recovery=cfg.recovery is not None,
         states=load_states(cfg.states),
+        models=load_model_settings(cfg.models) if cfg.models is not None else {},
     )
     stop = threading.Event()
     if cfg.opcua is not None:
