@@ -4,7 +4,8 @@ Parts are made now, their lab results arrive hours later. :class:`DeviationPredi
 a part's quality characteristic from the process features at the time it was made (an online
 linear regression on standardized features, River), with a prediction interval from the
 recent absolute residuals (split-conformal: the ``coverage`` quantile of the last ``window``
-residuals), and flags the part **predicted out of spec** when the prediction is outside
+residuals, each taken before its label was learned; unbounded while there are too few of them
+for that quantile), and flags the part **predicted out of spec** when the prediction is outside
 [LSL, USL] (the interval says how sure that is).
 When the lab result arrives (:meth:`label`), the stored features of that part are learned:
 labels are used only once they are known (no look-ahead).
@@ -93,8 +94,11 @@ class DeviationPredictor:
         self.learn(x, y)
 
     def _quantile(self) -> float:
-        if not self._residuals:
+        """The split-conformal half width: the ``ceil(coverage * (n + 1))``-th smallest of the
+        ``n`` residuals kept. With too few residuals for that rank (fewer than 9 at 90 %) the
+        interval is unbounded: few labels give a wide interval, never a falsely narrow one."""
+        n = len(self._residuals)
+        k = math.ceil(self.coverage * (n + 1))
+        if k > n:
             return math.inf
-        ordered = sorted(self._residuals)
-        k = min(len(ordered) - 1, math.ceil(self.coverage * (len(ordered) + 1)) - 1)
-        return ordered[max(k, 0)]
+        return sorted(self._residuals)[k - 1]

@@ -1,63 +1,112 @@
-"""Deviation prediction in the dataflow: quality per window before the lab; lab results as labels.
+"""Deviation prediction in the stream: a part's quality predicted per window, before the lab.
 
 For each quality characteristic with spec limits for the product running, a
 :class:`~floorsight.models.deviation.DeviationPredictor` per (product, characteristic) predicts
 the characteristic from the window's process features (the window means of the *other*
-sensors: the prediction must not read the answer), with a split-conformal interval, and flags
-the window **predicted out of spec**. The machine's lab results (ERP ``lab_results``) are the
-labels: a sample is learned once the event time has passed its ``available_at`` (hours after
-the part was made), with the features of the window the part was made in. Windows wait for
-their label at most ``max_label_delay``; older ones are dropped, so the state stays bounded.
+sensors: the prediction must not read the answer), with a split-conformal interval. The
+machine's lab results (``Context.labs``, ERP ``lab_results``) are the labels: a sample is learned
+once the event time has passed its ``available_at`` (hours after the part was made), with the
+features of the window the part was made in, and its verdict is written against that window's
+prediction (table ``deviation_checks``). Windows wait for their label at most
+``max_label_delay``; older ones are forgotten, so the state stays bounded.
+
+**When a window flags** (``alert_on``): ``"interval"`` (the default) when the whole prediction
+interval lies beyond a spec limit (``high < lsl`` or ``low > usl``), ``"value"`` when the
+predicted value does (its interval then crosses the limit). The interval is the model's own
+measure of how far its predictions miss; a flag on the value alone fires on every window
+whose prediction error happens to reach the limit, so it buys recall with precision, and the
+lab's verdicts (``benchmarks/deviation_lead.py``, docs/accuracy.md "Deviation prediction") are
+what the default was chosen on. A window whose interval is still unbounded never flags.
+
+**Fewer labels** (``min_labels``, 10 by default): the predictor is per machine, product and
+characteristic and predicts from its 10th lab result on, with the honest small-sample
+split-conformal interval (the ``ceil(0.9 (n + 1))``-th smallest of ``n`` residuals: unbounded
+below 9 residuals, wide while the regression is young). Pooling across machines of a product
+was weighed and not taken: the machines of a product sit in different shards of the score
+step, so a shared predictor would make a machine's predictions depend on which machines share
+its worker and in which order they are scored (a recovery with another worker count would
+predict differently), and a machine's snapshot would no longer hold its model. A product-level
+prior shrunk toward each machine needs that same shared object to learn the prior. A small
+``min_labels`` with an interval that is wide while labels are few keeps every machine's model
+its own and still lets nearly every machine × product predict within a simulated day.
 
 Score rows (model ``deviation``): ``score`` is the predicted distance from target in units of
-the half tolerance (capped at 1, so 1 means at or beyond a spec limit), ``is_anomaly`` the
-predicted-out-of-spec flag, ``evidence`` a JSON object per characteristic: ``predicted``,
-``low``, ``high`` (the interval), ``lsl``, ``usl``, and a readable ``note`` when out of spec.
+the half tolerance (capped at 1, so 1 means at or beyond a spec limit), ``is_anomaly`` the flag
+above, ``evidence`` a JSON object by characteristic: ``predicted``, ``low``, ``high`` (the
+interval; null while unbounded), ``lsl``, ``usl``, and a readable ``note`` when flagged.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import ClassVar
 
-import polars as pl
-
+from floorsight.models.base import AlertRule, Context, LabResult, MachineModel, ModelOutput
 from floorsight.models.deviation import DeviationPredictor
-from floorsight.models.machine import Segment, score_frame, segments_of
-from floorsight.models.spc_monitor import SpecLimits
+from floorsight.models.machine import Segment
+from floorsight.storage import TableSpec
+
+#: the lab's verdict against each predicted window, one row per lab result of such a window
+DEVIATION_CHECKS = TableSpec(
+    "deviation_checks",
+    (
+        ("machine_id", "VARCHAR"),
+        ("characteristic", "VARCHAR"),
+        ("sample_id", "VARCHAR"),
+        ("part_made_at", "TIMESTAMPTZ"),
+        ("window_start", "TIMESTAMPTZ"),
+        ("predicted", "DOUBLE"),
+        ("low", "DOUBLE"),
+        ("high", "DOUBLE"),
+        ("lsl", "DOUBLE"),
+        ("usl", "DOUBLE"),
+        ("predicted_out", "BOOLEAN"),
+        ("lab_value", "DOUBLE"),
+        ("lab_out", "BOOLEAN"),
+        ("available_at", "TIMESTAMPTZ"),
+        ("hours_ahead", "DOUBLE"),
+    ),
+    ("machine_id", "sample_id", "characteristic"),
+)
 
 
-@dataclass(frozen=True, slots=True)
-class LabResult:
-    sample_id: str
-    characteristic: str
-    part_made_at: datetime
-    available_at: datetime
-    value: float
+@dataclass(slots=True)
+class _Waiting:
+    """A window waiting for its lab results: what it was predicted from and what it predicted."""
 
-
-def lab_results_by_machine(frame: pl.DataFrame | None) -> dict[str, list[LabResult]]:
-    """The ERP ``lab_results`` table by machine, each list ordered by ``available_at``."""
-    out: dict[str, list[LabResult]] = {}
-    if frame is None or frame.height == 0:
-        return out
-    cols = ("machine_id", "sample_id", "characteristic", "part_made_at", "available_at", "value")
-    for machine_id, *rest in frame.sort("available_at").select(cols).iter_rows():
-        out.setdefault(machine_id, []).append(LabResult(*rest))
-    return out
+    machine_id: str
+    product: str
+    #: sensor -> window mean; a characteristic's features are the others (taken when learned)
+    means: dict[str, float]
+    #: when the prediction was made (the window's end)
+    made_at: datetime
+    #: a faulty measurement (``Context.quarantine``): checked against the lab, not learned
+    quarantined: bool
+    #: characteristic -> (predicted, low, high, lsl, usl, flagged)
+    predictions: dict[str, tuple]
 
 
 @dataclass
-class DeviationModel:
+class DeviationModel(MachineModel):
+    """A machine's quality characteristics predicted per window, checked by the lab later."""
+
+    name: ClassVar[str] = "deviation"
+    alert: ClassVar[AlertRule | None] = AlertRule(
+        "quality predicted out of spec before the lab result (predicted value and interval in "
+        "the evidence)"
+    )
+    tables: ClassVar[tuple[TableSpec, ...]] = (DEVIATION_CHECKS,)
+
     max_label_delay: timedelta = timedelta(hours=8)
-    min_labels: int = 30
-    name: str = "deviation"
-    predictors: dict[tuple[str, str], DeviationPredictor] = field(default_factory=dict)
-    #: windows waiting for a lab label: window_start -> (product, {sensor: window mean}); the
-    #: features of a characteristic are the means of the other sensors (taken when learned)
-    _waiting: dict[datetime, tuple[str, dict[str, float]]] = field(default_factory=dict)
+    min_labels: int = 10
+    coverage: float = 0.9
+    alert_on: str = "interval"
+    _predictors: dict[tuple[str, str], DeviationPredictor] = field(default_factory=dict)
+    _waiting: dict[datetime, _Waiting] = field(default_factory=dict)
     _starts: list[datetime] = field(default_factory=list)
     _labels_seen: int = 0  # index into the machine's lab results (ordered by available_at)
     _window: timedelta | None = None
@@ -66,54 +115,59 @@ class DeviationModel:
     _labs_version: tuple[int, int] = (0, 0)
     #: (sample_id, characteristic) -> part_made_at of the results already taken, while their
     #: windows may still wait: a rescan after a reload takes none of them twice
-    _taken: dict[tuple[str, str], datetime] | None = None
+    _taken: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
-    def score(
-        self, features: pl.DataFrame, specs: SpecLimits, labs: list[LabResult]
-    ) -> pl.DataFrame:
-        return score_frame(self.score_segments(segments_of(features), specs, labs))
+    def __post_init__(self) -> None:
+        if self.alert_on not in ("interval", "value"):
+            raise ValueError(f"alert_on is 'interval' or 'value', not {self.alert_on!r}")
 
-    def score_segments(
-        self, segments: list[Segment], specs: SpecLimits, labs: list[LabResult]
-    ) -> list[dict]:
-        """One score row per segment with a characteristic of the product, in time order."""
+    def score_segments(self, segments: list[Segment], context: Context) -> ModelOutput:
+        """One score row per segment with a characteristic of the product, in time order; a
+        ``deviation_checks`` row per lab result that arrived for a predicted window."""
+        specs, labs = context.specs, context.labs
         characteristics = {c for _, c in specs}
-        rows = []
+        rows: list[dict] = []
+        checks: list[dict] = []
         for seg in segments:
             means = {s: r["mean"] for s, r in seg.rows.items() if r["mean"] is not None}
             if not means:
                 continue
             self._window = seg.end - seg.start
-            self._learn_labels(labs, seg.end)
+            self._learn_labels(labs, seg.end, checks)
             product = seg.product
             targets = [c for c in means if c in characteristics and (product, c) in specs]
             if not targets:
                 continue
-            self._waiting[seg.start] = (product, means)
-            bisect.insort(self._starts, seg.start)
+            waiting = _Waiting(
+                seg.key[0], product, means, seg.end, seg.start in context.quarantine, {}
+            )
+            if seg.start not in self._waiting:
+                bisect.insort(self._starts, seg.start)
+            self._waiting[seg.start] = waiting
             score, flagged, detail = 0.0, False, {}
             for c in targets:
                 lsl, target, usl = specs[(product, c)]
-                predictor = self.predictors.get((product, c))
+                predictor = self._predictors.get((product, c))
                 if predictor is None:
-                    predictor = DeviationPredictor(min_labels=self.min_labels)
-                    self.predictors[(product, c)] = predictor
-                if predictor.labels < predictor.min_labels:
-                    continue  # no prediction before enough lab results (see predict_only)
+                    predictor = self._predictors[(product, c)] = DeviationPredictor(
+                        coverage=self.coverage, min_labels=self.min_labels
+                    )
                 pred = predictor.predict_only(_without(means, c), lsl, usl)
                 if pred is None:
-                    continue
+                    continue  # no prediction before min_labels lab results
+                bounded = math.isfinite(pred.high - pred.low)
+                if self.alert_on == "interval":
+                    out = bounded and (pred.high < lsl or pred.low > usl)
+                else:
+                    out = bounded and pred.out_of_spec
+                waiting.predictions[c] = (pred.value, pred.low, pred.high, lsl, usl, out)
                 half = (usl - lsl) / 2 or 1.0
                 score = max(score, min(1.0, abs(pred.value - target) / half))
-                flagged |= pred.out_of_spec
-                detail[c] = {
-                    "predicted": pred.value,
-                    "low": pred.low,
-                    "high": pred.high,
-                    "lsl": lsl,
-                    "usl": usl,
-                }
-                if pred.out_of_spec:
+                flagged |= out
+                low, high = (pred.low, pred.high) if bounded else (None, None)
+                detail[c] = {"predicted": pred.value, "low": low, "high": high}
+                detail[c] |= {"lsl": lsl, "usl": usl}
+                if out:
                     detail[c]["note"] = (
                         f"{c} predicted {pred.value:.5g} [{pred.low:.5g}, {pred.high:.5g}]"
                         f" outside spec [{lsl:.5g}, {usl:.5g}]"
@@ -122,11 +176,9 @@ class DeviationModel:
                 seg.score_row(self.name, score, flagged, json.dumps(detail) if detail else "")
             )
             self._forget(seg.start - self.max_label_delay)
-        return rows
+        return ModelOutput(rows, {DEVIATION_CHECKS.name: checks} if checks else {})
 
-    def _learn_labels(self, labs: list[LabResult], now: datetime) -> None:
-        if self._taken is None:
-            self._taken = {}
+    def _learn_labels(self, labs: list[LabResult], now: datetime, checks: list[dict]) -> None:
         if (id(labs), len(labs)) != self._labs_version:
             self._labs_version = (id(labs), len(labs))
             # a new version of the table: look again from the first result whose part's window
@@ -143,10 +195,16 @@ class DeviationModel:
             start = self._window_of(lab.part_made_at)
             if start is None:
                 continue
-            product, means = self._waiting[start]
-            predictor = self.predictors.get((product, lab.characteristic))
-            if lab.characteristic in means and predictor is not None:
-                predictor.learn(_without(means, lab.characteristic), lab.value)
+            waiting = self._waiting[start]
+            c = lab.characteristic
+            predictor = self._predictors.get((waiting.product, c))
+            if c not in waiting.means or predictor is None:
+                continue
+            made = waiting.predictions.get(c)
+            if made is not None:
+                checks.append(_check(waiting, start, lab, made))
+            if not waiting.quarantined:
+                predictor.learn(_without(waiting.means, c), lab.value)
 
     def _window_of(self, t: datetime) -> datetime | None:
         i = bisect.bisect_right(self._starts, t) - 1
@@ -156,11 +214,40 @@ class DeviationModel:
 
     def _forget(self, before: datetime) -> None:
         k = bisect.bisect_left(self._starts, before)
+        if not k:
+            return
         for start in self._starts[:k]:
             self._waiting.pop(start, None)
         del self._starts[:k]
-        if self._taken and k:
-            self._taken = {key: t for key, t in self._taken.items() if t >= before}
+        self._taken = {key: t for key, t in self._taken.items() if t >= before}
+
+    def metrics(self) -> dict[str, float]:
+        """Predictors that predict (enough lab results) and the windows waiting for a label."""
+        ready = sum(p.labels >= p.min_labels for p in self._predictors.values())
+        return {"deviation.predicting": float(ready), "deviation.waiting": float(len(self._starts))}
+
+
+def _check(waiting: _Waiting, start: datetime, lab: LabResult, made: tuple) -> dict:
+    """The ``deviation_checks`` row of one lab result against its window's prediction."""
+    predicted, low, high, lsl, usl, out = made
+    bounded = math.isfinite(high - low)
+    return {
+        "machine_id": waiting.machine_id,
+        "characteristic": lab.characteristic,
+        "sample_id": lab.sample_id,
+        "part_made_at": lab.part_made_at,
+        "window_start": start,
+        "predicted": predicted,
+        "low": low if bounded else None,
+        "high": high if bounded else None,
+        "lsl": lsl,
+        "usl": usl,
+        "predicted_out": out,
+        "lab_value": lab.value,
+        "lab_out": not lsl <= lab.value <= usl,
+        "available_at": lab.available_at,
+        "hours_ahead": (lab.available_at - waiting.made_at).total_seconds() / 3600,
+    }
 
 
 def _without(means: dict[str, float], characteristic: str) -> dict[str, float]:

@@ -24,6 +24,7 @@ from floorsight.models.anomaly import AnomalyModel
 from floorsight.models.base import MachineModel
 from floorsight.models.capability import CapabilityModel
 from floorsight.models.champion_scores import ChampionModel
+from floorsight.models.deviation_monitor import DeviationModel
 from floorsight.models.order_drift import OrderDriftModel
 from floorsight.models.order_offset import OrderOffsetModel
 from floorsight.models.sensor_health import SensorHealthModel
@@ -35,6 +36,7 @@ MODELS: tuple[type[MachineModel], ...] = (
     OrderOffsetModel,
     OrderDriftModel,
     ChampionModel,
+    DeviationModel,
     CapabilityModel,
 )
 

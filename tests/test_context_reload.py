@@ -407,7 +407,8 @@ def test_lab_results_inserted_in_postgresql_while_the_flow_runs_reach_the_model(
 def test_a_lab_result_that_arrives_after_later_ones_is_learned_once() -> None:
     """A reload can bring a lab result whose ``available_at`` is before results the model
     already learned (the lab booked it late): it is learned, and no result twice."""
-    from floorsight.models.deviation_monitor import DeviationModel, LabResult
+    from floorsight.models.base import Context, LabResult
+    from floorsight.models.deviation_monitor import DeviationModel
     from floorsight.models.machine import Segment
 
     def window(w: int) -> Segment:
@@ -421,16 +422,16 @@ def test_a_lab_result_that_arrives_after_later_ones_is_learned_once() -> None:
 
     specs = {("P-100", "bore"): (0.0, 0.5, 1.0)}
     model = DeviationModel(min_labels=1)
-    model.score_segments([window(w) for w in range(10)], specs, [])
+    model.score_segments([window(w) for w in range(10)], Context("M1", specs, []))
     first = [lab(1, 60), lab(3, 62)]
-    model.score_segments([window(10)], specs, first)
-    predictor = model.predictors[("P-100", "bore")]
+    model.score_segments([window(10)], Context("M1", specs, first))
+    predictor = model._predictors[("P-100", "bore")]
     assert predictor.labels == 2
     learned, learn = [], predictor.learn
     predictor.learn = lambda x, y: (learned.append(y), learn(x, y))
     # the next version of lab_results: S-2 was ready at 61 s, between the two learned ones
     later = sorted([*first, lab(2, 61), lab(4, 105)], key=lambda r: r.available_at)
-    model.score_segments([window(11)], specs, later)
+    model.score_segments([window(11)], Context("M1", specs, later))
     assert learned == [0.02, 0.04]  # S-2 and S-4, not S-3 again
-    model.score_segments([window(12)], specs, later)
+    model.score_segments([window(12)], Context("M1", specs, later))
     assert learned == [0.02, 0.04] and predictor.labels == 4

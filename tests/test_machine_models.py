@@ -166,7 +166,8 @@ def test_a_tool_change_rebases_like_a_changeover() -> None:
 
 
 def test_deviation_is_predicted_before_the_lab_and_learned_when_the_lab_reports() -> None:
-    from floorsight.models.deviation_monitor import DeviationModel, LabResult
+    from floorsight.models.base import Context, LabResult
+    from floorsight.models.deviation_monitor import DeviationModel
 
     rng = random.Random(7)
     specs = {("P", "q"): (19.0, 20.0, 21.0)}
@@ -179,12 +180,12 @@ def test_deviation_is_predicted_before_the_lab_and_learned_when_the_lab_reports(
         # every part goes to the lab; its result is known 30 minutes later
         labs.append(LabResult(f"S{i}", "q", made, made + timedelta(minutes=30), q))
     model = DeviationModel(min_labels=30)
-    out = model.score(pl.DataFrame(rows), specs, labs)
+    out = model.score(pl.DataFrame(rows), Context("M", specs, labs))
     # a lab result is learned once a window ends after its available_at: at window j the parts
     # of windows up to j - 180 are known, so the 30th label (and the first prediction) is at 209
     first = out.filter(pl.col("score") > 0)["window_start"].min()
     assert first == T0 + timedelta(seconds=10 * 209)
-    assert model.predictors[("P", "q")].labels == 399 - 179  # never a label from the future
+    assert model._predictors[("P", "q")].labels == 399 - 179  # never a label from the future
     shifted = out.filter(pl.col("window_start") >= T0 + timedelta(seconds=3500))
     # the shift (q about 21.6, above USL 21) is flagged at once, 30 minutes before the lab says so
     assert shifted["is_anomaly"].mean() > 0.9
