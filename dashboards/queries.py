@@ -306,6 +306,32 @@ def product_windows(
     )
 
 
+def drift_rows(
+    con: Con, machine_id: str, product: str, sensor: str, since: datetime | None
+) -> pl.DataFrame:
+    """The ``drift`` table's rows (``models.feature_drift``) of one sensor's features and of the
+    multivariate statistic, for one product on a machine since ``since``, oldest first."""
+    if not has_table(con, "drift"):
+        return frame(con, f"SELECT * FROM ({_NO_DRIFT}) WHERE false")
+    return frame(
+        con,
+        f"""SELECT window_end, feature, detector, statistic, "limit", drifted,
+                   reference_windows, current_windows
+            FROM drift
+            WHERE machine_id = ? AND product = ?
+              AND (starts_with(feature, ?) OR feature = 'multivariate')
+              AND window_end >= coalesce(?::TIMESTAMPTZ, {_EPOCH_START})
+            ORDER BY window_end, feature, detector""",
+        [machine_id, product, f"{sensor}.", since],
+    )
+
+
+_NO_DRIFT = """SELECT NULL::TIMESTAMPTZ AS window_end, NULL::VARCHAR AS feature,
+    NULL::VARCHAR AS detector, NULL::DOUBLE AS statistic, NULL::DOUBLE AS "limit",
+    NULL::BOOLEAN AS drifted, NULL::INTEGER AS reference_windows,
+    NULL::INTEGER AS current_windows"""
+
+
 def spec_characteristics(con: Con, machine_id: str) -> list[str]:
     """Sensors of a machine that have spec limits for a product it ran (its quality)."""
     return frame(
@@ -315,6 +341,41 @@ def spec_characteristics(con: Con, machine_id: str) -> list[str]:
            WHERE f.machine_id = ? ORDER BY 1""",
         [machine_id],
     )["sensor"].to_list()
+
+
+def capability_now(con: Con, machine_id: str, characteristic: str) -> pl.DataFrame:
+    """The stream's newest rolling capability of one characteristic per product of a machine
+    (table ``capability``, written by ``models/capability.py``); empty before it exists."""
+    if not has_table(con, "capability"):
+        return pl.DataFrame()
+    return frame(
+        con,
+        """SELECT product, window_end, basis, n_windows, n, mean, lsl, usl, cp, cpk, pp, ppk
+           FROM capability
+           WHERE machine_id = ? AND characteristic = ? AND scope = 'rolling'
+           QUALIFY row_number() OVER (PARTITION BY product ORDER BY window_end DESC) = 1
+           ORDER BY product""",
+        [machine_id, characteristic],
+    )
+
+
+def capability_trend(
+    con: Con, machine_id: str, product: str, characteristic: str, since: datetime | None
+) -> pl.DataFrame:
+    """The capability rows of one product × characteristic of a machine since ``since``, both
+    scopes (rolling, work_order), oldest first; empty before the table exists."""
+    if not has_table(con, "capability"):
+        return pl.DataFrame()
+    return frame(
+        con,
+        f"""SELECT scope, work_order, window_end, final, basis, n_windows, n, mean,
+                   cp, cpk, pp, ppk
+            FROM capability
+            WHERE machine_id = ? AND product = ? AND characteristic = ?
+              AND window_end >= coalesce(?::TIMESTAMPTZ, {_EPOCH_START})
+            ORDER BY window_end, scope, final""",
+        [machine_id, product, characteristic, since],
+    )
 
 
 def lab_results(con: Con, machine_id: str, characteristic: str, now: datetime) -> pl.DataFrame:
@@ -366,13 +427,18 @@ def alerts_of_cause(
 
 
 def model_metrics(con: Con) -> pl.DataFrame:
-    """Per model in the score table: windows scored, share flagged, mean score, last window."""
+    """Per model in the score table: windows scored, share flagged, mean score, last window;
+    the champion's per registered version (``version``: ``<name>@v<n>`` from its evidence,
+    NULL for the other models, whose evidence need not be JSON)."""
     return frame(
         con,
-        """SELECT model, count(*)::INTEGER AS windows_scored,
+        """SELECT model, CASE WHEN model = 'champion' THEN
+                      json_extract_string(evidence, '$.model') || '@v'
+                      || json_extract_string(evidence, '$.version') END AS version,
+                  count(*)::INTEGER AS windows_scored,
                   avg(is_anomaly::INTEGER) AS flagged_share, avg(score) AS mean_score,
                   count(DISTINCT machine_id)::INTEGER AS machines, max(window_end) AS last_window
-           FROM scores GROUP BY model ORDER BY model""",
+           FROM scores GROUP BY ALL ORDER BY model, version NULLS FIRST""",
     )
 
 

@@ -45,19 +45,34 @@ class ProcessDrift:
 
 def psi(reference: list[float], current: list[float], bins: int = 10) -> float:
     """Population stability index of ``current`` against ``reference`` (quantile bins)."""
-    ref = sorted(reference)
-    if len(ref) < bins or not current:
+    if len(reference) < bins or not current:
         return 0.0
+    edges, ref_shares = psi_sketch(reference, bins)
+    counts = [0] * bins
+    for x in current:
+        counts[_bin(edges, x)] += 1
+    return psi_shares(ref_shares, [c / len(current) for c in counts])
+
+
+def psi_sketch(reference: list[float], bins: int = 10) -> tuple[list[float], list[float]]:
+    """A reference as PSI needs it: the ``bins - 1`` inner edges of its quantile bins and the
+    share of the reference in each bin (ties can make a bin hold more or less than 1/bins)."""
+    ref = sorted(reference)
     edges = [ref[int(len(ref) * i / bins)] for i in range(1, bins)]
+    counts = [0] * bins
+    for x in ref:
+        counts[_bin(edges, x)] += 1
+    return edges, [c / len(ref) for c in counts]
 
-    def shares(xs: list[float]) -> list[float]:
-        counts = [0] * bins
-        for x in xs:
-            counts[_bin(edges, x)] += 1
-        return [max(c / len(xs), 1e-4) for c in counts]
 
-    p, q = shares(ref), shares(current)
-    return sum((b - a) * math.log(b / a) for a, b in zip(p, q, strict=True))
+def psi_shares(reference: list[float], current: list[float]) -> float:
+    """PSI of the bin shares ``current`` against ``reference``: Σ (q - p) ln(q / p), an empty
+    bin counting as a share of 1e-4."""
+    total = 0.0
+    for p, q in zip(reference, current, strict=True):
+        a, b = max(p, 1e-4), max(q, 1e-4)
+        total += (b - a) * math.log(b / a)
+    return total
 
 
 def _bin(edges: list[float], x: float) -> int:
