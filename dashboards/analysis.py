@@ -73,11 +73,12 @@ def control_points(points: pl.DataFrame, references: dict[str, list[float]]) -> 
 
 
 def capability_table(values: pl.DataFrame) -> pl.DataFrame:
-    """Cp, Cpk, Pp, Ppk per product of ``values`` (product, value, lsl, usl), in time order.
+    """Cp, Cpk, Pp, Ppk per product of individual ``values`` (product, value, lsl, usl) in
+    time order: the lab's single parts, which do not pass through the stream.
 
     σ within is MR̄ / d2 of consecutive values of the product, σ overall their sample standard
     deviation (``models.spc.capability``). Products without spec limits or with fewer than two
-    values are left out.
+    values are left out. The in-line capability is the stream's (:func:`stream_capability`).
     """
     rows = []
     for (product,), part in values.filter(
@@ -101,6 +102,40 @@ def capability_table(values: pl.DataFrame) -> pl.DataFrame:
             }
         )
     return pl.DataFrame(rows, schema=CAPABILITY_SCHEMA).sort("product")
+
+
+def stream_capability(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows of the stream's ``capability`` table (``queries.capability_now``) in the columns
+    of :func:`capability_table`, with what they are an estimate of: ``as of`` (its window),
+    ``windows`` and ``basis`` (``subgroups``: every reading of the windows pooled; ``parts``:
+    a characteristic held per machine cycle, one value per part)."""
+    if not rows.height:
+        return pl.DataFrame(schema=CAPABILITY_SCHEMA)
+    return rows.select(
+        "product", pl.col("n").cast(pl.Int64), "mean", "lsl", "usl", *_CAPABILITY_NAMES, "basis"
+    )
+
+
+def work_order_capability(trend: pl.DataFrame) -> pl.DataFrame:
+    """The newest row of each work order in ``trend`` (``queries.capability_trend``), newest
+    order first: its final row once it has ended, else its running one."""
+    return (
+        trend.filter(pl.col("scope") == "work_order")
+        .sort("window_end", "final", descending=True)  # an order's final row before its others
+        .unique("work_order", keep="first", maintain_order=True)
+        .select("work_order", "final", "n", *_CAPABILITY_NAMES)
+    )
+
+
+#: the ``capability`` table's columns as the pages name them
+_CAPABILITY_NAMES = (
+    pl.col("cp").alias("Cp"),
+    pl.col("cpk").alias("Cpk"),
+    pl.col("pp").alias("Pp"),
+    pl.col("ppk").alias("Ppk"),
+    pl.col("window_end").alias("as of"),
+    pl.col("n_windows").alias("windows"),
+)
 
 
 def _finite(x: float) -> float | None:

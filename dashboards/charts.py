@@ -109,6 +109,31 @@ def control_chart(points: pl.DataFrame, title: str) -> go.Figure:
     return _layout(fig, title, 420)
 
 
+def capability_trend(trend: pl.DataFrame, level: float, title: str) -> go.Figure:
+    """The rolling Cpk and Ppk of one product × characteristic over time, each work order's
+    final Cpk, and the Cpk level below which the stream flags.
+
+    ``trend``: scope, work_order, window_end, final, cpk, ppk (``queries.capability_trend``).
+    """
+    fig = go.Figure()
+    rolling = gapped(trend.filter(pl.col("scope") == "rolling"), "window_end", ("cpk", "ppk"))
+    for col, name in (("cpk", "Cpk"), ("ppk", "Ppk")):
+        fig.add_scatter(x=rolling["window_end"], y=rolling[col], mode="lines", name=name)
+    orders = trend.filter(pl.col("final"))
+    if orders.height:
+        fig.add_scatter(
+            x=orders["window_end"],
+            y=orders["cpk"],
+            mode="markers",
+            name="work order Cpk",
+            marker={"symbol": "diamond", "size": 9},
+            text=text(orders["work_order"]),
+            hovertemplate="%{x}<br>Cpk %{y:.2f}<br>%{text}<extra></extra>",
+        )
+    fig.add_hline(y=level, line={"dash": "dot", "color": "#d62728"}, name="Cpk level")
+    return _layout(fig, title, 320)
+
+
 def distributions(reference: list[float], current: list[float], title: str) -> go.Figure:
     """Histogram of the reference against the recent values (same bins, as shares)."""
     fig = go.Figure()

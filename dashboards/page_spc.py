@@ -1,11 +1,13 @@
 """SPC: individuals control charts of window means with ERP spec limits, named run-rule
-violations, and Cp/Cpk/Pp/Ppk per product.
+violations, and Cp/Cpk/Pp/Ppk per product as the stream computed them (``capability`` table).
 
 Limits are per product: each product's phase I is its first windows on the machine, so the
 centre line and limits change with the product, like the spec limits from ERP do.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import polars as pl
 import streamlit as st
@@ -20,6 +22,7 @@ from floorsight.dashboards.common import (
     snapshot,
     time_range,
 )
+from floorsight.models.capability import CapabilityModel
 from floorsight.storage import Database
 
 PHASE1_DEFAULT = 25
@@ -82,7 +85,6 @@ def live(
             .drop_nulls()
             .to_list()
         )
-        lab = queries.lab_results(con, machine, sensor, now) if now else pl.DataFrame()
     if not points.height:
         st.write("No windows in this time range.")
         return
@@ -101,23 +103,7 @@ def live(
             f"{literal(product)} is still in phase I (fewer than {phase1} windows so far): its "
             "limits come from the windows there are."
         )
-    st.subheader("Capability per product")
-    st.caption(
-        f"In-line: the charted values ({what}) in the time range. Lab: single parts measured "
-        "in the lab, the results that had arrived by the newest window."
-    )
-    inline = analysis.capability_table(points.select("product", "value", "lsl", "usl"))
-    parts = analysis.capability_table(lab) if lab.height else inline.clear()
-    st.dataframe(
-        pl.concat(
-            [
-                inline.select(pl.lit("in-line").alias("source"), pl.all()),
-                parts.select(pl.lit("lab").alias("source"), pl.all()),
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
-    )
+    capability(db, machine, product, sensor, since(now, label), now)
     st.subheader("Run-rule violations")
     violations = (
         chart.filter(pl.col("rules") != "")
@@ -125,6 +111,46 @@ def live(
         .sort("window_end", descending=True)
     )
     show_page_of(violations, "spc_violations_page", "No run-rule violations in this range.")
+
+
+def capability(
+    db: Database, machine: str, product: str, sensor: str, start: datetime | None, now: datetime
+) -> None:
+    """Capability as the stream computed it (table ``capability``), beside the lab's parts."""
+    with snapshot(db) as con:
+        current = queries.capability_now(con, machine, sensor)
+        trend = queries.capability_trend(con, machine, product, sensor, start)
+        lab = queries.lab_results(con, machine, sensor, now)
+    st.subheader("Capability per product")
+    st.caption(
+        f"In-line: the stream's rolling capability of {literal(sensor)}, as of its newest row: "
+        "each product's last windows on the machine, Cp and Cpk from the σ within windows, Pp "
+        "and Ppk from the σ of all readings (basis parts: a value held per machine cycle, read "
+        "once per part, σ within = MR̄/d2). Lab: single parts measured in the lab, the results "
+        "that had arrived by the newest window."
+    )
+    inline = analysis.stream_capability(current)
+    parts = analysis.capability_table(lab) if lab.height else inline.clear()
+    st.dataframe(
+        pl.concat(
+            [
+                inline.select(pl.lit("in-line").alias("source"), pl.all()),
+                parts.select(pl.lit("lab").alias("source"), pl.all()),
+            ],
+            how="diagonal",
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    if not trend.height:
+        st.caption(f"No capability rows of {literal(product)} in this time range yet.")
+        return
+    level = CapabilityModel.cpk_level
+    title = f"{machine} · {product} · {sensor}: rolling Cpk (dotted: the default level {level:g})"
+    st.plotly_chart(charts.capability_trend(trend, level, title), width="stretch")
+    orders = analysis.work_order_capability(trend)
+    st.caption("Per work order: from its first window; final once the order has ended.")
+    st.dataframe(orders, hide_index=True, width="stretch")
 
 
 main()

@@ -40,6 +40,9 @@ from floorsight.dashboards.users import COOKIE_KEY_ENV, USERS_ENV
 from floorsight.features import FEATURES
 from floorsight.features.expectations import VALIDATION_RESULTS
 from floorsight.models import SCORES
+from floorsight.models.base import Context
+from floorsight.models.capability import CAPABILITY, CapabilityModel
+from floorsight.models.machine import by_machine, segments_of
 from floorsight.pipelines.flow import TABLES
 from floorsight.pipelines.tables import MACHINE_STATES, PART_COUNTS, SPEC_LIMITS, WORK_ORDERS
 from floorsight.storage import Database
@@ -151,6 +154,15 @@ ALERT_ROWS = [
     alert("A4", "M2", "WO-2", "warning", "resolved", minutes(10)),
     *(alert(f"I{i:02d}", "M4", "WO-5", "info", "resolved", minutes(i / 2)) for i in range(30)),
 ]
+
+
+def capability_rows() -> pl.DataFrame:
+    """What the stream's capability model writes for these windows (a row every 10 windows)."""
+    rows = []
+    for machine, segments in by_machine(segments_of(features())).items():
+        out = CapabilityModel(every_windows=10).score_segments(segments, Context(machine, SPECS))
+        rows += out.tables.get(CAPABILITY.name, [])
+    return pl.DataFrame(rows).select(CAPABILITY.columns)
 
 
 def scores() -> pl.DataFrame:
@@ -332,6 +344,7 @@ def build(path: Path) -> Path:
             SCORES.name: [scores()],
             WORK_ORDERS.name: [orders],
             SPEC_LIMITS.name: [specs],
+            CAPABILITY.name: [capability_rows()],
         }
     )
     for name, frame in erp().items():
@@ -753,7 +766,7 @@ def test_spc_chart_has_limits_per_product_spec_limits_and_named_violations(shown
     at = shown("page_spc.py")
     assert at.selectbox(key="spc_machine").value == "M1"
     assert at.selectbox(key="spc_sensor").value == BORE
-    (chart,) = figures(at)
+    chart = figures(at)[0]  # the control chart; the Cpk trend follows
     t = traces(chart)
     assert set(t) == {"value", "CL", "UCL", "LCL", "LSL", "USL", "violation"}
     xs = m1_last_values()
@@ -774,16 +787,19 @@ def test_spc_chart_has_limits_per_product_spec_limits_and_named_violations(shown
 
 
 def test_spc_capability_equals_hand_computed_cp_cpk_pp_ppk(shown):
+    """In-line: the stream's rolling row as of the newest window: M1's 50 windows of 60
+    readings each (std 0.01), pooled; lab: the lab's single parts, as individuals."""
     at = shown("page_spc.py")
     cap = table(at, "Cpk", "source").to_dict("records")
     assert [(r["source"], r["product"]) for r in cap] == [("in-line", "PA"), ("lab", "PA")]
-    xs = np.array(m1_last_values())
+    means = np.array([mean for _, mean, _ in m1_windows()])
     lsl, usl = 11.95, 12.05
-    mean = xs.mean()
-    within = np.mean(np.abs(np.diff(xs))) / 1.128
-    overall = xs.std(ddof=1)
+    mean = means.mean()
+    within = 0.01  # every window's std: the pooled within-window sigma
+    overall = math.sqrt((50 * 59 * 0.01**2 + 60 * ((means - mean) ** 2).sum()) / (3000 - 1))
     r = cap[0]
-    assert r["n"] == 50
+    assert (r["n"], r["windows"], r["basis"]) == (3000, 50, "subgroups")
+    assert r["as of"] == NOW
     assert r["Cp"] == pytest.approx((usl - lsl) / (6 * within))
     assert r["Cpk"] == pytest.approx(min(usl - mean, mean - lsl) / (3 * within))
     assert r["Pp"] == pytest.approx((usl - lsl) / (6 * overall))
@@ -801,7 +817,32 @@ def test_spc_switching_to_window_means_charts_the_means(monkeypatch, plant_db):
     assert_ok(at)
     t = traces(figures(at)[0])
     assert values(t["value"]["y"]) == pytest.approx([mean for _, mean, _ in m1_windows()])
-    assert table(at, "Cpk", "source")["n"].tolist() == [50, 2]
+    # capability is the stream's, whatever the chart plots
+    assert table(at, "Cpk", "source")["n"].tolist() == [3000, 2]
+
+
+def test_spc_cpk_trend_and_work_orders_come_from_the_capability_table(monkeypatch, plant_db):
+    """M2's part weight: rolling rows every 10 windows across WO-2 and WO-3; WO-2's final row
+    (its 30 windows) written when WO-3 started."""
+    at = open_app(monkeypatch, plant_db, "page_spc.py")
+    at.selectbox(key="spc_machine").select("M2").run()
+    at.selectbox(key="spc_sensor").select(WEIGHT).run()
+    assert_ok(at)
+    stored = Database(plant_db).query(
+        "SELECT * FROM capability WHERE machine_id = 'M2' ORDER BY window_end, scope, final"
+    )
+    t = traces(figures(at)[1])
+    rolling = stored.filter(pl.col("scope") == "rolling")
+    assert values(t["Cpk"]["y"]) == pytest.approx(rolling["cpk"].to_list())
+    assert values(t["Ppk"]["y"]) == pytest.approx(rolling["ppk"].to_list())
+    (final,) = stored.filter(pl.col("final")).to_dicts()
+    assert (final["work_order"], final["n_windows"]) == ("WO-2", 30)
+    assert values(t["work order Cpk"]["y"]) == pytest.approx([final["cpk"]])
+    orders = table(at, "work_order", "final").to_dict("records")
+    assert [(r["work_order"], r["final"], r["windows"]) for r in orders] == [
+        ("WO-3", False, 10),
+        ("WO-2", True, 30),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
