@@ -25,9 +25,12 @@ from floorsight.models.base import MachineModel
 from floorsight.models.capability import CapabilityModel
 from floorsight.models.champion_scores import ChampionModel
 from floorsight.models.deviation_monitor import DeviationModel
+from floorsight.models.hotelling import HotellingModel
 from floorsight.models.order_drift import OrderDriftModel
 from floorsight.models.order_offset import OrderOffsetModel
+from floorsight.models.out_of_spec import OutOfSpecModel
 from floorsight.models.sensor_health import SensorHealthModel
+from floorsight.models.spc_monitor import SpcModel
 from floorsight.storage import TableSpec
 
 MODELS: tuple[type[MachineModel], ...] = (
@@ -38,6 +41,9 @@ MODELS: tuple[type[MachineModel], ...] = (
     ChampionModel,
     DeviationModel,
     CapabilityModel,
+    OutOfSpecModel,
+    SpcModel,
+    HotellingModel,
 )
 
 #: model name -> {setting: value}: what a models settings file holds
