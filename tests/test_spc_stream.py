@@ -68,10 +68,14 @@ def test_out_of_spec_flags_are_the_windows_with_a_characteristic_beyond_its_spec
     assert all(r["score"] == 1.0 for r, e in zip(rows, expected, strict=True) if e)
 
 
-def test_spc_names_every_rule_and_pages_only_rule_1_by_default() -> None:
+def test_spc_names_every_rule_and_pages_none_unless_told() -> None:
     rng = random.Random(4)
     segs = bores([*in_control(rng, 60), 10.05])
-    rows = SpcModel(phase1=30).score_segments(segs, Context(specs=BORE)).scores
+    quiet = SpcModel(phase1=30).score_segments(segs, Context(specs=BORE)).scores
+    assert "Nelson 1 (one point beyond 3 sigma)" in quiet[-1]["evidence"]
+    assert not any(r["is_anomaly"] for r in quiet) and quiet[-1]["severity"] is None
+    model = SpcModel(phase1=30, page={1: "warning"})
+    rows = model.score_segments(segs, Context(specs=BORE)).scores
     assert [r["score"] for r in rows[:30]] == [0.0] * 30  # phase I
     last = rows[-1]
     assert last["is_anomaly"] and last["severity"] == "warning" and last["score"] == 1.0
@@ -141,7 +145,7 @@ def test_ewma_and_cusum_catch_a_small_sustained_shift_the_i_chart_misses() -> No
     rng = random.Random(0)
     values = in_control(rng, 100) + [10.0075 + rng.gauss(0, 0.01) for _ in range(100)]
     specs = Context(specs=BORE)
-    plain = SpcModel(phase1=50).score_segments(bores(values), specs).scores
+    plain = SpcModel(phase1=50, page={1: "warning"}).score_segments(bores(values), specs).scores
     assert sum(r["is_anomaly"] for r in plain[100:]) <= 2  # 0.75 σ: rule 1 hardly fires
     for setting in ("ewma", "cusum"):
         model = SpcModel(phase1=50, **{setting: ["bore"]})
@@ -217,7 +221,7 @@ def test_hotelling_sees_a_correlation_break_no_single_chart_sees() -> None:
     # bore up by one σ, depth down by one σ: each within its own 3 σ limits
     segs += correlated(rng, 30, apart=0.01, start=200)
     specs = Context(specs=PAIR)
-    spc = SpcModel(phase1=100).score_segments(segs, specs).scores
+    spc = SpcModel(phase1=100, page={1: "warning"}).score_segments(segs, specs).scores
     assert sum(r["is_anomaly"] for r in spc[200:]) <= 2
     t2 = HotellingModel(phase1=100).score_segments(segs, specs).scores
     assert sum(r["is_anomaly"] for r in t2[:200]) <= 1
