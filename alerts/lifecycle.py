@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from floorsight.records import TIMESTAMP, AlertStatus, utc_now
+from floorsight.records import AlertStatus, utc_now
 from floorsight.storage import Database, TableSpec
 
 
@@ -58,15 +58,7 @@ ALERT_EVENTS = TableSpec(
     key=("event_id",),
 )
 
-EVENT_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.String(),
-    "alert_id": pl.String(),
-    "at": TIMESTAMP,
-    "actor": pl.String(),
-    "action": pl.String(),
-    "comment": pl.String(),
-    "label": pl.String(),
-}
+EVENT_SCHEMA = ALERT_EVENTS.polars_schema
 
 #: status an action moves an alert to, and the statuses it may start from
 _TRANSITIONS: dict[AlertAction, tuple[AlertStatus | None, tuple[AlertStatus, ...]]] = {

@@ -20,6 +20,7 @@ from itertools import pairwise
 
 import polars as pl
 
+from floorsight.features.tables import FEATURES
 from floorsight.records import TIMESTAMP
 
 #: Context columns a window row carries; empty string when no context was valid.
@@ -300,21 +301,4 @@ def _floor(ts: datetime, step: timedelta) -> datetime:
     return epoch + ((ts - epoch) // step) * step
 
 
-FEATURE_SCHEMA: dict[str, pl.DataType] = {
-    "machine_id": pl.String(),
-    "sensor": pl.String(),
-    "window_start": TIMESTAMP,
-    "window_end": TIMESTAMP,
-    "work_order": pl.String(),
-    "product": pl.String(),
-    "material_lot": pl.String(),
-    "batch": pl.String(),
-    "n": pl.Int32(),
-    "mean": pl.Float64(),
-    "std": pl.Float64(),
-    "min": pl.Float64(),
-    "max": pl.Float64(),
-    "last": pl.Float64(),
-    "slope": pl.Float64(),
-    "rms": pl.Float64(),
-}
+FEATURE_SCHEMA = FEATURES.polars_schema

@@ -1,18 +1,23 @@
 """Record types that cross folder boundaries.
 
 Every top-level folder (simulators, pipelines, features, models, alerts, dashboards) may import
-this module; nothing else is shared sideways. On the hot path readings travel as polars frames
-whose columns are fixed by :data:`READING_SCHEMA`; the dataclasses below are the same records
-one at a time, used where a single record is the natural unit (context rows, model scores,
-alerts, ground truth).
+this module; nothing else is shared sideways. It holds:
+
+- the columns of the frames that sources emit: :data:`READING_SCHEMA` (readings, long format)
+  and :data:`SIGNAL_SCHEMA` (machine states and part counters, :class:`SignalKind`, carried as
+  :class:`Signals`), and :data:`TIMESTAMP`, the dtype of every timestamp column;
+- the words alerts are written in (:class:`AlertStatus`, :class:`Severity`);
+- the simulator's ground truth (:class:`FaultKind`, :class:`FaultTruth`).
+
+A table's columns are declared once, by its ``TableSpec`` (``floorsight.storage``) next to the
+code that writes it, not here.
 
 All timestamps are timezone-aware UTC. Event time is the source's timestamp.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -65,91 +70,6 @@ class Signals:
     frame: pl.DataFrame
 
 
-@dataclass(frozen=True, slots=True)
-class SensorReading:
-    """One value of one sensor of one machine at its source timestamp."""
-
-    machine_id: str
-    sensor: str
-    ts: datetime
-    value: float
-
-    def __post_init__(self) -> None:
-        if self.ts.tzinfo is None:
-            raise ValueError(f"reading {self.machine_id}/{self.sensor}: timestamp must be tz-aware")
-
-
-@dataclass(frozen=True, slots=True)
-class SpecLimits:
-    """Specification limits of one quality characteristic of a product (from ERP)."""
-
-    characteristic: str
-    lsl: float
-    target: float
-    usl: float
-
-    def __post_init__(self) -> None:
-        if not (self.lsl < self.target < self.usl):
-            raise ValueError(
-                f"spec limits for {self.characteristic!r} must satisfy LSL < target < USL, "
-                f"got {self.lsl} / {self.target} / {self.usl}"
-            )
-
-    def contains(self, value: float) -> bool:
-        return self.lsl <= value <= self.usl
-
-
-@dataclass(frozen=True, slots=True)
-class MachineContext:
-    """What ERP says a machine is doing over an interval: work order, product, specs, lot."""
-
-    machine_id: str
-    work_order: str
-    product: str
-    material_lot: str
-    valid_from: datetime
-    valid_to: datetime
-    spec_limits: tuple[SpecLimits, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureRow:
-    """Window statistics of one sensor of one machine, with the context keys of the window."""
-
-    machine_id: str
-    sensor: str
-    window_start: datetime
-    window_end: datetime
-    work_order: str
-    product: str
-    material_lot: str
-    n: int
-    mean: float
-    std: float
-    min: float
-    max: float
-    last: float
-    slope: float
-    rms: float
-
-
-@dataclass(frozen=True, slots=True)
-class ModelScore:
-    """A model's verdict on one machine window."""
-
-    machine_id: str
-    window_start: datetime
-    window_end: datetime
-    model: str
-    score: float
-    is_anomaly: bool
-    work_order: str = ""
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.score <= 1.0) or math.isnan(self.score):
-            raise ValueError(f"score of {self.model} on {self.machine_id} must be in [0, 1]")
-
-
 class AlertStatus(StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
@@ -160,29 +80,6 @@ class Severity(StrEnum):
     INFO = "info"
     WARNING = "warning"
     CRITICAL = "critical"
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """An alert on one machine for one cause, open from ``first_seen`` to ``last_seen``.
-
-    ``alert_id`` is derived from machine, cause and first window, so writing the same alert twice
-    (at-least-once recovery) updates one row instead of adding another.
-    """
-
-    alert_id: str
-    machine_id: str
-    cause: str
-    severity: Severity
-    first_seen: datetime
-    last_seen: datetime
-    score: float
-    reason: str
-    work_order: str = ""
-    product: str = ""
-    material_lot: str = ""
-    windows: int = 1
-    evidence: dict[str, float] = field(default_factory=dict)
 
 
 class FaultKind(StrEnum):

@@ -4,7 +4,8 @@ DuckDB lets one process hold a database file at a time, and a second process can
 read-only while the first has it open. So nobody keeps the file open: the pipeline buffers rows
 and writes them in one short transaction per flush, the dashboard opens it read-only for one
 refresh, and each side retries with jittered backoff while the other holds the lock. Table
-schemas are declared next to the code that writes them, as :class:`TableSpec`.
+schemas are declared once, next to the code that writes them, as a :class:`TableSpec`: its
+DuckDB DDL and its polars schema both come from that one declaration.
 
 Notebooks and scripts read with :func:`read_frame` (or :meth:`Database.query`): it opens the
 file read-only, runs one query, and closes it before returning, so it never holds the file
@@ -20,7 +21,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -125,6 +126,55 @@ def _connect(path: Path, read_only: bool, timeout_s: float | None) -> duckdb.Duc
     return con
 
 
+#: The polars dtype of a column of each DuckDB type, as a frame read back from the file has it
+#: (connections are in UTC, so a TIMESTAMPTZ reads as ``floorsight.records.TIMESTAMP``).
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "VARCHAR": pl.String(),
+    "TEXT": pl.String(),
+    "DOUBLE": pl.Float64(),
+    "DOUBLE PRECISION": pl.Float64(),
+    "REAL": pl.Float32(),
+    "FLOAT": pl.Float32(),
+    "TINYINT": pl.Int8(),
+    "SMALLINT": pl.Int16(),
+    "INTEGER": pl.Int32(),
+    "INT": pl.Int32(),
+    "BIGINT": pl.Int64(),
+    "UTINYINT": pl.UInt8(),
+    "USMALLINT": pl.UInt16(),
+    "UINTEGER": pl.UInt32(),
+    "UBIGINT": pl.UInt64(),
+    "BOOLEAN": pl.Boolean(),
+    "DATE": pl.Date(),
+    "TIME": pl.Time(),
+    "TIMESTAMP": pl.Datetime("us"),
+    "TIMESTAMPTZ": pl.Datetime("us", "UTC"),
+    "TIMESTAMP WITH TIME ZONE": pl.Datetime("us", "UTC"),
+    "BLOB": pl.Binary(),
+}
+
+# what follows a column's type in its declaration ("VARCHAR NOT NULL", "DOUBLE DEFAULT 0")
+_CONSTRAINT = re.compile(
+    r"\s+(NOT\s+NULL|NULL|DEFAULT|CHECK|UNIQUE|PRIMARY\s+KEY|REFERENCES|COLLATE)\b.*$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def polars_type(table: str, column: str, declaration: str) -> pl.DataType:
+    """The polars dtype of a column declared ``declaration`` (``"VARCHAR NOT NULL"``).
+
+    Raises :class:`ValueError` naming the table and column for a type without one.
+    """
+    sql_type = " ".join(_CONSTRAINT.sub("", declaration.strip(), count=1).upper().split())
+    try:
+        return POLARS_TYPES[sql_type]
+    except KeyError:
+        raise ValueError(
+            f"table {table}, column {column}: DuckDB type {sql_type!r} has no polars dtype here "
+            f"(known: {', '.join(POLARS_TYPES)})"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class TableSpec:
     """A DuckDB table: its columns with their SQL types, its key, and what a rewrite updates.
@@ -132,12 +182,31 @@ class TableSpec:
     ``update_columns`` empty means a repeated key is ignored (first write wins); otherwise those
     columns take the new values. Either way a write is idempotent, which is what Bytewax's
     at-least-once recovery needs.
+
+    The one declaration of the table: :attr:`ddl` creates it, :attr:`polars_schema` is the
+    schema of the frames written to it and read back from it. A column type without a polars
+    dtype raises when the spec is made (at import, for a module's tables).
+
+    >>> spec = TableSpec("lots", (("lot", "VARCHAR NOT NULL"), ("made", "TIMESTAMPTZ")), ("lot",))
+    >>> spec.polars_schema
+    {'lot': String, 'made': Datetime(time_unit='us', time_zone='UTC')}
     """
 
     name: str
     schema: tuple[tuple[str, str], ...]
     key: tuple[str, ...]
     update_columns: tuple[str, ...] = ()
+    _polars_schema: dict[str, pl.DataType] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        polars_schema = {col: polars_type(self.name, col, decl) for col, decl in self.schema}
+        object.__setattr__(self, "_polars_schema", polars_schema)
+
+    @property
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        """Column name -> polars dtype, in the table's column order (one dict, made once: do not
+        mutate it; ``{**spec.polars_schema, ...}`` for a schema that extends it)."""
+        return self._polars_schema
 
     @property
     def columns(self) -> list[str]:

@@ -44,19 +44,13 @@ from floorsight.features.expectations import (
     content_hash,
     validate_context_in_worker,
 )
+from floorsight.pipelines.tables import SPEC_LIMITS, WORK_ORDERS
 from floorsight.pipelines.validate import ID_PATTERN, MAX_ID_CHARS
 from floorsight.records import TIMESTAMP
 
 log = logging.getLogger("floorsight.context")
 
-WORK_ORDER_SCHEMA: dict[str, pl.DataType] = {
-    "work_order": pl.String(),
-    "machine_id": pl.String(),
-    "product": pl.String(),
-    "material_lot": pl.String(),
-    "start": TIMESTAMP,
-    "end": TIMESTAMP,
-}
+WORK_ORDER_SCHEMA = WORK_ORDERS.polars_schema
 
 #: Context tables read when present, besides work orders and spec limits (the simulator writes
 #: all of them: see docs/simulator.md).
@@ -73,13 +67,7 @@ RECORD_TABLES = (
     "lab_results",
 )
 
-SPEC_SCHEMA: dict[str, pl.DataType] = {
-    "product": pl.String(),
-    "characteristic": pl.String(),
-    "lsl": pl.Float64(),
-    "target": pl.Float64(),
-    "usl": pl.Float64(),
-}
+SPEC_SCHEMA = SPEC_LIMITS.polars_schema
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import polars as pl
 
+from floorsight.pipelines.tables import MACHINE_STATES, PART_COUNTS
 from floorsight.pipelines.validate import (
     ID_PATTERN,
     Catalogue,
@@ -475,22 +476,8 @@ class SignalRows:
     dead: pl.DataFrame | None
 
 
-STATE_ROW_SCHEMA: dict[str, pl.DataType] = {
-    "machine_id": pl.String(),
-    "since": TIMESTAMP,
-    "code": pl.Float64(),
-    "text": pl.String(),
-    "state": pl.String(),
-    "category": pl.String(),
-}
-COUNT_ROW_SCHEMA: dict[str, pl.DataType] = {
-    "machine_id": pl.String(),
-    "signal": pl.String(),
-    "ts": TIMESTAMP,
-    "counter": pl.Int64(),
-    "parts": pl.Int64(),
-    "reset": pl.Boolean(),
-}
+STATE_ROW_SCHEMA = MACHINE_STATES.polars_schema
+COUNT_ROW_SCHEMA = PART_COUNTS.polars_schema
 
 
 class SignalTracker:

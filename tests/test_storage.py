@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import doctest
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
+import pytest
 
+from floorsight import storage
+from floorsight.records import TIMESTAMP
 from floorsight.storage import Database, TableSpec
 
 SPEC = TableSpec(
@@ -75,3 +80,26 @@ def test_a_copy_of_an_external_table_is_replaced_whole_by_its_newest_frame(tmp_p
     copied = db.query("SELECT * FROM erp_lab_results ORDER BY sample_id")
     assert copied.to_dicts() == new.to_dicts()  # S-2 is gone: the ERP no longer has it
     assert db.query("SELECT count(*) AS n FROM t")["n"][0] == 1
+
+
+def test_a_column_type_without_a_polars_dtype_is_refused_naming_table_and_column() -> None:
+    with pytest.raises(ValueError, match=r"table lots, column size: DuckDB type 'DECIMAL\(10,2\)'"):
+        TableSpec("lots", (("lot", "VARCHAR NOT NULL"), ("size", "DECIMAL(10,2)")), ("lot",))
+
+
+def test_the_polars_schema_reads_the_type_past_constraints_in_any_case() -> None:
+    spec = TableSpec(
+        "t", (("at", "timestamp with time zone not null"), ("v", "DOUBLE DEFAULT 0")), ("at",)
+    )
+    assert list(spec.polars_schema.items()) == [("at", TIMESTAMP), ("v", pl.Float64())]
+
+
+def test_a_spec_is_hashable_and_equal_by_its_declaration() -> None:
+    again = TableSpec(name="t", schema=SPEC.schema, key=("k",), update_columns=("v",))
+    assert again == SPEC and hash(again) == hash(SPEC)
+    assert replace(SPEC, name="u").polars_schema == SPEC.polars_schema
+
+
+def test_the_storage_examples_run() -> None:
+    # floorsight/ itself is not among the suite's doctest paths
+    assert doctest.testmod(storage).failed == 0
