@@ -14,26 +14,10 @@ from datetime import datetime
 
 import polars as pl
 
-from floorsight.records import TIMESTAMP, AlertStatus, Severity
+from floorsight.alerts.tables import ALERTS
+from floorsight.records import AlertStatus, Severity
 
-ALERT_SCHEMA: dict[str, pl.DataType] = {
-    "alert_id": pl.String(),
-    "machine_id": pl.String(),
-    "cause": pl.String(),
-    "severity": pl.String(),
-    "status": pl.String(),
-    "first_seen": TIMESTAMP,
-    "raised_at": TIMESTAMP,
-    "last_seen": TIMESTAMP,
-    "cleared_at": TIMESTAMP,
-    "score": pl.Float64(),
-    "windows": pl.Int32(),
-    "reason": pl.String(),
-    "evidence": pl.String(),
-    "work_order": pl.String(),
-    "product": pl.String(),
-    "material_lot": pl.String(),
-}
+ALERT_SCHEMA = ALERTS.polars_schema
 
 
 @dataclass
