@@ -38,6 +38,8 @@ class DeviationPredictor:
     _residuals: deque = field(default_factory=deque)
     _pending: dict[str, dict[str, float]] = field(default_factory=dict)
     labels: int = 0
+    #: the interval's half width for the residuals kept (None: to be computed)
+    _half: float | None = None
 
     def __post_init__(self) -> None:
         self._residuals = deque(maxlen=self.window)
@@ -83,6 +85,7 @@ class DeviationPredictor:
         residual = y - self._regression().predict_one(x)
         if self.labels >= 1:
             self._residuals.append(abs(residual))
+            self._half = None
         self._regression().learn_one(x, y)
         self.labels += 1
 
@@ -96,9 +99,10 @@ class DeviationPredictor:
     def _quantile(self) -> float:
         """The split-conformal half width: the ``ceil(coverage * (n + 1))``-th smallest of the
         ``n`` residuals kept. With too few residuals for that rank (fewer than 9 at 90 %) the
-        interval is unbounded: few labels give a wide interval, never a falsely narrow one."""
-        n = len(self._residuals)
-        k = math.ceil(self.coverage * (n + 1))
-        if k > n:
-            return math.inf
-        return sorted(self._residuals)[k - 1]
+        interval is unbounded: few labels give a wide interval, never a falsely narrow one.
+        Kept until the next label (a part is predicted far more often than one is learned)."""
+        if self._half is None:
+            n = len(self._residuals)
+            k = math.ceil(self.coverage * (n + 1))
+            self._half = math.inf if k > n else sorted(self._residuals)[k - 1]
+        return self._half

@@ -176,6 +176,9 @@ class DeviationModel(MachineModel):
                 seg.score_row(self.name, score, flagged, json.dumps(detail) if detail else "")
             )
             self._forget(seg.start - self.max_label_delay)
+        # the results of parts whose windows are gone cannot be taken again anyway
+        oldest = self._starts[0] if self._starts else None
+        self._taken = {k: t for k, t in self._taken.items() if oldest is not None and t >= oldest}
         return ModelOutput(rows, {DEVIATION_CHECKS.name: checks} if checks else {})
 
     def _learn_labels(self, labs: list[LabResult], now: datetime, checks: list[dict]) -> None:
@@ -219,7 +222,6 @@ class DeviationModel(MachineModel):
         for start in self._starts[:k]:
             self._waiting.pop(start, None)
         del self._starts[:k]
-        self._taken = {key: t for key, t in self._taken.items() if t >= before}
 
     def metrics(self) -> dict[str, float]:
         """Predictors that predict (enough lab results) and the windows waiting for a label."""
