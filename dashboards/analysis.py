@@ -1,8 +1,8 @@
 """The computations behind the SPC and drift pages, on frames read from the database.
 
 They reuse the models' own code instead of re-implementing it: control limits, run rules and
-capability from ``models/spc.py``, PSI/KS drift against a per-product reference from
-``models/drift.py``. No Streamlit and no database here, so each is a plain function of frames.
+capability from ``models/spc.py``; drift is read as the stream stored it (the ``drift`` table
+of ``models/feature_drift.py``). No Streamlit and no database here: plain functions of frames.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import math
 
 import polars as pl
 
-from floorsight.models.drift import FeatureDrift
 from floorsight.models.spc import IndividualsChart, ProductCharts, capability, individuals_limits
 
 CAPABILITY_SCHEMA: dict[str, pl.DataType] = {
@@ -31,6 +30,7 @@ DRIFT_SCHEMA: dict[str, pl.DataType] = {
     "feature": pl.String(),
     "psi": pl.Float64(),
     "ks": pl.Float64(),
+    "limit": pl.Float64(),
     "drifted": pl.Boolean(),
 }
 
@@ -142,42 +142,37 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def drift_series(
-    reference: pl.DataFrame,
-    current: pl.DataFrame,
-    product: str,
-    features: tuple[str, ...] = ("mean", "std"),
-    window: int = 30,
-    psi_limit: float = 0.25,
-) -> pl.DataFrame:
-    """PSI and KS of each feature of the recent ``window`` windows against the reference.
+def drift_series(rows: pl.DataFrame) -> pl.DataFrame:
+    """The PSI of each feature over time, and the multivariate Σ PSI, as the stream stored them
+    (``drift`` table rows: ``queries.drift_rows``), in the drift chart's form (window_end,
+    feature, psi, ks, limit, drifted; ``ks`` is not stored: null)."""
+    stats = rows.filter(pl.col("detector").is_in(["psi", "multivariate"]))
+    return stats.select(
+        pl.col("window_end").cast(DRIFT_SCHEMA["window_end"]),
+        "feature",
+        pl.col("statistic").alias("psi"),
+        pl.lit(None, pl.Float64).alias("ks"),
+        "limit",
+        "drifted",
+    ).sort("window_end", "feature")
 
-    ``reference`` is the product's first windows on the machine (its reference distribution),
-    ``current`` the windows to judge (window_end plus the ``features`` columns), in time order;
-    windows of ``current`` inside the reference are skipped. One row per judged window and
-    feature once the sliding window is full (``models.drift.FeatureDrift``).
-    """
-    ref = reference.drop_nulls(list(features))
-    if ref.height < 10:  # PSI needs its 10 quantile bins
-        return pl.DataFrame(schema=DRIFT_SCHEMA)
-    detector = FeatureDrift(reference_size=ref.height, window=window, psi_limit=psi_limit)
-    for row in ref.select(features).iter_rows(named=True):
-        detector.update(product, row)
-    last_ref = ref["window_end"].max()
-    rows = []
-    judged = current.filter(pl.col("window_end") > last_ref).drop_nulls(list(features))
-    for end, *values in judged.select("window_end", *features).iter_rows():
-        report = detector.update(product, dict(zip(features, values, strict=True)))
-        if report is None:
-            continue
-        for name in features:
-            rows.append(
-                {
-                    "window_end": end,
-                    "feature": name,
-                    "psi": report.psi[name],
-                    "ks": report.ks[name],
-                    "drifted": name in report.drifted,
-                }
-            )
-    return pl.DataFrame(rows, schema=DRIFT_SCHEMA)
+
+def drift_firings(rows: pl.DataFrame) -> pl.DataFrame:
+    """When drift was detected (window_end, source): the onset of each statistic beyond its
+    limit (not every window while it stays there) and every detector firing past its limit."""
+    stats = rows.filter(pl.col("detector").is_in(["psi", "multivariate"])).sort("window_end")
+    before = pl.col("drifted").shift(1).over("feature").fill_null(False)
+    onsets = stats.filter(pl.col("drifted") & ~before).select(
+        pl.col("window_end").cast(DRIFT_SCHEMA["window_end"]),
+        source=pl.format("{} of {} beyond its limit", "detector", "feature"),
+    )
+    fired = rows.filter(pl.col("detector").is_in(["adwin", "kswin"]) & pl.col("drifted"))
+    return pl.concat(
+        [
+            onsets,
+            fired.select(
+                pl.col("window_end").cast(DRIFT_SCHEMA["window_end"]),
+                source=pl.format("{} on {}", "detector", "feature"),
+            ),
+        ]
+    ).sort("window_end")

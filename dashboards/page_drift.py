@@ -1,11 +1,12 @@
 """Drift: a machine's feature distribution now against its reference for the product, the drift
 statistics over time, and when drift detectors fired.
 
-The reference of a product on a machine is its first windows there (a changeover to another
-product is not drift: each product is compared with itself). Statistics are PSI and the KS
-statistic of the recent windows against it (``models.drift.FeatureDrift``); "fired" marks
-windows where PSI and KS both crossed their limits, and every window a drift model in the score
-table flagged (models named ``drift*``) or a drift alert covered.
+Everything shown is what the stream computed (``models.feature_drift``, the ``drift`` table):
+PSI of each feature of the chosen sensor against the product's reference and its limit, the
+multivariate Σ PSI, and the windows where a statistic crossed its limit or a detector (ADWIN or
+KSWIN) fired past its shift limit; beside them, every window a drift model in the score table
+flagged (models named ``drift*`` or ``feature_drift``) or a drift alert covered. The histogram
+is the product's first windows on the machine against its latest ones, as stored features.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from floorsight.dashboards.common import (
     snapshot,
     time_range,
 )
-from floorsight.models.drift import FeatureDrift
+from floorsight.models.feature_drift import FeatureDriftModel
 from floorsight.storage import Database
 
-#: at most this many recent windows are judged per refresh
+#: at most this many recent windows are drawn in the histogram
 MAX_WINDOWS = 2000
-#: reference size, recent window and PSI limit: the drift model's own defaults
-DEFAULTS = FeatureDrift()
+#: the histogram's reference and recent sizes: the drift model's own defaults
+DEFAULTS = FeatureDriftModel()
 
 
 def main() -> None:
@@ -59,34 +60,33 @@ def main() -> None:
     )
     sensor = c[3].selectbox("Feature", sensors, key="drift_sensor")
     label = time_range(c[4], "drift_range")
-    with st.expander("Reference and window sizes"):
-        k = st.columns(3)
+    with st.expander("Histogram sizes"):
+        k = st.columns(2)
         reference = int(
             k[0].number_input(
-                "Reference windows", 10, 5000, DEFAULTS.reference_size, key="drift_ref"
+                "Reference windows", 10, 20000, DEFAULTS.reference_windows, key="drift_ref"
             )
         )
         window = int(
-            k[1].number_input("Recent windows compared", 5, 1000, DEFAULTS.window, key="drift_win")
-        )
-        psi_limit = float(
-            k[2].number_input("PSI limit", 0.05, 5.0, DEFAULTS.psi_limit, key="drift_psi")
+            k[1].number_input("Recent windows", 5, 20000, DEFAULTS.window, key="drift_win")
         )
     if product and sensor:
-        live(db, machine, product, sensor, label, (reference, window, psi_limit))
+        live(db, machine, product, sensor, label, (reference, window))
 
 
 @st.fragment(run_every=SLOW_REFRESH)
 def live(db: Database, machine: str, product: str, sensor: str, label: str, sizes) -> None:
-    reference_n, window, psi_limit = sizes
+    reference_n, window = sizes
     with snapshot(db) as con:
         now = queries.latest_window_end(con)
         start = since(now, label)
         reference = queries.first_windows(con, machine, sensor, product, reference_n)
         current = queries.product_windows(con, machine, sensor, product, start, MAX_WINDOWS)
+        rows = queries.drift_rows(con, machine, product, sensor, start)
         models = queries.model_events(con, machine, "drift", start)
+        features = queries.model_events(con, machine, "feature_drift", start)
         alerts = queries.alerts_of_cause(con, machine, "drift", start)
-    stats = analysis.drift_series(reference, current, product, window=window, psi_limit=psi_limit)
+    stats = analysis.drift_series(rows)
     recent = (
         current.filter(pl.col("window_end") > reference["window_end"].max()).tail(window)
         if (reference.height)
@@ -103,24 +103,25 @@ def live(db: Database, machine: str, product: str, sensor: str, label: str, size
     )
     fired = pl.concat(
         [
-            onsets(stats).select(
-                "window_end", source=pl.format("PSI and KS of {} beyond limits", "feature")
+            analysis.drift_firings(rows),
+            pl.concat([models, features]).select(
+                "window_end", source=pl.format("model {}", "model")
             ),
-            models.select("window_end", source=pl.format("model {}", "model")),
             alerts.select(
                 pl.col("raised_at").alias("window_end"), source=pl.format("alert {}", "alert_id")
             ),
         ]
     ).sort("window_end")
+    limit = rows.filter(pl.col("detector") == "psi")["limit"].max() or DEFAULTS.psi_limit
     right.plotly_chart(
-        charts.drift_statistics(stats, psi_limit, fired, f"{machine} · {product} · {sensor}"),
+        charts.drift_statistics(stats, limit, fired, f"{machine} · {product} · {sensor}"),
         width="stretch",
     )
-    if reference.height < 10:
+    if not rows.height:
         st.info(
-            f"{literal(product)} has {reference.height} windows on {literal(machine)} so far; "
-            "drift statistics "
-            "start once it has 10 reference windows."
+            f"No drift statistics of {literal(sensor)} for {literal(product)} on "
+            f"{literal(machine)} in this range: they start once the product has "
+            f"{DEFAULTS.reference_windows} complete reference windows on the machine."
         )
     latest = stats.group_by("feature").agg(pl.all().sort_by("window_end").last()).sort("feature")
     cols = st.columns(max(latest.height, 1))
@@ -128,7 +129,7 @@ def live(db: Database, machine: str, product: str, sensor: str, label: str, size
         col.metric(
             f"PSI {literal(row['feature'])}",
             f"{row['psi']:.3f}",
-            help=f"KS {row['ks']:.3f}; drifted: {row['drifted']}",
+            help=f"limit {row['limit']:.3f}; drifted: {row['drifted']}",
         )
     st.subheader("When drift was detected")
     show_page_of(
@@ -136,12 +137,6 @@ def live(db: Database, machine: str, product: str, sensor: str, label: str, size
         "drift_fired_page",
         "No drift detected in this range.",
     )
-
-
-def onsets(stats: pl.DataFrame) -> pl.DataFrame:
-    """The windows where a feature starts drifting (not every window while it drifts)."""
-    before = pl.col("drifted").shift(1).over("feature").fill_null(False)
-    return stats.filter(pl.col("drifted") & ~before)
 
 
 main()

@@ -25,6 +25,7 @@ from floorsight.models.base import MachineModel
 from floorsight.models.capability import CapabilityModel
 from floorsight.models.champion_scores import ChampionModel
 from floorsight.models.deviation_monitor import DeviationModel
+from floorsight.models.feature_drift import FeatureDriftModel
 from floorsight.models.hotelling import HotellingModel
 from floorsight.models.order_drift import OrderDriftModel
 from floorsight.models.order_offset import OrderOffsetModel
@@ -41,6 +42,7 @@ MODELS: tuple[type[MachineModel], ...] = (
     ChampionModel,
     DeviationModel,
     CapabilityModel,
+    FeatureDriftModel,
     OutOfSpecModel,
     SpcModel,
     HotellingModel,
