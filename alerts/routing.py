@@ -37,13 +37,16 @@ Example file::
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from floorsight.records import Severity
+
+_T = TypeVar("_T")
 
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
@@ -264,19 +267,30 @@ class RoutingError(ValueError):
 
 def load_routing(path: Path) -> Routing:
     """Read and check a routing file; errors name the file and the offending entry."""
+    return load_settings(path, Routing.model_validate, RoutingError)
+
+
+def load_settings(
+    path: Path,
+    validate: Callable[[dict], _T],
+    error: type[ValueError],
+    section: tuple[str, ...] = (),
+) -> _T:
+    """Read a TOML settings file and ``validate`` its document; ``error`` names the file and
+    the offending entries (prefixed by ``section``), without their input: it may be a secret
+    someone wrote in the file."""
     try:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise RoutingError(f"{path}: {e}") from None
+        raise error(f"{path}: {e}") from None
     try:
-        return Routing.model_validate(data)
+        return validate(data)
     except ValidationError as e:
-        # without the offending input: it may be a secret someone wrote in the file
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}"
+            f"{'.'.join((*section, *(str(p) for p in err['loc']))) or 'file'}: {err['msg']}"
             for err in e.errors(include_url=False, include_input=False)
         )
-        raise RoutingError(f"{path}: {problems}") from None
+        raise error(f"{path}: {problems}") from None
 
 
 def default_routing(home: Path) -> Routing:
@@ -291,9 +305,18 @@ def default_routing(home: Path) -> Routing:
                 "maintenance": ["erp_drop"],
                 "planning": ["erp_drop"],
             },
+            # from warning up: an info alert (muted in a setup or maintenance) pages nobody
             "rules": [
-                {"causes": ["anomaly", "order_offset"], "roles": ["quality"]},
-                {"causes": ["failure_risk", "sensor"], "roles": ["maintenance"]},
+                {
+                    "causes": ["anomaly", "order_offset"],
+                    "min_severity": "warning",
+                    "roles": ["quality"],
+                },
+                {
+                    "causes": ["failure_risk", "sensor"],
+                    "min_severity": "warning",
+                    "roles": ["maintenance"],
+                },
                 {"causes": ["failure_risk"], "min_severity": "critical", "roles": ["planning"]},
             ],
             "escalation": {"after_s": 900, "roles": ["planning"]},
