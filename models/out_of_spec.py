@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from floorsight.models.base import AlertRule, Context, MachineModel, ModelOutput
+from floorsight.models.base import AlertRule, Context, MachineModel, ModelOutput, SpecLimits
 from floorsight.models.machine import Segment
 
 
@@ -51,26 +51,37 @@ class OutOfSpecModel(MachineModel):
     def score_segments(self, segments: list[Segment], context: Context) -> ModelOutput:
         """One score row per segment that measures a characteristic, in the given order."""
         specs = context.specs
-        characteristics = {c for _, c in specs}
+        characteristics = sorted({c for _, c in specs})
         rows = []
         for seg in segments:
-            product = seg.product
-            score, notes, seen = 0.0, [], False
-            for sensor, r in seg.rows.items():
-                x = r["mean"]
-                if x is None or sensor not in characteristics:
-                    continue
-                seen = True
-                limits = specs.get((product, sensor))
-                if limits is None:
-                    continue
-                lsl, target, usl = limits
+            seen, measured = measured_characteristics(seg, characteristics, specs)
+            score, notes = 0.0, []
+            for sensor, x, (lsl, target, usl) in measured:
                 score = max(score, half_tolerances(x, lsl, target, usl))
                 if not lsl <= x <= usl:
                     notes.append(f"{sensor} {x:.5g} out of spec [{lsl:.5g}, {usl:.5g}]")
             if seen:
                 rows.append(seg.score_row(self.name, score, bool(notes), "; ".join(notes)))
         return ModelOutput(rows)
+
+
+def measured_characteristics(
+    seg: Segment, characteristics: list[str], specs: SpecLimits
+) -> tuple[bool, list[tuple[str, float, tuple[float, float, float]]]]:
+    """Whether the window measures a characteristic (of any product: its row is written even
+    when the product running has no limits for it), and (characteristic, window mean, limits)
+    of those the product has limits for, in the order of ``characteristics``."""
+    rows, product = seg.rows, seg.product
+    seen, out = False, []
+    for c in characteristics:
+        r = rows.get(c)
+        if r is None or r["mean"] is None:
+            continue
+        seen = True
+        limits = specs.get((product, c))
+        if limits is not None:
+            out.append((c, r["mean"], limits))
+    return seen, out
 
 
 def half_tolerances(x: float, lsl: float, target: float, usl: float) -> float:

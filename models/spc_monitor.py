@@ -37,6 +37,7 @@ from typing import ClassVar
 
 from floorsight.models.base import AlertRule, Context, MachineModel, ModelOutput
 from floorsight.models.machine import SEGMENT_KEYS, Segment
+from floorsight.models.out_of_spec import measured_characteristics
 from floorsight.models.spc import NELSON, CUSUMChart, EWMAChart, IndividualsChart, RunRules
 from floorsight.models.tables import SCORES
 from floorsight.storage import TableSpec
@@ -153,7 +154,7 @@ class SpcModel(MachineModel):
     def score_segments(self, segments: list[Segment], context: Context) -> ModelOutput:
         """One score row per segment with a charted characteristic, and its ``spc`` rows."""
         specs = context.specs
-        characteristics = {c for _, c in specs}
+        characteristics = sorted({c for _, c in specs})
         # the rule set's own numbers and names, and which of them page at what rank
         if self.rules == "western_electric":
             named = {n: (we, name) for we, (n, name) in WESTERN_ELECTRIC.items()}
@@ -164,15 +165,12 @@ class SpcModel(MachineModel):
         rows, points = [], []
         for seg in segments:
             product = seg.product
-            score, notes, seen, severity = 0.0, [], False, None
-            for sensor, r in seg.rows.items():
-                x = r["mean"]
-                if x is None or sensor not in characteristics:
-                    continue
-                seen = True
-                limits = specs.get((product, sensor))
-                if limits is None:
-                    continue
+            seen, measured = measured_characteristics(seg, characteristics, specs)
+            if not seen:
+                continue
+            score, notes, severity = 0.0, [], None
+            base = dict(zip(SEGMENT_KEYS, seg.key, strict=True))
+            for sensor, x, limits in measured:
                 key = (sensor, product)
                 chart = self._charts.get(key)
                 if chart is None:
@@ -202,21 +200,20 @@ class SpcModel(MachineModel):
                     notes.append(
                         f"{sensor} {x:.5g} [LCL {lcl:.5g}, UCL {ucl:.5g}]: " + "; ".join(hits)
                     )
-                point = dict(zip(SEGMENT_KEYS, seg.key, strict=True))
-                point.update(
-                    characteristic=sensor,
-                    value=x,
-                    center=center,
-                    lcl=lcl,
-                    ucl=ucl,
-                    lsl=limits[0],
-                    usl=limits[2],
-                    rules="; ".join(hits),
-                    severity=level,
+                points.append(
+                    {
+                        **base,
+                        "characteristic": sensor,
+                        "value": x,
+                        "center": center,
+                        "lcl": lcl,
+                        "ucl": ucl,
+                        "lsl": limits[0],
+                        "usl": limits[2],
+                        "rules": "; ".join(hits),
+                        "severity": level,
+                    }
                 )
-                points.append(point)
-            if not seen:
-                continue
             if not math.isfinite(score):
                 score = 1.0
             row = seg.score_row(self.name, score, severity is not None, " | ".join(notes))
