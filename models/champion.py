@@ -3,14 +3,26 @@
 A data scientist trains a failure-within-horizon classifier in the notebooks, logs it
 (:func:`log_model`), registers it in MLflow with its decision threshold, horizon and feature
 columns as model-version tags (:func:`register_failure_model`), and points the ``champion``
-alias at the version that should run (:func:`promote`). The pipeline's champion step holds a
-:class:`ChampionScorer`: it scores each machine's closed windows with the champion and checks
-the alias at most every ``poll``; when the alias moves, the new version is loaded and used from
-the next batch on, without a restart.
+alias at the version that should run (:func:`promote`). The pipeline's score step holds a
+:class:`ChampionScorer`: it scores a batch's closed windows (all machines of the shard) with the
+champion in one call and checks the alias at most every ``poll``; when the alias moves, the new
+version is loaded and used from the next batch on, without a restart. The rows reach each
+machine's models in ``Context.champion``, where the ``champion`` model
+(:class:`~floorsight.models.champion_scores.ChampionModel`) passes them on through its alert
+rule: the champion's scores raise alerts (cause ``champion``) like any other model's.
 
-Score rows use the score table's schema: ``model`` is ``champion:<registered name>@v<version>``,
-``score`` the calibrated probability of a failure within the horizon, ``is_anomaly`` whether it
-reaches the version's decision threshold, ``evidence`` the model, version, threshold, horizon.
+Score rows use the score table's schema: ``model`` is ``champion`` whatever the version (one
+name end to end: score rows, alert cause, settings section), ``score`` the calibrated
+probability of a failure within the horizon, ``is_anomaly`` whether it reaches the version's
+decision threshold, ``evidence`` the registered model name, its version, threshold and horizon
+(``{"model", "version", "threshold", "horizon_h"}``): who reads versions apart reads them there.
+
+The score table's key is (machine_id, window_start, work_order, model), so a window holds one
+champion row. That is right: the alias names one version at a time and a batch is scored by the
+version current when it arrives, so a swap mid-run leaves every window scored by one version
+(the one before the swap or the one after), never both; a window scored again (a replay after a
+restart, with another version behind the alias by then) is overwritten by the version that
+scored it last, which is the one the alerts of that replay read.
 
 Whoever can write the registry chooses what the pipeline loads, so loading never runs code from
 the registry. A champion is MLflow's scikit-learn flavor in skops format, as :func:`log_model`
@@ -41,12 +53,15 @@ from typing import Any
 
 import polars as pl
 
+from floorsight.models.champion_scores import ChampionModel
 from floorsight.models.machine import SCORE_SCHEMA
 from floorsight.models.training import model_input, window_matrix
 
 log = logging.getLogger("floorsight.champion")
 
 CHAMPION_ALIAS = "champion"
+#: the ``model`` of every champion score row, whichever version scored it
+MODEL_NAME = ChampionModel.name
 #: model-version tags a champion carries
 THRESHOLD_TAG = "decision_threshold"
 HORIZON_TAG = "horizon_h"
@@ -84,10 +99,6 @@ class Champion:
     horizon_h: float
     feature_columns: tuple[str, ...]
 
-    @property
-    def label(self) -> str:
-        return f"champion:{self.name}@v{self.version}"
-
     def predict(self, matrix: pl.DataFrame) -> pl.Series:
         """Probability of a failure within the horizon for each row of a window matrix."""
         if matrix.height == 0:
@@ -118,7 +129,7 @@ class Champion:
             "work_order",
             "product",
             "material_lot",
-            pl.lit(self.label).alias("model"),
+            pl.lit(MODEL_NAME).alias("model"),
             "score",
             (pl.col("score") >= self.threshold).alias("is_anomaly"),
             pl.lit(evidence).alias("evidence"),
@@ -340,7 +351,12 @@ class ChampionScorer:
             return champion.score(features)
         except Exception as e:  # a model that cannot score must not stop the pipeline
             if self._failing != champion.version:
-                log.exception("champion %s cannot score (%s): skipping its rows", champion.label, e)
+                log.exception(
+                    "champion %s@v%s cannot score (%s): skipping its rows",
+                    champion.name,
+                    champion.version,
+                    e,
+                )
                 self._failing = champion.version
             return None
 
@@ -430,7 +446,9 @@ def compare_scores(
     label is not known yet are left out). Per model: windows, positives, alarms
     (``is_anomaly``), window precision and recall, ROC AUC and average precision of ``score``,
     Brier score (meaningful for probabilities), failures in the period, how many had an alarm
-    within the horizon before them, and the median lead time of the first such alarm.
+    within the horizon before them, and the median lead time of the first such alarm. The
+    champion's rows are compared per registered version (``version``: ``<name>@v<n>``, from
+    their evidence; None for the other models).
     """
     import numpy as np
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
@@ -439,7 +457,10 @@ def compare_scores(
 
     rows = []
     failures = maintenance_log.filter(pl.col("kind") == "failure")
-    for model, part in scores.partition_by("model", as_dict=True).items():
+    scores = scores.with_columns(version=champion_version(scores))
+    for (model, version), part in scores.partition_by(
+        "model", "version", as_dict=True, include_key=False
+    ).items():
         labelled = failure_labels(part, maintenance_log, horizon, known_until)
         y = labelled["failure_within"].to_numpy()
         p = labelled["score"].to_numpy()
@@ -463,7 +484,8 @@ def compare_scores(
         tp = int((alarm & (y == 1)).sum())
         rows.append(
             {
-                "model": model[0],
+                "model": model,
+                "version": version,
                 "windows": len(y),
                 "positives": int(y.sum()),
                 "alarms": int(alarm.sum()),
@@ -479,6 +501,7 @@ def compare_scores(
         )
     schema = {
         "model": pl.String,
+        "version": pl.String,
         "windows": pl.Int64,
         "positives": pl.Int64,
         "alarms": pl.Int64,
@@ -491,7 +514,30 @@ def compare_scores(
         "failures_warned": pl.Int64,
         "median_lead_min": pl.Float64,
     }
-    return pl.DataFrame(rows, schema=schema).sort("model")
+    return pl.DataFrame(rows, schema=schema).sort("model", "version", nulls_last=True)
+
+
+def champion_version(scores: pl.DataFrame) -> pl.Expr:
+    """``<registered name>@v<version>`` of a ``scores`` frame's champion rows, from their
+    evidence; None for the rows of other models (and for a frame without evidence).
+
+    >>> rows = pl.DataFrame({"model": ["champion", "anomaly"],
+    ...     "evidence": ['{"model": "floorsight-failure", "version": 3}', "temp_c z=4.2"]})
+    >>> rows.select(champion_version(rows)).to_series().to_list()
+    ['floorsight-failure@v3', None]
+    """
+    if "evidence" not in scores.columns:
+        return pl.lit(None, pl.String).alias("version")
+    evidence = pl.col("evidence").str
+    return (
+        pl.when(pl.col("model") == MODEL_NAME)
+        .then(
+            pl.format(
+                "{}@v{}", evidence.json_path_match("$.model"), evidence.json_path_match("$.version")
+            )
+        )
+        .alias("version")
+    )
 
 
 def registered_models(tracking_uri: str | None = None) -> pl.DataFrame:
@@ -532,6 +578,7 @@ __all__ = [
     "Champion",
     "ChampionRefusedError",
     "ChampionScorer",
+    "champion_version",
     "compare_scores",
     "experiment",
     "load_champion",

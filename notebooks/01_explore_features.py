@@ -220,8 +220,8 @@ lab_vs_gauge.group_by("machine_id", "characteristic").agg(
 # ## The matrix the models read
 #
 # `window_matrix` turns the long feature table into one row per machine window with a column
-# per `sensor.statistic`; the training notebook and the pipeline's champion step use the same
-# function, so a model sees the same columns offline and in the stream.
+# per `sensor.statistic`; the training notebook and the champion in the pipeline's score step
+# use the same function, so a model sees the same columns offline and in the stream.
 
 # %%
 matrix = window_matrix(features)

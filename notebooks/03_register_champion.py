@@ -21,8 +21,10 @@
 #
 # A pipeline started with `floorsight run ... --champion floorsight-failure` scores every
 # machine window with the version behind the alias, beside the online models, and follows the
-# alias when it moves (no restart). `floorsight models list` shows the registry;
-# `floorsight models compare --db ...` compares champion and online models on recent data.
+# alias when it moves (no restart). Its score rows are model `champion` (the registered name
+# and version in their evidence) and its flags raise alerts with cause `champion`, like any
+# other model's. `floorsight models list` shows the registry; `floorsight models compare --db
+# ...` compares the champion's versions and the online models on recent data.
 #
 # | variable | default |
 # | --- | --- |
@@ -119,10 +121,16 @@ if len(quality_runs):
 
 # %%
 champion = load_champion(MODEL, MLFLOW_URI)
-champion.label, champion.threshold, champion.horizon_h, len(champion.feature_columns)
+(
+    champion.name,
+    champion.version,
+    champion.threshold,
+    champion.horizon_h,
+    len(champion.feature_columns),
+)
 
 # %% [markdown]
-# Score the newest hour of the feature table with it, exactly as the pipeline's champion step
+# Score the newest hour of the feature table with it, exactly as the pipeline's score step
 # does (same function, same columns):
 
 # %%

@@ -188,6 +188,14 @@ def refusals(caplog) -> list[str]:
     ]
 
 
+def scored_by(scores) -> set[tuple[str, str, int]]:
+    """(model, registered name, version) of a frame of champion score rows."""
+    return {
+        (model, json.loads(e)["model"], json.loads(e)["version"])
+        for model, e in scores.select("model", "evidence").iter_rows()
+    }
+
+
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
@@ -206,8 +214,8 @@ def test_a_hostile_champion_is_refused_and_the_previous_one_keeps_scoring(
     promote(NAME, versions["good"], uri)
     scorer = ChampionScorer(NAME, uri, poll=timedelta(0))  # looks at the alias every batch
     before = scorer.score(features)
-    good_label = f"champion:{NAME}@v{versions['good']}"
-    assert set(before["model"]) == {good_label}
+    good = {("champion", NAME, versions["good"])}
+    assert scored_by(before) == good
 
     promote(NAME, versions[case], uri)
     with caplog.at_level(logging.INFO, logger="floorsight.champion"):
@@ -223,7 +231,7 @@ def test_a_hostile_champion_is_refused_and_the_previous_one_keeps_scoring(
         assert store["trap"] in message  # names the untrusted type
     # the good champion goes on scoring, with the same scores
     for frame in (after, again):
-        assert set(frame["model"]) == {good_label}
+        assert scored_by(frame) == good
         assert frame["score"].to_list() == before["score"].to_list()
 
 
@@ -239,8 +247,8 @@ def test_without_a_previous_champion_nothing_is_scored_and_nothing_runs(store, c
 
     # the alias moves back to a good version: the scorer picks it up
     promote(NAME, versions["good"], uri)
-    assert set(scorer.score(features_frame(windows=3))["model"]) == {
-        f"champion:{NAME}@v{versions['good']}"
+    assert scored_by(scorer.score(features_frame(windows=3))) == {
+        ("champion", NAME, versions["good"])
     }
 
 
