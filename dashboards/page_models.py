@@ -95,7 +95,7 @@ def live(db: Database, label: str) -> None:
 
     st.subheader("Live model metrics")
     left, right = st.columns(2)
-    left.markdown("**Online models** (score table)")
+    left.markdown("**Models** (score table; the champion per registered version)")
     left.dataframe(
         metrics,
         hide_index=True,
@@ -153,8 +153,9 @@ def champion_section() -> None:
     if table.height:
         st.dataframe(table, hide_index=True, width="stretch")
         st.caption(
-            "Champions score in the pipeline as models named champion*: see the metrics "
-            "of the online models above."
+            "A pipeline started with --champion scores with its champion as model "
+            "'champion' (one row per registered version in the model metrics above) and "
+            "raises alerts with cause 'champion' (in the alerts and their labels above)."
         )
     else:
         st.write(f"No model in {literal(uri)} has a '{registry.CHAMPION_ALIAS}' alias yet.")

@@ -934,6 +934,36 @@ def test_models_page_shows_the_mlflow_champion(monkeypatch, plant_db, tmp_path):
     ] == [("champion_quality", "1", run.info.run_id, "mae=0.0123")]
 
 
+def test_models_page_shows_the_champion_per_registered_version(monkeypatch, writable_db):
+    """One model name, ``champion``; its versions apart from the evidence of its rows."""
+    rows = [
+        {
+            **scores().row(0, named=True),
+            "window_start": minutes(50 + k),
+            "window_end": minutes(51 + k),
+            "model": "champion",
+            "score": 0.9 if flagged else 0.1,
+            "is_anomaly": flagged,
+            "evidence": json.dumps(
+                {"model": "floorsight-failure", "version": v, "threshold": 0.5, "horizon_h": 1.0}
+            ),
+        }
+        for k, (v, flagged) in enumerate([(1, False), (1, False), (1, True), (2, True), (2, True)])
+    ]
+    Database(writable_db, [SCORES]).upsert({"scores": [pl.DataFrame(rows)]})
+    at = open_app(monkeypatch, writable_db, "page_models.py")
+    metrics = table(at, "windows_scored").to_dict("records")
+    champion = {r["version"]: r for r in metrics if r["model"] == "champion"}
+    assert set(champion) == {"floorsight-failure@v1", "floorsight-failure@v2"}
+    assert champion["floorsight-failure@v1"]["windows_scored"] == 3
+    assert champion["floorsight-failure@v1"]["flagged_share"] == pytest.approx(1 / 3)
+    assert champion["floorsight-failure@v2"]["flagged_share"] == 1.0
+    # the other models are one row each, without a version
+    others = [r for r in metrics if r["model"] != "champion"]
+    assert others and len({r["model"] for r in others}) == len(others)
+    assert not any(isinstance(r["version"], str) for r in others)  # NULL (NaN in pandas)
+
+
 # ----------------------------------------------------------------------------------------------
 # traceability
 
