@@ -30,9 +30,13 @@ With 10 s windows and the defaults (``every_windows`` = 60), a machine-day gives
 characteristic 144 rolling rows, 144 work-order rows and one final row per order.
 
 Score rows (model ``capability``): one per window in which a characteristic has a rolling
-estimate of at least ``min_windows`` windows; ``score = 1 - Cpk / cpk_level`` clipped to 0..1
-(the worst characteristic), ``is_anomaly`` when the rolling Cpk is below ``cpk_level``.
-Windows another model quarantined (a faulty measurement) are scored but not pooled.
+estimate of at least ``min_windows`` windows and as many readings or parts (a part weight held
+per 28 s cycle gives about 110 parts in 360 windows); ``score = 1 - Cpk / cpk_level`` clipped
+to 0..1 (the worst characteristic), ``is_anomaly`` when the rolling Cpk is below
+``cpk_level``. Windows another model quarantined (a faulty measurement) are scored but not
+pooled. Capability is that of the product's last ``rolling_windows`` windows, not of the
+current one: a shift flags once it has pulled the rolling Cpk under the level, and the flag
+lasts until the shifted windows have left the rolling set (or the process is capable anyway).
 
 >>> import random, statistics
 >>> from datetime import UTC, datetime, timedelta
@@ -200,7 +204,8 @@ class _OrderRun:
 @dataclass
 class CapabilityModel(MachineModel):
     """Cp, Cpk, Pp, Ppk of each quality characteristic, rolling and per work order; flags a
-    rolling Cpk below ``cpk_level`` once ``min_windows`` windows are pooled."""
+    rolling Cpk below ``cpk_level`` once ``min_windows`` windows (and as many parts) are
+    pooled."""
 
     name: ClassVar[str] = "capability"
     alert: ClassVar[AlertRule | None] = AlertRule(
@@ -242,8 +247,9 @@ class CapabilityModel(MachineModel):
                 if state is None or state.pool.windows < self.min_windows:
                     continue
                 est = state.pool.estimate(state.held)
-                if est is None or not est[2]:
-                    continue  # no spread within: Cpk is undefined, nothing to judge
+                # no spread within: Cpk is undefined; too few parts: nothing to judge yet
+                if est is None or not est[2] or est[0] < self.min_windows:
+                    continue
                 n, mean, within, _ = est
                 # Cpk as models.spc.capability_of computes it (the table's rows use that)
                 cpk = min(usl - mean, mean - lsl) / (3 * within)

@@ -263,3 +263,14 @@ def test_rows_fit_the_capability_table(tmp_path):
         ("work_order", False, 2),
         ("work_order", True, 1),
     ]
+
+
+def test_a_held_characteristic_needs_as_many_parts_as_windows_before_it_flags():
+    rng = np.random.default_rng(12)
+    parts = rng.normal(TARGET, 0.03, 50)  # Cpk about 0.55
+    segments = [window(i, [parts[i // 3]] * 10) for i in range(150)]
+    out = CapabilityModel(min_windows=30).score_segments(segments, CONTEXT)
+    # the 30th part arrives in window 87: 30 windows were pooled long before
+    assert out.scores[0]["window_start"] == T0 + 87 * W
+    assert all(s["is_anomaly"] for s in out.scores)
+    assert out.scores[0]["evidence"].endswith("over 88 windows (n=30) of bore_mm")
