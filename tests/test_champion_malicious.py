@@ -1,7 +1,7 @@
 """A registry writer's code never runs in the champion loader.
 
 Whoever can write the MLflow store can register a model version, tag it and move the
-``champion`` alias. The pipeline's champion step then loads that version. These tests register,
+``champion`` alias. The pipeline's score step then loads that version. These tests register,
 in a real MLflow store (SQLite in a tmp folder), versions whose loading would run code: a pickle
 whose unpickling touches a marker file, a skops file holding a type outside the project's
 trusted list (its ``__setstate__`` touches a marker) whose ``MLmodel`` asks MLflow to trust it,
