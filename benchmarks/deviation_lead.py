@@ -151,12 +151,16 @@ def main() -> None:
     ap.add_argument("--min-labels", type=int, default=DeviationModel.min_labels)
     ap.add_argument("--alert-on", default=DeviationModel.alert_on, choices=("interval", "value"))
     ap.add_argument("--coverage", type=float, default=DeviationModel.coverage)
+    ap.add_argument("--learning-rate", type=float, default=DeviationModel.learning_rate)
+    ap.add_argument("--inline-gauge", action="store_true", help="read the in-line measurement")
     ap.add_argument("--cache", type=Path, default=None, help="folder to cache window features")
     args = ap.parse_args()
     model_kw = {
         "min_labels": args.min_labels,
         "alert_on": args.alert_on,
         "coverage": args.coverage,
+        "learning_rate": args.learning_rate,
+        "inline_gauge": args.inline_gauge,
     }
     runs, windows, spent = [], 0, 0.0
     for seed in args.seeds:

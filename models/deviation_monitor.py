@@ -84,7 +84,8 @@ class _Waiting:
     means: dict[str, float]
     #: when the prediction was made (the window's end)
     made_at: datetime
-    #: a faulty measurement (``Context.quarantine``): checked against the lab, not learned
+    #: a faulty measurement (``Context.quarantine``): never flags, is checked against the lab,
+    #: and is not learned
     quarantined: bool
     #: characteristic -> (predicted, low, high, lsl, usl, flagged)
     predictions: dict[str, tuple]
@@ -105,6 +106,8 @@ class DeviationModel(MachineModel):
     min_labels: int = 10
     coverage: float = 0.9
     alert_on: str = "interval"
+    learning_rate: float = 0.02
+    inline_gauge: bool = False
     _predictors: dict[tuple[str, str], DeviationPredictor] = field(default_factory=dict)
     _waiting: dict[datetime, _Waiting] = field(default_factory=dict)
     _starts: list[datetime] = field(default_factory=list)
@@ -150,12 +153,15 @@ class DeviationModel(MachineModel):
                 predictor = self._predictors.get((product, c))
                 if predictor is None:
                     predictor = self._predictors[(product, c)] = DeviationPredictor(
-                        coverage=self.coverage, min_labels=self.min_labels
+                        coverage=self.coverage,
+                        min_labels=self.min_labels,
+                        learning_rate=self.learning_rate,
                     )
-                pred = predictor.predict_only(_without(means, c), lsl, usl)
+                pred = predictor.predict_only(self._features(means, c), lsl, usl)
                 if pred is None:
                     continue  # no prediction before min_labels lab results
-                bounded = math.isfinite(pred.high - pred.low)
+                # a window with a faulty measurement is predicted from it: it does not flag
+                bounded = math.isfinite(pred.high - pred.low) and not waiting.quarantined
                 if self.alert_on == "interval":
                     out = bounded and (pred.high < lsl or pred.low > usl)
                 else:
@@ -164,7 +170,8 @@ class DeviationModel(MachineModel):
                 half = (usl - lsl) / 2 or 1.0
                 score = max(score, min(1.0, abs(pred.value - target) / half))
                 flagged |= out
-                low, high = (pred.low, pred.high) if bounded else (None, None)
+                finite = math.isfinite(pred.high - pred.low)
+                low, high = (pred.low, pred.high) if finite else (None, None)
                 detail[c] = {"predicted": pred.value, "low": low, "high": high}
                 detail[c] |= {"lsl": lsl, "usl": usl}
                 if out:
@@ -207,7 +214,14 @@ class DeviationModel(MachineModel):
             if made is not None:
                 checks.append(_check(waiting, start, lab, made))
             if not waiting.quarantined:
-                predictor.learn(_without(waiting.means, c), lab.value)
+                predictor.learn(self._features(waiting.means, c), lab.value)
+
+    def _features(self, means: dict[str, float], characteristic: str) -> dict[str, float]:
+        """What a characteristic is predicted from: the other sensors' window means, and with
+        ``inline_gauge`` its own in-line measurement's too (never the lab's value)."""
+        if self.inline_gauge:
+            return means
+        return {k: v for k, v in means.items() if k != characteristic}
 
     def _window_of(self, t: datetime) -> datetime | None:
         i = bisect.bisect_right(self._starts, t) - 1
@@ -250,8 +264,3 @@ def _check(waiting: _Waiting, start: datetime, lab: LabResult, made: tuple) -> d
         "available_at": lab.available_at,
         "hours_ahead": (lab.available_at - waiting.made_at).total_seconds() / 3600,
     }
-
-
-def _without(means: dict[str, float], characteristic: str) -> dict[str, float]:
-    """The process features of ``characteristic``: the other sensors' means (never its own)."""
-    return {k: v for k, v in means.items() if k != characteristic}

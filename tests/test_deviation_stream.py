@@ -180,3 +180,15 @@ def test_windows_waiting_for_a_label_are_forgotten_after_max_label_delay() -> No
 def test_alert_on_is_interval_or_value() -> None:
     with pytest.raises(ValueError, match="alert_on"):
         DeviationModel(alert_on="maybe")
+
+
+def test_a_window_with_a_faulty_measurement_is_checked_but_neither_flags_nor_teaches() -> None:
+    segments, labs = _plant()
+    quarantine = {seg.start for seg in segments[750:]}  # sensor health: faulty from the wear on
+    model = DeviationModel()
+    out = model.score_segments(segments, Context("M1", SPECS, labs, quarantine=quarantine))
+    assert not any(r["is_anomaly"] for r in out.scores)
+    checks = out.tables["deviation_checks"]
+    assert any(c["window_start"] in quarantine for c in checks)  # the lab's verdict still counts
+    # learned: the parts of windows 0..749; those of 750..919 (known by the end) are not
+    assert model._predictors[("P", "bore")].labels == 750
