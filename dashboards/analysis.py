@@ -1,8 +1,9 @@
 """The computations behind the SPC and drift pages, on frames read from the database.
 
-They reuse the models' own code instead of re-implementing it: control limits, run rules and
-capability from ``models/spc.py``; drift is read as the stream stored it (the ``drift`` table
-of ``models/feature_drift.py``). No Streamlit and no database here: plain functions of frames.
+They reuse the models' own code instead of re-implementing it (capability from
+``models/spc.py``); control charts and drift are read as the stream stored them (the ``spc``
+table of ``models/spc_monitor.py``, the ``drift`` table of ``models/feature_drift.py``). No
+Streamlit and no database here: plain functions of frames.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 
 import polars as pl
 
-from floorsight.models.spc import IndividualsChart, ProductCharts, capability, individuals_limits
+from floorsight.models.spc import capability
 
 CAPABILITY_SCHEMA: dict[str, pl.DataType] = {
     "product": pl.String(),
@@ -33,43 +34,6 @@ DRIFT_SCHEMA: dict[str, pl.DataType] = {
     "limit": pl.Float64(),
     "drifted": pl.Boolean(),
 }
-
-
-def control_points(points: pl.DataFrame, references: dict[str, list[float]]) -> pl.DataFrame:
-    """Each point with its product's CL/LCL/UCL and the run rules it violates.
-
-    ``points`` (window_end, value, product, ...) are in time order; ``references`` holds each
-    product's phase I values (its first windows on the machine), from which its limits come
-    (center = mean, σ = MR̄ / d2). Points of a product without a reference of at least two
-    values get no limits and no rules. Rules are Nelson's, named (``models.spc.NELSON``); a
-    product's points form one chart, however its runs interleave with other products.
-    """
-    charts = ProductCharts()
-    for product, ref in references.items():
-        if len(ref) >= 2:
-            mid, sigma = individuals_limits(ref)
-            charts.charts[product] = IndividualsChart(phase1=len(ref), center=mid, sigma=sigma)
-    center, lcl, ucl, rules = [], [], [], []
-    for product, x in points.select("product", "value").iter_rows():
-        chart = charts.charts.get(product)
-        if chart is None:
-            center.append(None)
-            lcl.append(None)
-            ucl.append(None)
-            rules.append("")
-            continue
-        violations = charts.update(product, x)
-        lo, mid, hi = chart.limits
-        center.append(mid)
-        lcl.append(lo)
-        ucl.append(hi)
-        rules.append("; ".join(f"rule {v.rule}: {v.name}" for v in violations))
-    return points.with_columns(
-        pl.Series("center", center, pl.Float64),
-        pl.Series("lcl", lcl, pl.Float64),
-        pl.Series("ucl", ucl, pl.Float64),
-        pl.Series("rules", rules, pl.String),
-    )
 
 
 def capability_table(values: pl.DataFrame) -> pl.DataFrame:

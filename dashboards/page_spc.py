@@ -1,8 +1,11 @@
-"""SPC: individuals control charts of window means with ERP spec limits, named run-rule
-violations, and Cp/Cpk/Pp/Ppk per product as the stream computed them (``capability`` table).
+"""SPC: the stream's individuals charts of window means with ERP spec limits, named run-rule
+violations (table ``spc``), and Cp/Cpk/Pp/Ppk per product as the stream computed them
+(``capability`` table).
 
 Limits are per product: each product's phase I is its first windows on the machine, so the
-centre line and limits change with the product, like the spec limits from ERP do.
+centre line and limits change with the product, like the spec limits from ERP do. The page
+draws what the stream judged (``models/spc_monitor.py``: its rule set and phase I are the
+``[spc]`` model settings), so a violation here is one the stream saw.
 """
 
 from __future__ import annotations
@@ -25,13 +28,6 @@ from floorsight.dashboards.common import (
 from floorsight.models.capability import CapabilityModel
 from floorsight.storage import Database
 
-PHASE1_DEFAULT = 25
-
-#: what the chart plots, per window: one reading (an individual measurement, so Cp/Cpk are
-#: those of single measurements) or the mean of the window's readings (smoother, but its σ is
-#: that of averages and its Cp/Cpk overstate what single parts achieve)
-STATISTICS = {"one reading per window": "last", "window mean": "mean"}
-
 
 def main() -> None:
     st.title("SPC")
@@ -41,74 +37,57 @@ def main() -> None:
     if not machine_ids:
         st.info("No machines yet.")
         return
-    c1, c2, c3, c4, c5, c6 = st.columns(6)
+    c1, c2, c3, c4 = st.columns(4)
     machine = c1.selectbox("Machine", machine_ids, key="spc_machine")
     with snapshot(db) as con:
         quality = queries.spec_characteristics(con, machine)
-        others = [s for s in queries.sensors(con, machine) if s not in quality]
         products = queries.products_of(con, machine)["product"].to_list()
     product = c2.selectbox(
         "Product", products, key="spc_product", help="the product running most recently first"
     )
     sensor = c3.selectbox(
         "Characteristic",
-        [*quality, *others],
+        quality,
         key="spc_sensor",
-        help="characteristics with spec limits from ERP come first",
+        help="the sensors with spec limits from ERP for a product of the machine: the stream "
+        "charts their window means",
     )
-    statistic = STATISTICS[c4.selectbox("Plotted value", list(STATISTICS), key="spc_statistic")]
-    label = time_range(c5, "spc_range")
-    phase1 = int(
-        c6.number_input(
-            "Phase I windows",
-            min_value=2,
-            max_value=500,
-            value=PHASE1_DEFAULT,
-            key="spc_phase1",
-            help="each product's first windows on the machine set its control limits",
-        )
-    )
+    label = time_range(c4, "spc_range")
     if sensor and product:
-        live(db, machine, product, sensor, statistic, label, phase1)
+        live(db, machine, product, sensor, label)
+    elif not quality:
+        st.write(f"{literal(machine)} has no characteristic with spec limits from ERP.")
 
 
 @st.fragment(run_every=SLOW_REFRESH)
-def live(
-    db: Database, machine: str, product: str, sensor: str, statistic: str, label: str, phase1: int
-):
-    """The chart of one product (its own limits and specs); capability of every product."""
+def live(db: Database, machine: str, product: str, sensor: str, label: str):
+    """The stream's chart of one product (its own limits and specs); capability per product."""
     with snapshot(db) as con:
         now = queries.latest_window_end(con)
-        points = queries.feature_with_specs(con, machine, sensor, since(now, label))
-        reference = (
-            queries.first_windows(con, machine, sensor, product, phase1)[statistic]
-            .drop_nulls()
-            .to_list()
-        )
-    if not points.height:
-        st.write("No windows in this time range.")
-        return
-    points = points.with_columns(value=pl.col(statistic)).drop_nulls("value")
-    chart = analysis.control_points(
-        points.filter(pl.col("product") == product), {product: reference}
-    )
-    what = "one reading per window" if statistic == "last" else "window means"
+        chart = queries.spc_points(con, machine, product, sensor, since(now, label))
     if chart.height:
-        title = f"{machine} · {product} · {sensor}: individuals chart of {what}"
+        title = f"{machine} · {product} · {sensor}: individuals chart of window means"
         st.plotly_chart(charts.control_chart(chart, title), width="stretch")
+        if chart["center"].null_count():
+            st.caption(
+                f"Windows without limits are {literal(product)}'s phase I on "
+                f"{literal(machine)}: its first windows, which set the limits."
+            )
     else:
-        st.write(f"{literal(product)} did not run on {literal(machine)} in this time range.")
-    if len(reference) < phase1:
-        st.caption(
-            f"{literal(product)} is still in phase I (fewer than {phase1} windows so far): its "
-            "limits come from the windows there are."
-        )
-    capability(db, machine, product, sensor, since(now, label), now)
+        st.write(f"No charted windows of {literal(product)} on {literal(machine)} in this range.")
+    if now is not None:
+        capability(db, machine, product, sensor, since(now, label), now)
     st.subheader("Run-rule violations")
+    st.caption(
+        "Every rule the stream found violated; those with a severity paged (the ``[spc] page`` "
+        "setting), the others are recorded only."
+    )
     violations = (
         chart.filter(pl.col("rules") != "")
-        .select("window_end", "product", "work_order", "value", "center", "ucl", "lcl", "rules")
+        .select("window_end", "work_order", "value", "center", "ucl", "lcl", "rules", "severity")
         .sort("window_end", descending=True)
+        if chart.height
+        else chart
     )
     show_page_of(violations, "spc_violations_page", "No run-rule violations in this range.")
 

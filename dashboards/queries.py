@@ -262,23 +262,6 @@ def genealogy_tables(con: Con) -> dict[str, pl.DataFrame] | None:
 # features, SPC and drift
 
 
-def feature_with_specs(
-    con: Con, machine_id: str, sensor: str, since: datetime | None = None
-) -> pl.DataFrame:
-    """Window means of one sensor of one machine, with the spec limits of the product then."""
-    return frame(
-        con,
-        f"""SELECT f.window_start, f.window_end, f.mean, f.last, f.n, f.work_order, f.product,
-                   f.material_lot, s.lsl, s.target, s.usl
-            FROM features f
-            LEFT JOIN spec_limits s ON s.product = f.product AND s.characteristic = f.sensor
-            WHERE f.machine_id = ? AND f.sensor = ? AND f.mean IS NOT NULL
-              AND f.window_end >= coalesce(?::TIMESTAMPTZ, {_EPOCH_START})
-            ORDER BY f.window_start, f.work_order""",
-        [machine_id, sensor, since],
-    )
-
-
 def first_windows(con: Con, machine_id: str, sensor: str, product: str, n: int) -> pl.DataFrame:
     """The first ``n`` windows of ``product`` on a machine: its reference (phase I)."""
     return frame(
@@ -341,6 +324,27 @@ def spec_characteristics(con: Con, machine_id: str) -> list[str]:
            WHERE f.machine_id = ? ORDER BY 1""",
         [machine_id],
     )["sensor"].to_list()
+
+
+def spc_points(
+    con: Con, machine_id: str, product: str, characteristic: str, since: datetime | None
+) -> pl.DataFrame:
+    """The stream's individuals chart of one product's characteristic on a machine (table
+    ``spc``, written by ``models/spc_monitor.py``) since ``since``, oldest first: each window
+    mean with the limits it was judged against and the rules it violated; empty before the
+    table exists."""
+    if not has_table(con, "spc"):
+        return pl.DataFrame()
+    return frame(
+        con,
+        f"""SELECT window_start, window_end, work_order, product, value, center, lcl, ucl,
+                   lsl, usl, rules, severity
+            FROM spc
+            WHERE machine_id = ? AND product = ? AND characteristic = ?
+              AND window_end >= coalesce(?::TIMESTAMPTZ, {_EPOCH_START})
+            ORDER BY window_start, work_order""",
+        [machine_id, product, characteristic, since],
+    )
 
 
 def capability_now(con: Con, machine_id: str, characteristic: str) -> pl.DataFrame:

@@ -33,7 +33,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from floorsight.alerts import ALERT_SCHEMA, ALERTS, lifecycle
-from floorsight.dashboards.analysis import control_points
 from floorsight.dashboards.charts import gapped
 from floorsight.dashboards.common import FILE_ACCESS, literal, snapshot
 from floorsight.dashboards.users import COOKIE_KEY_ENV, USERS_ENV
@@ -43,6 +42,7 @@ from floorsight.models import SCORES
 from floorsight.models.base import Context
 from floorsight.models.capability import CAPABILITY, CapabilityModel
 from floorsight.models.machine import by_machine, segments_of
+from floorsight.models.spc_monitor import SPC, SpcModel
 from floorsight.pipelines.flow import TABLES
 from floorsight.pipelines.tables import MACHINE_STATES, PART_COUNTS, SPEC_LIMITS, WORK_ORDERS
 from floorsight.storage import Database
@@ -80,10 +80,6 @@ def m1_windows() -> list[tuple[datetime, float, float]]:
         mean = 12.06 if i in (5, 15, 25, 35, 45) else 12.0 + pattern[i % 4] / 2
         out.append((start, mean, last))
     return out
-
-
-def m1_last_values() -> list[float]:
-    return [last for _, _, last in m1_windows()]
 
 
 def m2_starts() -> list[datetime]:
@@ -163,6 +159,15 @@ def capability_rows() -> pl.DataFrame:
         out = CapabilityModel(every_windows=10).score_segments(segments, Context(machine, SPECS))
         rows += out.tables.get(CAPABILITY.name, [])
     return pl.DataFrame(rows).select(CAPABILITY.columns)
+
+
+def spc_rows() -> pl.DataFrame:
+    """The chart points the stream's SPC model writes for these windows."""
+    rows = []
+    for machine, segments in by_machine(segments_of(features())).items():
+        out = SpcModel().score_segments(segments, Context(machine, SPECS))
+        rows += out.tables.get(SPC.name, [])
+    return pl.DataFrame(rows).select(SPC.columns)
 
 
 def scores() -> pl.DataFrame:
@@ -345,6 +350,7 @@ def build(path: Path) -> Path:
             WORK_ORDERS.name: [orders],
             SPEC_LIMITS.name: [specs],
             CAPABILITY.name: [capability_rows()],
+            SPC.name: [spc_rows()],
         }
     )
     for name, frame in erp().items():
@@ -762,28 +768,35 @@ def test_an_alert_action_waits_for_a_refresh_of_another_session(writable_db):
 # SPC
 
 
-def test_spc_chart_has_limits_per_product_spec_limits_and_named_violations(shown):
+def test_spc_chart_is_the_streams_with_limits_per_product_spec_limits_and_violations(shown):
     at = shown("page_spc.py")
     assert at.selectbox(key="spc_machine").value == "M1"
     assert at.selectbox(key="spc_sensor").value == BORE
     chart = figures(at)[0]  # the control chart; the Cpk trend follows
     t = traces(chart)
     assert set(t) == {"value", "CL", "UCL", "LCL", "LSL", "USL", "violation"}
-    xs = m1_last_values()
-    assert values(t["value"]["y"]) == pytest.approx(xs)
-    # phase I = PA's first 25 windows: centre = their mean, sigma = mean moving range / 1.128
-    phase1 = xs[:25]
-    center = sum(phase1) / 25
+    xs = [mean for _, mean, _ in m1_windows()]
+    assert values(t["value"]["y"]) == pytest.approx(xs)  # the window means the stream charted
+    # phase I = PA's first 30 windows (SpcModel.phase1), drawn without limits; then centre =
+    # their mean, sigma = mean moving range / 1.128
+    phase1 = xs[:30]
+    center = sum(phase1) / 30
     sigma = np.mean(np.abs(np.diff(phase1))) / 1.128
+    assert len(values(t["CL"]["y"])) == 20
     assert set(np.round(values(t["CL"]["y"]), 9)) == {round(center, 9)}
     assert values(t["UCL"]["y"])[0] == pytest.approx(center + 3 * sigma)
     assert values(t["LCL"]["y"])[0] == pytest.approx(center - 3 * sigma)
     assert set(values(t["LSL"]["y"])) == {11.95} and set(values(t["USL"]["y"])) == {12.05}
-    # the spike is the only violation, named
-    assert values(t["violation"]["y"]) == pytest.approx([xs[SPIKE]])
-    assert t["violation"]["text"] == ["rule 1: one point beyond 3 sigma"]
-    violations = table(at, "rules", "center")
-    assert list(violations["rules"]) == ["rule 1: one point beyond 3 sigma"]
+    # the violations as the stream named them: the two windows beyond the limits, and the
+    # ninth in a row below the centre (which the phase I outliers pulled up)
+    assert values(t["violation"]["y"]) == pytest.approx([xs[35], xs[44], xs[45]])
+    violations = table(at, "rules", "center", "severity")
+    assert list(violations["rules"]) == [
+        "Nelson 1 (one point beyond 3 sigma)",
+        "Nelson 2 (nine points in a row on one side of the center line)",
+        "Nelson 1 (one point beyond 3 sigma)",
+    ]
+    assert violations["severity"].isna().all()  # recorded, not paged (SpcModel.page)
 
 
 def test_spc_capability_equals_hand_computed_cp_cpk_pp_ppk(shown):
@@ -809,16 +822,6 @@ def test_spc_capability_equals_hand_computed_cp_cpk_pp_ppk(shown):
     lab_xs = np.array([12.004, 12.010])
     assert lab["n"] == 2
     assert lab["Pp"] == pytest.approx((usl - lsl) / (6 * lab_xs.std(ddof=1)))
-
-
-def test_spc_switching_to_window_means_charts_the_means(monkeypatch, plant_db):
-    at = open_app(monkeypatch, plant_db, "page_spc.py")
-    at.selectbox(key="spc_statistic").select("window mean").run()
-    assert_ok(at)
-    t = traces(figures(at)[0])
-    assert values(t["value"]["y"]) == pytest.approx([mean for _, mean, _ in m1_windows()])
-    # capability is the stream's, whatever the chart plots
-    assert table(at, "Cpk", "source")["n"].tolist() == [3000, 2]
 
 
 def test_spc_cpk_trend_and_work_orders_come_from_the_capability_table(monkeypatch, plant_db):
@@ -1044,25 +1047,6 @@ def test_data_quality_shows_the_latest_result_per_suite_and_table(monkeypatch, w
 
 # ----------------------------------------------------------------------------------------------
 # the computations behind the pages, without Streamlit
-
-
-def test_control_points_use_each_products_own_reference_across_changeovers():
-    # A runs, then B, then A again: A's chart continues where it left off (rule 2 needs nine
-    # points in a row above A's centre, and they span the B run)
-    products = ["A"] * 5 + ["B"] * 3 + ["A"] * 4
-    values_ = [10.5] * 5 + [20.0] * 3 + [10.5] * 4
-    points = pl.DataFrame({"product": products, "value": values_})
-    references = {"A": [9.0, 11.0, 9.0, 11.0, 10.0], "B": [19.0, 21.0, 20.0]}
-    out = control_points(points, references)
-    # A: centre 10, sigma = mean moving range (2, 2, 2, 1) / 1.128; B: centre 20, MR (2, 1)
-    sigma_a, sigma_b = 1.75 / 1.128, 1.5 / 1.128
-    assert out["center"].to_list() == [10.0] * 5 + [20.0] * 3 + [10.0] * 4
-    assert out["ucl"][0] == pytest.approx(10 + 3 * sigma_a)
-    assert out["ucl"][5] == pytest.approx(20 + 3 * sigma_b)
-    rules = out["rules"].to_list()
-    assert rules[:8] == [""] * 8
-    assert rules[8:11] == [""] * 3  # A's 6th to 8th point above its centre
-    assert rules[11] == "rule 2: nine points in a row on one side of the center line"
 
 
 def test_lines_break_in_gaps_longer_than_the_usual_spacing():
