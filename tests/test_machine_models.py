@@ -109,30 +109,9 @@ def test_order_drift_flags_wear_within_an_order_not_a_changeover() -> None:
     assert "drifted +" in worn["evidence"][first]
 
 
-def test_spc_monitor_names_rule_violations_and_alerts_only_out_of_spec() -> None:
-    from floorsight.models.spc_monitor import SpcModel
-
-    rng = random.Random(4)
-    specs = {("P", "bore"): (9.9, 10.0, 10.1), ("Q", "bore"): (19.9, 20.0, 20.1)}
-    model = SpcModel(phase1=30)
-    rows = [_window(i, "bore", 10.0 + rng.gauss(0, 0.01)) for i in range(60)]
-    rows.append(_window(60, "bore", 10.05))  # beyond 3 sigma, inside spec
-    rows.append(_window(61, "bore", 10.15))  # out of spec
-    # a changeover to another product: its own phase I, not a violation
-    rows += [_window(62 + i, "bore", 20.0 + rng.gauss(0, 0.01), product="Q") for i in range(5)]
-    rows.append(_window(70, "temp", 500.0))  # no spec for temp: not charted
-    out = model.score(pl.DataFrame(rows), specs)
-    assert out.height == 67
-    assert out["score"][:29].to_list() == [0.0] * 29  # phase I
-    at60, at61 = out.row(60, named=True), out.row(61, named=True)
-    assert not at60["is_anomaly"] and "Nelson 1 (one point beyond 3 sigma)" in at60["evidence"]
-    assert at60["score"] == 1.0
-    assert at61["is_anomaly"] and at61["evidence"].startswith("bore 10.15 out of spec [9.9, 10.1]")
-    assert not out["is_anomaly"][62:].any() and out["evidence"][62:].to_list() == [""] * 5
-
-
 def test_a_tool_change_rebases_like_a_changeover() -> None:
-    from floorsight.alerts.engine import MachineAlerting, Maintenance
+    from floorsight.alerts.engine import MachineAlerting
+    from floorsight.models.base import Maintenance
 
     def run(with_log: bool) -> set[str]:
         rng = random.Random(6)
