@@ -75,13 +75,16 @@ class IncidentTracker:
     def update(self, alert_rows: list[dict]) -> list[dict]:
         """Feed alert rows of this machine (each alert's newest row); returns the incident rows
         that changed (rows of :data:`INCIDENT_SCHEMA`)."""
-        changed: dict[str, dict] = {}
+        touched: dict[str, tuple[dict, dict[str, dict]]] = {}
         for alert in sorted(alert_rows, key=lambda a: (a["first_seen"], a["alert_id"])):
-            incident, members = self._incident_of(alert)
+            incident, members = entry = self._incident_of(alert)
             members[alert["alert_id"]] = {k: alert[k] for k in _MEMBER}
+            touched[incident["incident_id"]] = entry
+        out = []
+        for incident, members in touched.values():
             _refresh(incident, members)
-            changed[incident["incident_id"]] = dict(incident)
-        return list(changed.values())
+            out.append(dict(incident))
+        return out
 
     def _incident_of(self, alert: dict) -> tuple[dict, dict[str, dict]]:
         for entry in reversed(self._recent):
@@ -92,10 +95,7 @@ class IncidentTracker:
             if (
                 incident["machine_id"] == alert["machine_id"]
                 and len(members) < self.max_alerts
-                and (
-                    incident["closed_at"] is None
-                    or alert["first_seen"] <= _activity(members) + self.gap
-                )
+                and _takes(members, alert["first_seen"], self.gap)
             ):
                 return incident, members
         entry = (_new_incident(alert), {})
@@ -127,9 +127,12 @@ def _new_incident(alert: dict) -> dict:
     }
 
 
-def _activity(members: dict[str, dict]) -> datetime:
-    """The latest ``last_seen`` or ``cleared_at`` of an incident's alerts."""
-    return max(m["cleared_at"] or m["last_seen"] for m in members.values())
+def _takes(members: dict[str, dict], first_seen: datetime, gap: timedelta) -> bool:
+    """Whether an alert first seen then joins the incident of ``members``: one of them is still
+    open, or the last of them cleared at most ``gap`` before."""
+    if any(m["cleared_at"] is None for m in members.values()):
+        return True
+    return first_seen <= max(m["cleared_at"] for m in members.values()) + gap
 
 
 def _refresh(incident: dict, members: dict[str, dict]) -> None:
