@@ -8,7 +8,8 @@ quality characteristic; ``simulators.faults``); the pipeline's 10 s window featu
 (``fault_week.plant_features``, cached with ``--cache``); the simulated ERP's lab results (every
 25th part, known 2 to 6 hours after it was made: ``simulators.erp.lab_results``). One
 :class:`DeviationModel` per machine is fed an hour of windows at a time with the ERP spec
-limits and the machine's lab results, in time order, as the score step does. From its rows:
+limits, the machine's lab results and the windows its sensor health model quarantines (as the
+engine runs them), in time order. From its rows:
 
 - **checks**: the ``deviation_checks`` rows (a lab result of a window that was predicted).
   ``precision`` = checks predicted out of spec that the lab found out of spec / checks
@@ -16,16 +17,18 @@ limits and the machine's lab results, in time order, as the score step does. Fro
   lab result out of spec (predicted or not); ``recall_checked`` the same among the checks.
   ``hours_ahead`` of a true alert = the lab result's ``available_at`` - the end of the window
   that predicted it (when the prediction was made).
-- **alerts**: a run of consecutive flagged windows of a machine (a gap of more than one window
-  ends it) is one alert. It is confirmed when a part made in it is out of spec by the lab,
-  refuted when the lab measured parts made in it and all were in spec (alerts in which no part
-  went to the lab are neither); ``alert_precision`` = confirmed / (confirmed + refuted);
-  ``alert_lead_hours`` = the first out-of-spec lab result's ``available_at`` - the alert's first
-  window end, per confirmed alert.
+- **alerts**: the flags as the alert engine's tracker turns them into alerts (open after 2
+  consecutive flagged windows, clear after 3 normal ones). An alert is confirmed when a part
+  made between its first flagged window and its last is out of spec by the lab, refuted when
+  the lab measured parts made then and all were in spec (alerts in which no part went to the
+  lab are neither); ``alert_precision`` = confirmed / (confirmed + refuted);
+  ``alert_lead_hours`` = the first out-of-spec lab result's ``available_at`` - the time the
+  alert opened, per confirmed alert.
 - **predicting_after_24h**: machine × product combinations that ran in the first 24 hours, and
   how many of them had a prediction by then.
 
-``--min-labels``, ``--alert-on`` and ``--coverage`` set the model. Prints one JSON object.
+``--min-labels``, ``--alert-on``, ``--coverage``, ``--learning-rate`` and
+``--inline-gauge`` / ``--no-inline-gauge`` set the model. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ import polars as pl
 from floorsight.models.base import Context
 from floorsight.models.context import lab_results_by_machine
 from floorsight.models.deviation_monitor import DeviationModel
-from floorsight.models.machine import segments_of
+from floorsight.models.machine import Coverage, segments_of
+from floorsight.models.sensor_health import SensorHealthModel
 from floorsight.simulate import PlantOptions, make_plant
 from floorsight.simulators.catalog import spec_limits_frame
 from floorsight.simulators.erp import lab_results
@@ -53,6 +57,8 @@ from fault_week import T0, plant_features
 
 #: the dataflow's window (``pipelines.flow``)
 WINDOW = timedelta(seconds=10)
+#: the alert engine's defaults (``alerts.engine.AlertSettings``)
+OPEN_AFTER, CLEAR_AFTER = 2, 3
 
 
 def run_models(features: pl.DataFrame, labs: dict, model_kw: dict) -> tuple[list, list, float]:
@@ -63,7 +69,7 @@ def run_models(features: pl.DataFrame, labs: dict, model_kw: dict) -> tuple[list
         .select("product", "characteristic", "lsl", "target", "usl")
         .iter_rows()
     }
-    models: dict[str, DeviationModel] = {}
+    models: dict[str, tuple[Coverage, SensorHealthModel, DeviationModel]] = {}
     scores, checks, spent = [], [], 0.0
     hours = features.sort("window_start").with_columns(
         hour=pl.col("window_start").dt.truncate("1h")
@@ -71,9 +77,15 @@ def run_models(features: pl.DataFrame, labs: dict, model_kw: dict) -> tuple[list
     for (_, machine), part in hours.partition_by(
         ["hour", "machine_id"], as_dict=True, maintain_order=True
     ).items():
-        model = models.setdefault(machine, DeviationModel(**model_kw))
+        if machine not in models:
+            models[machine] = (Coverage(), SensorHealthModel(), DeviationModel(**model_kw))
+        coverage, sensors, model = models[machine]
         segments = segments_of(part.drop("hour"))
         context = Context(machine_id=machine, specs=specs, labs=labs.get(machine, []))
+        # as the engine does: sensor health's flagged windows are quarantined for the models after
+        coverage.mark(segments)
+        flagged = sensors.score_segments(segments, context).scores
+        context.quarantine.update(r["window_start"] for r in flagged if r["is_anomaly"])
         t = time.perf_counter()
         out = model.score_segments(segments, context)
         spent += time.perf_counter() - t
@@ -83,21 +95,27 @@ def run_models(features: pl.DataFrame, labs: dict, model_kw: dict) -> tuple[list
 
 
 def alerts_of(scores: list[dict]) -> list[tuple[str, datetime, datetime, datetime]]:
-    """Runs of consecutive flagged windows per machine: (machine, first start, first end, last
-    end)."""
-    runs: list[list] = []
-    last: dict[str, list] = {}
+    """The alerts the engine's tracker raises from the flags (opens after ``OPEN_AFTER``
+    consecutive flagged windows, clears after ``CLEAR_AFTER`` normal ones): (machine, first
+    flagged window start, opened at, last flagged window end)."""
+    alerts: list[list] = []
+    state: dict[str, list] = {}  # machine -> [flagged run, normal run, run start, open alert]
     for r in sorted(scores, key=lambda r: (r["machine_id"], r["window_start"])):
-        if not r["is_anomaly"]:
-            continue
-        run = last.get(r["machine_id"])
-        if run is not None and r["window_start"] <= run[3] + WINDOW:
-            run[3] = r["window_end"]
+        st = state.setdefault(r["machine_id"], [0, 0, None, None])
+        if r["is_anomaly"]:
+            st[0], st[1] = st[0] + 1, 0
+            if st[0] == 1:
+                st[2] = r["window_start"]
+            if st[3] is None and st[0] >= OPEN_AFTER:
+                st[3] = [r["machine_id"], st[2], r["window_end"], r["window_end"]]
+                alerts.append(st[3])
+            elif st[3] is not None:
+                st[3][3] = r["window_end"]
         else:
-            run = [r["machine_id"], r["window_start"], r["window_end"], r["window_end"]]
-            runs.append(run)
-            last[r["machine_id"]] = run
-    return [tuple(run) for run in runs]
+            st[0], st[1] = 0, st[1] + 1
+            if st[3] is not None and st[1] >= CLEAR_AFTER:
+                st[3] = None
+    return [tuple(a) for a in alerts]
 
 
 def evaluate(scores: list[dict], checks: list[dict], lab_out_all: int) -> dict:
@@ -105,16 +123,16 @@ def evaluate(scores: list[dict], checks: list[dict], lab_out_all: int) -> dict:
     flagged = sum(c["predicted_out"] for c in checks)
     lab_out_checked = sum(c["lab_out"] for c in checks)
     confirmed, refuted, leads = 0, 0, []
-    for machine, _, first_end, last_end in alerts_of(scores):
+    for machine, first_start, opened, last_end in alerts_of(scores):
         mine = [
             c
             for c in checks
-            if c["machine_id"] == machine and first_end - WINDOW <= c["part_made_at"] < last_end
+            if c["machine_id"] == machine and first_start <= c["part_made_at"] < last_end
         ]
         out = [c for c in mine if c["lab_out"]]
         if out:
             confirmed += 1
-            leads.append(min(c["available_at"] for c in out) - first_end)
+            leads.append(min(c["available_at"] for c in out) - opened)
         elif mine:
             refuted += 1
     hours = [c["hours_ahead"] for c in tp]
@@ -152,7 +170,12 @@ def main() -> None:
     ap.add_argument("--alert-on", default=DeviationModel.alert_on, choices=("interval", "value"))
     ap.add_argument("--coverage", type=float, default=DeviationModel.coverage)
     ap.add_argument("--learning-rate", type=float, default=DeviationModel.learning_rate)
-    ap.add_argument("--inline-gauge", action="store_true", help="read the in-line measurement")
+    ap.add_argument(
+        "--inline-gauge",
+        action=argparse.BooleanOptionalAction,
+        default=DeviationModel.inline_gauge,
+        help="read the characteristic's in-line measurement",
+    )
     ap.add_argument("--cache", type=Path, default=None, help="folder to cache window features")
     args = ap.parse_args()
     model_kw = {

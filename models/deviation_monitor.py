@@ -2,13 +2,21 @@
 
 For each quality characteristic with spec limits for the product running, a
 :class:`~floorsight.models.deviation.DeviationPredictor` per (product, characteristic) predicts
-the characteristic from the window's process features (the window means of the *other*
-sensors: the prediction must not read the answer), with a split-conformal interval. The
+the characteristic from the window's sensor means, with a split-conformal interval. The
 machine's lab results (``Context.labs``, ERP ``lab_results``) are the labels: a sample is learned
 once the event time has passed its ``available_at`` (hours after the part was made), with the
 features of the window the part was made in, and its verdict is written against that window's
 prediction (table ``deviation_checks``). Windows wait for their label at most
 ``max_label_delay``; older ones are forgotten, so the state stays bounded.
+
+**What it reads** (``inline_gauge``): by default every sensor's window mean, the in-line
+gauge of the characteristic among them (the CNC's bore gauge, the moulding machine's scale):
+the lab is the reference measurement of the same parts, and the model learns how the gauge and
+the process stand against it (a gauge's bias, a drift the process sensors show as well). With
+``inline_gauge = False`` it reads only the *other* sensors, a soft sensor for a characteristic
+that nothing on the line measures. On the simulator the other sensors move with the
+characteristic only during some faults, each kind with its own ratio, so without the gauge
+the predictions miss every out-of-spec lab result (docs/accuracy.md "Deviation prediction").
 
 **When a window flags** (``alert_on``): ``"interval"`` (the default) when the whole prediction
 interval lies beyond a spec limit (``high < lsl`` or ``low > usl``), ``"value"`` when the
@@ -107,7 +115,7 @@ class DeviationModel(MachineModel):
     coverage: float = 0.9
     alert_on: str = "interval"
     learning_rate: float = 0.02
-    inline_gauge: bool = False
+    inline_gauge: bool = True
     _predictors: dict[tuple[str, str], DeviationPredictor] = field(default_factory=dict)
     _waiting: dict[datetime, _Waiting] = field(default_factory=dict)
     _starts: list[datetime] = field(default_factory=list)
@@ -218,7 +226,7 @@ class DeviationModel(MachineModel):
 
     def _features(self, means: dict[str, float], characteristic: str) -> dict[str, float]:
         """What a characteristic is predicted from: the other sensors' window means, and with
-        ``inline_gauge`` its own in-line measurement's too (never the lab's value)."""
+        ``inline_gauge`` its own in-line measurement's too (never a lab value)."""
         if self.inline_gauge:
             return means
         return {k: v for k, v in means.items() if k != characteristic}

@@ -23,8 +23,9 @@ LAB_DELAY = timedelta(hours=3)
 
 def _plant(windows: int = 1100, wear_from: int = 700, seed: int = 3):
     """A machine whose bore follows its spindle current (0.025 mm per A), with tool wear from
-    window ``wear_from`` on (current and bore rise together until the bore leaves its spec),
-    and a lab result of the part made in the middle of every window, known 3 hours later."""
+    window ``wear_from`` on (current and bore rise together until the bore leaves its spec), an
+    in-line gauge of the bore, and a lab result of the part made in the middle of every window,
+    known 3 hours later."""
     rng = random.Random(seed)
     segments, labs = [], []
     for w in range(windows):
@@ -36,7 +37,7 @@ def _plant(windows: int = 1100, wear_from: int = 700, seed: int = 3):
         rows = {
             "spindle_current_a": {"mean": current},
             "spindle_temp_c": {"mean": 42.0 + rng.gauss(0, 0.1)},
-            "bore": {"mean": bore},
+            "bore": {"mean": bore + rng.gauss(0, 0.002)},  # the in-line gauge: noisier
         }
         segments.append(Segment(key, rows))
         made = start + WINDOW / 2
@@ -54,9 +55,12 @@ def _run(model: DeviationModel, segments, labs, batch: int = 60):
     return scores, checks
 
 
-def test_tool_wear_is_alerted_hours_before_the_lab_reports_it_out_of_spec() -> None:
+@pytest.mark.parametrize("inline_gauge", [True, False], ids=["with gauge", "process only"])
+def test_tool_wear_is_alerted_hours_before_the_lab_reports_it_out_of_spec(
+    inline_gauge: bool,
+) -> None:
     segments, labs = _plant()
-    scores, checks = _run(DeviationModel(), segments, labs)
+    scores, checks = _run(DeviationModel(inline_gauge=inline_gauge), segments, labs)
     first = next(r for r in scores if r["is_anomaly"])
     lab_out = [lab for lab in labs if not 24.98 <= lab.value <= 25.02]
     first_lab_out = min(lab.available_at for lab in lab_out)
@@ -192,3 +196,17 @@ def test_a_window_with_a_faulty_measurement_is_checked_but_neither_flags_nor_tea
     assert any(c["window_start"] in quarantine for c in checks)  # the lab's verdict still counts
     # learned: the parts of windows 0..749; those of 750..919 (known by the end) are not
     assert model._predictors[("P", "bore")].labels == 750
+
+
+def test_without_the_inline_gauge_the_characteristic_is_predicted_from_the_other_sensors() -> None:
+    segments, labs = _plant(windows=600, wear_from=10_000)
+    # the gauge reads far out of spec from window 500 on while the process stays as it was
+    gauge_off = [
+        Segment(seg.key, {**seg.rows, "bore": {"mean": 25.2}}) if i >= 500 else seg
+        for i, seg in enumerate(segments)
+    ]
+    flags = {}
+    for inline_gauge in (True, False):
+        scores, _ = _run(DeviationModel(inline_gauge=inline_gauge), gauge_off, labs)
+        flags[inline_gauge] = sum(r["is_anomaly"] for r in scores)
+    assert flags[True] > 50 and flags[False] == 0
