@@ -25,6 +25,7 @@ from floorsight.models.base import MachineModel
 from floorsight.models.capability import CapabilityModel
 from floorsight.models.champion_scores import ChampionModel
 from floorsight.models.deviation_monitor import DeviationModel
+from floorsight.models.failure import MachineFailureModel
 from floorsight.models.feature_drift import FeatureDriftModel
 from floorsight.models.hotelling import HotellingModel
 from floorsight.models.order_drift import OrderDriftModel
@@ -46,6 +47,7 @@ MODELS: tuple[type[MachineModel], ...] = (
     OutOfSpecModel,
     SpcModel,
     HotellingModel,
+    MachineFailureModel,
 )
 
 #: model name -> {setting: value}: what a models settings file holds
