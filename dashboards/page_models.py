@@ -35,7 +35,6 @@ def main() -> None:
 def live(db: Database, label: str) -> None:
     with snapshot(db) as con:
         now = queries.latest_window_end(con)
-        window_s = queries.window_seconds(con)
         latest = queries.latest_scores(con, FAILURE_MODEL)
         series = queries.score_series(con, FAILURE_MODEL, since(now, label))
         metrics = queries.model_metrics(con)
@@ -45,7 +44,7 @@ def live(db: Database, label: str) -> None:
     st.subheader("Failure risk and remaining useful life")
     if latest.height:
         st.dataframe(
-            failure_table(latest, window_s),
+            failure_table(latest),
             hide_index=True,
             width="stretch",
             column_config={
@@ -116,17 +115,26 @@ def live(db: Database, label: str) -> None:
     )
 
 
-def failure_table(latest: pl.DataFrame, window_s: float) -> pl.DataFrame:
-    """Newest failure-risk score per machine with its health index and RUL in hours."""
+def failure_table(latest: pl.DataFrame) -> pl.DataFrame:
+    """Newest failure-risk score per machine: health index, RUL in hours with its interval and
+    the sensors that deviate most (the model's evidence)."""
     evidence = [json.loads(e) if e else {} for e in latest["evidence"].to_list()]
-    rul = [e.get("rul_windows") for e in evidence]
+
+    def column(name: str, key: str) -> pl.Series:
+        return pl.Series(name, [e.get(key) for e in evidence], pl.Float64)
+
     return latest.select(
         "machine_id",
         pl.col("window_end").alias("as of"),
         "product",
         pl.col("score").alias("failure probability"),
-        pl.Series("health index", [e.get("health") for e in evidence], pl.Float64),
-        pl.Series("RUL (h)", [None if r is None else r * window_s / 3600 for r in rul], pl.Float64),
+        column("health index", "health"),
+        column("RUL (h)", "rul_hours"),
+        column("RUL low (h)", "rul_low_h"),
+        column("RUL high (h)", "rul_high_h"),
+        pl.Series(
+            "sensors", [", ".join(s for s, _ in e.get("sensors", [])) for e in evidence], pl.String
+        ),
         pl.col("is_anomaly").alias("alert"),
     )
 

@@ -172,7 +172,10 @@ def spc_rows() -> pl.DataFrame:
 
 def scores() -> pl.DataFrame:
     rows = []
-    for machine, health, rul, risk in (("M1", 0.5, None, 0.03), ("M2", 4.6, 360.0, 0.65)):
+    for machine, health, rul, risk in (
+        ("M1", 0.5, None, 0.03),
+        ("M2", 4.6, (6.0, 2.5, 14.0), 0.65),
+    ):
         for k in range(3):
             rows.append(
                 {
@@ -185,7 +188,15 @@ def scores() -> pl.DataFrame:
                     "model": "failure_risk",
                     "score": risk - 0.01 * (2 - k),
                     "is_anomaly": machine == "M2" and k == 2,
-                    "evidence": json.dumps({"health": health, "rul_windows": rul}),
+                    "evidence": json.dumps(
+                        {
+                            "health": health,
+                            "rul_hours": rul and rul[0],
+                            "rul_low_h": rul and rul[1],
+                            "rul_high_h": rul and rul[2],
+                            "sensors": [["vibration_mm_s", 5.1], ["spindle_temp_c", 4.6]],
+                        }
+                    ),
                 }
             )
     # 4 anomaly-model windows of M1, one flagged; a drift model fired on M2 at 06:40
@@ -898,7 +909,8 @@ def test_models_page_shows_failure_risk_rul_metrics_and_labels(monkeypatch, writ
     m2 = failure[1]
     assert m2["failure probability"] == pytest.approx(0.65)
     assert m2["health index"] == 4.6
-    assert m2["RUL (h)"] == pytest.approx(360 * 60 / 3600)  # 360 windows of 60 s
+    assert (m2["RUL (h)"], m2["RUL low (h)"], m2["RUL high (h)"]) == (6.0, 2.5, 14.0)
+    assert m2["sensors"] == "vibration_mm_s, spindle_temp_c"
     assert m2["alert"]
     assert math.isnan(failure[0]["RUL (h)"])
     models = {r["model"]: r for r in table(at, "windows_scored").to_dict("records")}
