@@ -6,8 +6,13 @@ returns: score rows for the ``scores`` table, rows of the models' own tables, an
 the ``alerts`` table. The models are the registry's (``models/registry.py``), run by
 :class:`~floorsight.models.engine.MachineModels`; every model with an alert rule
 (``MachineModel.alert``) gets an :class:`~floorsight.alerts.rules.AlertTracker` whose cause is
-the model's name. The benchmarks run the very same object over simulated histories, so the
-accuracy they report is the pipeline's.
+the model's name. What the trackers raise then goes through the machine's hygiene
+(``alerts/hygiene.py``): an alert raised in planned maintenance or a setup is muted or
+downgraded (:class:`~floorsight.alerts.mute.MuteWindows`, from the CMMS log and the floor's
+machine states), and the alerts of one fault across causes form one incident
+(:class:`~floorsight.alerts.incidents.IncidentTracker`, the ``incidents`` table). The
+benchmarks run the very same object over simulated histories, so the accuracy they report is
+the pipeline's.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from typing import Any
 import polars as pl
 
 from floorsight.alerts.feedback import Verdict
+from floorsight.alerts.hygiene import AlertHygiene
+from floorsight.alerts.incidents import INCIDENT_SCHEMA, IncidentTracker
+from floorsight.alerts.mute import MuteWindows
 from floorsight.alerts.rules import ALERT_SCHEMA, AlertTracker
 from floorsight.models.base import Context, LabResult, Maintenance, SpecLimits
 from floorsight.models.engine import MachineModels
@@ -32,20 +40,23 @@ MAX_OPEN_AFTER = 6
 
 @dataclass(frozen=True)
 class AlertSettings:
-    """The alert rules' hysteresis, and the models' settings (model name -> settings)."""
+    """The alert rules' hysteresis and hygiene, and the models' settings (model name ->
+    settings)."""
 
     open_after: int = 2
     clear_after: int = 3
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    hygiene: AlertHygiene = field(default_factory=AlertHygiene)
 
 
 @dataclass
 class MachineOutput:
-    """What one machine's windows gave: score rows, alert rows, and rows of the models' own
-    tables by table name."""
+    """What one machine's windows gave: score rows, alert rows, incident rows, and rows of the
+    models' own tables by table name."""
 
     scores: list[dict] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
+    incidents: list[dict] = field(default_factory=list)
     tables: dict[str, list[dict]] = field(default_factory=dict)
 
 
@@ -63,11 +74,18 @@ class MachineAlerting:
     counts: dict[str, int] = field(default_factory=dict)
     #: windows scored at the last snapshot to the model registry
     snapshot_at: int = 0
+    #: the machine's muted intervals (maintenance, setups) and its incidents
+    mute: MuteWindows | None = None
+    incidents: IncidentTracker | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
         if self.models is None:
             self.models = MachineModels(s.models)
+        if self.mute is None:
+            self.mute = s.hygiene.mute_windows()
+        if self.incidents is None:
+            self.incidents = s.hygiene.incidents()
         if not self.trackers:
             for name, model in self.models.models.items():
                 rule = model.alert
@@ -78,6 +96,7 @@ class MachineAlerting:
                     label=rule.label,
                     open_after=self._base_open_after(name),
                     clear_after=rule.clear_after or s.clear_after,
+                    hold=s.hygiene.hold,
                 )
 
     @property
@@ -147,6 +166,8 @@ class MachineAlerting:
         ``maintenance``: its CMMS log as far as it is known (each event is applied once, to
         every model, before the first window after its end).
         """
+        if maintenance:
+            self.mute.add_maintenance(maintenance)
         outputs = self.models.update(segments, context or Context(), maintenance)
         result = MachineOutput()
         c = self.counts
@@ -166,7 +187,14 @@ class MachineAlerting:
             if changed:
                 result.alerts.extend(changed)
                 c[f"{name}.alert_updates"] = c.get(f"{name}.alert_updates", 0) + len(changed)
+        if result.alerts:
+            result.alerts = [self.mute.apply(a) for a in result.alerts]
+            result.incidents = self.incidents.update(result.alerts)
         return result
+
+    def add_states(self, rows: list[dict]) -> None:
+        """The machine's state changes from the floor (``machine_states`` rows), for muting."""
+        self.mute.add_states(rows)
 
 
 @dataclass
@@ -179,6 +207,7 @@ class BatchScores:
     machines: dict[str, datetime]
     #: rows of the models' own tables, by table name
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    incidents: pl.DataFrame | None = None
 
 
 def score_batch(
@@ -198,6 +227,7 @@ def score_batch(
     (feedback); ``champion``: the champion's score rows of the batch by machine."""
     scores: list[dict] = []
     alerts: list[dict] = []
+    incidents: list[dict] = []
     tables: dict[str, list[dict]] = {}
     newest: dict[str, datetime] = {}
     specs = specs or {}
@@ -216,6 +246,7 @@ def score_batch(
         out = state.update_segments(segments, context, (maintenance or {}).get(machine_id, []))
         scores.extend(out.scores)
         alerts.extend(out.alerts)
+        incidents.extend(out.incidents)
         for table, rows in out.tables.items():
             tables.setdefault(table, []).extend(rows)
         newest[machine_id] = max(seg.end for seg in segments)
@@ -229,4 +260,17 @@ def score_batch(
             for table, rows in tables.items()
             if rows
         },
+        rows_frame(incidents, INCIDENT_SCHEMA) if incidents else None,
     )
+
+
+def add_states(
+    machines: dict[str, MachineAlerting], states: pl.DataFrame, settings: AlertSettings
+) -> None:
+    """A shard's machine state changes from the floor to each machine's muting (machines
+    not seen yet are added)."""
+    for (machine_id,), part in states.partition_by("machine_id", as_dict=True).items():
+        state = machines.get(machine_id)
+        if state is None:
+            state = machines[machine_id] = MachineAlerting(settings)
+        state.add_states(part.select("since", "state", "category").to_dicts())

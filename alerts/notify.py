@@ -10,7 +10,9 @@ when something changes for them. Each alert row yields these **events**, each se
 
 The idempotency key of a notification is ``<alert_id>/<event>``: the outbox stores each
 (destination, key) once, so replaying the same alert rows after a restart sends nothing twice,
-and a receiver that sees a key again can drop it.
+and a receiver that sees a key again can drop it. A ``cleared`` key carries the clear's time
+(``<alert_id>/cleared/<cleared_at>``): an alert that flags again within the flap hold goes on
+as the same alert (``alerts.rules``), and its later clear is news too.
 
 The body (``schema_version`` 1, documented in ``docs/alerts.md``) carries the alert, the roles
 it is routed to, and its ERP context: machine line, work order, product, batch, material lot,
@@ -77,7 +79,7 @@ def body(alert: dict, event: str, roles: list[str], context: dict) -> dict:
     """The JSON body every destination receives (webhooks as is, others their own way)."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "idempotency_key": f"{alert['alert_id']}/{event}",
+        "idempotency_key": _key(alert, event),
         "event": event,
         "alert_id": alert["alert_id"],
         "type": alert["cause"],
@@ -94,6 +96,12 @@ def body(alert: dict, event: str, roles: list[str], context: dict) -> dict:
         "roles": roles,
         "context": context,
     }
+
+
+def _key(alert: dict, event: str) -> str:
+    if event == "cleared":
+        return f"{alert['alert_id']}/cleared/{alert['cleared_at']:%Y%m%dT%H%M%SZ}"
+    return f"{alert['alert_id']}/{event}"
 
 
 def alert_context(alert: dict, line: str, tables: dict[str, pl.DataFrame]) -> dict:

@@ -473,11 +473,13 @@ def run(
         except StatesFileError as e:
             raise typer.BadParameter(str(e), param_hint="--states") from None
     if models is not None:  # so does a bad models file
+        from floorsight.alerts.hygiene import AlertHygieneError, load_alert_hygiene
         from floorsight.models.registry import ModelSettingsError, model_settings
 
         try:
             model_settings(models)
-        except ModelSettingsError as e:
+            load_alert_hygiene(models)
+        except (ModelSettingsError, AlertHygieneError) as e:
             raise typer.BadParameter(str(e), param_hint="--models") from None
     mqtt_password = None
     if mqtt is not None and mqtt_share is not None and mqtt_format == "sparkplug":

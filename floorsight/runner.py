@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from floorsight.alerts.dispatcher import Dispatcher
+from floorsight.alerts.hygiene import AlertHygiene, load_alert_hygiene
 from floorsight.alerts.outbox import Outbox
 from floorsight.alerts.routing import load_routing
 from floorsight.config import private_dir
@@ -196,6 +197,7 @@ def run_pipeline(cfg: RunConfig) -> int:
         recovery=cfg.recovery is not None,
         states=load_states(cfg.states),
         models=load_model_settings(cfg.models) if cfg.models is not None else {},
+        hygiene=load_alert_hygiene(cfg.models) if cfg.models is not None else AlertHygiene(),
     )
     stop = threading.Event()
     if cfg.opcua is not None:

@@ -29,9 +29,11 @@ from bytewax.operators import StatefulLogic
 from bytewax.outputs import Sink
 
 from floorsight.alerts import ALERTS
-from floorsight.alerts.engine import AlertSettings, MachineAlerting, score_batch
+from floorsight.alerts.engine import AlertSettings, MachineAlerting, add_states, score_batch
 from floorsight.alerts.feedback import FeedbackStore
+from floorsight.alerts.hygiene import AlertHygiene
 from floorsight.alerts.routing import Routing
+from floorsight.alerts.tables import INCIDENTS
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.features.expectations import VALIDATION_RESULTS, reports_frame
 from floorsight.models import SCORES
@@ -68,6 +70,7 @@ TABLES = [
     FEATURES,
     SCORES,
     ALERTS,
+    INCIDENTS,
     DEAD_LETTERS,
     WORK_ORDERS,
     SPEC_LIMITS,
@@ -103,6 +106,8 @@ class PipelineSettings:
     models: dict = field(default_factory=dict)
     alert_open_after: int = 2
     alert_clear_after: int = 3
+    #: flap hold, incidents and muting (the ``[alerts]`` section of the models settings file)
+    hygiene: AlertHygiene = field(default_factory=AlertHygiene)
     flush_interval: timedelta = timedelta(seconds=1)
     #: route alerts to people and systems (None: alerts go to the DuckDB table only)
     notify: NotifySettings | None = None
@@ -127,7 +132,10 @@ class PipelineSettings:
         anomaly = {"threshold": self.anomaly_threshold, "grace_period": self.grace_windows}
         models = {**self.models, "anomaly": {**anomaly, **self.models.get("anomaly", {})}}
         return AlertSettings(
-            open_after=self.alert_open_after, clear_after=self.alert_clear_after, models=models
+            open_after=self.alert_open_after,
+            clear_after=self.alert_clear_after,
+            models=models,
+            hygiene=self.hygiene,
         )
 
 
@@ -329,9 +337,24 @@ class ScoredBatch:
 
     scores: pl.DataFrame | None
     alerts: pl.DataFrame | None
+    incidents: pl.DataFrame | None
     #: rows of the models' own tables (``capability``, ``drift`` ...) by table name
     tables: dict[str, pl.DataFrame]
     snapshots: list[ModelSnapshot]
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindows:
+    """Score step input: feature rows of the windows a shard's machines closed."""
+
+    frame: pl.DataFrame
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanges:
+    """Score step input: machine state changes from the floor (``machine_states`` rows)."""
+
+    frame: pl.DataFrame
 
 
 class _ScoreLogic(_PickledLogic):
@@ -339,13 +362,17 @@ class _ScoreLogic(_PickledLogic):
     models and alert trackers are the state: recovery snapshots keep them). Keyed by shard like
     the steps before it, so a batch stays on its worker and costs one call."""
 
-    def __init__(self, state: dict[str, MachineAlerting], score, recovery: bool) -> None:
+    def __init__(self, state: dict[str, MachineAlerting], score, states, recovery: bool) -> None:
         self.state = state
         self.score = score
+        self.states = states
         self.recovery = recovery
 
-    def on_item(self, value: pl.DataFrame) -> tuple[list[tuple], bool]:
-        return [self.score(self.state, value)], StatefulLogic.RETAIN
+    def on_item(self, value: ClosedWindows | StateChanges) -> tuple[list[ScoredBatch], bool]:
+        if isinstance(value, StateChanges):
+            self.states(self.state, value.frame)
+            return [], StatefulLogic.RETAIN
+        return [self.score(self.state, value.frame)], StatefulLogic.RETAIN
 
 
 def build_flow(
@@ -417,10 +444,14 @@ def build_flow(
                         machine_id, newest, state.windows, state.metrics(), pickle.dumps(state)
                     )
                 )
-        return ScoredBatch(batch.scores, batch.alerts, batch.tables, snapshots)
+        return ScoredBatch(batch.scores, batch.alerts, batch.incidents, batch.tables, snapshots)
+
+    def states(machines: dict[str, MachineAlerting], changes: pl.DataFrame) -> None:
+        """A shard's machine state changes to its machines' muting."""
+        add_states(machines, changes, alert_settings)
 
     def new_scorer(state: bytes | None) -> _ScoreLogic:
-        return _ScoreLogic(_resume(state) or {}, score, settings.recovery)
+        return _ScoreLogic(_resume(state) or {}, score, states, settings.recovery)
 
     mirror = ContextMirror()
     mirror_context(context, db_path, mirror)
@@ -475,8 +506,36 @@ def build_flow(
     )
     late = op.filter_map_value("late", windowed, lambda t: t[1] if t[0] == "late" else None)
     # (shard key, feature rows of the windows its machines closed)
-    scored = op.stateful("score", features, new_scorer)
-    # (shard key, ScoredBatch(scores, alerts, tables, snapshots))
+    # the signal branch: machine states and part counters, checked, then tracked per shard
+    checked_signals = op.map(
+        "check_signals",
+        signals,
+        lambda f: check_signals(f, settings.rules, settings.states, catalogue()),
+    )
+    # Checked(ok: signals with state name and category, dead)
+    valid_signals = op.filter_map(
+        "valid_signals", checked_signals, lambda c: c.ok if c.ok.height else None
+    )
+    signals_keyed = op.flat_map(
+        "signals_by_shard", valid_signals, lambda f: by_shard(f, settings.shards)
+    )
+    tracked = op.stateful(
+        "signal_states", signals_keyed, lambda state: _SignalLogic(state, settings.recovery)
+    )
+    # (shard key, SignalRows(state changes, counted parts, late samples))
+    # the score step takes the closed windows and the state changes (setups mute alerts)
+    score_inputs = op.merge(
+        "score_inputs",
+        op.map_value("closed_windows", features, ClosedWindows),
+        op.filter_map_value(
+            "state_changes",
+            tracked,
+            lambda r: StateChanges(r.states) if r.states is not None and r.states.height else None,
+        ),
+    )
+    # (shard key, ClosedWindows(features) | StateChanges(machine_states rows))
+    scored = op.stateful("score", score_inputs, new_scorer)
+    # (shard key, ScoredBatch(scores, alerts, incidents, tables, snapshots))
 
     def rows(table: str):
         return lambda frame: None if frame is None or frame.height == 0 else (table, (table, frame))
@@ -499,6 +558,7 @@ def build_flow(
         op.filter_map("w_features", features, lambda kv: rows("features")(kv[1])),
         op.filter_map("w_scores", scored, lambda kv: rows("scores")(kv[1].scores)),
         op.filter_map("w_alerts", scored, lambda kv: rows("alerts")(kv[1].alerts)),
+        op.filter_map("w_incidents", scored, lambda kv: rows("incidents")(kv[1].incidents)),
         op.flat_map(
             "w_model_tables",
             scored,
@@ -506,23 +566,6 @@ def build_flow(
         ),
         op.filter_map("w_validation", validations, rows("validation_results")),
     ]
-    # the signal branch: machine states and part counters, checked, then tracked per shard
-    checked_signals = op.map(
-        "check_signals",
-        signals,
-        lambda f: check_signals(f, settings.rules, settings.states, catalogue()),
-    )
-    # Checked(ok: signals with state name and category, dead)
-    valid_signals = op.filter_map(
-        "valid_signals", checked_signals, lambda c: c.ok if c.ok.height else None
-    )
-    signals_keyed = op.flat_map(
-        "signals_by_shard", valid_signals, lambda f: by_shard(f, settings.shards)
-    )
-    tracked = op.stateful(
-        "signal_states", signals_keyed, lambda state: _SignalLogic(state, settings.recovery)
-    )
-    # (shard key, SignalRows(state changes, counted parts, late samples))
     out += [
         op.filter_map(
             "w_signals_rejected", checked_signals, lambda c: rows("dead_letters")(c.dead)

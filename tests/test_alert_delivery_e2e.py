@@ -84,13 +84,18 @@ roles = ["maintenance"]
 
     receiver = Receiver(port)
     try:
+        # an alert that cleared and flagged again within the flap hold was cleared twice: each
+        # clear is its own notification, the last one is the table's
         expected = {f"{a}/opened" for a in alerts["alert_id"]} | {
-            f"{a}/cleared" for a, c in alerts.iter_rows() if c is not None
+            f"{a}/cleared/{c:%Y%m%dT%H%M%SZ}" for a, c in alerts.iter_rows() if c is not None
         }
         _deliver_until(receiver, expected, db, routing)
         keys = [k for k, _ in receiver.received]
         assert len(keys) == len(set(keys))  # each once
-        assert {k for k in keys if not k.endswith("/critical")} == expected
+        sent = {k for k in keys if not k.endswith("/critical")}
+        assert sent >= expected
+        assert all(k.split("/")[0] in set(alerts["alert_id"]) for k in sent - expected)
+        assert all("/cleared/" in k for k in sent - expected)
         bodies = {k: b for k, b in receiver.received}
         some = bodies[next(iter(sorted(expected)))]
         assert some["schema_version"] == 1 and some["context"]["work_order"]
