@@ -11,7 +11,7 @@ from bytewax.testing import TestingSource, run_main
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import PipelineSettings, build_flow
 from floorsight.pipelines.validate import ReadingRules
-from floorsight.records import READING_SCHEMA, FaultKind
+from floorsight.records import READING_SCHEMA, SIGNAL_SCHEMA, FaultKind, Signals
 from floorsight.simulators import PRODUCTS, Fault, build_plant
 from floorsight.storage import Database
 from tests.conftest import T0
@@ -195,3 +195,32 @@ def test_a_bearing_failure_is_alerted_hours_ahead_with_its_cause(tmp_path) -> No
     first = risk["raised_at"].min()
     assert wear.start < first < wear.end - timedelta(hours=1)  # at least an hour ahead
     assert "failure risk" in risk["reason"][0]
+
+
+def test_an_alert_raised_during_a_setup_from_the_floor_is_muted(plant, tmp_path) -> None:
+    """The floor says M02 is in a changeover over the upset: the state changes reach the score
+    step, and the upset's alert is written muted (severity info, the reason says why)."""
+    plant.write_context(tmp_path / "erp")
+    states = pl.DataFrame(
+        {
+            "machine_id": ["M02", "M02"],
+            "signal": ["state", "state"],
+            "ts": [T0 + timedelta(minutes=19), T0 + timedelta(minutes=26)],
+            "value": [None, None],
+            "text": ["changeover", "running"],
+        },
+        schema=SIGNAL_SCHEMA,
+    )
+    batches: list = _batches(plant)
+    batches.insert(6, Signals(states))
+    settings = PipelineSettings(rules=ReadingRules(max_future=timedelta(days=36500)))
+    db_path = tmp_path / "m.duckdb"
+    run_main(build_flow(TestingSource(batches), ContextStore(tmp_path / "erp"), db_path, settings))
+    db = Database(db_path)
+    alerts = db.query("SELECT machine_id, severity, reason, raised_at FROM alerts")
+    assert alerts["machine_id"].to_list() == ["M02"]
+    alert = alerts.row(0, named=True)
+    assert alert["severity"] == "info"
+    assert "muted: during setup" in alert["reason"], alert["reason"]
+    incidents = db.query("SELECT machine_id, causes, severity FROM incidents")
+    assert incidents.rows() == [("M02", "anomaly", "info")]

@@ -252,3 +252,25 @@ def test_settings_by_model_name() -> None:
         check_settings({"zscore": {"threshold": 0.9}})
     with pytest.raises(ModelSettingsError, match="has no setting 'treshold'"):
         check_settings({"anomaly": {"treshold": 0.9}})
+
+
+def test_a_models_file_sets_models_and_alerts_and_refuses_typos(tmp_path) -> None:
+    from floorsight.alerts.hygiene import load_alert_hygiene
+    from floorsight.models.registry import model_settings
+
+    path = tmp_path / "models.toml"
+    path.write_text(
+        '[spc]\nrules = "western_electric"\npage = { "1" = "critical" }\n\n'
+        "[capability]\ncpk_level = 1.67\n\n[alerts]\nhold_s = 300\n"
+    )
+    settings = model_settings(path)
+    assert settings == {
+        "spc": {"rules": "western_electric", "page": {"1": "critical"}},
+        "capability": {"cpk_level": 1.67},
+    }
+    models = build_models(settings)
+    assert models["capability"].cpk_level == 1.67
+    assert load_alert_hygiene(path).hold == timedelta(seconds=300)
+    path.write_text("[capability]\ncpk = 1.67\n")
+    with pytest.raises(ModelSettingsError, match=r"models.toml: model 'capability' has no setting"):
+        model_settings(path)
