@@ -93,8 +93,9 @@ class RunRules:
         self._z.append(z)
         self._above = self._above + 1 if z > 0 else 0
         self._below = self._below + 1 if z < 0 else 0
-        self._within1 = self._within1 + 1 if abs(z) < 1 else 0
-        self._beyond1 = self._beyond1 + 1 if abs(z) > 1 else 0
+        az = abs(z)
+        self._within1 = self._within1 + 1 if az < 1 else 0
+        self._beyond1 = self._beyond1 + 1 if az > 1 else 0
         if z > 1:
             self._last_high = i
         elif z < -1:
@@ -102,7 +103,7 @@ class RunRules:
         out = []
         for r in self.rules:
             if r == 1:
-                hit = abs(z) > 3
+                hit = az > 3
             elif r == 2:
                 run = 8 if self.western_electric else 9
                 hit = self._above >= run or self._below >= run
@@ -124,11 +125,16 @@ class RunRules:
 
 
 def _k_of_n_beyond(recent: deque, k: int, n: int, limit: float) -> bool:
+    """At least ``k`` of the last ``n`` points beyond ``limit`` on one side, the newest among
+    them (so a run is reported when it completes)."""
     if len(recent) < n:
         return False
-    w = list(recent)[-n:]
-    # the newest point must be one of them, so a run is reported when it completes
-    return any(sign * w[-1] > limit and sum(sign * z > limit for z in w) >= k for sign in (1, -1))
+    z = recent[-1]
+    if z > limit:
+        return sum(recent[-j] > limit for j in range(1, n + 1)) >= k
+    if z < -limit:
+        return sum(recent[-j] < -limit for j in range(1, n + 1)) >= k
+    return False
 
 
 @dataclass

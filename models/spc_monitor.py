@@ -185,7 +185,8 @@ class SpcModel(MachineModel):
                     if level:
                         paged.append(level)
                 if charted:
-                    hits += self._shifts(key, sensor, chart, x, paged)
+                    if self._ewma or self._cusum:
+                        hits += self._shifts(key, sensor, chart, x, paged)
                 elif chart.ready:
                     self._start_shift_charts(key, sensor, chart)
                 center = lcl = ucl = None
@@ -193,7 +194,7 @@ class SpcModel(MachineModel):
                     lcl, center, ucl = chart.limits
                     if chart.sigma:
                         score = max(score, min(1.0, abs(x - center) / (3 * chart.sigma)))
-                level = max(paged, key=SEVERITIES.index, default=None)
+                level = max(paged, key=SEVERITIES.index) if paged else None
                 if level is not None:
                     severity = max(level, severity or level, key=SEVERITIES.index)
                 if hits:
