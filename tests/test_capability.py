@@ -147,11 +147,12 @@ def test_the_alert_fires_once_a_shift_drops_cpk_below_the_level():
     model = CapabilityModel(rolling_windows=100, min_windows=30)
     out = model.score_segments([window(i, g) for i, g in enumerate(groups)], CONTEXT)
     flags = [s["is_anomaly"] for s in out.scores]
-    assert len(out.scores) == 300 - 29  # from the 30th window on
-    assert not any(flags[: 100 - 29])
-    first = flags.index(True) + 29
-    assert 100 < first < 200
-    assert all(flags[200 - 29 :])
+    # re-estimated every gcd(100, 60) = 20 windows: first with 30 windows or more at the 40th
+    assert len(out.scores) == 300 - 39
+    assert not any(flags[: 100 - 39])
+    first = flags.index(True) + 39
+    assert 100 < first < 200 and (first + 1) % 20 == 0
+    assert all(flags[200 - 39 :])
     row = out.scores[-1]
     assert row["model"] == "capability" and row["window_start"] == T0 + 299 * W
     cpk = textbook(groups[-100:])["cpk"]
@@ -161,13 +162,31 @@ def test_the_alert_fires_once_a_shift_drops_cpk_below_the_level():
     assert all(0 <= s["score"] <= 1 for s in out.scores)
 
 
+def test_the_score_holds_between_re_estimates():
+    """Each window carries the rolling estimate of the newest block end (every 20 windows
+    here), which is the textbook capability of the windows up to it."""
+    rng = np.random.default_rng(13)
+    groups = readings(rng, 200, TARGET + 0.01, 0.01)
+    model = CapabilityModel(rolling_windows=100, min_windows=30)
+    out = model.score_segments([window(i, g) for i, g in enumerate(groups)], CONTEXT)
+    by_window = {s["window_start"]: s["score"] for s in out.scores}
+    for i in range(39, 200):
+        estimated_at = (i + 1) // 20 * 20  # the pooled windows at the newest block end
+        cpk = textbook(groups[max(0, estimated_at - 100) : estimated_at])["cpk"]
+        assert by_window[T0 + i * W] == pytest.approx(max(0.0, 1 - cpk / 1.33), rel=1e-9)
+
+
 def test_no_flag_before_min_windows_even_when_incapable():
     rng = np.random.default_rng(5)
-    groups = readings(rng, 40, TARGET + 0.03, 0.01)  # Cpk 0.67 from the start
-    model = CapabilityModel(min_windows=30)
-    out = model.score_segments([window(i, g) for i, g in enumerate(groups)], CONTEXT)
-    assert [s["window_start"] for s in out.scores] == [T0 + i * W for i in range(29, 40)]
+    groups = readings(rng, 70, TARGET + 0.03, 0.01)  # Cpk 0.67 from the start
+    segments = [window(i, g) for i, g in enumerate(groups)]
+    # re-estimated every 10 windows: judged from the 30th window (min_windows) on
+    out = CapabilityModel(min_windows=30, every_windows=10).score_segments(segments, CONTEXT)
+    assert [s["window_start"] for s in out.scores] == [T0 + i * W for i in range(29, 70)]
     assert all(s["is_anomaly"] for s in out.scores)
+    # by default every 60 windows: the first estimate is at the 60th
+    out = CapabilityModel(min_windows=30).score_segments(segments, CONTEXT)
+    assert [s["window_start"] for s in out.scores] == [T0 + i * W for i in range(59, 70)]
 
 
 def test_the_level_is_a_setting():
@@ -180,32 +199,26 @@ def test_the_level_is_a_setting():
 
 
 def test_state_stays_bounded_and_the_rolling_sums_stay_exact():
-    """After 20,000 windows (about 2.3 days of 10 s windows) the rolling estimate still equals
-    the textbook one on the last 360 windows: the running sums revert without drifting."""
+    """After 21,600 windows (2.5 days of 10 s windows) the rolling row still equals the
+    textbook one on the last 360 windows: blocks are combined afresh, nothing is subtracted."""
     rng = np.random.default_rng(7)
     model = CapabilityModel()
     groups = []
     sizes = []
-    for batch in range(20):
-        part = readings(rng, 1000, TARGET + 0.005 * np.sin(batch), 0.01)
+    for batch in range(18):
+        part = readings(rng, 1200, TARGET + 0.005 * np.sin(batch), 0.01)
         groups += part
-        segments = [window(len(groups) - 1000 + i, g) for i, g in enumerate(part)]
-        model.score_segments(segments, CONTEXT)
+        segments = [window(len(groups) - 1200 + i, g) for i, g in enumerate(part)]
+        out = model.score_segments(segments, CONTEXT)
         sizes.append(len(pickle.dumps(model)))
     assert max(sizes[2:]) < 1.05 * sizes[1]
-    (state,) = model._characteristics.values()
-    assert len(state.window) == 360
-    rolling = model.score_segments([], CONTEXT)
-    assert rolling.scores == []
-    out = model.score_segments([window(len(groups), groups[-1])], CONTEXT)
-    groups.append(groups[-1])
-    est = model._characteristics[("PA", BORE)].pool.estimate(held=False)
-    expected = textbook(groups[-360:])
-    assert est[0] == expected["n"]
-    assert est[1:] == pytest.approx(
-        (expected["mean"], expected["sigma_within"], expected["sigma_overall"]), rel=1e-9
+    assert model.score_segments([], CONTEXT).scores == []
+    last = rows(out, "rolling")[-1]
+    assert last["window_end"] == T0 + 21600 * W
+    assert_textbook(last, groups[-360:])
+    assert out.scores[-1]["score"] == pytest.approx(
+        max(0.0, 1 - textbook(groups[-360:])["cpk"] / 1.33), rel=1e-9
     )
-    assert len(out.scores) == 1
 
 
 def test_a_characteristic_held_per_cycle_is_read_as_parts():
@@ -230,11 +243,14 @@ def test_quarantined_windows_are_scored_but_not_pooled():
     groups = readings(rng, 60, TARGET, 0.01)
     stuck = [window(60 + i, [12.049] * 10) for i in range(10)]
     context = Context("M1", specs=CONTEXT.specs, quarantine={s.start for s in stuck})
-    model = CapabilityModel(every_windows=70)
+    model = CapabilityModel(every_windows=10)
     out = model.score_segments([window(i, g) for i, g in enumerate(groups)] + stuck, context)
-    assert out.tables == {}  # 60 pooled windows: no 70th, no row
     assert len(out.scores) == 70 - 29
-    assert model._characteristics[("PA", BORE)].pool.windows == 60
+    # 60 pooled windows: rows at the 10th..60th, none at the 70th, the stuck windows left out
+    rolling = rows(out, "rolling")
+    assert [r["n_windows"] for r in rolling] == [10, 20, 30, 40, 50, 60]
+    assert_textbook(rolling[-1], groups)
+    assert out.scores[-1]["score"] == out.scores[-11]["score"]
 
 
 def test_products_without_spec_limits_and_empty_input_give_nothing():
@@ -269,8 +285,9 @@ def test_a_held_characteristic_needs_as_many_parts_as_windows_before_it_flags():
     rng = np.random.default_rng(12)
     parts = rng.normal(TARGET, 0.03, 50)  # Cpk about 0.55
     segments = [window(i, [parts[i // 3]] * 10) for i in range(150)]
-    out = CapabilityModel(min_windows=30).score_segments(segments, CONTEXT)
-    # the 30th part arrives in window 87: 30 windows were pooled long before
-    assert out.scores[0]["window_start"] == T0 + 87 * W
+    out = CapabilityModel(min_windows=30, every_windows=10).score_segments(segments, CONTEXT)
+    # the 30th part arrives in window 87: 30 windows were pooled long before; the estimate
+    # after it is the one at the 90th window
+    assert out.scores[0]["window_start"] == T0 + 89 * W
     assert all(s["is_anomaly"] for s in out.scores)
-    assert out.scores[0]["evidence"].endswith("over 88 windows (n=30) of bore_mm")
+    assert out.scores[0]["evidence"].endswith("over 90 windows (n=30) of bore_mm")
