@@ -91,6 +91,7 @@ class SensorHealthModel(MachineModel):
     def score_segments(self, segments: list[Segment], context: Context) -> ModelOutput:
         """One score row per segment, in time order."""
         rows = []
+        alpha = fading_factor(self.half_life)
         for seg in segments:
             product = seg.product or "?"
             present = seg.rows
@@ -111,14 +112,14 @@ class SensorHealthModel(MachineModel):
                             (1.0, f"{sensor} missing: {n} of {st.full_n} readings in the window")
                         )
             for sensor, r in present.items():
-                findings.extend(self._check(product, sensor, r))
+                findings.extend(self._check(product, sensor, r, alpha))
             score = min(1.0, max((f[0] for f in findings), default=0.0))
             flagged = score >= 1.0
             evidence = "; ".join(f[1] for f in sorted(findings, key=lambda f: -f[0]) if f[0] >= 1)
             rows.append(seg.score_row(self.name, score, flagged, evidence))
         return ModelOutput(rows)
 
-    def _check(self, product: str, sensor: str, r: dict) -> list[tuple[float, str]]:
+    def _check(self, product: str, sensor: str, r: dict, alpha: float) -> list[tuple[float, str]]:
         st = self._sensor(product, sensor)
         if r["last"] is not None and r["last"] == st.last and r["min"] == r["max"]:
             st.run += 1
@@ -172,7 +173,7 @@ class SensorHealthModel(MachineModel):
                 # windows where the value changed: a sensor held per machine cycle repeats one
                 # value for several windows, and zeros would make any change look like a spike
                 st.changing += 1
-                a = max(1.0 / st.changing, fading_factor(self.half_life))
+                a = max(1.0 / st.changing, alpha)
                 st.typical_std += a * (r["std"] - st.typical_std)
                 st.typical_range += a * (span - st.typical_range)
             st.normal_max_run = max(st.normal_max_run, st.run)
