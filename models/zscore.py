@@ -91,29 +91,32 @@ class MultivariateZScore(AnomalyDetector):
         self._update(x, spread=False)
 
     def _update(self, x: dict, spread: bool) -> None:
+        # locals: this runs for every feature of every learned window
+        state, alpha, alpha_level = self._state, self._alpha, self._alpha_level
+        settle, clip, isfinite, sqrt = self.settle, self.clip, math.isfinite, math.sqrt
         for name, value in x.items():
-            if value is None or not math.isfinite(value):
+            if value is None or not isfinite(value):
                 continue
-            s = self._state.get(name)
+            s = state.get(name)
             if s is None:
-                self._state[name] = [1.0, float(value), 0.0, 0.0, float(value), 1.0, float(value)]
+                state[name] = [1.0, float(value), 0.0, 0.0, float(value), 1.0, float(value)]
                 continue
             d = value - s[1]
             if spread:
-                s[4] += max(1.0 / (s[2] + 1.0), self._alpha) * (value - s[4])
+                s[4] += max(1.0 / (s[2] + 1.0), alpha) * (value - s[4])
                 if value != s[6]:
                     s[5] += 1.0
                     s[6] = float(value)
-            if s[0] >= self.settle:
+            if s[0] >= settle:
                 if spread:
                     s[2] += 1.0
-                    a = max(1.0 / s[2], self._alpha)
+                    a = max(1.0 / s[2], alpha)
                     s[3] = (1.0 - a) * s[3] + a * d * d
                 if s[2] > 0:
-                    limit = self.clip * math.sqrt(s[3])
+                    limit = clip * sqrt(s[3])
                     d = min(max(d, -limit), limit)
             s[0] += 1.0
-            s[1] += max(1.0 / s[0], self._alpha_level) * d
+            s[1] += max(1.0 / s[0], alpha_level) * d
         self._n += 1
         self._since_rebase += 1
 
@@ -145,7 +148,14 @@ class MultivariateZScore(AnomalyDetector):
         z = self.explain_one(x)
         if not z:
             return 0.0
-        p = min(self._p_value(name, value) for name, value in z.items())
+        # the normal p-value falls with z: of the features it judges only the largest z counts
+        state, normal, p = self._state, 0.0, 1.0
+        for name, value in z.items():
+            if value < 3.0 or state[name][5] > 1000:
+                normal = max(normal, value)
+            else:
+                p = min(p, self._p_value(name, value))
+        p = min(p, math.erfc(normal / math.sqrt(2)))
         return 1.0 - min(1.0, len(z) * p)
 
     def _p_value(self, name: str, z: float) -> float:
