@@ -7,12 +7,20 @@ Per seed: a plant of ``--machines`` machines (two CNC to every injection-mouldin
 (``simulators.faults.fault_scenario``: bearing wear ending in failure and downtime, tool wear,
 process upsets, bad material lots, stuck, spiking, missing and offset sensors). The readings go
 through the pipeline's own window features and per-machine :class:`MachineAlerting` (every
-model and alert rule the dataflow runs), in time order, with the ERP spec limits and the CMMS
-maintenance log (each event applied once it has ended, as the dataflow does).
+model of the registry, its alert rules and their hygiene, as the dataflow runs them), an hour
+of windows at a time, with the ERP spec limits, the lab results, the CMMS maintenance log (an
+event is known from its start; the models apply it once it has ended, as the dataflow does) and
+the machines' states from the floor (the simulator's PackML states through the pipeline's
+signal tracker: setups mute, ``alerts/mute.py``).
 
+- **Alerts** are the paged ones: a muted alert (raised in planned maintenance or a setup,
+  severity info) is counted apart (``muted``) and detects nothing.
 - An alert **detects** a fault when it is on the fault's machine and raised between the fault's
   start and ``--grace`` seconds after its end; delay = raised_at - fault start.
 - **Precision** = alerts that detect some fault / all alerts.
+- **Incidents** (``alerts/incidents.py``: one machine's alerts across causes) are judged the
+  same way, an incident raised when its first paged alert was; ``per_detected_fault`` divides
+  alerts and incidents by the faults detected.
 - A fault is **observable** when its machine ran for at least half of it (process values are
   published only while a machine runs).
 - **Changeover alerts**: alerts that match no fault and are raised within 15 minutes after a
@@ -35,14 +43,19 @@ from pathlib import Path
 
 import polars as pl
 
-from floorsight.alerts.engine import MachineAlerting
+from floorsight.alerts.engine import AlertSettings, MachineAlerting
+from floorsight.alerts.hygiene import AlertHygiene
+from floorsight.alerts.rules import ALERT_SCHEMA
 from floorsight.features import window_features
 from floorsight.models.base import Context
-from floorsight.models.context import maintenance_events, spec_limits_dict
+from floorsight.models.context import lab_results_by_machine, maintenance_events, spec_limits_dict
+from floorsight.models.machine import segments_of
 from floorsight.pipelines.context import SPEC_SCHEMA, ErpContext
+from floorsight.pipelines.signals import SignalTracker, check_signals
+from floorsight.pipelines.validate import ReadingRules
 from floorsight.simulate import PlantOptions, make_plant
 from floorsight.simulators.catalog import spec_limits_frame
-from floorsight.simulators.erp import maintenance_log
+from floorsight.simulators.erp import lab_results, maintenance_log
 
 T0 = datetime(2026, 4, 6, tzinfo=UTC)
 
@@ -67,27 +80,72 @@ def plant_features(plant, days: float, window: timedelta, cache: Path | None) ->
     return feats
 
 
-def run_alerts(features: pl.DataFrame, maintenance_log: pl.DataFrame) -> pl.DataFrame:
-    """The alerts the pipeline's per-machine models raise, fed an hour of windows at a time."""
+def machine_states(plant, end: datetime) -> dict[str, list[dict]]:
+    """The plant's state changes as the pipeline's signal branch writes them, by machine."""
+    checked = check_signals(plant.signals(T0, end, initial=True), ReadingRules(max_future=None))
+    out: dict[str, list[dict]] = {}
+    for row in SignalTracker().push(checked.ok).states.sort("since").iter_rows(named=True):
+        out.setdefault(row["machine_id"], []).append(row)
+    return out
+
+
+def run_alerts(
+    plant, features: pl.DataFrame, hygiene: AlertHygiene | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The alerts and incidents the pipeline's per-machine engine raises (each one's last row),
+    fed an hour of windows at a time."""
+    end = T0 + timedelta(days=7)
     specs = spec_limits_dict(spec_limits_frame())
-    maintenance = maintenance_events(maintenance_log)
+    maintenance = maintenance_events(maintenance_log(plant))
+    labs = lab_results_by_machine(lab_results(plant, plant.parts))
+    states = machine_states(plant, end)
+    settings = AlertSettings(hygiene=hygiene or AlertHygiene())
     engines: dict[str, MachineAlerting] = {}
-    out = []
+    alerts: dict[str, dict] = {}
+    incidents: dict[str, dict] = {}
     hours = features.with_columns(hour=pl.col("window_start").dt.truncate("1h"))
     for (_, machine), part in hours.partition_by(
         ["hour", "machine_id"], as_dict=True, maintain_order=True
     ).items():
-        engine = engines.setdefault(machine, MachineAlerting())
-        _, alerts = engine.update(
-            part.drop("hour").sort("window_start"),
-            Context(machine, specs),
-            maintenance.get(machine, []),
+        engine = engines.setdefault(machine, MachineAlerting(settings))
+        until = part["window_end"].max()
+        # the floor's states as far as they have happened, the CMMS events that have begun
+        engine.add_states([r for r in states.get(machine, []) if r["since"] < until])
+        known = [m for m in maintenance.get(machine, []) if m.start < until]
+        out = engine.update_segments(
+            segments_of(part.drop("hour").sort("window_start")),
+            Context(machine, specs, labs.get(machine, [])),
+            known,
         )
-        if alerts is not None:
-            out.append(alerts)
-    if not out:
-        return pl.DataFrame()
-    return pl.concat(out).unique("alert_id", keep="last").sort("raised_at")
+        alerts |= {a["alert_id"]: a for a in out.alerts}
+        incidents |= {i["incident_id"]: i for i in out.incidents}
+    frame = pl.DataFrame(list(alerts.values()), schema=ALERT_SCHEMA).sort("raised_at")
+    return frame, pl.DataFrame(list(incidents.values()))
+
+
+def paged(alerts: pl.DataFrame) -> pl.DataFrame:
+    """The alerts that page someone: not muted."""
+    return alerts.filter(~pl.col("reason").str.contains("; muted: ", literal=True))
+
+
+def incidents_as_alerts(alerts: pl.DataFrame, incidents: pl.DataFrame) -> pl.DataFrame:
+    """Incidents with a paged alert, as rows :func:`evaluate` judges: raised when their first
+    paged alert was, the causes of all their alerts."""
+    raised = dict(paged(alerts).select("alert_id", "raised_at").iter_rows())
+    rows = []
+    for i in incidents.iter_rows(named=True) if incidents.height else ():
+        times = [raised[a] for a in i["alert_ids"].split(",") if a in raised]
+        if times:
+            rows.append(
+                {
+                    "alert_id": i["incident_id"],
+                    "machine_id": i["machine_id"],
+                    "cause": i["causes"],
+                    "raised_at": min(times),
+                }
+            )
+    schema = {k: ALERT_SCHEMA[k] for k in ("alert_id", "machine_id", "cause", "raised_at")}
+    return pl.DataFrame(rows, schema=schema)
 
 
 def evaluate(plant, alerts: pl.DataFrame, grace: timedelta, warmup: timedelta) -> dict:
@@ -160,10 +218,14 @@ def main() -> None:
     ap.add_argument("--grace", type=float, default=60.0, help="seconds after a fault's end")
     ap.add_argument("--warmup-hours", type=float, default=24.0, help="models learn, not scored")
     ap.add_argument("--cache", type=Path, default=None, help="folder to cache window features")
+    ap.add_argument("--hold-s", type=float, default=None, help="flap hold (default: the engine's)")
     args = ap.parse_args()
     grace = timedelta(seconds=args.grace)
+    hygiene = AlertHygiene() if args.hold_s is None else AlertHygiene(hold_s=args.hold_s)
     report = {"seeds": args.seeds, "days": args.days, "machines": args.machines}
+    report["hold_s"] = hygiene.hold_s
     runs = {"all": [], "after_warmup": []}
+    incident_runs = {"all": [], "after_warmup": []}
     for seed in args.seeds:
         plant = make_plant(
             PlantOptions(
@@ -175,13 +237,33 @@ def main() -> None:
             )
         )
         features = plant_features(plant, args.days, timedelta(seconds=10), args.cache)
-        alerts = run_alerts(features.sort("window_start"), maintenance_log(plant))
+        alerts, incidents = run_alerts(plant, features.sort("window_start"), hygiene)
+        as_incidents = incidents_as_alerts(alerts, incidents)
         for name, warmup in (("all", 0.0), ("after_warmup", args.warmup_hours)):
-            result = evaluate(plant, alerts, grace, timedelta(hours=warmup))
+            after = T0 + timedelta(hours=warmup)
+            result = evaluate(plant, paged(alerts), grace, timedelta(hours=warmup))
+            result["muted"] = alerts.filter(pl.col("raised_at") >= after).height - result["alerts"]
             runs[name].append({"seed": seed, **result})
+            incident_runs[name].append(
+                evaluate(plant, as_incidents, grace, timedelta(hours=warmup))
+            )
     report["warmup_hours"] = args.warmup_hours
     for name, rs in runs.items():
-        report[name] = summarise(rs)
+        summary = summarise(rs)
+        inc = summarise(incident_runs[name])
+        detected = summary["detected"] or 1
+        summary["muted"] = sum(r["muted"] for r in rs)
+        summary["incidents"] = {
+            "incidents": inc["alerts"],
+            "precision": inc["precision"],
+            "changeover_incidents": inc["changeover_alerts"],
+            "recall": inc["recall"],
+        }
+        summary["per_detected_fault"] = {
+            "alerts": round(summary["alerts"] / detected, 2),
+            "incidents": round(inc["alerts"] / detected, 2),
+        }
+        report[name] = summary
     print(json.dumps(report, indent=1))
 
 
