@@ -97,6 +97,7 @@ class MachineAlerting:
                     open_after=self._base_open_after(name),
                     clear_after=rule.clear_after or s.clear_after,
                     hold=s.hygiene.hold,
+                    severity=s.hygiene.severity.get(name, "warning"),
                 )
 
     @property

@@ -8,13 +8,16 @@
   (``alerts.incidents.IncidentTracker.gap``); at least ``hold_s``, so the alerts of one fault
   group the same however the windows are batched;
 - ``mute``: what mutes or downgrades alerts raised in planned maintenance and setups
-  (``alerts.mute.MuteSettings``).
+  (``alerts.mute.MuteSettings``);
+- ``severity``: the severity each cause's alerts start at (default warning; ``capability``
+  and ``deviation`` start at info: shown, not paged).
 
 Example section::
 
     [alerts]
     hold_s = 600
     incident_gap_s = 900
+    severity = { capability = "warning", deviation = "info" }
 
     [alerts.mute]
     action = "downgrade"
@@ -32,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -49,6 +53,14 @@ class AlertHygiene(BaseModel):
     hold_s: float = Field(default=DEFAULT_HOLD.total_seconds(), ge=0)
     incident_gap_s: float = Field(default=DEFAULT_GAP.total_seconds(), ge=0)
     mute: MuteSettings = Field(default_factory=MuteSettings)
+    #: the severity a cause's alerts start at (a flagged window's own, an SPC rule's, wins);
+    #: causes not listed start at warning. ``info`` alerts are stored and shown, not paged by
+    #: the default routing, and do not escalate. Default: the two whose precision on the
+    #: simulated fault week is far below a pager's (docs/accuracy.md): a rolling capability
+    #: that stays low for an hour after a fault has passed, and deviation predictions.
+    severity: dict[str, Literal["info", "warning", "critical"]] = Field(
+        default_factory=lambda: {"capability": "info", "deviation": "info"}
+    )
 
     @model_validator(mode="after")
     def _gap_covers_hold(self) -> AlertHygiene:

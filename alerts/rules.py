@@ -70,6 +70,9 @@ class AlertTracker:
     open_after: int = 2
     clear_after: int = 3
     critical_after: int = 10
+    #: the severity of a flagged window that names none; an alert that starts at ``info`` is
+    #: shown, not paged, and does not escalate with its length
+    severity: str = str(Severity.WARNING)
     #: a reopen within this long after a clear continues the cleared alert (0: a new alert)
     hold: timedelta = DEFAULT_HOLD
     _streak: list[dict] = field(default_factory=list)
@@ -190,12 +193,13 @@ class AlertTracker:
         )
 
     def _escalate(self, a: dict, severity: str | None) -> None:
-        """Raise ``a``'s severity to a flagged row's own (warning when it names none), and to
-        critical once the alert lasted ``critical_after`` windows."""
-        if a["windows"] >= self.critical_after:
+        """Raise ``a``'s severity to a flagged row's own (the tracker's ``severity`` when it
+        names none), and to critical once the alert lasted ``critical_after`` windows (unless
+        the tracker's alerts start at info)."""
+        if a["windows"] >= self.critical_after and self.severity != Severity.INFO:
             severity = str(Severity.CRITICAL)
         elif severity is None:
-            severity = str(Severity.WARNING)
+            severity = self.severity
         if SEVERITY_RANK[severity] > SEVERITY_RANK[a["severity"]]:
             a["severity"] = severity
 

@@ -4,7 +4,7 @@ incident, and alerts raised in planned maintenance or a setup page nobody."""
 from __future__ import annotations
 
 import pickle
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -401,3 +401,37 @@ def test_bad_hygiene_settings_name_the_file_and_entry(
     with pytest.raises(AlertHygieneError) as e:
         load_alert_hygiene(path)
     assert str(e.value).startswith(str(path)) and message in str(e.value)
+
+
+def test_a_cause_that_starts_at_info_is_shown_not_escalated() -> None:
+    from floorsight.alerts.engine import AlertSettings, MachineAlerting
+
+    tracker = AlertTracker(cause="capability", severity="info", critical_after=3)
+    t0 = datetime(2026, 4, 6, tzinfo=UTC)
+    rows = [
+        {
+            "machine_id": "M1",
+            "window_start": t0 + timedelta(seconds=10 * i),
+            "window_end": t0 + timedelta(seconds=10 * i + 10),
+            "work_order": "WO-1",
+            "product": "P",
+            "material_lot": "L",
+            "score": 0.9,
+            "is_anomaly": True,
+            "evidence": "",
+        }
+        for i in range(20)
+    ]
+    (alert,) = tracker.update_rows(rows)
+    assert alert["severity"] == "info" and alert["windows"] == 20
+    # a flagged window's own severity still wins
+    (alert,) = tracker.update_rows([{**rows[-1], "severity": "critical"}])
+    assert alert["severity"] == "critical"
+    # the defaults: capability and deviation start at info, the others at warning
+    engine = MachineAlerting(AlertSettings())
+    assert engine.trackers["capability"].severity == "info"
+    assert engine.trackers["anomaly"].severity == "warning"
+    hygiene = AlertHygiene.from_toml({"alerts": {"severity": {"capability": "warning"}}})
+    assert MachineAlerting(AlertSettings(hygiene=hygiene)).trackers["capability"].severity == (
+        "warning"
+    )
