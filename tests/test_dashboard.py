@@ -41,6 +41,7 @@ from floorsight.features.expectations import VALIDATION_RESULTS
 from floorsight.models import SCORES
 from floorsight.models.base import Context
 from floorsight.models.capability import CAPABILITY, CapabilityModel
+from floorsight.models.feature_drift import DRIFT
 from floorsight.models.machine import by_machine, segments_of
 from floorsight.models.spc_monitor import SPC, SpcModel
 from floorsight.pipelines.flow import TABLES
@@ -366,7 +367,48 @@ def build(path: Path) -> Path:
     )
     for name, frame in erp().items():
         db.replace_table(f"erp_{name}", frame)
+    drift_db = Database(path, [DRIFT])
+    drift_db.create()
+    drift_db.upsert({DRIFT.name: [drift_rows()]})
     return path
+
+
+def drift_rows() -> pl.DataFrame:
+    """What the feature drift model stored for M2's PB part weight: PSI of its mean every 10
+    windows from 06:20 (0.1, then 8.3 once the recent windows hold the shift at 06:30), the
+    multivariate Σ PSI beside it, and one ADWIN firing at 06:25."""
+    rows = []
+    for k, (psi, total) in enumerate(((0.1, 0.2), (8.3, 8.4), (8.3, 8.4))):
+        end = minutes(20 + 10 * k)
+        for feature, detector, value, limit in (
+            (f"{WEIGHT}.mean", "psi", psi, 1.5),
+            ("multivariate", "multivariate", total, 3.0),
+        ):
+            rows.append(
+                {
+                    "machine_id": "M2",
+                    "product": "PB",
+                    "feature": feature,
+                    "window_end": end,
+                    "detector": detector,
+                    "statistic": value,
+                    "limit": limit,
+                    "drifted": value > limit,
+                    "reference_windows": 20,
+                    "current_windows": 10,
+                }
+            )
+    rows.append(
+        {
+            **rows[0],
+            "window_end": minutes(25),
+            "detector": "adwin",
+            "statistic": 9.0,
+            "limit": 4.0,
+            "drifted": True,
+        }
+    )
+    return pl.DataFrame(rows, schema=DRIFT.polars_schema)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -880,19 +922,18 @@ def test_drift_compares_the_recent_windows_with_the_products_reference(monkeypat
         [48.0 + 0.001 * (i - 10) for i in range(20)]
     )
     assert values(h["now"]["x"]) == pytest.approx([48.5] * 10)
-    # 20 distinct reference values: 2 in each of the 10 quantile bins; every recent mean lies
-    # above the largest, all in the top bin (empty bins count as 1e-4), so
-    # PSI = 9 (1e-4 - 0.1) ln(1e-4 / 0.1) + (1 - 0.1) ln(1 / 0.1) and KS = 1
-    psi = 9 * (1e-4 - 0.1) * math.log(1e-4 / 0.1) + 0.9 * math.log(10)
-    assert metrics(at)["PSI mean"] == f"{psi:.3f}" == "8.283"
-    assert metrics(at)["PSI std"] == "0.000"  # the std did not move
-    assert set(values(traces(stats)["KS mean"]["y"])) == {1.0}
-    # newest first: the drift model's flag at 06:40, and the onset of PSI and KS beyond their
-    # limits: the first judged window whose 10 recent windows are full (the 30th, ending 06:30)
+    # the statistics are the drift table's, not recomputed: its last PSI of the mean and Σ PSI
+    assert metrics(at)[f"PSI {literal(WEIGHT + '.mean')}"] == "8.300"
+    assert metrics(at)[f"PSI {literal('multivariate')}"] == "8.400"
+    assert values(traces(stats)[f"PSI {WEIGHT}.mean"]["y"]) == pytest.approx([0.1, 8.3, 8.3])
+    # newest first: the drift model's flag at 06:40, the onsets of both statistics beyond
+    # their limits at 06:30 (not the window after), the ADWIN firing at 06:25
     fired = table(at, "window_end", "source")
     assert list(zip(fired["window_end"], fired["source"], strict=True)) == [
         (minutes(40), "model drift_psi"),
-        (minutes(30), "PSI and KS of mean beyond limits"),
+        (minutes(30), "multivariate of multivariate beyond its limit"),
+        (minutes(30), f"psi of {WEIGHT}.mean beyond its limit"),
+        (minutes(25), f"adwin on {WEIGHT}.mean"),
     ]
 
 
