@@ -67,14 +67,15 @@ def live(db: Database, label: str) -> None:
     if predicted.height:
         st.caption(
             "The deviation model's prediction for the window the part was made in (from the "
-            "other sensors, made hours before the lab measured it), against the part's lab "
+            "in-line gauge and the process, made hours before the lab measured it), against "
+            "the part's lab "
             "result (the results that had arrived by the newest window)."
         )
         source = predicted
     else:
         st.caption(
             "The in-line gauge's window mean when the part was made, against the part's lab "
-            "result (no model predictions yet: the deviation model needs 30 lab results)."
+            "result (no model predictions yet: the deviation model needs 10 lab results)."
         )
         source = quality.rename({"inline": "predicted"}) if quality.height else quality
     if source.height:

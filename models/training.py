@@ -1,8 +1,8 @@
 """Offline training on the feature tables: feature matrix, labels, time splits, provenance.
 
-The notebooks and the pipeline's champion step share this module, so a model is trained on
-exactly the columns it is later scored on in the stream (no copy of the feature code in a
-notebook).
+The notebooks and the pipeline's champion scoring (in the score step) share this module, so a
+model is trained on exactly the columns it is later scored on in the stream (no copy of the
+feature code in a notebook).
 
 - :func:`load_training_features`: the ``features`` table, refused unless it passes its suite.
 - :func:`window_matrix`: the long ``features`` table (one row per machine, sensor and window)

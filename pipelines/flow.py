@@ -388,8 +388,9 @@ def build_flow(
 
     ``sink`` replaces the default :class:`DuckDBSink` on ``db_path`` (for instance one that
     reports its commits, to measure latency). With ``champion``, the MLflow champion scores
-    every machine's closed windows beside the online models (its own step; a new champion
-    version is picked up while the flow runs).
+    every machine's closed windows in the score step, once per batch, before the online models
+    (its rows raise ``champion`` alerts; a new champion version is picked up while the flow
+    runs).
     """
 
     def new_windows(state: bytes | None) -> _WindowLogic:
