@@ -160,4 +160,4 @@ def test_model_state_and_online_metrics_are_logged_to_mlflow(home, tmp_path) -> 
         "SELECT * FROM features WHERE machine_id = 'M01' ORDER BY window_start DESC LIMIT 24"
     )
     scores, _ = state.update(features.sort("window_start"))
-    assert set(scores["model"]) >= {"zscore", "sensor_health", "drift"}
+    assert set(scores["model"]) >= {"anomaly", "sensor", "drift"}
