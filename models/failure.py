@@ -5,7 +5,15 @@ vibrates, and the friction heats the spindle or loads the motor. The model of on
 
 1. **healthy baseline per product**: the first ``baseline_windows`` windows of each product
    (not quarantined) give each sensor's median and robust spread (MAD) of the window means;
-   products differ in their normal levels, so each product keeps its own;
+   products differ in their normal levels, so each product keeps its own. An hour does not see
+   all of a sensor's slow wander (cycles of one to two hours; a product whose orders alternate
+   with another's may see one phase of it only): while the machine is healthy (index below
+   ``learn_below``), one window in ``learn_every`` moves each sensor's variance towards its
+   squared deviation from the median (winsorised at ``learn_clip`` spreads; weights halving
+   every ``baseline_half_life`` windows; never below the first hour's spread), so the spread
+   comes to hold the wander, and two sensors that wander together stay below the alert
+   (``baseline_half_life=0`` keeps the first hour's spread). The median stays: a level learned
+   on would follow the first hours of wear, where a wider spread only dulls them;
 2. **per-sensor deviation**: ``z = (mean - median) / spread`` against the running product's
    baseline, smoothed per sensor with an exponentially weighted mean (``half_life`` windows);
 3. **health index**: the ``min_sensors``-th largest smoothed ``|z|`` (default the second): the
@@ -92,6 +100,10 @@ class MachineFailureModel(MachineModel):
     )
 
     baseline_windows: int = 360
+    baseline_half_life: float = 2160.0
+    learn_below: float = 2.5
+    learn_clip: float = 4.0
+    learn_every: int = 6
     half_life: float = 30.0
     min_sensors: int = 2
     h_alert: float = 5.0
@@ -102,7 +114,9 @@ class MachineFailureModel(MachineModel):
     h_fail_spread: float = 0.3
     interval_z: float = 1.64
     _base: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    _stats: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    #: product -> sensor -> [median, variance, 1 / spread, the first hour's variance] (the
+    #: variance learned on while the machine is healthy, never below the first hour's)
+    _stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     #: sensor -> its smoothed |z| (a float each: a River ``EWMean`` per sensor costs more
     #: than the whole model on 20 sensors, for the same arithmetic)
     _smooth: dict[str, float] = field(default_factory=dict)
@@ -110,6 +124,8 @@ class MachineFailureModel(MachineModel):
     _top: list[tuple[str, float]] = field(default_factory=list)
     _health: float = 0.0
     _above: int = 0
+    #: healthy windows since the baseline's spread last learned
+    _healthy: int = 0
     _trend: deque = field(default_factory=deque)
     #: running sums of the trend: n, t, h, t*t, t*h, h*h
     _sums: list[float] = field(default_factory=lambda: [0.0] * 6)
@@ -153,7 +169,8 @@ class MachineFailureModel(MachineModel):
             if len(values) >= self.baseline_windows // 2:
                 med = _median(values)
                 mad = _median([abs(v - med) for v in values]) * _MAD_TO_STD
-                baseline[s] = (med, max(mad, 1e-6 * abs(med), 1e-12))
+                spread = max(mad, 1e-6 * abs(med), 1e-12)
+                baseline[s] = [med, spread * spread, 1.0 / spread, spread * spread]
         del self._base[product]
         self._stats[product] = baseline
         return baseline
@@ -165,7 +182,7 @@ class MachineFailureModel(MachineModel):
             ref = baseline.get(s)
             if ref is None:
                 continue
-            z = abs(x - ref[0]) / ref[1]
+            z = abs(x - ref[0]) * ref[2]
             last = smooth.get(s)
             smooth[s] = z if last is None else last + alpha * (z - last)
         ranked = sorted(smooth.items(), key=itemgetter(1), reverse=True)
@@ -174,6 +191,27 @@ class MachineFailureModel(MachineModel):
         self._health = h = ranked[k - 1][1] if len(ranked) >= k else 0.0
         self._above = self._above + 1 if h > self.h_alert else 0
         self._add_trend(seg.start, h)
+        if self.baseline_half_life > 0 and h < self.learn_below:
+            self._healthy += 1
+            if self._healthy >= self.learn_every:
+                self._healthy = 0
+                self._learn(means, baseline)
+
+    def _learn(self, means: dict[str, float], baseline: dict) -> None:
+        """A healthy window (one in ``learn_every``: the wander is slow, neighbours alike)
+        moves each sensor's variance towards its squared deviation from the baseline's median,
+        winsorised at ``learn_clip`` spreads, never below the first hour's (a stuck sensor
+        would narrow it to nothing)."""
+        a = fading_factor(self.baseline_half_life / self.learn_every)
+        clip = self.learn_clip
+        for s, x in means.items():
+            ref = baseline.get(s)
+            if ref is None:
+                continue
+            lim = clip / ref[2]
+            d = min(max(x - ref[0], -lim), lim)
+            ref[1] = max(ref[1] + a * (d * d - ref[1]), ref[3])
+            ref[2] = 1.0 / math.sqrt(ref[1])
 
     def _add_trend(self, at: datetime, h: float) -> None:
         if self._t0 is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -121,3 +122,36 @@ def test_quarantined_windows_teach_nothing_and_products_keep_their_baselines() -
     held = Context(specs=SPECS.specs, quarantine={seg.start for seg in spiky})
     rows = model.score_segments(spiky, held).scores
     assert max(health(r) for r in rows) < 2
+
+
+def test_two_sensors_wandering_together_are_not_an_alarm() -> None:
+    """Slow wander: spindle temperature and current on a 2 h cycle, four times their noise.
+    The product ran twice at the top of the cycle (its orders alternate with another's), so
+    its hour of baseline sees a spread too narrow for the rest of the cycle; the spread
+    learned on while healthy comes to hold it."""
+
+    def wander(i: int) -> dict:
+        phase = 2 * math.pi * i / 720
+        return {
+            "spindle_temp_c": 4 * NOISE["spindle_temp_c"] * math.sin(phase),
+            "spindle_current_a": 4 * NOISE["spindle_current_a"] * math.sin(phase + 0.3),
+        }
+
+    day = windows(90, 180, wander) + windows(810, 180, wander) + windows(1440, 8640, wander)
+    fixed = MachineFailureModel(baseline_windows=360, baseline_half_life=0)
+    assert any(r["is_anomaly"] for r in fixed.score_segments(day, SPECS).scores)
+    model = MachineFailureModel(baseline_windows=360)
+    assert not any(r["is_anomaly"] for r in model.score_segments(day, SPECS).scores)
+    # bearing wear after the wandering day still rises through the learned spread
+    worn = model.score_segments(
+        windows(
+            10080,
+            240,
+            lambda i: {
+                "vibration_mm_s": 0.005 * (i - 10080),
+                "spindle_temp_c": 0.033 * (i - 10080) + wander(i)["spindle_temp_c"],
+            },
+        ),
+        SPECS,
+    ).scores
+    assert worn[-1]["is_anomaly"]
