@@ -48,12 +48,11 @@ from floorsight.models.context import lab_results_by_machine
 from floorsight.models.deviation_monitor import DeviationModel
 from floorsight.models.machine import Coverage, segments_of
 from floorsight.models.sensor_health import SensorHealthModel
-from floorsight.simulate import PlantOptions, make_plant
 from floorsight.simulators.catalog import spec_limits_frame
 from floorsight.simulators.erp import lab_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fault_week import T0, plant_features
+from fault_week import T0, plant_features, week_plant
 
 #: the dataflow's window (``pipelines.flow``)
 WINDOW = timedelta(seconds=10)
@@ -187,15 +186,7 @@ def main() -> None:
     }
     runs, windows, spent = [], 0, 0.0
     for seed in args.seeds:
-        plant = make_plant(
-            PlantOptions(
-                machines=args.machines,
-                start=T0,
-                horizon=timedelta(days=args.days),
-                seed=seed,
-                sample_hz=1,
-            )
-        )
+        plant = week_plant(seed, args.days, args.machines)
         features = plant_features(plant, args.days, WINDOW, args.cache)
         lab_frame = lab_results(plant, plant.parts)
         labs = lab_results_by_machine(lab_frame)

@@ -62,6 +62,12 @@ from floorsight.simulators.erp import lab_results, maintenance_log
 T0 = datetime(2026, 4, 6, tzinfo=UTC)
 
 
+def week_plant(seed: int, days: float, machines: int, **options):
+    """The fault week's plant: ``machines`` machines at 1 Hz over ``days`` days from T0."""
+    horizon = timedelta(days=days)
+    return make_plant(PlantOptions(machines, T0, horizon, seed=seed, sample_hz=1, **options))
+
+
 def plant_features(plant, days: float, window: timedelta, cache: Path | None) -> pl.DataFrame:
     """The plant's window features (cached by seed and size: the models are what changes)."""
     path = None
@@ -229,15 +235,7 @@ def main() -> None:
     runs = {"all": [], "after_warmup": []}
     incident_runs = {"all": [], "after_warmup": []}
     for seed in args.seeds:
-        plant = make_plant(
-            PlantOptions(
-                machines=args.machines,
-                start=T0,
-                horizon=timedelta(days=args.days),
-                seed=seed,
-                sample_hz=1,
-            )
-        )
+        plant = week_plant(seed, args.days, args.machines)
         features = plant_features(plant, args.days, timedelta(seconds=10), args.cache)
         alerts, incidents = run_alerts(plant, features.sort("window_start"), hygiene)
         as_incidents = incidents_as_alerts(alerts, incidents)

@@ -6,9 +6,10 @@
 Builds 10 s window features of a 3-machine simulated plant (the dataflow's own feature code),
 or with ``--bench`` of 10 machines of ``floorsight bench``'s plant (20 sensors at 10 Hz, every
 sensor a quality characteristic with spec limits, no lab results), as each machine's window
-segments with their coverage marked, then times every model of the registry (``models/registry.py``) over them with the ERP spec limits and lab results, in calls
-of ``--windows`` machine windows (what one source batch closes), single-threaded, and the
-whole engine with its alert rules (``MachineAlerting.update_segments``). Prints one JSON
+segments with their coverage marked, then times every model of the registry
+(``models/registry.py``) over them with the ERP spec limits and lab results, in calls of
+``--windows`` machine windows (what one source batch closes), single-threaded, and the whole
+engine with its alert rules (``MachineAlerting.update_segments``). Prints one JSON
 object: CPU microseconds per machine window per model, and machine windows per CPU second.
 """
 
