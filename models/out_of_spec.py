@@ -75,12 +75,15 @@ def measured_characteristics(
     seen, out = False, []
     for c in characteristics:
         r = rows.get(c)
-        if r is None or r["mean"] is None:
+        if r is None:
+            continue
+        x = r["mean"]
+        if x is None:
             continue
         seen = True
         limits = specs.get((product, c))
         if limits is not None:
-            out.append((c, r["mean"], limits))
+            out.append((c, x, limits))
     return seen, out
 
 

@@ -92,6 +92,8 @@ class SensorHealthModel(MachineModel):
         """One score row per segment, in time order."""
         rows = []
         alpha = fading_factor(self.half_life)
+        #: product -> (sensors known when listed, its sensors): listed again when one is added
+        sensors_of: dict[str, tuple[int, list[str]]] = {}
         for seg in segments:
             product = seg.product or "?"
             present = seg.rows
@@ -103,7 +105,10 @@ class SensorHealthModel(MachineModel):
             ]
             findings: list[tuple[float, str]] = []
             if full:
-                expected = [s for (p, s) in self._state if p == product]
+                known, expected = sensors_of.get(product, (-1, []))
+                if known != len(self._state):
+                    expected = [s for (p, s) in self._state if p == product]
+                    sensors_of[product] = (len(self._state), expected)
                 for sensor in expected:
                     st = self._state[(product, sensor)]
                     n = present[sensor]["n"] if sensor in present else 0
@@ -162,8 +167,10 @@ class SensorHealthModel(MachineModel):
         stuck_limit = max(self.stuck_min_windows, self.stuck_factor * st.normal_max_run)
         stuck = st.run / stuck_limit if warm else 0.0
         if stuck > 0:
-            text = f"{sensor} stuck at {r['last']:.6g} for {st.run + 1} windows"
-            out.append((stuck, text if stuck >= 1 else ""))
+            text = (
+                f"{sensor} stuck at {r['last']:.6g} for {st.run + 1} windows" if stuck >= 1 else ""
+            )
+            out.append((stuck, text))
         if spike < 0.5 and stuck < 0.5:
             # learn only from windows that look normal: a fault must not teach its own level
             st.windows += 1
