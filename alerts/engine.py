@@ -17,6 +17,7 @@ the pipeline's.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -226,12 +227,36 @@ def score_batch(
     of alert rows and one per model table for the whole batch, so the per-batch cost is paid
     once, not per machine. ``verdicts(machine_id)``: people's labels of the machine's alerts
     (feedback); ``champion``: the champion's score rows of the batch by machine."""
+    # the models allocate many small short-lived objects (score rows, table rows) and hold a
+    # large state (every machine's models): the cyclic collector, left on, walks that state
+    # again and again within a batch for garbage that reference counting frees anyway. Off
+    # for the batch, on again after it (none of this makes reference cycles).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _score_batch(
+            machines, features, settings, specs or {}, maintenance, labs, verdicts, champion
+        )
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _score_batch(
+    machines: dict[str, MachineAlerting],
+    features: pl.DataFrame,
+    settings: AlertSettings,
+    specs: SpecLimits,
+    maintenance: dict[str, list[Maintenance]] | None,
+    labs: dict[str, list[LabResult]] | None,
+    verdicts: Callable[[str], list[Verdict]] | None,
+    champion: dict[str, list[dict]] | None,
+) -> BatchScores:
     scores: list[dict] = []
     alerts: list[dict] = []
     incidents: list[dict] = []
     tables: dict[str, list[dict]] = {}
     newest: dict[str, datetime] = {}
-    specs = specs or {}
     for machine_id, segments in by_machine(segments_of(features)).items():
         state = machines.get(machine_id)
         if state is None:
