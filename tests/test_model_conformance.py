@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 
 from floorsight.features import window_features
+from floorsight.models import SCORES
 from floorsight.models.base import Context, MachineModel, Maintenance, ModelOutput
 from floorsight.models.context import lab_results_by_machine, spec_limits_dict
 from floorsight.models.engine import MachineModels
@@ -39,18 +40,8 @@ T0 = datetime(2026, 3, 2, tzinfo=UTC)
 HOURS = 8
 WINDOW = timedelta(seconds=10)
 
-SCORE_KEYS = {
-    "machine_id",
-    "window_start",
-    "window_end",
-    "work_order",
-    "product",
-    "material_lot",
-    "model",
-    "score",
-    "is_anomaly",
-    "evidence",
-}
+#: every column of the scores table
+SCORE_KEYS = set(SCORES.polars_schema)
 
 
 @dataclasses.dataclass(frozen=True)
