@@ -308,12 +308,15 @@ def default_routing(home: Path) -> Routing:
             # from warning up: an info alert (muted in a setup or maintenance) pages nobody
             "rules": [
                 {
-                    "causes": ["anomaly", "order_offset"],
+                    "causes": [
+                        *("anomaly", "order_offset", "drift", "out_of_spec", "spc"),
+                        *("hotelling", "capability", "deviation"),
+                    ],
                     "min_severity": "warning",
                     "roles": ["quality"],
                 },
                 {
-                    "causes": ["failure_risk", "sensor"],
+                    "causes": ["failure_risk", "sensor", "champion"],
                     "min_severity": "warning",
                     "roles": ["maintenance"],
                 },
