@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import ClassVar
 
 import polars as pl
@@ -82,6 +83,12 @@ class Context:
     labs: list[LabResult] = field(default_factory=list)
     champion: list[dict] = field(default_factory=list)
     quarantine: set = field(default_factory=set)
+
+    @cached_property
+    def characteristics(self) -> tuple[str, ...]:
+        """The quality characteristics: every sensor with spec limits for some product,
+        sorted (derived once per call, for every model that reads it)."""
+        return tuple(sorted({c for _, c in self.specs}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,7 +136,7 @@ class DeviationModel(MachineModel):
         """One score row per segment with a characteristic of the product, in time order; a
         ``deviation_checks`` row per lab result that arrived for a predicted window."""
         specs, labs = context.specs, context.labs
-        characteristics = {c for _, c in specs}
+        characteristics = set(context.characteristics)
         rows: list[dict] = []
         checks: list[dict] = []
         for seg in segments:

@@ -134,7 +134,7 @@ class MachineFailureModel(MachineModel):
 
     def score_segments(self, segments: list[Segment], context: Context) -> ModelOutput:
         """One score row per segment once a product's baseline is learned, in time order."""
-        quality = {c for _, c in context.specs}
+        quality = set(context.characteristics)
         rows = []
         for seg in segments:
             product = seg.product or "?"

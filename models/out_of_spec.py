@@ -51,7 +51,7 @@ class OutOfSpecModel(MachineModel):
     def score_segments(self, segments: list[Segment], context: Context) -> ModelOutput:
         """One score row per segment that measures a characteristic, in the given order."""
         specs = context.specs
-        characteristics = sorted({c for _, c in specs})
+        characteristics = context.characteristics
         rows = []
         for seg in segments:
             seen, measured = measured_characteristics(seg, characteristics, specs)
@@ -66,7 +66,7 @@ class OutOfSpecModel(MachineModel):
 
 
 def measured_characteristics(
-    seg: Segment, characteristics: list[str], specs: SpecLimits
+    seg: Segment, characteristics: tuple[str, ...], specs: SpecLimits
 ) -> tuple[bool, list[tuple[str, float, tuple[float, float, float]]]]:
     """Whether the window measures a characteristic (of any product: its row is written even
     when the product running has no limits for it), and (characteristic, window mean, limits)

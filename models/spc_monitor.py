@@ -154,7 +154,7 @@ class SpcModel(MachineModel):
     def score_segments(self, segments: list[Segment], context: Context) -> ModelOutput:
         """One score row per segment with a charted characteristic, and its ``spc`` rows."""
         specs = context.specs
-        characteristics = sorted({c for _, c in specs})
+        characteristics = context.characteristics
         # the rule set's own numbers and names, and which of them page at what rank
         if self.rules == "western_electric":
             named = {n: (we, name) for we, (n, name) in WESTERN_ELECTRIC.items()}
