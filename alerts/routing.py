@@ -281,7 +281,7 @@ def load_settings(
     someone wrote in the file."""
     try:
         data = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise error(f"{path}: {e}") from None
     try:
         return validate(data)
