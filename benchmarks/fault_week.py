@@ -102,7 +102,7 @@ def run_alerts(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The alerts and incidents the pipeline's per-machine engine raises (each one's last row),
     fed an hour of windows at a time."""
-    end = T0 + timedelta(days=7)
+    end = features["window_end"].max()  # the states as far as the windows go
     specs = spec_limits_dict(spec_limits_frame())
     maintenance = maintenance_events(maintenance_log(plant))
     labs = lab_results_by_machine(lab_results(plant, plant.parts))
