@@ -59,6 +59,8 @@ class MachineOutput:
     alerts: list[dict] = field(default_factory=list)
     incidents: list[dict] = field(default_factory=list)
     tables: dict[str, list[dict]] = field(default_factory=dict)
+    #: with ``track_open``: cause -> (window_start, an alert of it open after that window)
+    open: dict[str, list[tuple]] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,12 +163,14 @@ class MachineAlerting:
         segments: list[Segment],
         context: Context | None = None,
         maintenance: list[Maintenance] | None = None,
+        track_open: bool = False,
     ) -> MachineOutput:
         """:meth:`update` on the machine's segments (in time order).
 
         ``context``: the machine's spec limits, lab results and champion scores;
         ``maintenance``: its CMMS log as far as it is known (each event is applied once, to
-        every model, before the first window after its end).
+        every model, before the first window after its end); ``track_open``: record each
+        alert rule's state after every window (``MachineOutput.open``, for backtests).
         """
         if maintenance:
             self.mute.add_maintenance(maintenance)
@@ -185,7 +189,8 @@ class MachineAlerting:
             tracker = self.trackers.get(name)
             if tracker is None:
                 continue  # scores only
-            changed = tracker.update_rows(rows)
+            opened = result.open.setdefault(name, []) if track_open else None
+            changed = tracker.update_rows(rows, opened)
             if changed:
                 result.alerts.extend(changed)
                 c[f"{name}.alert_updates"] = c.get(f"{name}.alert_updates", 0) + len(changed)

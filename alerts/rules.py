@@ -89,13 +89,17 @@ class AlertTracker:
         changed = self.update_rows(scores.sort("window_start", maintain_order=True).to_dicts())
         return pl.DataFrame(changed, schema=ALERT_SCHEMA) if changed else None
 
-    def update_rows(self, rows: list[dict]) -> list[dict]:
-        """Like :meth:`update` for score rows as dicts already in time order."""
+    def update_rows(self, rows: list[dict], opened: list | None = None) -> list[dict]:
+        """Like :meth:`update` for score rows as dicts already in time order. ``opened``, when
+        given, gets ``(window_start, is an alert open after this row)`` per row (a backtest's
+        per-window alert state)."""
         changed: dict[str, dict] = {}
         for row in rows:
             alert = self._step(row)
             if alert is not None:
                 changed[alert["alert_id"]] = dict(alert)
+            if opened is not None:
+                opened.append((row["window_start"], self._open is not None))
         return list(changed.values())
 
     def _step(self, row: dict) -> dict | None:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -809,10 +810,13 @@ def dashboard_users_list(users: _UsersFile = None) -> None:
 @app.command()
 def replay(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV or Parquet history.")],
-    time_col: Annotated[str, typer.Option(help="Time column (rows are replayed in its order).")],
+    time_col: Annotated[
+        str, typer.Option(help="Time column (a time, or a number such as a cycle count).")
+    ],
     out: Annotated[Path, typer.Option(help="Output CSV, one row per input row.")],
     entity_col: Annotated[
-        str | None, typer.Option(help="Entity (machine) column: one model set each.")
+        str | None,
+        typer.Option(help="Entity (machine) column (long layout: machine_id by default)."),
     ] = None,
     label_col: Annotated[
         str | None, typer.Option(help="Label column: adds a progressive-validation prediction.")
@@ -820,6 +824,24 @@ def replay(
     label_delay: Annotated[
         int, typer.Option(help="Rows of the same entity until a row's label is known.")
     ] = 0,
+    label_cap: Annotated[
+        float | None,
+        typer.Option(help="Learn min(label, cap): the piece-wise linear target of remaining life."),
+    ] = None,
+    window: Annotated[
+        str,
+        typer.Option(
+            help="Window of the engine: the pipeline's 10s, another duration (500ms, 1min), "
+            "or 'row' (each input row one window, for per-row data)."
+        ),
+    ] = "10s",
+    models: Annotated[
+        Path | None,
+        typer.Option(help="TOML model settings and [alerts], as for `floorsight run --models`."),
+    ] = None,
+    score_model: Annotated[
+        str, typer.Option(help="The registry model whose score is anomaly_score.")
+    ] = "anomaly",
     separator: Annotated[
         str | None, typer.Option(help="CSV separator (default: guessed from the header).")
     ] = None,
@@ -830,33 +852,114 @@ def replay(
             "or UTC); without it such a file is refused."
         ),
     ] = None,
+    progress: Annotated[
+        bool, typer.Option(help="A progress bar on the terminal (default: when it is one).")
+    ] = True,
 ) -> None:
-    """Backtest the online detectors over a history file, in time order."""
+    """Backtest the pipeline's engine (windows, models, alert rules) over a history file.
+
+    Wide files (one column per sensor) and floorsight's long history (machine_id, sensor, ts,
+    value) both work; the output has one row per input row (docs/pipeline.md, Backtesting).
+    """
+    import sys
+
     import polars as pl
 
-    from floorsight.models.replay import replay_frame
+    from floorsight.pipelines.backtest import backtest
     from floorsight.pipelines.replay import utc_times
 
-    if input_path.suffix == ".parquet":
-        frame = pl.read_parquet(input_path)
-    else:
-        if separator is None:
-            with input_path.open() as f:
-                header = f.readline()
-            separator = ";" if header.count(";") > header.count(",") else ","
-        frame = pl.read_csv(input_path, separator=separator)
+    settings = _backtest_settings(window, models, score_model, label_cap)
+    if not input_path.exists():
+        raise typer.BadParameter(f"{input_path} does not exist", param_hint="INPUT")
+    try:
+        if input_path.suffix == ".parquet":
+            frame = pl.read_parquet(input_path)
+        else:
+            if separator is None:
+                with input_path.open(errors="replace") as f:
+                    header = f.readline()
+                separator = ";" if header.count(";") > header.count(",") else ","
+            frame = pl.read_csv(input_path, separator=separator, infer_schema_length=10_000)
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as e:
+        raise typer.BadParameter(f"{input_path}: {e}", param_hint="INPUT") from None
     try:
         # text times in UTC: rows with different offsets are replayed in their true order
         frame = utc_times(frame, time_col, input_path.name, time_zone)
-        result = replay_frame(frame, time_col, entity_col, label_col, label_delay)
+        show = progress and sys.stderr.isatty()
+        with _progress_bar(show, f"replay {input_path.name}") as tick:
+            result = backtest(
+                frame, time_col, entity_col, label_col, label_delay, settings, progress=tick
+            )
     except ValueError as e:  # HistoryError too: a time cell that is no time
         raise typer.BadParameter(str(e)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     result.write_csv(out)
+    alerted = int((result["alert"] != "").sum())
     typer.echo(
         f"{result.height} rows -> {out}: {int(result['is_anomaly'].sum())} anomalous, "
-        f"{int(result['changepoint'].sum())} changepoints"
+        f"{int(result['changepoint'].sum())} changepoints, {alerted} under an alert"
     )
+
+
+def _backtest_settings(window: str, models: Path | None, score_model: str, label_cap):
+    """The replay's settings from its options (each error names its option)."""
+    from floorsight.pipelines.backtest import BacktestSettings, parse_window
+
+    try:
+        length = parse_window(window)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--window") from None
+    model_values: dict = {}
+    hygiene = None
+    if models is not None:
+        from floorsight.alerts.hygiene import AlertHygieneError, load_alert_hygiene
+        from floorsight.models.registry import ModelSettingsError, model_settings
+
+        try:
+            model_values = model_settings(models)
+            hygiene = load_alert_hygiene(models)
+        except (ModelSettingsError, AlertHygieneError) as e:
+            raise typer.BadParameter(str(e), param_hint="--models") from None
+    labels = None
+    if label_cap is not None:
+        from floorsight.models.fleet import LabelSettings
+
+        if not label_cap > 0 or label_cap == float("inf"):
+            raise typer.BadParameter("must be a positive number", param_hint="--label-cap")
+        labels = LabelSettings(cap=label_cap)
+    try:
+        return BacktestSettings(
+            window=length,
+            models=model_values,
+            score_model=score_model,
+            labels=labels,
+            hygiene=hygiene,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+@contextmanager
+def _progress_bar(show: bool, label: str):
+    """A rich progress bar fed ``tick(done, total)``; a no-op tick when not shown."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield tick
 
 
 @app.command()
