@@ -842,6 +842,13 @@ def replay(
     score_model: Annotated[
         str, typer.Option(help="The registry model whose score is anomaly_score.")
     ] = "anomaly",
+    context: Annotated[
+        str | None,
+        typer.Option(
+            help="ERP/CMMS context as for `floorsight run --context` (folder, map.toml, DuckDB "
+            "file, postgresql:// URL): work orders joined, spec limits, labs, maintenance."
+        ),
+    ] = None,
     separator: Annotated[
         str | None, typer.Option(help="CSV separator (default: guessed from the header).")
     ] = None,
@@ -882,16 +889,40 @@ def replay(
             frame = pl.read_csv(input_path, separator=separator, infer_schema_length=10_000)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as e:
         raise typer.BadParameter(f"{input_path}: {e}", param_hint="INPUT") from None
+    erp = None
+    if context is not None:
+        from floorsight.pipelines.context import ContextStore
+
+        _refuse_password_in_dsn(context, "--context")
+        try:
+            erp = ContextStore(context, settle=timedelta(0)).current()
+        except (OSError, ValueError) as e:  # ContextLoadError too
+            raise typer.BadParameter(str(e), param_hint="--context") from None
     try:
         # text times in UTC: rows with different offsets are replayed in their true order
         frame = utc_times(frame, time_col, input_path.name, time_zone)
         show = progress and sys.stderr.isatty()
         with _progress_bar(show, f"replay {input_path.name}") as tick:
             result = backtest(
-                frame, time_col, entity_col, label_col, label_delay, settings, progress=tick
+                frame,
+                time_col,
+                entity_col,
+                label_col,
+                label_delay,
+                settings,
+                progress=tick,
+                context=erp,
             )
     except ValueError as e:  # HistoryError too: a time cell that is no time
         raise typer.BadParameter(str(e)) from None
+    from floorsight.pipelines.backtest import is_long
+
+    if erp is None and is_long(frame) and "work_order" not in frame.columns:
+        typer.echo(
+            "note: no work orders (--context): the models see one product, so a changeover "
+            "looks like an anomaly",
+            err=True,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     result.write_csv(out)
     alerted = int((result["alert"] != "").sum())

@@ -49,8 +49,10 @@ import polars as pl
 from floorsight.alerts.engine import AlertSettings, MachineAlerting
 from floorsight.features import window_features
 from floorsight.models.base import Context
+from floorsight.models.context import lab_results_by_machine, maintenance_events, spec_limits_dict
 from floorsight.models.machine import Segment, segments_of
 from floorsight.models.registry import by_name, check_settings
+from floorsight.pipelines.context import ErpContext
 from floorsight.records import TIMESTAMP
 
 #: the long layout's columns (floorsight's own history files)
@@ -137,10 +139,14 @@ def backtest(
     label_delay: int = 0,
     settings: BacktestSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
+    context: ErpContext | None = None,
 ) -> pl.DataFrame:
     """The pipeline's engine over a history frame; one output row per input row (module doc).
 
     ``progress(done, total)`` is called as windows are scored (for a progress bar).
+    ``context``: the plant's ERP/CMMS context (``floorsight run --context``): its work orders
+    are joined to the readings as the pipeline joins them (entities are its machines), its spec
+    limits, lab results and maintenance log reach the models.
     """
     settings = settings or BacktestSettings()
     long = is_long(frame) and time_col == "ts"
@@ -154,11 +160,11 @@ def backtest(
     if long and label_col is not None:
         raise ValueError("a label column needs the wide layout (one row per time and entity)")
     data = _ordered(frame, time_col, entity_col, long)
-    context = [c for c in CONTEXT if c in data.columns and data[c].dtype == pl.String]
+    context_cols = [c for c in CONTEXT if c in data.columns and data[c].dtype == pl.String]
     if long:
         sensors: list[str] = []
     else:
-        skip = {time_col, entity_col, label_col, *context}
+        skip = {time_col, entity_col, label_col, *context_cols}
         sensors = [c for c in data.columns if c not in skip and data[c].dtype.is_numeric()]
         sensors = [c for c in sensors if not c.startswith("_")]
         if not sensors:
@@ -171,13 +177,20 @@ def backtest(
         window_us = round(settings.window.total_seconds() * 1e6)
         starts = data["_t"] - data["_t"] % window_us
     data = data.with_columns(_start=starts)
-    readings = _long_readings(data, context) if long else _wide_readings(data, sensors, context)
+    if long:
+        readings = _long_readings(data, context_cols)
+    else:
+        readings = _wide_readings(data, sensors, context_cols)
+    erp = _EngineContext()
+    if context is not None:
+        readings = context.join(readings.drop(*CONTEXT, "batch"))
+        erp = _EngineContext.of(context)
     segments = (
         _row_segments(readings)
         if window_us is None
         else segments_of(window_features(readings, settings.window))
     )
-    windows = _run_engine(segments, settings, progress)
+    windows = _run_engine(segments, settings, progress, erp)
     out = data.join(windows, on=["_entity", "_start"], how="left", maintain_order="left")
     first_row = pl.col("_row") == pl.col("_row").min().over("_entity", "_start")
     out = out.with_columns(
@@ -296,10 +309,28 @@ def _row_segments(readings: pl.DataFrame) -> list[Segment]:
     return list(out.values())
 
 
+@dataclass
+class _EngineContext:
+    """The context lookups the engine's models read, from an :class:`ErpContext`."""
+
+    specs: dict = field(default_factory=dict)
+    labs: dict = field(default_factory=dict)
+    maintenance: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, context: ErpContext) -> _EngineContext:
+        return cls(
+            spec_limits_dict(context.spec_limits),
+            lab_results_by_machine(context.records.get("lab_results")),
+            maintenance_events(context.records.get("maintenance_log")),
+        )
+
+
 def _run_engine(
     segments: list[Segment],
     settings: BacktestSettings,
     progress: Callable[[int, int], None] | None,
+    erp: _EngineContext,
 ) -> pl.DataFrame:
     """Each entity's windows through its :class:`MachineAlerting`; one row per window:
     ``_entity, _start`` (µs), the score model's ``_score`` and ``_flag``, ``_change`` (an
@@ -318,7 +349,9 @@ def _run_engine(
         was_open = False
         for i in range(0, len(segs), CHUNK_WINDOWS):
             chunk = segs[i : i + CHUNK_WINDOWS]
-            out = engine.update_segments(chunk, Context(entity), track_open=True)
+            context = Context(entity, erp.specs, erp.labs.get(entity, []))
+            events = erp.maintenance.get(entity, [])
+            out = engine.update_segments(chunk, context, events, track_open=True)
             for row in out.scores:
                 if row["model"] == name:
                     cols["_entity"].append(entity)
