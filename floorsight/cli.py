@@ -1038,47 +1038,54 @@ def bench(
 
 @app.command(name="eval")
 def evaluate(
-    benchmark: Annotated[str, typer.Argument(help="The benchmark: skab.")],
-    data: Annotated[Path, typer.Option(help="The benchmark's data folder.")] = Path(
-        "../shared/data/skab"
-    ),
+    benchmark: Annotated[str, typer.Argument(help="The benchmark: skab, nab or cmapss.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="The benchmark's data folder (default: ../shared/data/BENCHMARK)."),
+    ] = None,
     subsets: Annotated[
-        str, typer.Option(help="Comma-separated SKAB folders to score (e.g. valve1,valve2).")
-    ] = "valve1",
+        str | None,
+        typer.Option(help="SKAB: comma-separated folders to score (default: every labelled one)."),
+    ] = None,
     files: Annotated[
         str | None,
-        typer.Option(help="Experiments to score, by file number: 8-15, 0,3,9 (default: all)."),
+        typer.Option(help="SKAB: experiments by file number (8-15, 0,3,9); default all."),
     ] = None,
+    cap: Annotated[
+        float, typer.Option(help="C-MAPSS: the cap of the piece-wise linear RUL target.")
+    ] = 125.0,
+    folds: Annotated[
+        int, typer.Option(help="C-MAPSS without its test set: leave-engines-out folds.")
+    ] = 5,
 ) -> None:
-    """Detection quality on a public benchmark, with its own protocol; ends with JSON."""
-    from floorsight.models import skab
-
-    if benchmark != "skab":
-        raise typer.BadParameter(f"unknown benchmark {benchmark!r}: only 'skab' is built")
+    """Detection and prediction quality on a public benchmark, with its own published protocol,
+    through the replay's engine; a summary, then JSON on the last line."""
+    if benchmark not in ("skab", "nab", "cmapss"):
+        raise typer.BadParameter(f"unknown benchmark {benchmark!r}: skab, nab or cmapss")
+    data = data if data is not None else Path("../shared/data") / benchmark
+    if not data.is_dir():
+        raise typer.BadParameter(f"{data} is no folder", param_hint="--data")
     try:
-        paths = skab.skab_files(data, tuple(subsets.split(",")), skab.parse_stems(files))
+        if benchmark == "skab":
+            from floorsight.evaluation import skab as bench
+
+            chosen = tuple(subsets.split(",")) if subsets else None
+            paths = bench.skab_files(data, chosen, bench.parse_stems(files))
+            result = bench.evaluate(paths)
+        elif benchmark == "nab":
+            from floorsight.evaluation import nab as bench
+
+            result = bench.evaluate(data)
+        else:
+            from floorsight.evaluation import cmapss as bench
+
+            if not cap > 0 or folds < 2:
+                raise ValueError("--cap must be positive and --folds at least 2")
+            result = bench.evaluate(data, cap=cap, folds=folds)
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e)) from None
-    result = skab.evaluate(paths)
-    o = result["outliers"]
-    nab = result["changepoints_nab"]
-    typer.echo(
-        f"SKAB {subsets} files {files or 'all'}: {len(paths)} files, first 400 rows of each "
-        "for fitting only"
-    )
-    typer.echo(f"{'detector':<28}{'F1':>6}{'FAR %':>8}{'MAR %':>8}   NAB std / lowFP / lowFN")
-    typer.echo(
-        f"{'floorsight (online)':<28}{o['f1']:>6.2f}{o['far']:>8.2f}{o['mar']:>8.2f}   "
-        f"{nab['standard']:.2f} / {nab['low_fp']:.2f} / {nab['low_fn']:.2f}"
-    )
-    for name, (f1, far, mar) in skab.LEADERBOARD_OUTLIERS.items():
-        cp = skab.LEADERBOARD_CHANGEPOINTS.get(name)
-        cps = " / ".join(f"{v:.2f}" for v in cp) if cp else "-"
-        typer.echo(f"{name + ' (paper)':<28}{f1:>6.2f}{far:>8.2f}{mar:>8.2f}   {cps}")
-    for name, cp in skab.LEADERBOARD_CHANGEPOINTS.items():
-        if name not in skab.LEADERBOARD_OUTLIERS:
-            cps = " / ".join(f"{v:.2f}" for v in cp)
-            typer.echo(f"{name + ' (paper)':<28}{'-':>6}{'-':>8}{'-':>8}   {cps}")
+    for line in bench.summary(result):
+        typer.echo(line)
     typer.echo(json.dumps(result))
 
 

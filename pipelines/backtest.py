@@ -63,6 +63,8 @@ CONTEXT = ("work_order", "product", "material_lot")
 PIPELINE_WINDOW = timedelta(seconds=10)
 #: windows per entity handed to the engine at once (the engine's batches; equal results)
 CHUNK_WINDOWS = 2000
+#: the backtest's own column names (a frame with one of them is refused)
+RESERVED = frozenset({"_row", "_t", "_entity", "_start"})
 #: the entity of a frame without an entity column
 SINGLE = "replay"
 
@@ -155,6 +157,8 @@ def backtest(
     for col in (time_col, entity_col, label_col):
         if col is not None and col not in frame.columns:
             raise ValueError(f"no column {col!r} (columns: {frame.columns})")
+    if reserved := sorted(RESERVED & set(frame.columns)):
+        raise ValueError(f"column names {reserved} are the backtest's own: rename them")
     if label_delay < 0:
         raise ValueError(f"label delay must be >= 0 rows, got {label_delay}")
     if long and label_col is not None:
@@ -165,8 +169,9 @@ def backtest(
         sensors: list[str] = []
     else:
         skip = {time_col, entity_col, label_col, *context_cols}
-        sensors = [c for c in data.columns if c not in skip and data[c].dtype.is_numeric()]
-        sensors = [c for c in sensors if not c.startswith("_")]
+        sensors = [
+            c for c in data.columns if c not in skip | RESERVED and data[c].dtype.is_numeric()
+        ]
         if not sensors:
             raise ValueError(f"no numeric sensor columns besides {sorted(c for c in skip if c)}")
     # each row's entity and window start (µs), the keys its results are joined on
@@ -253,15 +258,15 @@ def _wide_readings(data: pl.DataFrame, sensors: list[str], context: list[str]) -
         *(pl.col(s).cast(pl.Float64).alias(s) for s in sensors),
     )
     long = values.unpivot(
-        index=["_entity", "_t", "_start", *context], variable_name="sensor", value_name="value"
-    ).filter(pl.col("value").is_finite())
+        index=["_entity", "_t", "_start", *context], variable_name="_sensor", value_name="_value"
+    ).filter(pl.col("_value").is_finite())
     return _with_context(
         long.select(
             *context,
             machine_id=pl.col("_entity"),
-            sensor=pl.col("sensor"),
+            sensor=pl.col("_sensor"),
             ts=pl.col("_t").cast(TIMESTAMP),
-            value=pl.col("value"),
+            value=pl.col("_value"),
             _start=pl.col("_start"),
         ).sort("ts", maintain_order=True)
     )

@@ -206,3 +206,13 @@ def test_the_projects_own_history_with_its_context_raises_no_alert(tmp_path) -> 
     )
     assert (got["alert"].fill_null("") == "").all()
     assert got["is_anomaly"].mean() < 0.005
+
+
+def test_any_sensor_name_is_a_sensor_and_reserved_names_are_refused() -> None:
+    """A wide frame's sensors may be called anything (NAB's one column is ``value``)."""
+    frame = _wide(300).rename({"a": "value", "b": "sensor"})
+    out = backtest(frame, "ts", "machine", settings=BacktestSettings(window=None))
+    same = backtest(_wide(300), "ts", "machine", settings=BacktestSettings(window=None))
+    assert out["anomaly_score"].to_list() == same["anomaly_score"].to_list()
+    with pytest.raises(ValueError, match="backtest's own"):
+        backtest(frame.rename({"value": "_t"}), "ts", "machine")
