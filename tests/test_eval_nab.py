@@ -164,6 +164,14 @@ def test_null_and_perfect_detectors_score_0_and_100() -> None:
             assert nab.normalised(best, s_null, s_perfect) == pytest.approx(expected)
 
 
+def test_the_null_detector_s_threshold_is_swept_too() -> None:
+    # a window over rows 15..94: flagging every row finds it on its first scored row and costs
+    # only five false positives just after it, which beats missing it
+    rows = series({}, windows=[(15, 94)])
+    after = sum(-0.11 * math.tanh(2.5 * k / 79) for k in range(1, 6))
+    assert nab.null_score([rows], STANDARD) == pytest.approx(1.0 + after)
+
+
 def test_normalisation_of_a_partial_detector() -> None:
     # one of two windows found on its first row, one false positive before them (standard):
     # S = 1 - 1 - 0.11 = -0.11, S_null = -2, S_perfect = 2
