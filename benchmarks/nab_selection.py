@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,17 @@ def choose(
     return best
 
 
+def provenance() -> dict[str, Any]:
+    """The commit the figures ran on and the code files changed in the working tree."""
+
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+        return run.stdout.strip()
+
+    changed = git("status", "--short", "--", "*.py").splitlines()
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted": [c.strip() for c in changed]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/nab"))
@@ -103,6 +115,7 @@ def main() -> None:
     log: dict[str, Any] = {
         "benchmark": "NAB development series (29 of 58), leave-series-out cross-validation",
         "data": str(args.data),
+        "code": provenance(),
         "series": len(names),
         "rows": int(sum(r.anomaly_score.size for r in rows[0])),
         "folds": {str(f): [n for n in names if fold_of[n] == f] for f in range(args.folds)},
