@@ -18,9 +18,11 @@ Phase I: a product's first ``phase1`` complete windows on the machine estimate x
 points beyond the phase I limit (T² against the beta distribution) are left out and the
 estimate is made once more, so a disturbed start does not widen the limits. Phase II: the UCL
 of a new observation, ``p (m+1)(m-1) / (m (m-p)) F(1-α; p, m-p)`` (Montgomery 11.3), and
-``score = 1 - p-value`` from the same F distribution, so on in-control windows a share
-``alpha`` of them is flagged. A flagged window's evidence names the variables that explain most
-of its T²: each one's share, T² less the T² of the other variables (``(S⁻¹d)ⱼ² / (S⁻¹)ⱼⱼ``).
+``score = 1 - p-value`` from the same F distribution (below a p-value of 1e-6
+``models.evidence.evidence_score`` of it, which keeps rising and stays below 1), so on
+in-control windows a share ``alpha`` of them is flagged. A flagged window's evidence names the
+variables that explain most of its T²: each one's share, T² less the T² of the other
+variables (``(S⁻¹d)ⱼ² / (S⁻¹)ⱼⱼ``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 from scipy import special, stats
 
 from floorsight.models.base import AlertRule, Context, MachineModel, ModelOutput
+from floorsight.models.evidence import TAIL_P, evidence_score, log10_f_sf
 from floorsight.models.machine import Segment
 
 FALLBACKS = ("skip", "sensors")
@@ -128,6 +131,8 @@ class HotellingModel(MachineModel):
         w = chart.inverse @ d
         t2 = float(d @ w)
         score = float(special.fdtr(chart.p, chart.m - chart.p, t2 / chart.scale))
+        if score > 1.0 - TAIL_P:  # the p-value in log space: the score keeps rising, below 1.0
+            score = evidence_score(log10_f_sf(t2 / chart.scale, chart.p, chart.m - chart.p))
         flagged = t2 > chart.ucl
         evidence = ""
         if flagged:

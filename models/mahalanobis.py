@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 from river.base import AnomalyDetector
+from scipy import special
+
+from floorsight.models.evidence import TAIL_P, evidence_score
 
 
 def chi2_survival(d2: float, dof: int) -> float:
@@ -15,10 +18,14 @@ def chi2_survival(d2: float, dof: int) -> float:
     0.05
     >>> round(chi2_survival(5.991464547107979, 2), 6)  # the 95 % point of chi2(2)
     0.05
+    >>> chi2_survival(float("inf"), 3)
+    0.0
     """
     if d2 <= 0.0:
         return 1.0
     half = d2 / 2.0
+    if half > _LOG_SPACE_HALF:  # the terms would overflow (0 * inf): from the logarithm
+        return min(1.0, 10.0 ** log10_chi2_survival(d2, dof))
     if dof % 2 == 0:
         term, total = 1.0, 1.0
         for j in range(1, dof // 2):
@@ -34,6 +41,36 @@ def chi2_survival(d2: float, dof: int) -> float:
     return min(1.0, math.erfc(root) + math.exp(-half) * total)
 
 
+#: beyond this half distance :func:`chi2_survival` is taken from its logarithm (e^-600 ~ 1e-261)
+_LOG_SPACE_HALF = 600.0
+
+
+def log10_chi2_survival(d2: float, dof: int) -> float:
+    """``log10`` of :func:`chi2_survival`, from the same closed form in log space far out, so
+    it never underflows.
+
+    >>> round(log10_chi2_survival(3.841458820694124, 1), 6) == round(math.log10(0.05), 6)
+    True
+    >>> -11_000 < log10_chi2_survival(50_000.0, 3) < log10_chi2_survival(40_000.0, 3) < -8_000
+    True
+    """
+    half = d2 / 2.0
+    if half <= _LOG_SPACE_HALF:
+        return math.log10(chi2_survival(d2, dof))
+    if math.isinf(d2):
+        return -math.inf
+    # chi2_survival(d2, dof) = exp(-half) * (the sum of these terms, each as its logarithm)
+    log_half = math.log(half)
+    if dof % 2 == 0:
+        logs = [j * log_half - math.lgamma(j + 1.0) for j in range(dof // 2)]
+    else:  # erfc(root) = exp(-half) * erfcx(root)
+        logs = [0.5 * log_half + j * log_half - math.lgamma(j + 1.5) for j in range(dof // 2)]
+        logs.append(math.log(float(special.erfcx(math.sqrt(half)))))
+    top = max(logs)
+    log_p = -half + top + math.log(math.fsum(math.exp(v - top) for v in logs))
+    return min(0.0, log_p / math.log(10.0))
+
+
 class RobustMahalanobis(AnomalyDetector):
     """Mahalanobis distance to a robustly learned mean and covariance, as a calibrated score.
 
@@ -45,8 +82,9 @@ class RobustMahalanobis(AnomalyDetector):
     slipping into the learning stream barely move the reference. The score is one minus the
     chi-squared p-value of the squared distance, with as many degrees of freedom as features:
     for in-control Gaussian data ``score >= 1 - alpha`` flags about ``alpha`` of the
-    observations, and scores spread uniformly over 0..1. Before ``grace_period`` observations
-    have been learned the score is 0.
+    observations, and scores spread uniformly over 0..1; below a p-value of 1e-6 the score is
+    :func:`~floorsight.models.evidence.evidence_score` of it (it keeps rising, below 1.0).
+    Before ``grace_period`` observations have been learned the score is 0.
 
     The covariance captures how the features move together (a machine's current and vibration
     rise together under load), so a combination that is unusual is flagged even when each
@@ -157,7 +195,11 @@ class RobustMahalanobis(AnomalyDetector):
         idx, values = self._vector(x)
         if not idx:
             return 0.0
-        return 1.0 - chi2_survival(self._distance2(idx, values), len(idx))
+        d2 = self._distance2(idx, values)
+        p = chi2_survival(d2, len(idx))
+        if p >= TAIL_P:
+            return 1.0 - p
+        return evidence_score(log10_chi2_survival(d2, len(idx)))  # keeps rising, below 1.0
 
     def distance(self, x: dict) -> float:
         """The Mahalanobis distance of ``x`` (0 before the grace period)."""

@@ -11,7 +11,8 @@ with half-life ``level_half_life`` windows) is compared with that baseline:
 
 where ``spread`` is the product's usual within-order wander of that difference, learned from
 past orders that were not flagged (the process wanders slowly within an order too; that is not
-a fault). The score is one minus the Bonferroni-corrected two-sided p-value of the largest |z|.
+a fault). The score is one minus the Bonferroni-corrected two-sided p-value of the largest |z|
+(below a p-value of 1e-6, ``models.evidence.evidence_score`` of it: it keeps rising, below 1).
 Nothing is scored before ``min_orders`` orders of the product were learned.
 
 Examples
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from floorsight.models.base import AlertRule, Maintenance, fading_factor
+from floorsight.models.evidence import TAIL_P, evidence_score, log10_normal_two_sided
 from floorsight.models.work_order import Order, OrderModel
 
 
@@ -117,7 +119,11 @@ class OrderDriftModel(OrderModel):
         if not z:
             return 0.0, ""
         name, (d, base, worst) = max(z.items(), key=lambda kv: abs(kv[1][2]))
-        score = 1.0 - min(1.0, len(z) * math.erfc(abs(worst) / math.sqrt(2)))
+        p = len(z) * math.erfc(abs(worst) / math.sqrt(2))
+        if p >= TAIL_P:
+            score = 1.0 - min(1.0, p)
+        else:  # the p-value in log space: the score keeps rising with |z|, below 1.0
+            score = evidence_score(math.log10(len(z)) + log10_normal_two_sided(abs(worst)))
         evidence = ""
         if score >= self.threshold:
             evidence = (

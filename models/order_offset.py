@@ -15,9 +15,10 @@ compares with. Once an order's level is known it is compared with that distribut
 
 and the score is one minus the Bonferroni-corrected two-sided p-value of the largest |t| under
 a Student-t distribution with ``orders - 1`` degrees of freedom (few past orders give a wide
-distribution rather than false alarms). Every later window of the order carries the order's
-verdict, so a bad order raises one alert that lasts while the order runs and clears at the
-next changeover.
+distribution rather than false alarms; below a p-value of 1e-6 the score is
+``models.evidence.evidence_score`` of it, which keeps rising and stays below 1). Every later
+window of the order carries the order's verdict, so a bad order raises one alert that lasts
+while the order runs and clears at the next changeover.
 
 Examples
 --------
@@ -56,6 +57,7 @@ from river import stats
 from scipy.stats import t as student_t
 
 from floorsight.models.base import AlertRule
+from floorsight.models.evidence import TAIL_P, evidence_score, log10_t_two_sided
 from floorsight.models.work_order import Order, OrderModel
 
 
@@ -116,7 +118,10 @@ class OrderOffsetModel(OrderModel):
             return order.verdict
         name, (offset, worst, orders) = max(t.items(), key=lambda kv: abs(kv[1][1]))
         p = min(1.0, len(t) * 2 * student_t.sf(abs(worst), orders - 1))
-        score = 1.0 - p
+        if p >= TAIL_P:
+            score = 1.0 - p
+        else:  # the p-value in log space: the score keeps rising with |t|, below 1.0
+            score = evidence_score(math.log10(len(t)) + log10_t_two_sided(abs(worst), orders - 1))
         evidence = ""
         if score >= self.threshold:
             mean = self._refs[(order.product, name)].mean.get()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 
 from river.base import AnomalyDetector
-from scipy.stats import t as student_t
+from scipy.special import stdtr
+
+from floorsight.models.evidence import (
+    TAIL_P,
+    evidence_score,
+    log10_normal_two_sided,
+    log10_t_two_sided,
+)
 
 
 class MultivariateZScore(AnomalyDetector):
@@ -21,7 +28,9 @@ class MultivariateZScore(AnomalyDetector):
     The first observations are weighted equally, so both are exact while they warm up.
     The score is one minus the Bonferroni-corrected two-sided p-value of the largest absolute
     z-score: under an in-control Gaussian process ``score >= 1 - alpha`` flags about ``alpha``
-    of the observations, and scores of normal data spread over 0..1. Before ``grace_period``
+    of the observations, and scores of normal data spread over 0..1. Below a p-value of 1e-6
+    the score follows :func:`~floorsight.models.evidence.evidence_score` (the p-value in log
+    space), so it keeps rising with z and never reaches 1.0. Before ``grace_period``
     observations have been learned the score is 0.
 
     Parameters
@@ -149,14 +158,22 @@ class MultivariateZScore(AnomalyDetector):
         if not z:
             return 0.0
         # the normal p-value falls with z: of the features it judges only the largest z counts
-        state, normal, p = self._state, 0.0, 1.0
+        state, normal, p, judged_by_t = self._state, 0.0, 1.0, []
         for name, value in z.items():
             if value < 3.0 or state[name][5] > 1000:
                 normal = max(normal, value)
             else:
+                judged_by_t.append(name)
                 p = min(p, self._p_value(name, value))
-        p = min(p, math.erfc(normal / math.sqrt(2)))
-        return 1.0 - min(1.0, len(z) * p)
+        p = len(z) * min(p, math.erfc(normal / math.sqrt(2)))
+        if p >= TAIL_P:
+            return 1.0 - min(1.0, p)
+        # beyond 1 - TAIL_P: the Bonferroni-corrected p-value in log space (it never underflows)
+        log10_p = log10_normal_two_sided(normal)
+        for name in judged_by_t:
+            df = max(state[name][5] - 1.0, 1.0)
+            log10_p = min(log10_p, log10_t_two_sided(z[name], df))
+        return evidence_score(math.log10(len(z)) + log10_p)
 
     def _p_value(self, name: str, z: float) -> float:
         """Two-sided p-value of ``z``; Student-t while the feature has few distinct values.
@@ -168,7 +185,7 @@ class MultivariateZScore(AnomalyDetector):
         distinct = self._state[name][5]
         if z < 3.0 or distinct > 1000:
             return math.erfc(z / math.sqrt(2))
-        return 2.0 * float(student_t.sf(z, max(distinct - 1.0, 1.0)))
+        return 2.0 * float(stdtr(max(distinct - 1.0, 1.0), -z))
 
     @classmethod
     def _unit_test_params(cls):

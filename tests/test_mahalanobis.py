@@ -81,7 +81,7 @@ def test_nothing_is_scored_before_the_grace_period() -> None:
         model.learn_one(x)
     assert model.score_one(far_away) == 0.0
     model.learn_one(rows[19])
-    assert model.score_one(far_away) == 1.0
+    assert 1 - 1e-6 < model.score_one(far_away) < 1.0
 
 
 def test_huber_weights_keep_gross_outliers_from_moving_the_reference() -> None:
