@@ -5,16 +5,20 @@ day, so both the training and the later test period hold failures), run through 
 into a DuckDB file. Then each notebook (jupytext percent-format ``.py``) is executed cell by
 cell in a real Python kernel (nbclient); a failing cell fails the test. The notebooks get the
 database and a fresh MLflow store through environment variables; afterwards the store must
-hold a registered model with the ``champion`` alias that the pipeline can load.
+hold a registered model with the ``champion`` alias that the pipeline can load, and the
+backtest notebook's run comparing that champion with the online engine on the same windows.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jupytext
+import mlflow
+import polars as pl
 import pytest
 from bytewax.testing import run_main
 from mlflow import MlflowClient
@@ -55,11 +59,12 @@ def history(tmp_path_factory) -> Path:
     return db
 
 
-def test_there_are_three_notebooks() -> None:
+def test_the_notebooks_run_in_this_order() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01_explore_features.py",
         "02_train_models.py",
         "03_register_champion.py",
+        "04_backtest.py",
     ]
 
 
@@ -69,6 +74,8 @@ def test_every_notebook_runs_and_a_champion_is_registered(history, tmp_path, mon
     monkeypatch.setenv("FLOORSIGHT_DB", str(history))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     monkeypatch.setenv("FLOORSIGHT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FLOORSIGHT_HISTORY", str(history.parent))  # the backtest's readings
+    monkeypatch.delenv("FLOORSIGHT_JUDGE_FROM", raising=False)  # from the training cutoff
     # one OpenMP thread: on 2 shared cores, gradient boosting's spinning threads are many
     # times slower than one (measured: 3 s instead of 52 s for the same fit)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -97,3 +104,24 @@ def test_every_notebook_runs_and_a_champion_is_registered(history, tmp_path, mon
     champion = load_champion("floorsight-failure", mlflow_uri)
     assert champion is not None and champion.version == int(version.version)
     assert registry.get_model_version_by_alias("floorsight-quality", CHAMPION_ALIAS)
+
+    # the backtest: one run, both sides counted on the same windows after the training cutoff
+    assert run is not None
+    mlflow.set_tracking_uri(mlflow_uri)
+    (backtest,) = mlflow.search_runs(experiment_names=["floorsight-backtest"], output_format="list")
+    params, metrics = backtest.data.params, backtest.data.metrics
+    assert params["candidate"] == f"champion floorsight-failure v{version.version}"
+    assert params["judged_from"] == run.data.params["split.cutoff"]
+    comparison = pl.read_csv(
+        mlflow.artifacts.download_artifacts(f"{backtest.info.artifact_uri}/backtest/comparison.csv")
+    )
+    assert comparison.columns == ["measure", "online engine", params["candidate"]]
+    sides = {}
+    for side, column in (("online", "online engine"), ("champion", params["candidate"])):
+        values = sides[side] = dict(zip(comparison["measure"], comparison[column], strict=True))
+        assert all(math.isfinite(v) for v in values.values()), (side, values)
+        assert values["labelled faults judged"] >= 1
+        assert 0 <= values["faults caught"] <= values["labelled faults judged"]
+        assert values["alerts raised"] == values["true alerts"] + values["false alarms"]
+        assert metrics[f"{side}.faults_caught"] == values["faults caught"]
+    assert sides["online"]["windows judged"] == sides["champion"]["windows judged"] > 0
