@@ -1,12 +1,14 @@
-"""False alarms of the SKAB detectors on SKAB's anomaly-free recording (no fault anywhere).
+"""False alarms of ``floorsight eval skab``'s detector on SKAB's anomaly-free recording.
 
     .venv/bin/python benchmarks/skab_anomaly_free.py [--data ../shared/data/skab]
 
-SKAB's protocol does not score ``anomaly-free/anomaly-free.csv``; here it is a check of the
-false-alarm rate in normal operation, with the chosen settings (``SKAB_SETTINGS``, which were
-not chosen on this file). Two ways: the whole recording as one run (first 400 rows fit, 9,005
-scored), and cut into experiment-sized pieces of 1,150 rows, each fitted on its own first 400.
-Prints one JSON object: flagged rows (outliers) and changepoints per scored row.
+SKAB's protocol does not score ``anomaly-free/anomaly-free.csv`` (it has no labels: every row
+is normal). Here it measures the false-alarm rate in normal operation of the default detector
+(``SKAB_SETTINGS`` read with ``SKAB_PREDICTION``, through the pipeline's engine), two ways:
+the whole recording as one run (its first 400 rows fit, 9,005 scored), and cut into
+experiment-sized pieces of 1,150 rows, each fitted on its own first 400 (the pieces are the
+constraint of the selection protocol, ``benchmarks/skab_selection.py``). Prints one JSON
+object: the share of scored rows flagged as outliers, and the changepoints reported.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from pathlib import Path
 
 import polars as pl
 
-from floorsight.models import skab
-from floorsight.models.replay import replay_frame
+from floorsight.evaluation import skab
 
 
 def _false_alarms(frame: pl.DataFrame, fit_rows: int) -> tuple[int, int, int]:
-    result = replay_frame(frame, "datetime", settings=skab.SKAB_SETTINGS).slice(fit_rows)
-    return result.height, int(result["is_anomaly"].sum()), int(result["changepoint"].sum())
+    out = skab.detect(frame).slice(fit_rows)
+    return out.height, int(out["outlier"].sum()), int(out["changepoint_pred"].sum())
 
 
 def main() -> None:
@@ -32,8 +33,11 @@ def main() -> None:
     ap.add_argument("--piece", type=int, default=1150, help="rows per piece")
     args = ap.parse_args()
     frame = skab.read_skab(args.data / "anomaly-free" / "anomaly-free.csv")
-    fit_rows = skab.SKAB_SETTINGS.phase_one
-    report = {}
+    fit_rows = skab.FIT_ROWS
+    report: dict = {
+        "settings": skab.settings_json(skab.SKAB_SETTINGS),
+        "prediction": skab.SKAB_PREDICTION,
+    }
     scored, flagged, changes = _false_alarms(frame, fit_rows)
     report["whole"] = {
         "scored": scored,
