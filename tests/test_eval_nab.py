@@ -195,6 +195,12 @@ TWO = ["realTraffic/speed_7578.csv", "realAdExchange/exchange-3_cpc_results.csv"
 
 
 @pytest.mark.skipif(not (NAB / "labels").is_dir(), reason="no NAB development data")
+def test_a_file_without_labels_is_refused() -> None:
+    with pytest.raises(ValueError, match="not in"):
+        nab.evaluate(NAB, files=["realTweets/Twitter_volume_GOOG.csv"])
+
+
+@pytest.mark.skipif(not (NAB / "labels").is_dir(), reason="no NAB development data")
 def test_evaluate_on_two_real_series() -> None:
     result = nab.evaluate(NAB, files=TWO)
     json.dumps(result)  # JSON-able as it is

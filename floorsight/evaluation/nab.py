@@ -401,6 +401,13 @@ def evaluate(
     }
 
 
+def _threshold_text(threshold: float) -> str:
+    """A threshold as printed: ``1 - 4.51e-08`` near the top, where the scores' evidence is."""
+    if 0.999 < threshold < 1.0:
+        return f"1 - {1.0 - threshold:.3g}"
+    return f"{threshold:.6g}"
+
+
 def summary(result: dict[str, Any]) -> list[str]:
     """A few lines for the terminal."""
     profiles = result["profiles"]
@@ -415,7 +422,7 @@ def summary(result: dict[str, Any]) -> list[str]:
         detected = sum(f["windows_detected"] for f in p["files"].values())
         fps = sum(f["false_positives"] for f in p["files"].values())
         lines.append(
-            f"  {name:<20} {p['score']:6.1f}  threshold {p['threshold']:.6g}  "
+            f"  {name:<20} {p['score']:6.1f}  threshold {_threshold_text(p['threshold'])}  "
             f"windows detected {detected}/{result['windows']}  false positive rows {fps}"
         )
     board = "; ".join(f"{k} {' / '.join(f'{x:.1f}' for x in v)}" for k, v in PUBLISHED.items())
