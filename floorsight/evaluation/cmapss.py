@@ -19,9 +19,9 @@ The training engines are past history whose labels are all known, so they are le
 random offset, so the stream mixes young and old engines as a plant's would; the held-out
 engines come after the last training row.
 
-Everything runs through :func:`floorsight.pipelines.backtest.backtest` (the pipeline's own
-engine) when it is there, else through :func:`replay_labels` (the label model alone, the same
-calls in the same order).
+Everything runs through :func:`floorsight.pipelines.backtest.backtest` (what ``floorsight
+replay`` runs): its ``prediction``, ``prediction_low`` and ``prediction_high`` at each test
+engine's last row are scored.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import polars as pl
 
-from floorsight.models.fleet import FleetLabels, LabelSettings
+from floorsight.models.fleet import LabelSettings
 
 SETTINGS = ["setting1", "setting2", "setting3"]
 SENSORS = [f"s{i}" for i in range(1, 22)]
@@ -45,6 +46,9 @@ CAP = 125.0
 #: (the shortest official test engine has 31)
 MAX_RUL = 150
 MIN_CYCLES = 31
+#: the label model's settings in ``floorsight eval cmapss`` (benchmarks/cmapss_selection.py
+#: chose them by leave-engines-out cross-validation on train_FD001 only)
+CMAPSS_SETTINGS = LabelSettings(cap=CAP, model="bayes", censored=True)
 
 
 def read_cmapss(path: Path) -> pl.DataFrame:
@@ -144,71 +148,54 @@ def fleet_stream(train: pl.DataFrame, test: pl.DataFrame, seed: int) -> pl.DataF
     )
 
 
-def replay_labels(
-    frame: pl.DataFrame,
-    time_col: str,
-    entity_col: str,
-    label_col: str,
-    label_delay: int = 0,
-    settings: LabelSettings | None = None,
-) -> pl.DataFrame:
-    """The label model alone over a frame, row by row in time order: time, entity,
-    ``prediction``, ``prediction_low``, ``prediction_high`` (what the backtest's label columns
-    are)."""
-    skip = {time_col, entity_col, label_col}
-    sensors = [c for c in frame.columns if c not in skip and frame[c].dtype.is_numeric()]
-    data = frame.with_row_index("_row").sort(time_col, "_row")
-    labels = data[label_col].drop_nulls()
-    classify = bool(labels.len()) and bool(labels.is_in([0.0, 1.0]).all())
-    model = FleetLabels(sensors, classify=classify, label_delay=label_delay, settings=settings)
-    out = []
-    for entity, label, values in zip(
-        data[entity_col].to_list(),
-        data[label_col].to_list(),
-        data.select(sensors).iter_rows(),
-        strict=True,
-    ):
-        x = {s: v for s, v in zip(sensors, values, strict=True) if v is not None}
-        out.append(model.step(entity, x, label))
-    return data.select(time_col, entity_col).with_columns(
-        prediction=pl.Series([p for p, _, _ in out], dtype=pl.Float64),
-        prediction_low=pl.Series([lo for _, lo, _ in out], dtype=pl.Float64),
-        prediction_high=pl.Series([hi for _, _, hi in out], dtype=pl.Float64),
-    )
-
-
 def _run(stream: pl.DataFrame, settings: LabelSettings) -> pl.DataFrame:
-    try:
-        from floorsight.pipelines.backtest import BacktestSettings, backtest
-    except ImportError:
-        return replay_labels(stream, "time", "unit", "rul", 0, settings)
+    from floorsight.pipelines.backtest import BacktestSettings, backtest
+
     return backtest(
         stream, "time", "unit", "rul", label_delay=0, settings=BacktestSettings(labels=settings)
     )
 
 
-def _score(out: pl.DataFrame, truth: dict[str, float], cap: float | None) -> dict:
+def _at_cuts(out: pl.DataFrame, truth: dict[str, float]) -> dict[str, list]:
+    """Each test engine's last row: its prediction, interval and true RUL, in truth's order."""
     last = out.group_by("unit", maintain_order=True).last()
-    last = last.filter(pl.col("unit").is_in(list(truth)))
-    names = last["unit"].to_list()
-    if len(names) != len(truth):
-        raise ValueError(f"{len(truth) - len(names)} test engines without a row in the output")
-    predicted = [p if p is not None else 0.0 for p in last["prediction"].to_list()]
-    true = [truth[n] for n in names]
+    rows = {
+        r["unit"]: r for r in last.filter(pl.col("unit").is_in(list(truth))).iter_rows(named=True)
+    }
+    if missing := [n for n in truth if n not in rows]:
+        raise ValueError(f"{len(missing)} test engines without a row in the output")
+    names = list(truth)
+    return {
+        "predicted": [_or_zero(rows[n]["prediction"]) for n in names],
+        "low": [rows[n]["prediction_low"] for n in names],
+        "high": [rows[n]["prediction_high"] for n in names],
+        "true": [truth[n] for n in names],
+    }
+
+
+def _or_zero(value: float | None) -> float:
+    # a model that learned nothing predicts nothing: scored as 0 cycles left
+    return 0.0 if value is None else value
+
+
+def figures(cuts: dict[str, list], cap: float | None) -> dict:
+    """RMSE and PHM08 score (total and per engine) of predictions at the cuts against the true
+    RUL; RMSE against the RUL capped at ``cap``; the interval's coverage of both."""
+    predicted, true = cuts["predicted"], cuts["true"]
     result = {
-        "engines": len(names),
+        "engines": len(true),
         "rmse": rmse(predicted, true),
         "phm08": phm08_score(predicted, true),
-        "predicted": predicted,
-        "true": true,
+        "phm08_mean": phm08_score(predicted, true) / len(true),
     }
+    capped = [min(t, cap) for t in true] if cap is not None else true
     if cap is not None:
-        result["rmse_capped"] = rmse(predicted, [min(t, cap) for t in true])
-    lows, highs = last["prediction_low"].to_list(), last["prediction_high"].to_list()
+        result["rmse_capped"] = rmse(predicted, capped)
+    lows, highs = cuts["low"], cuts["high"]
     if all(v is not None for v in lows + highs):
-        capped = [min(t, cap) if cap is not None else t for t in true]
         result["coverage"] = _coverage(lows, highs, true)
-        result["coverage_capped"] = _coverage(lows, highs, capped)
+        if cap is not None:
+            result["coverage_capped"] = _coverage(lows, highs, capped)
         result["mean_width"] = sum(h - lo for lo, h in zip(lows, highs, strict=True)) / len(lows)
     return result
 
@@ -218,6 +205,45 @@ def _coverage(lows: list[float], highs: list[float], true: list[float]) -> float
     return inside / len(true)
 
 
+def held_out(
+    train: pl.DataFrame,
+    held: list[int],
+    settings: LabelSettings,
+    cuts: int,
+    seed: int,
+) -> dict[str, list]:
+    """One fold: the model learns every engine of ``train`` but ``held``, then predicts the
+    ``held`` engines cut ``cuts`` times each; the predictions at the cuts and the truth."""
+    rest = train.filter(~pl.col("unit").is_in(held))
+    cut, truth = truncate(train, held, cuts, seed + 1000)
+    return _at_cuts(_run(fleet_stream(rest, cut, seed), settings), truth)
+
+
+def folds_of(units: list[int], folds: int, seed: int) -> list[list[int]]:
+    """The engines split into ``folds`` groups at random (seeded)."""
+    if folds < 2 or folds > len(units):
+        raise ValueError(f"folds must be in 2..{len(units)}, got {folds}")
+    shuffled = sorted(units)
+    random.Random(seed).shuffle(shuffled)
+    return [sorted(shuffled[k::folds]) for k in range(folds)]
+
+
+def cross_validate(
+    train: pl.DataFrame,
+    settings: LabelSettings,
+    folds: int = 5,
+    cuts: int = 5,
+    seed: int = 0,
+) -> dict[str, list]:
+    """Leave-engines-out K-fold: every engine of ``train`` held out once; all folds' cuts."""
+    pooled: dict[str, list] = {"predicted": [], "low": [], "high": [], "true": []}
+    units = train["unit"].unique().to_list()
+    for k, held in enumerate(folds_of(units, folds, seed)):
+        for key, values in held_out(train, held, settings, cuts, seed + k).items():
+            pooled[key] += values
+    return pooled
+
+
 def evaluate(
     data: Path,
     cap: float | None = CAP,
@@ -225,20 +251,16 @@ def evaluate(
     settings: LabelSettings | None = None,
     cuts: int = 5,
     seed: int = 0,
-    units: list[int] | None = None,
 ) -> dict:
     """The figures of ``floorsight eval cmapss`` on FD001 in ``data`` (see the module docstring).
 
-    ``settings`` (its ``cap`` replaced by ``cap``) is the label model's; ``units`` restricts the
-    cross-validation to those training engines (the selection benchmark's inner folds).
+    ``settings``: the label model's (None: :data:`CMAPSS_SETTINGS`), its ``cap`` replaced by
+    ``cap``; ``cuts`` and ``seed``: the cross-validation's cuts per engine and its seed (folds,
+    cuts and the fleet's start offsets).
     """
-    from dataclasses import replace
-
     data = Path(data)
-    settings = replace(settings or LabelSettings(), cap=cap)
+    settings = replace(settings or CMAPSS_SETTINGS, cap=cap)
     train = with_rul(read_cmapss(data / "train_FD001.txt"))
-    if units is not None:
-        train = train.filter(pl.col("unit").is_in(units))
     test_path, rul_path = data / "test_FD001.txt", data / "RUL_FD001.txt"
     started = time.perf_counter()
     if test_path.exists() and rul_path.exists():
@@ -249,100 +271,47 @@ def evaluate(
             raise ValueError(f"{len(true)} RUL values for {len(test_units)} test engines")
         test = test.with_columns(unit=pl.lit("test/") + pl.col("unit").cast(pl.Utf8))
         truth = {f"test/{u}": t for u, t in zip(test_units, true, strict=True)}
-        out = _run(fleet_stream(train, test, seed), settings)
-        result = {"protocol": "official", **_score(out, truth, cap)}
+        cut = _at_cuts(_run(fleet_stream(train, test, seed), settings), truth)
+        result = {"protocol": "official", **figures(cut, cap)}
     else:
-        result = _cross_validate(train, cap, folds, settings, cuts, seed)
+        cut = cross_validate(train, settings, folds, cuts, seed)
+        result = {
+            "protocol": f"{folds}-fold leave-engines-out cross-validation on train_FD001",
+            "train_engines": train["unit"].n_unique(),
+            "cuts_per_engine": cuts,
+            **figures(cut, cap),
+        }
+    result["predicted"], result["true"] = cut["predicted"], cut["true"]
     result["seconds"] = time.perf_counter() - started
-    result["settings"] = {k: v for k, v in vars(settings).items()}
-    return result
-
-
-def _cross_validate(
-    train: pl.DataFrame,
-    cap: float | None,
-    folds: int,
-    settings: LabelSettings,
-    cuts: int,
-    seed: int,
-) -> dict:
-    units = train["unit"].unique().sort().to_list()
-    if folds < 2 or folds > len(units):
-        raise ValueError(f"folds must be in 2..{len(units)}, got {folds}")
-    shuffled = list(units)
-    random.Random(seed).shuffle(shuffled)
-    fold_results, predicted, true, lows, highs = [], [], [], [], []
-    for k in range(folds):
-        held = sorted(shuffled[k::folds])
-        rest = train.filter(~pl.col("unit").is_in(held))
-        cut, truth = truncate(train, held, cuts, seed + 1000 + k)
-        out = _run(fleet_stream(rest, cut, seed + k), settings)
-        scored = _score(out, truth, cap)
-        fold_results.append({k2: v for k2, v in scored.items() if k2 not in ("predicted", "true")})
-        predicted += scored["predicted"]
-        true += scored["true"]
-        last = (
-            out.group_by("unit", maintain_order=True)
-            .last()
-            .filter(pl.col("unit").is_in(list(truth)))
-        )
-        lows += last["prediction_low"].to_list()
-        highs += last["prediction_high"].to_list()
-    result = {
-        "protocol": f"{folds}-fold leave-engines-out cross-validation on train_FD001",
-        "engines": len(units),
-        "cuts": len(true),
-        "rmse": rmse(predicted, true),
-        "phm08_mean": phm08_score(predicted, true) / len(true),
-        "folds": fold_results,
-    }
-    if cap is not None:
-        capped = [min(t, cap) for t in true]
-        result["rmse_capped"] = rmse(predicted, capped)
-        near = [(p, t) for p, t in zip(predicted, true, strict=True) if t <= cap]
-        if near:
-            result["rmse_rul_within_cap"] = rmse([p for p, _ in near], [t for _, t in near])
-    if all(v is not None for v in lows + highs):
-        result["coverage"] = _coverage(lows, highs, true)
-        if cap is not None:
-            result["coverage_capped"] = _coverage(lows, highs, [min(t, cap) for t in true])
-        result["mean_width"] = sum(h - lo for lo, h in zip(lows, highs, strict=True)) / len(lows)
+    result["settings"] = asdict(settings)
     return result
 
 
 def summary(result: dict) -> list[str]:
     """Lines for the terminal: the protocol, RMSE and PHM08 score, the interval's coverage."""
-    lines = [f"C-MAPSS FD001, {result['protocol']}"]
+    lines = [f"C-MAPSS FD001, {result['protocol']} ({result['seconds']:.1f} s)"]
     if result["protocol"] == "official":
-        lines.append(
-            f"  {result['engines']} test engines: RMSE {result['rmse']:.2f}, "
-            f"PHM08 score {result['phm08']:.1f}"
-        )
+        what = f"{result['engines']} test engines at their last cycle"
     else:
-        lines.append(
-            f"  {result['engines']} engines, {result['cuts']} cuts: RMSE {result['rmse']:.2f} "
-            f"(true RUL), mean PHM08 score per cut {result['phm08_mean']:.2f}"
-        )
-        if "rmse_capped" in result:
-            lines.append(
-                f"  RMSE against the RUL capped at the target's cap: {result['rmse_capped']:.2f}"
-            )
-        if "rmse_rul_within_cap" in result:
-            lines.append(
-                "  RMSE on cuts whose true RUL is within the cap: "
-                f"{result['rmse_rul_within_cap']:.2f}"
-            )
-    if "coverage" in result:
-        lines.append(
-            f"  interval coverage {result['coverage']:.2f} of the true RUL"
-            + (
-                f", {result['coverage_capped']:.2f} of the capped one"
-                if "coverage_capped" in result
-                else ""
-            )
-            + f" (mean width {result['mean_width']:.1f} cycles)"
+        what = (
+            f"{result['train_engines']} engines x {result['cuts_per_engine']} random cuts"
+            f" (true RUL 1..{MAX_RUL})"
         )
     lines.append(
-        f"  published test RMSE: LR 21.7, RF 17.1, LSTM 16.1, DCNN 12.6 ({result['seconds']:.1f} s)"
+        f"  {what}: RMSE {result['rmse']:.2f}, PHM08 score {result['phm08']:.1f}"
+        f" ({result['phm08_mean']:.2f} per engine)"
     )
+    if "rmse_capped" in result:
+        lines.append(
+            f"  RMSE against the true RUL capped at the target's cap: {result['rmse_capped']:.2f}"
+        )
+    if "coverage" in result:
+        capped = result.get("coverage_capped")
+        lines.append(
+            f"  {result['settings']['coverage']:.0%} interval: covers"
+            f" {result['coverage']:.1%} of the true RUL"
+            + (f", {capped:.1%} of the capped one" if capped is not None else "")
+            + f"; mean width {result['mean_width']:.1f} cycles"
+        )
+    lines.append("  published FD001 test RMSE: LR 21.7, RF 17.1, LSTM 16.1, DCNN 12.6")
     return lines
