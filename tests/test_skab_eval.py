@@ -11,6 +11,7 @@ import pytest
 
 from floorsight.evaluation.skab import (
     FIT_ROWS,
+    SKAB_PREDICTION,
     SKAB_SETTINGS,
     Confusion,
     NabTally,
@@ -187,3 +188,20 @@ def test_evaluate_on_two_files_scores_only_rows_after_the_fit_rows() -> None:
     assert set(result["changepoints_nab"]) == {"standard", "low_fp", "low_fn"}
     assert result["settings"]["score_model"] == SKAB_SETTINGS.score_model
     assert 0.0 <= o["f1"] <= 1.0
+
+
+def test_the_default_is_a_candidate_of_the_written_protocol() -> None:
+    """SKAB_SETTINGS is one of the grid benchmarks/skab_selection.py chooses from (the run
+    that chose it: docs/accuracy-skab.md), reading every sensor."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "skab_selection.py"
+    spec = importlib.util.spec_from_file_location("skab_selection", path)
+    selection = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("skab_selection", selection)  # its dataclasses look it up
+    spec.loader.exec_module(selection)
+    grid = selection.candidates()
+    assert [(c.settings, c.prediction) for c in grid].count((SKAB_SETTINGS, SKAB_PREDICTION)) == 1
+    folds = tuple(tuple(str(i) for i in range(k, k + 4)) for k in (0, 4, 8, 12))
+    assert folds == selection.FOLDS
