@@ -36,11 +36,13 @@ from floorsight.models.order_offset import OrderOffsetModel
 from floorsight.models.out_of_spec import OutOfSpecModel
 from floorsight.models.sensor_health import SensorHealthModel
 from floorsight.models.spc_monitor import SpcModel
+from floorsight.models.surprise import SurpriseModel
 from floorsight.storage import TableSpec
 
 MODELS: tuple[type[MachineModel], ...] = (
     SensorHealthModel,
     AnomalyModel,
+    SurpriseModel,
     OrderOffsetModel,
     OrderDriftModel,
     ChampionModel,

@@ -90,6 +90,10 @@ class BacktestSettings:
     labels: Any = None
     #: the ``[alerts]`` hygiene of a models file (``alerts.hygiene.AlertHygiene``; None: defaults)
     hygiene: Any = None
+    #: K > 0: ``anomaly_score`` only where the window's score is above every score of the
+    #: entity's K windows before it, 0 elsewhere (the evidence that an anomaly *starts* here:
+    #: onset benchmarks such as NAB count the first detection in a window only)
+    onset: int = 0
 
     def __post_init__(self) -> None:
         if self.window is not None and self.window <= timedelta(0):
@@ -98,6 +102,8 @@ class BacktestSettings:
             raise ValueError(
                 f"no model {self.score_model!r} to score with (models: {', '.join(by_name())})"
             )
+        if self.onset < 0:
+            raise ValueError(f"onset must be >= 0 windows, got {self.onset}")
         if self.open_after < 1 or self.clear_after < 1:
             raise ValueError("open_after and clear_after must be at least 1 window")
         check_settings(self.models, "backtest models")
@@ -383,6 +389,10 @@ def _run_engine(
     scores = scores.group_by("_entity", "_start", maintain_order=True).agg(
         pl.col("_score").max(), pl.col("_flag").any()
     )
+    if settings.onset:
+        scores = scores.with_columns(
+            _score=onset_only(pl.col("_score"), settings.onset, over="_entity")
+        )
     order = list(by_name())
     alerts = pl.DataFrame(
         {
@@ -401,6 +411,18 @@ def _run_engine(
         .join(changes, on=["_entity", "_start"], how="full", coalesce=True)
         .unique(["_entity", "_start"], keep="first")
     )
+
+
+def onset_only(score: pl.Expr, k: int, over: str | None = None) -> pl.Expr:
+    """``score`` where it is above each of the ``k`` scores before it (per ``over``), else 0.
+
+    >>> pl.select(onset_only(pl.lit(pl.Series([0.1, 0.5, 0.4, 0.6, 0.2])), 2)).to_series().to_list()
+    [0.1, 0.5, 0.0, 0.6, 0.0]
+    """
+    before = score.rolling_max(k, min_samples=1).shift(1)
+    if over is not None:
+        before = before.over(over)
+    return pl.when(score > before.fill_null(-1.0)).then(score).otherwise(0.0)
 
 
 def _us(t: datetime) -> int:

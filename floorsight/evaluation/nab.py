@@ -2,7 +2,7 @@
 
 The detector is what ``floorsight replay`` computes in row mode: each series (``timestamp,
 value``, time stamps without zone read as UTC) goes through
-``backtest(frame, "timestamp", settings=BacktestSettings(window=None))`` and its
+``backtest(frame, "timestamp", settings=nab_settings())`` and its
 ``anomaly_score`` column is the detector's anomaly score, one per row.
 
 The scorer re-implements NAB's (numenta/NAB, AGPL-3.0; read, not copied): ``nab/sweeper.py``
@@ -333,13 +333,22 @@ def read_series(path: Path) -> pl.DataFrame:
     )
 
 
+def nab_settings():
+    """``eval nab``'s detector: the replay's row mode scored by the ``surprise`` model, its
+    score reported at onsets (above the 100 rows before it): chosen on the 29 development
+    series by leave-series-out cross-validation (``benchmarks/surprise_selection.py``)."""
+    from floorsight.pipelines.backtest import BacktestSettings
+
+    return BacktestSettings(window=None, score_model="surprise", onset=100)
+
+
 def anomaly_scores(frame: pl.DataFrame, settings: BacktestSettings | None = None) -> np.ndarray:
     """The replay's row-mode ``anomaly_score`` for each row of ``frame`` (0 where it has none)."""
-    from floorsight.pipelines.backtest import BacktestSettings, backtest
+    from floorsight.pipelines.backtest import backtest
 
     # the sensor's name is the series' (backtest's long layout already has a `value` column)
     frame = frame.rename({"value": SENSOR})
-    out = backtest(frame, "timestamp", settings=settings or BacktestSettings(window=None))
+    out = backtest(frame, "timestamp", settings=settings or nab_settings())
     if out.height != frame.height:
         raise ValueError(f"backtest returned {out.height} rows for {frame.height}")
     return out["anomaly_score"].fill_null(0.0).fill_nan(0.0).to_numpy().astype(np.float64)
