@@ -209,8 +209,14 @@ class FileScore:
 
 
 def read_skab(path: Path) -> pl.DataFrame:
+    """A SKAB file (``;``-separated), its ``datetime`` parsed, its rows in time order (equal
+    times keep the file's order; the labels move with their rows)."""
     frame = pl.read_csv(path, separator=";")
-    return frame.with_columns(pl.col("datetime").str.to_datetime("%Y-%m-%d %H:%M:%S"))
+    try:
+        stamps = frame["datetime"].str.to_datetime("%Y-%m-%d %H:%M:%S")
+    except pl.exceptions.InvalidOperationError:
+        stamps = frame["datetime"].str.to_datetime()
+    return frame.with_columns(stamps).sort("datetime", maintain_order=True)
 
 
 def parse_stems(spec: str | None) -> tuple[str, ...] | None:
