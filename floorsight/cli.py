@@ -474,14 +474,7 @@ def run(
         except StatesFileError as e:
             raise typer.BadParameter(str(e), param_hint="--states") from None
     if models is not None:  # so does a bad models file
-        from floorsight.alerts.hygiene import AlertHygieneError, load_alert_hygiene
-        from floorsight.models.registry import ModelSettingsError, model_settings
-
-        try:
-            model_settings(models)
-            load_alert_hygiene(models)
-        except (ModelSettingsError, AlertHygieneError) as e:
-            raise typer.BadParameter(str(e), param_hint="--models") from None
+        _read_models_file(models)
     mqtt_password = None
     if mqtt is not None and mqtt_share is not None and mqtt_format == "sparkplug":
         # a shared subscription spreads an edge node's messages over the partitions: its births
@@ -932,6 +925,18 @@ def replay(
     )
 
 
+def _read_models_file(path: Path):
+    """A ``--models`` file's model sections and ``[alerts]`` hygiene, checked whole (errors
+    name the file and the entry, as a usage error of ``--models``)."""
+    from floorsight.alerts.hygiene import AlertHygieneError, load_alert_hygiene
+    from floorsight.models.registry import ModelSettingsError, model_settings
+
+    try:
+        return model_settings(path), load_alert_hygiene(path)
+    except (ModelSettingsError, AlertHygieneError) as e:
+        raise typer.BadParameter(str(e), param_hint="--models") from None
+
+
 def _backtest_settings(window: str, models: Path | None, score_model: str, label_cap):
     """The replay's settings from its options (each error names its option)."""
     from floorsight.pipelines.backtest import BacktestSettings, parse_window
@@ -940,17 +945,7 @@ def _backtest_settings(window: str, models: Path | None, score_model: str, label
         length = parse_window(window)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--window") from None
-    model_values: dict = {}
-    hygiene = None
-    if models is not None:
-        from floorsight.alerts.hygiene import AlertHygieneError, load_alert_hygiene
-        from floorsight.models.registry import ModelSettingsError, model_settings
-
-        try:
-            model_values = model_settings(models)
-            hygiene = load_alert_hygiene(models)
-        except (ModelSettingsError, AlertHygieneError) as e:
-            raise typer.BadParameter(str(e), param_hint="--models") from None
+    model_values, hygiene = _read_models_file(models) if models is not None else ({}, None)
     labels = None
     if label_cap is not None:
         from floorsight.models.fleet import LabelSettings

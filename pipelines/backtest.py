@@ -406,10 +406,8 @@ def _run_engine(
         {"_entity": [k[0] for k in changed], "_start": [k[1] for k in changed]},
         schema={"_entity": pl.String, "_start": pl.Int64},
     ).with_columns(_change=pl.lit(True))
-    return (
-        scores.join(alerts, on=["_entity", "_start"], how="full", coalesce=True)
-        .join(changes, on=["_entity", "_start"], how="full", coalesce=True)
-        .unique(["_entity", "_start"], keep="first")
+    return scores.join(alerts, on=["_entity", "_start"], how="full", coalesce=True).join(
+        changes, on=["_entity", "_start"], how="full", coalesce=True
     )
 
 
