@@ -819,7 +819,10 @@ def replay(
     ] = 0,
     label_cap: Annotated[
         float | None,
-        typer.Option(help="Learn min(label, cap): the piece-wise linear target of remaining life."),
+        typer.Option(
+            help="Learn min(label, cap), a label at the cap read as 'the cap or more': the "
+            "piece-wise linear target of remaining useful life (C-MAPSS: 125)."
+        ),
     ] = None,
     window: Annotated[
         str,
@@ -952,7 +955,7 @@ def _backtest_settings(window: str, models: Path | None, score_model: str, label
 
         if not label_cap > 0 or label_cap == float("inf"):
             raise typer.BadParameter("must be a positive number", param_hint="--label-cap")
-        labels = LabelSettings(cap=label_cap)
+        labels = LabelSettings(cap=label_cap, censored=True)
     try:
         return BacktestSettings(
             window=length,

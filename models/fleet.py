@@ -62,6 +62,12 @@ OPTIMIZERS = ("sgd", "adam", "adagrad")
 class LabelSettings:
     """Settings of the fleet label model; the defaults are ``floorsight replay``'s.
 
+    The defaults (exact online least squares, ``bayes``, on the entity's exponentially weighted
+    means and their trend, no raw values, one conformal bin) are what
+    ``benchmarks/cmapss_selection.py`` chose by leave-engines-out cross-validation on the
+    C-MAPSS FD001 training engines (docs/accuracy-cmapss.md); ``floorsight replay --label-cap C``
+    adds the cap with censoring, as ``floorsight eval cmapss`` runs it (cap 125).
+
     - ``cap``: learn ``min(label, cap)`` (None: the label itself); with ``censored`` a label at
       the cap means "the cap or more" (right-censored): it is learned only while the row's
       prediction was below the cap, so the model fits the degradation and predicts the cap
@@ -83,9 +89,9 @@ class LabelSettings:
     cap: float | None = None
     censored: bool = False
     half_lives: tuple[float, ...] = (5.0, 20.0)
-    raw: bool = True
+    raw: bool = False
     trends: bool = True
-    model: str = "linear"
+    model: str = "bayes"
     learning_rate: float = 0.01
     optimizer: str = "sgd"
     alpha: float = 1.0
@@ -95,7 +101,7 @@ class LabelSettings:
     window: int = 2000
     coverage: float = 0.9
     residual_window: int = 2000
-    interval_bins: int = 5
+    interval_bins: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:

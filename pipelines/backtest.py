@@ -67,6 +67,9 @@ CHUNK_WINDOWS = 2000
 RESERVED = frozenset({"_row", "_t", "_entity", "_start"})
 #: the entity of a frame without an entity column
 SINGLE = "replay"
+#: the numeric times a backtest takes (seconds since the epoch, or a count such as cycles):
+#: those of a calendar time, years 1 to 9999
+NUMERIC_TIME_S = (-62_135_596_800.0, 253_402_300_799.0)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -228,7 +231,15 @@ def _ordered(
         aware = t if t.dtype.time_zone else t.dt.replace_time_zone("UTC")
         us = aware.dt.convert_time_zone("UTC").cast(TIMESTAMP).to_physical()
     elif t.dtype.is_numeric():
-        us = (t.cast(pl.Float64) * 1e6).round().cast(pl.Int64)
+        seconds = t.cast(pl.Float64)
+        bad = (~seconds.is_finite() | ~seconds.is_between(*NUMERIC_TIME_S)).fill_null(True)
+        if bad.any():
+            row = int(bad.arg_max()) + 1
+            raise ValueError(
+                f"row {row}: time {t[row - 1]!r} in {time_col!r} is no number of seconds in "
+                f"{NUMERIC_TIME_S[0]:.0f}..{NUMERIC_TIME_S[1]:.0f} (years 1 to 9999)"
+            )
+        us = (seconds * 1e6).round().cast(pl.Int64)
     elif t.dtype == pl.Date:
         us = t.cast(pl.Datetime("us")).to_physical()
     else:

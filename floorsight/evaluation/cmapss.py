@@ -48,7 +48,7 @@ MAX_RUL = 150
 MIN_CYCLES = 31
 #: the label model's settings in ``floorsight eval cmapss`` (benchmarks/cmapss_selection.py
 #: chose them by leave-engines-out cross-validation on train_FD001 only)
-CMAPSS_SETTINGS = LabelSettings(cap=CAP, model="bayes", censored=True, raw=False, interval_bins=1)
+CMAPSS_SETTINGS = LabelSettings(cap=CAP, censored=True)
 
 
 def read_cmapss(path: Path) -> pl.DataFrame:
