@@ -12,17 +12,23 @@ levels keep following the process and the alert clears when the fault is over. W
 which sensor health found the measurement faulty (``Context.quarantine``) teach it nothing.
 
 People's feedback moves the threshold: a false alarm halves the share of windows it may flag
-(0.9999 -> 0.99995 ...), a confirmed problem undoes one such step (never below the setting).
+(0.9999 -> 0.99995 ...; a factor of 2 in the p-value also past 0.999999, where the score
+leaves ``1 - p``: models/evidence.py), a confirmed problem undoes one such step (never below
+the setting).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from floorsight.models.base import AlertRule, Context, MachineModel, Maintenance, ModelOutput
+from floorsight.models.evidence import evidence_score, log10_p_of_score
 from floorsight.models.machine import Segment
 from floorsight.models.zscore import MultivariateZScore
+
+_LOG10_2 = math.log10(2.0)
 
 
 @dataclass
@@ -55,10 +61,13 @@ class AnomalyModel(MachineModel):
     def feedback(self, label: str) -> None:
         if self._base_threshold is None:
             self._base_threshold = self.threshold
+        # the step is a factor of 2 in p (the share of in-control windows flagged), also past
+        # the score's knee at p = 1e-6, where halving 1 - score would divide p by many decades
+        log10_p = log10_p_of_score(self.threshold)
         if label == "false_alarm":
-            self.threshold = 1.0 - (1.0 - self.threshold) / 2
+            self.threshold = evidence_score(log10_p - _LOG10_2)
         elif label == "true_problem":
-            self.threshold = max(1.0 - (1.0 - self.threshold) * 2, self._base_threshold)
+            self.threshold = max(evidence_score(log10_p + _LOG10_2), self._base_threshold)
 
     def metrics(self) -> dict[str, float]:
         return {"threshold": self.threshold}

@@ -15,6 +15,8 @@ the models take the plain p-value on the common path and these functions only in
 True
 >>> evidence_score(-20.0) < evidence_score(-2000.0) < evidence_score(-2e300) < 1.0
 True
+>>> round(log10_p_of_score(evidence_score(-40.0)), 6)
+-40.0
 >>> round(log10_normal_two_sided(1e6))  # z = 1e6: erfc underflows long before
 -217147240958
 """
@@ -48,6 +50,16 @@ def evidence_score(log10_p: float) -> float:
         return 0.0
     tail = -max(log10_p, -1.7976931348623157e308)  # -inf: as far out as a float goes
     return 1.0 - TAIL_P / (1.0 + math.log(tail / _TAIL_L))
+
+
+def log10_p_of_score(score: float) -> float:
+    """The inverse of :func:`evidence_score`: the ``log10 p`` whose score is ``score``, for
+    ``0 <= score < 1`` (a threshold given as a score, moved in p; -inf at 1.0)."""
+    if score <= 1.0 - TAIL_P:
+        return math.log10(max(1.0 - score, _TINY))
+    if score >= 1.0:
+        return -math.inf
+    return -_TAIL_L * math.exp(TAIL_P / (1.0 - score) - 1.0)
 
 
 def log10_normal_two_sided(z: float) -> float:

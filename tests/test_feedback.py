@@ -52,3 +52,20 @@ def test_feedback_store_reads_labelled_resolutions(tmp_path) -> None:
     con.close()
     assert store.for_machine("M01") == [Verdict("e2", "M01", "anomaly", "false_alarm")]
     assert store.for_machine("M02") == [Verdict("e3", "M02", "drift", "true_problem")]
+
+
+def test_false_alarms_halve_the_flagged_share_in_p_also_past_the_score_knee() -> None:
+    """Each false alarm halves p (the share of in-control windows flagged), also beyond
+    p = 1e-6 where the score leaves 1 - p; as many confirmed problems undo them exactly."""
+    from floorsight.models.anomaly import AnomalyModel
+    from floorsight.models.evidence import log10_p_of_score
+
+    model = AnomalyModel(threshold=0.9999)
+    for k in range(1, 13):
+        model.feedback("false_alarm")
+        p = 10 ** log10_p_of_score(model.threshold)
+        assert abs(p / (1e-4 / 2**k) - 1) < 1e-6, k
+        assert model.threshold < 1.0
+    for _ in range(12):
+        model.feedback("true_problem")
+    assert abs(model.threshold - 0.9999) < 1e-12
