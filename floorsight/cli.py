@@ -749,6 +749,11 @@ def dashboard(
         typer.Option(help="Address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (all)."),
     ] = "127.0.0.1",
     users: _UsersFile = None,
+    shift_start: Annotated[
+        list[str] | None,
+        typer.Option(help="When a shift starts, HH:MM UTC (repeat it; default 06:00 14:00 22:00)."),
+    ] = None,
+    shift_hours: Annotated[float, typer.Option(help="How long each shift lasts, hours.")] = 8.0,
     config_file: ConfigFileOption = None,
 ) -> None:
     """Serve the Streamlit dashboard on a database (people sign in with the users file)."""
@@ -756,6 +761,13 @@ def dashboard(
         return
     from floorsight.config import SecretError
     from floorsight.dashboards import streamlit_command
+    from floorsight.dashboards.oee import ShiftPlan, shift_plan
+
+    starts = shift_start or ShiftPlan().start_times
+    try:
+        plan = shift_plan(starts, shift_hours)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shift-start/--shift-hours") from None
     from floorsight.dashboards.users import UsersFileError, cookie_key, read_users, users_file
 
     path = users_file(users)
@@ -775,7 +787,9 @@ def dashboard(
             f"{path} has no users: `floorsight dashboard users add NAME --role admin`",
             param_hint="--users",
         )
-    typer.echo(f"floorsight dashboard: http://{address}:{port}  (users: {path})")
+    typer.echo(
+        f"floorsight dashboard: http://{address}:{port}  (users: {path}; {plan.description})"
+    )
     if address not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(
             f"  listening on {address}: passwords and the sign-in cookie travel in the clear "
@@ -784,7 +798,7 @@ def dashboard(
         )
     # this process becomes the server: a SIGTERM or Ctrl-C sent to `floorsight dashboard`
     # reaches Streamlit itself (a child it started would outlive it)
-    command = streamlit_command(db, port, address, path)
+    command = streamlit_command(db, port, address, path, starts, shift_hours)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)

@@ -223,7 +223,7 @@ def _bounds(param: Any, key: str, kind: type) -> dict[str, Any]:
         return bounds | {k: v for k, v in (("ge", low), ("le", high)) if v is not None}
     if key.endswith("port"):
         return bounds | {"ge": 1, "le": 65535}
-    if key.endswith(("_s", "_rows")) or key in _POSITIVE:
+    if key.endswith(("_s", "_rows", "_hours")) or key in _POSITIVE:
         return bounds | {"gt": 0}
     if key.endswith("_id"):
         return bounds | {"ge": 0}
@@ -278,12 +278,31 @@ def load(
             checked = _validate(command, keys, given, strict, problems, env[1])
             values.update(checked)
             origins.update({k: origin or env[1][k] for k in checked})
+        if command == "dashboard":
+            problems += _shift_problems(values)
         result.options[command] = {keys[k].name: v for k, v in values.items()}
         result.origins[command] = origins
     _check_structured(document, result, problems)
     if problems:
         raise SettingsFileError(source, problems)
     return result
+
+
+def _shift_problems(values: Mapping[str, Any]) -> list[str]:
+    """The dashboard's shifts, checked as ``floorsight dashboard`` checks them."""
+    if "shift_start" not in values and "shift_hours" not in values:
+        return []
+    from floorsight.dashboards.oee import ShiftPlan, shift_plan
+
+    default = ShiftPlan()
+    try:
+        shift_plan(
+            values.get("shift_start") or default.start_times,
+            values.get("shift_hours", default.length.total_seconds() / 3600),
+        )
+    except ValueError as e:
+        return [f"dashboard.shift_start, dashboard.shift_hours: {e}"]
+    return []
 
 
 def _subcommand(root: Any, name: str) -> Any:
