@@ -283,6 +283,11 @@ def load(
         result.options[command] = {keys[k].name: v for k, v in values.items()}
         result.origins[command] = origins
     _check_structured(document, result, problems)
+    for command, section in ((c, document.get(c)) for c in COMMANDS):
+        for key, inline in (("models", ("models", "alerts")), ("routing", ("routing",))):
+            if isinstance(section, dict) and key in section and set(inline) & set(document):
+                sections = " and ".join(f"[{s}]" for s in inline if s in document)
+                problems.append(f"{command}.{key}: give {sections} or {command}.{key}, not both")
     if problems:
         raise SettingsFileError(source, problems)
     return result
@@ -469,27 +474,30 @@ def _number(value: Any) -> bool:
 def _check_structured(document: Mapping, result: SettingsFile, problems: list[str]) -> None:
     """``[models.*]``, ``[alerts]``, ``[routing]``, ``[retention]``, ``[pipeline]``, each by
     the reader of its own file where it has one."""
-    from floorsight.alerts.hygiene import AlertHygiene
-    from floorsight.alerts.routing import Routing
-    from floorsight.models.registry import ModelSettingsError, check_settings
-
+    # each reader is imported only for its section: the models' brings River and SciPy
     models = _table(document, "models", problems)
     if models:
+        from floorsight.models.registry import ModelSettingsError, check_settings
+
         try:
             check_settings(models, "models")
             result.models = models
         except ModelSettingsError as e:
             problems.append(_model_problem(str(e)))
     if "alerts" in document:
+        from floorsight.alerts.hygiene import AlertHygiene
+
         alerts = _table(document, "alerts", problems)
         if _pydantic(AlertHygiene, alerts, "alerts", problems) is not None:
             result.alerts = alerts
     if "routing" in document:
+        from floorsight.alerts.routing import Routing
+
         routing = _table(document, "routing", problems)
         if _pydantic(Routing, routing, "routing", problems) is not None:
             result.routing = routing
     retention = _pydantic(Retention, _table(document, "retention", problems), "retention", problems)
-    if retention is not None:
+    if retention is not None and retention.days:
         known = _table_names()
         for table in retention.days:
             if table not in known:

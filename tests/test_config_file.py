@@ -368,6 +368,10 @@ def test_a_secret_written_in_the_file_is_refused_without_repeating_it(tmp_path) 
         ("[pipeline]\nsensor_ranges = {t = [5, 1]}", "sensor_ranges.t: low must be below high"),
         ("[pipeline]\nlatenes_s = 2", "pipeline.latenes_s: unknown key (did you mean lateness_s?)"),
         ("[run\n", "not TOML"),
+        (
+            '[run]\nmodels = "m.toml"\n[alerts]\nhold_s = 60',
+            "run.models: give [alerts] or run.models, not both",
+        ),
     ],
 )
 def test_each_bad_entry_is_named(tmp_path, text: str, message: str) -> None:
