@@ -284,7 +284,11 @@ def load(
         result.origins[command] = origins
     _check_structured(document, result, problems)
     for command, section in ((c, document.get(c)) for c in COMMANDS):
-        for key, inline in (("models", ("models", "alerts")), ("routing", ("routing",))):
+        for key, inline in (
+            ("models", ("models", "alerts")),
+            ("routing", ("routing",)),
+            ("retain_days", ("retention",)),
+        ):
             if isinstance(section, dict) and key in section and set(inline) & set(document):
                 sections = " and ".join(f"[{s}]" for s in inline if s in document)
                 problems.append(f"{command}.{key}: give {sections} or {command}.{key}, not both")
@@ -360,11 +364,15 @@ def _check_secrets(
                 continue
             ref = SecretRef(env=value["env"])
         else:
-            file = Path(value["file"]).expanduser()
+            file = Path(value["file"])
             try:
+                file = file.expanduser()
                 exposed = config.exposed_file(file)
             except OSError as e:
                 problems.append(f"{where}: cannot read {file}: {e.strerror}")
+                continue
+            except (RuntimeError, ValueError) as e:  # ~user of no user; a NUL in the path
+                problems.append(f"{where}: no file path {str(file)!r}: {e}")
                 continue
             if exposed:
                 problems.append(f"{where}: {exposed}")

@@ -417,6 +417,8 @@ LEAVES = st.one_of(
     st.text(max_size=10),
     st.lists(st.one_of(st.integers(-5, 5), st.text(max_size=4)), max_size=3),
     st.dictionaries(st.sampled_from(["env", "file", "x", "features", "t"]), st.text(max_size=6)),
+    # secret references to files that cannot be: ~user of nobody, a NUL, a folder
+    st.builds(lambda t: {"file": t}, st.sampled_from(["~nobody-here/p", "/tmp", "a\x00b", "/"])),
 )
 SECTIONS = st.sampled_from([*COMMANDS, "models", "alerts", "routing", "retention", "pipeline", "x"])
 DOCUMENTS = st.dictionaries(
