@@ -52,7 +52,9 @@ def _no_overrides(monkeypatch) -> None:
         if name.startswith(tuple(f"FLOORSIGHT_{c.upper()}__" for c in COMMANDS)):
             monkeypatch.delenv(name)
     for name in ("FLOORSIGHT_OPCUA_PASSWORD", "FLOORSIGHT_MQTT_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
+        # recorded as unset, so that one a test's file hands over is removed after it
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 # ---- a file of every section ----
@@ -292,7 +294,7 @@ def test_run_refuses_a_bad_file_before_it_starts(tmp_path) -> None:
 # ---- secrets by reference ----
 
 
-def test_a_secret_by_env_is_read_from_that_variable(tmp_path, monkeypatch) -> None:
+def test_a_secret_by_env_is_handed_to_the_commands_own_variable(tmp_path, monkeypatch) -> None:
     path = _write(tmp_path / "f.toml", '[run]\npassword = {env = "PLANT_OPCUA_PASSWORD"}\n')
     result = _check(path)
     assert result.exit_code == 2
@@ -305,6 +307,10 @@ def test_a_secret_by_env_is_read_from_that_variable(tmp_path, monkeypatch) -> No
     loaded.defaults("run", params, SECRET_KEYS)
     # the command (and a cluster's processes) read the password from their own variable
     assert os.environ["FLOORSIGHT_OPCUA_PASSWORD"] == "from-env"
+    # one already set wins, as an option given on the command line would
+    monkeypatch.setenv("FLOORSIGHT_OPCUA_PASSWORD", "set-by-the-unit")
+    loaded.defaults("run", params, SECRET_KEYS)
+    assert os.environ["FLOORSIGHT_OPCUA_PASSWORD"] == "set-by-the-unit"
 
 
 def test_a_secret_by_file_must_be_private(tmp_path) -> None:
