@@ -762,14 +762,13 @@ def dashboard(
     from floorsight.config import SecretError
     from floorsight.dashboards import streamlit_command
     from floorsight.dashboards.oee import ShiftPlan, shift_plan
+    from floorsight.dashboards.users import UsersFileError, cookie_key, read_users, users_file
 
     starts = shift_start or ShiftPlan().start_times
     try:
         plan = shift_plan(starts, shift_hours)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--shift-start/--shift-hours") from None
-    from floorsight.dashboards.users import UsersFileError, cookie_key, read_users, users_file
-
     path = users_file(users)
     try:
         known = read_users(path)
