@@ -452,9 +452,14 @@ def test_no_document_raises_anything_but_the_configuration_error(tmp_path, docum
         path = tmp_path / f"fuzz{index}.toml"
         path.write_bytes(data)
         try:
-            load(path, ROOT, SECRET_KEYS, environ={})
+            loaded = load(path, ROOT, SECRET_KEYS, environ={})
         except SettingsFileError as e:
             assert e.problems and all(isinstance(p, str) and p for p in e.problems)
+            continue
+        for command in COMMANDS:  # a file that is taken becomes each command's defaults
+            params = {p.name: p for p in ROOT.commands[command].params}
+            defaults = loaded.defaults(command, params, SECRET_KEYS)
+            assert set(defaults) <= set(params)
 
 
 # ---- demo and dashboard take their sections; the plant's own shifts ----
