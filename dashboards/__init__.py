@@ -25,15 +25,23 @@ __all__ = ["APP", "streamlit_command"]
 
 
 def streamlit_command(
-    db: Path, port: int, address: str = "127.0.0.1", users: Path | None = None
+    db: Path,
+    port: int,
+    address: str = "127.0.0.1",
+    users: Path | None = None,
+    shift_starts: list[str] | None = None,
+    shift_hours: float | None = None,
 ) -> list[str]:
     """The command that serves the app on ``db`` at http://``address``:``port``, signing people
-    in with the users file ``users`` (default: see ``users.users_file``). No secret is on it:
-    the cookie key comes from the environment or a private file."""
+    in with the users file ``users`` (default: see ``users.users_file``), with the plant's
+    shifts (``HH:MM`` UTC starts and their length; default: ``oee.ShiftPlan()``). No secret is
+    on it: the cookie key comes from the environment or a private file."""
     return [
         *(sys.executable, "-m", "streamlit", "run", str(APP)),
         *("--server.headless", "true", "--server.address", address),
         *("--server.port", str(port), "--browser.gatherUsageStats", "false"),
         *("--", "--db", str(db)),
         *(("--users", str(users)) if users is not None else ()),
+        *(a for start in shift_starts or () for a in ("--shift-start", start)),
+        *(("--shift-hours", f"{shift_hours:g}") if shift_hours is not None else ()),
     ]

@@ -23,6 +23,8 @@ import duckdb
 import polars as pl
 import streamlit as st
 
+from floorsight.dashboards.oee import ShiftPlan
+from floorsight.dashboards.oee import shift_plan as parse_shift_plan
 from floorsight.dashboards.users import users_file
 from floorsight.storage import Database
 
@@ -50,8 +52,21 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--db", default=os.environ.get("FLOORSIGHT_DB", "var/floorsight.duckdb"))
     parser.add_argument("--mlflow", default=os.environ.get("MLFLOW_TRACKING_URI"))
     parser.add_argument("--users", default=None)
+    parser.add_argument("--shift-start", action="append", default=None)
+    parser.add_argument("--shift-hours", type=float, default=None)
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args
+
+
+def shift_plan() -> ShiftPlan:
+    """The plant's shifts the app was started with (``--shift-start``, ``--shift-hours``;
+    ``floorsight dashboard`` checked them), else three of 8 hours from 06:00 UTC."""
+    args, default = _args(), ShiftPlan()
+    if args.shift_start is None and args.shift_hours is None:
+        return default
+    starts = args.shift_start or default.start_times
+    hours = args.shift_hours or default.length.total_seconds() / 3600
+    return parse_shift_plan(starts, hours)
 
 
 def database() -> Database:

@@ -1,7 +1,9 @@
 """Shifts, machine states and OEE from what the database holds (no Streamlit here).
 
-**Shift**: three 8-hour shifts a day starting at :data:`SHIFT_STARTS_UTC` (06:00, 14:00 and
-22:00 UTC). The running shift ends "now", the end of the newest window (event time).
+**Shift**: by default three 8-hour shifts a day starting at :data:`SHIFT_STARTS_UTC` (06:00,
+14:00 and 22:00 UTC); a plant sets its own with a :class:`ShiftPlan` (``floorsight dashboard
+--shift-start HH:MM ... --shift-hours H``). The running shift ends "now", the end of the newest
+window (event time).
 
 **OEE** of a machine over a shift (docs/dashboard.md has the reasoning):
 
@@ -62,30 +64,83 @@ OEE_SCHEMA: dict[str, pl.DataType] = {
 @dataclass(frozen=True, slots=True)
 class Shift:
     start: datetime
+    length: timedelta = SHIFT
 
     @property
     def end(self) -> datetime:
-        return self.start + SHIFT
+        return self.start + self.length
 
     @property
     def label(self) -> str:
         return f"{self.start:%Y-%m-%d %H:%M}–{self.end:%H:%M} UTC"
 
 
-def shift_of(t: datetime) -> Shift:
-    """The shift ``t`` falls in."""
+@dataclass(frozen=True, slots=True)
+class ShiftPlan:
+    """When a plant's shifts start (time of day, UTC, ascending) and how long each lasts."""
+
+    starts: tuple[timedelta, ...] = tuple(timedelta(hours=h) for h in SHIFT_STARTS_UTC)
+    length: timedelta = SHIFT
+
+    @property
+    def start_times(self) -> list[str]:
+        """The starts as ``HH:MM`` (UTC), as :func:`shift_plan` takes them."""
+        return [f"{int(s.total_seconds()) // 3600:02d}:{_minute(s):02d}" for s in self.starts]
+
+    @property
+    def description(self) -> str:
+        times = ", ".join(self.start_times)
+        return f"{self.length.total_seconds() / 3600:g}-hour shifts from {times} UTC"
+
+
+def _minute(offset: timedelta) -> int:
+    return int(offset.total_seconds()) % 3600 // 60
+
+
+_CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+def shift_plan(starts: list[str] | tuple[str, ...], hours: float) -> ShiftPlan:
+    """The plan of shifts starting at ``starts`` (``HH:MM`` UTC) and lasting ``hours`` each;
+    a ValueError says which value is wrong. No start may fall inside the shift before it."""
+    if not starts:
+        raise ValueError("give at least one shift start (HH:MM, UTC)")
+    offsets = []
+    for text in starts:
+        found = _CLOCK.fullmatch(text.strip())
+        if found is None:
+            raise ValueError(f"shift start {text!r} is no time of day HH:MM (00:00 to 23:59)")
+        offsets.append(timedelta(hours=int(found[1]), minutes=int(found[2])))
+    offsets.sort()
+    if not 0 < hours <= 24:
+        raise ValueError(f"shift length {hours:g} h must be more than 0 and at most 24 hours")
+    length = timedelta(hours=hours)
+    following = [*offsets[1:], offsets[0] + timedelta(days=1)]
+    gaps = [b - a for a, b in zip(offsets, following, strict=True)]
+    if min(gaps) < length:
+        raise ValueError(
+            f"{hours:g}-hour shifts overlap: starts {', '.join(sorted(starts))} leave "
+            f"{min(gaps).total_seconds() / 3600:g} h between two"
+        )
+    return ShiftPlan(tuple(offsets), length)
+
+
+def shift_of(t: datetime, plan: ShiftPlan | None = None) -> Shift:
+    """The shift ``t`` falls in: the latest one started at or before it (a time between two
+    shifts belongs to the earlier one, as a shift's end is not the next one's start)."""
+    plan = plan or ShiftPlan()
     day = t.replace(hour=0, minute=0, second=0, microsecond=0)
-    starts = [day + timedelta(hours=h) for h in SHIFT_STARTS_UTC]
+    starts = [day + offset for offset in plan.starts]
     starts = [starts[-1] - timedelta(days=1), *starts]
-    return Shift(max(s for s in starts if s <= t))
+    return Shift(max(s for s in starts if s <= t), plan.length)
 
 
-def shifts(first: datetime, last: datetime) -> list[Shift]:
+def shifts(first: datetime, last: datetime, plan: ShiftPlan | None = None) -> list[Shift]:
     """Every shift from the one holding ``first`` to the one holding ``last``, newest first."""
-    out, shift = [], shift_of(last)
+    out, shift = [], shift_of(last, plan)
     while shift.end > first:
         out.append(shift)
-        shift = shift_of(shift.start - timedelta(microseconds=1))
+        shift = shift_of(shift.start - timedelta(microseconds=1), plan)
     return out
 
 

@@ -14,7 +14,7 @@ import polars as pl
 import streamlit as st
 
 from floorsight.dashboards import charts, oee, queries
-from floorsight.dashboards.common import REFRESH, database, snapshot
+from floorsight.dashboards.common import REFRESH, database, shift_plan, snapshot
 from floorsight.storage import Database
 
 SEVERITIES = ("critical", "warning", "info")
@@ -55,9 +55,10 @@ def main() -> None:
         st.info("No feature windows yet: the pipeline has not closed a window.")
         waiting(db)
         return
-    offered = oee.shifts(first, now)
+    plan = shift_plan()
+    offered = oee.shifts(first, now, plan)
     labels = [s.label for s in offered]
-    label = st.selectbox("Shift", labels, help="8-hour shifts from 06:00, 14:00 and 22:00 UTC")
+    label = st.selectbox("Shift", labels, help=plan.description)
     live(db, offered[labels.index(label)])
 
 

@@ -39,6 +39,53 @@ MQTT_PASSWORD_ENV = "FLOORSIGHT_MQTT_PASSWORD"
 SIM_PASSWORD_ENV = "FLOORSIGHT_SIM_OPCUA_PASSWORD"
 
 
+#: the keys of the configuration file that hold a secret: the variable the command reads it
+#: from, and the option of a private file that holds it instead
+SECRET_KEYS = {
+    "run": {
+        "password": (OPCUA_PASSWORD_ENV, "password_file"),
+        "mqtt_password": (MQTT_PASSWORD_ENV, "mqtt_password_file"),
+    },
+}
+
+
+def _settings_file(path: Path | None):
+    """The configuration file ``path`` checked against the commands (None: the environment's
+    ``FLOORSIGHT_<COMMAND>__<KEY>`` overrides alone)."""
+    from floorsight.settings_file import load
+
+    return load(path, typer.main.get_command(app), SECRET_KEYS)
+
+
+def _apply_settings_file(ctx: typer.Context, value: Path | None) -> Path | None:
+    """``--config FILE``: the file's section of this command (and the environment's overrides)
+    become its defaults, so an option given on the command line still wins; a bad file stops
+    the command before it starts, naming each key."""
+    from floorsight.settings_file import SettingsFileError
+
+    if ctx.resilient_parsing:
+        return value
+    try:
+        loaded = _settings_file(value)
+    except SettingsFileError as e:
+        raise typer.BadParameter(str(e), param_hint="--config") from None
+    params = {p.name: p for p in ctx.command.params if p.name}
+    defaults = loaded.defaults(ctx.info_name or "", params, SECRET_KEYS)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+ConfigFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Configuration file (TOML, docs/configuration.md); options given here win over it.",
+        is_eager=True,
+        callback=_apply_settings_file,
+    ),
+]
+
+
 def _secret(env: str, file: Path | None, option: str) -> str:
     """The secret from ``env`` or ``file``, or a usage error saying where to put it."""
     try:
@@ -106,6 +153,7 @@ def demo(
         Path | None,
         typer.Option(help="Alert routing file (TOML, see docs/alerts.md); default: ERP drop."),
     ] = None,
+    config_file: ConfigFileOption = None,
 ) -> None:
     """Start the simulated plant, the pipeline and the dashboard on this machine."""
     from floorsight.demo import DemoConfig, run_demo
@@ -451,6 +499,7 @@ def run(
             "[capability] ...), and [alerts] for the alert rules (docs/models.md)."
         ),
     ] = None,
+    config_file: ConfigFileOption = None,
 ) -> None:
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RecoveryDirError, RunConfig, run_pipeline
@@ -527,6 +576,7 @@ def run(
         max_future_s=max_future_s,
         states=states,
         models=models,
+        config_file=config_file,
     )
     from floorsight.alerts.routing import RoutingError
 
@@ -699,14 +749,26 @@ def dashboard(
         typer.Option(help="Address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (all)."),
     ] = "127.0.0.1",
     users: _UsersFile = None,
+    shift_start: Annotated[
+        list[str] | None,
+        typer.Option(help="When a shift starts, HH:MM UTC (repeat it; default 06:00 14:00 22:00)."),
+    ] = None,
+    shift_hours: Annotated[float, typer.Option(help="How long each shift lasts, hours.")] = 8.0,
+    config_file: ConfigFileOption = None,
 ) -> None:
     """Serve the Streamlit dashboard on a database (people sign in with the users file)."""
     if ctx.invoked_subcommand is not None:
         return
     from floorsight.config import SecretError
     from floorsight.dashboards import streamlit_command
+    from floorsight.dashboards.oee import ShiftPlan, shift_plan
     from floorsight.dashboards.users import UsersFileError, cookie_key, read_users, users_file
 
+    starts = shift_start or ShiftPlan().start_times
+    try:
+        plan = shift_plan(starts, shift_hours)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shift-start/--shift-hours") from None
     path = users_file(users)
     try:
         known = read_users(path)
@@ -724,7 +786,9 @@ def dashboard(
             f"{path} has no users: `floorsight dashboard users add NAME --role admin`",
             param_hint="--users",
         )
-    typer.echo(f"floorsight dashboard: http://{address}:{port}  (users: {path})")
+    typer.echo(
+        f"floorsight dashboard: http://{address}:{port}  (users: {path}; {plan.description})"
+    )
     if address not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(
             f"  listening on {address}: passwords and the sign-in cookie travel in the clear "
@@ -733,7 +797,7 @@ def dashboard(
         )
     # this process becomes the server: a SIGTERM or Ctrl-C sent to `floorsight dashboard`
     # reaches Streamlit itself (a child it started would outlive it)
-    command = streamlit_command(db, port, address, path)
+    command = streamlit_command(db, port, address, path, starts, shift_hours)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)
@@ -1200,6 +1264,30 @@ def models_compare(
     )
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, float_precision=3):
         typer.echo(result)
+
+
+# ---- floorsight config: the configuration file ----
+
+config_app = typer.Typer(help="The configuration file (TOML, docs/configuration.md).")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Argument(help="The configuration file (TOML).")],
+) -> None:
+    """Check a configuration file: OK and what it sets, or each error with its key (exit 2)."""
+    from floorsight.settings_file import SettingsFileError
+
+    try:
+        loaded = _settings_file(file)
+    except SettingsFileError as e:
+        for problem in e.problems:
+            typer.echo(f"{e.source}: {problem}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"OK: {file}")
+    for line in loaded.summary():
+        typer.echo(f"  {line}")
 
 
 def main() -> None:

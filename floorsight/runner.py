@@ -35,6 +35,7 @@ from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_fl
 from floorsight.pipelines.replay import ReplaySource
 from floorsight.pipelines.signals import load_states
 from floorsight.pipelines.validate import ReadingRules
+from floorsight.settings_file import plant_settings
 
 log = logging.getLogger("floorsight.run")
 
@@ -89,6 +90,9 @@ class RunConfig:
     states: str | None = None
     #: TOML file of model settings by model name, and ``[alerts]`` (None: the defaults)
     models: Path | None = None
+    #: the configuration file (``--config``): its ``[pipeline]`` settings; a cluster's
+    #: processes read it again
+    config_file: Path | None = None
 
     @property
     def outbox(self) -> Path:
@@ -123,6 +127,8 @@ class RunConfig:
             out += ["--states", self.states]
         if self.models is not None:
             out += ["--models", str(self.models)]
+        if self.config_file is not None:
+            out += ["--config", str(self.config_file)]
         return out
 
     def _source_args(self) -> tuple[str, ...]:
@@ -187,11 +193,19 @@ def run_pipeline(cfg: RunConfig) -> int:
         notify = NotifySettings(cfg.outbox, routing)
         if cfg.process_id in (None, 0):  # one delivery loop per cluster
             dispatcher = Dispatcher(Outbox(cfg.outbox), routing, db_path=cfg.db)
+    plant = plant_settings(cfg.config_file)  # [pipeline] of the configuration file
+    ranges = dict(plant.sensor_ranges)
     settings = PipelineSettings(
         window=timedelta(seconds=cfg.window_s),
         # live sources: event time within minutes of the wall clock; a history file's own time
         # range is checked by its source (the absolute bounds apply to both)
-        rules=ReadingRules.history() if cfg.history is not None else _live_rules(cfg),
+        rules=ReadingRules.history(ranges=ranges)
+        if cfg.history is not None
+        else _live_rules(cfg, ranges),
+        lateness=timedelta(seconds=plant.lateness_s),
+        context_hold=timedelta(seconds=plant.context_hold_s),
+        alert_open_after=plant.alert_open_after,
+        alert_clear_after=plant.alert_clear_after,
         notify=notify,
         shards=cfg.partitions,  # one shard per source partition: batches stay on their worker
         recovery=cfg.recovery is not None,
@@ -311,9 +325,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _live_rules(cfg: RunConfig) -> ReadingRules:
+def _live_rules(
+    cfg: RunConfig, ranges: dict[str, tuple[float, float]] | None = None
+) -> ReadingRules:
     """The live sources' rules; ``--max-future-s`` widens the window ahead of the wall clock
     (for a simulator that plays time faster than real time)."""
     if cfg.max_future_s is None:
-        return ReadingRules.live()
-    return ReadingRules.live(max_future=timedelta(seconds=cfg.max_future_s))
+        return ReadingRules.live(ranges=ranges or {})
+    return ReadingRules.live(max_future=timedelta(seconds=cfg.max_future_s), ranges=ranges or {})
