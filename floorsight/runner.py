@@ -35,6 +35,7 @@ from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_fl
 from floorsight.pipelines.replay import ReplaySource
 from floorsight.pipelines.signals import load_states
 from floorsight.pipelines.validate import ReadingRules
+from floorsight.retention import parse_retain_days
 
 log = logging.getLogger("floorsight.run")
 
@@ -89,6 +90,8 @@ class RunConfig:
     states: str | None = None
     #: TOML file of model settings by model name, and ``[alerts]`` (None: the defaults)
     models: Path | None = None
+    #: ``--retain-days TABLE=DAYS`` values (``floorsight.retention``; empty: keep everything)
+    retain_days: list[str] = field(default_factory=list)
 
     @property
     def outbox(self) -> Path:
@@ -123,6 +126,8 @@ class RunConfig:
             out += ["--states", self.states]
         if self.models is not None:
             out += ["--models", str(self.models)]
+        for value in self.retain_days:
+            out += ["--retain-days", value]
         return out
 
     def _source_args(self) -> tuple[str, ...]:
@@ -198,6 +203,7 @@ def run_pipeline(cfg: RunConfig) -> int:
         states=load_states(cfg.states),
         models=load_model_settings(cfg.models) if cfg.models is not None else {},
         hygiene=load_alert_hygiene(cfg.models) if cfg.models is not None else AlertHygiene(),
+        retention=parse_retain_days(cfg.retain_days),
     )
     stop = threading.Event()
     if cfg.opcua is not None:
