@@ -1098,12 +1098,16 @@ def evaluate(
     typer.echo(json.dumps(result))
 
 
+_PipelineDb = Annotated[Path, typer.Option(help="The pipeline's DuckDB file.")]
+_LockWait = Annotated[
+    float, typer.Option(help="How long to wait for the file's lock (the running sink's).")
+]
+
+
 @app.command()
 def export(
     out: Annotated[Path, typer.Option(help="Folder for the copies (<table>.parquet).")],
-    db: Annotated[Path, typer.Option(help="The pipeline's DuckDB file.")] = Path(
-        "var/floorsight.duckdb"
-    ),
+    db: _PipelineDb = Path("var/floorsight.duckdb"),
     table: Annotated[
         list[str] | None, typer.Option(help="A table to copy (repeat it); default: every one.")
     ] = None,
@@ -1126,12 +1130,8 @@ def export(
 
 @app.command()
 def compact(
-    db: Annotated[Path, typer.Option(help="The pipeline's DuckDB file.")] = Path(
-        "var/floorsight.duckdb"
-    ),
-    wait_s: Annotated[
-        float, typer.Option(help="How long to wait for the file's lock (the running sink's).")
-    ] = 60.0,
+    db: _PipelineDb = Path("var/floorsight.duckdb"),
+    wait_s: _LockWait = 60.0,
 ) -> None:
     """Rewrite the DuckDB file without the space of deleted rows (after retention).
 
@@ -1139,6 +1139,11 @@ def compact(
     meanwhile and writes them into the compacted file. Needs free disk for one more copy of
     the live data. Prints the size before and after and the rows of every table (JSON).
     """
+    _copy_database(db, wait_s, None)
+
+
+def _copy_database(db: Path, wait_s: float, out: Path | None) -> None:
+    """``compact`` (out None) or ``backup`` (into ``out``), with their errors as usage errors."""
     from floorsight.retention import CompactionError
     from floorsight.retention import compact as compact_file
     from floorsight.storage import DatabaseLocked
@@ -1146,9 +1151,11 @@ def compact(
     if wait_s < 0:
         raise typer.BadParameter(f"{wait_s} is negative", param_hint="--wait-s")
     try:
-        report = compact_file(db, timeout_s=wait_s)
+        report = compact_file(db, timeout_s=wait_s, out=out)
     except FileNotFoundError as e:
         raise typer.BadParameter(str(e), param_hint="--db") from None
+    except FileExistsError as e:
+        raise typer.BadParameter(str(e), param_hint="--out") from None
     except (DatabaseLocked, CompactionError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
@@ -1163,6 +1170,20 @@ def compact(
             }
         )
     )
+
+
+@app.command()
+def backup(
+    out: Annotated[Path, typer.Option(help="The backup file to write (a new DuckDB file).")],
+    db: _PipelineDb = Path("var/floorsight.duckdb"),
+    wait_s: _LockWait = 60.0,
+) -> None:
+    """A consistent copy of the DuckDB file while the pipeline writes (compacted as it goes).
+
+    Opens the file read-only for the copy: dashboards go on reading, the sink keeps its rows
+    until the copy is done. Prints the sizes and the rows of every table (JSON).
+    """
+    _copy_database(db, wait_s, out)
 
 
 # ---- floorsight models: the MLflow registry and the champion (issue #8) ----

@@ -169,7 +169,8 @@ class RetentionStats:
     deleted: dict[str, int] = field(default_factory=dict)
     #: rows a replay (or a late item) brought that were already older than the horizon
     dropped: int = 0
-    #: the longest pass, in seconds
+    #: the last and the longest pass, in seconds
+    last_pass_s: float = 0.0
     max_pass_s: float = 0.0
 
 
@@ -273,7 +274,8 @@ class Retainer:
             if n >= limit:
                 self.backlog.add(table)
         self.stats.passes += 1
-        self.stats.max_pass_s = max(self.stats.max_pass_s, time.monotonic() - began)
+        self.stats.last_pass_s = time.monotonic() - began
+        self.stats.max_pass_s = max(self.stats.max_pass_s, self.stats.last_pass_s)
         return deleted
 
 
@@ -298,8 +300,14 @@ class CompactionError(RuntimeError):
     """The copy did not hold the rows of the original: the original is left in place."""
 
 
-def compact(path: Path | str, timeout_s: float | None = LOCK_TIMEOUT_S) -> CompactReport:
+def compact(
+    path: Path | str, timeout_s: float | None = LOCK_TIMEOUT_S, out: Path | str | None = None
+) -> CompactReport:
     """Rewrite the DuckDB file at ``path`` into a fresh file without the space of deleted rows.
+
+    With ``out`` (a backup), the fresh file is written there and ``path`` is left as it is:
+    it is opened read-only, so dashboards go on reading while the copy is made, and the copy
+    is consistent (every table as of one moment: the sink cannot write meanwhile).
 
     Holds the file's lock throughout (waiting for it up to ``timeout_s``, None: as long as it
     takes), so it is safe while the pipeline runs: the sink keeps its rows while the file is
@@ -311,17 +319,21 @@ def compact(path: Path | str, timeout_s: float | None = LOCK_TIMEOUT_S) -> Compa
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--db {path}: no such database file")
+    if out is not None and Path(out).exists():
+        raise FileExistsError(f"--out {out}: the file exists already (a backup never overwrites)")
     began = time.monotonic()
-    target = path.with_name(path.name + ".compact")
+    target = Path(out) if out is not None else path.with_name(path.name + ".compact")
     for stale in (target, target.with_name(target.name + ".wal")):
         stale.unlink(missing_ok=True)  # a compaction that died half-way
-    with Database(path, lock_timeout_s=timeout_s).hold() as con:
-        con.execute("CHECKPOINT")
+    database = Database(path, lock_timeout_s=timeout_s)
+    with database.read() if out is not None else database.hold() as con:
+        if out is None:
+            con.execute("CHECKPOINT")
         bytes_before = path.stat().st_size
         source = con.execute("SELECT current_database()").fetchone()[0]
         tables = sorted(_present_tables(con))
         rows = {t: _count(con, f'"{source}"', t) for t in tables}
-        con.execute("ATTACH ? AS compacted", [str(target)])
+        con.execute("ATTACH ? AS compacted (READ_WRITE)", [str(target)])
         try:
             con.execute(f'COPY FROM DATABASE "{source}" TO compacted')
             copied = {t: _count(con, "compacted", t) for t in tables}
@@ -331,13 +343,21 @@ def compact(path: Path | str, timeout_s: float | None = LOCK_TIMEOUT_S) -> Compa
             target.unlink(missing_ok=True)
             raise CompactionError(f"{path}: the copy holds {copied}, the file {rows}: not swapped")
         _fsync(target)
-        os.replace(target, path)
-        _fsync(path.parent)
-    bytes_after = path.stat().st_size
-    report = CompactReport(path, bytes_before, bytes_after, rows, time.monotonic() - began)
+        if out is None:
+            os.replace(target, path)
+        _fsync(target.parent if out is not None else path.parent)
+    bytes_after = (target if out is not None else path).stat().st_size
+    report = CompactReport(
+        target if out is not None else path,
+        bytes_before,
+        bytes_after,
+        rows,
+        time.monotonic() - began,
+    )
     log.info(
-        "%s compacted: %.1f MB -> %.1f MB in %.1f s",
+        "%s compacted into %s: %.1f MB -> %.1f MB in %.1f s",
         path,
+        report.path,
         bytes_before / 1e6,
         bytes_after / 1e6,
         report.seconds,

@@ -276,7 +276,12 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
                 with self._database().write() as con:
                     deleted = self.retainer.prune(con)
                 if deleted:
-                    log.info("%s: retention deleted %s", self._db.path, deleted)
+                    log.info(
+                        "%s: retention deleted %s (%.0f ms)",
+                        self._db.path,
+                        deleted,
+                        self.retainer.stats.last_pass_s * 1e3,
+                    )
                 if not (until_done and self.retainer.backlog):
                     break
         except DatabaseLocked:

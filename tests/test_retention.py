@@ -309,3 +309,18 @@ def test_compact_refuses_a_missing_file_naming_it(tmp_path) -> None:
     result = CliRunner().invoke(app, ["compact", "--db", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 2
     assert "none.duckdb" in " ".join(result.output.replace("│", " ").split())
+
+
+def test_backup_copies_every_row_and_leaves_the_file_as_it_is(tmp_path) -> None:
+    db, copy = tmp_path / "plant.duckdb", tmp_path / "backup.duckdb"
+    part = _sink(db, days=30, batch_rows=100).build_part("duckdb", str(db), None)
+    part.write_batch([("part_counts", _counts(T0, 600))])
+    part.close()
+    before = db.read_bytes()
+    result = CliRunner().invoke(app, ["backup", "--db", str(db), "--out", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert db.read_bytes() == before
+    assert_frame_equal(_stored(copy), _stored(db))
+    # a backup never overwrites
+    again = CliRunner().invoke(app, ["backup", "--db", str(db), "--out", str(copy)])
+    assert again.exit_code == 2 and "backup.duckdb" in again.output.replace("\n", "")
