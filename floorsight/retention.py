@@ -7,8 +7,8 @@ year keeps its rows on arrival and loses them only as the replay itself moves DA
 The sink, the file's only writer, runs it (``pipelines/sink.py``): every ``every_flushes``
 flushes, one short transaction of its own that deletes at most ``batch_rows`` rows per table
 (the oldest first), so a backlog after turning retention on is worked off over several passes
-instead of holding the file for one long delete; at the end of a run it works the backlog off
-completely.
+instead of holding the file for one long delete, and passes take at most ``max_share`` of the
+time; at the end of a run it works the backlog off completely.
 
 **Replays after recovery.** Bytewax replays the items since the last snapshot; a replayed row
 older than the horizon must not come back. So the sink drops, before it writes, every row
@@ -89,7 +89,10 @@ class Retention:
     #: a retention pass every this many flushes of the sink
     every_flushes: int = 10
     #: at most this many rows deleted per table and pass
-    batch_rows: int = 20_000
+    batch_rows: int = 5_000
+    #: passes take at most this share of the time: after a pass of X s the next waits X/share
+    #: (None: no wait, each pass when due)
+    max_share: float | None = 0.1
 
     def keep(self, table: str) -> timedelta | None:
         days = self.days.get(table)
@@ -99,10 +102,6 @@ class Retention:
     def alerts_days(self) -> float | None:
         """How long delivered notifications stay in the outbox: the alerts' retention."""
         return self.days.get("alerts")
-
-    def args(self) -> list[str]:
-        """The command-line options that reproduce it (for a cluster's child processes)."""
-        return [a for t, d in self.days.items() for a in ("--retain-days", f"{t}={d:g}")]
 
 
 def parse_retain_days(values: Iterable[str]) -> Retention | None:
@@ -183,6 +182,7 @@ class Retainer:
         self.stats = RetentionStats()
         self._loaded = False  # the watermark includes what the file held at the start
         self._flushes = 0
+        self._next_pass = 0.0  # time.monotonic() before which no pass starts
         #: tables with rows left to delete after the last pass
         self.backlog: set[str] = set(retention.days)
 
@@ -246,8 +246,12 @@ class Retainer:
         return out
 
     def flushed(self) -> bool:
-        """Count one flush; True when a retention pass is due."""
+        """Count one flush; True when a retention pass is due: every ``every_flushes``
+        flushes, or at every flush while a backlog is left, but never sooner than the
+        ``max_share`` of the time allows after the last pass."""
         self._flushes += 1
+        if time.monotonic() < self._next_pass:
+            return False
         return bool(self.backlog) or self._flushes % self.retention.every_flushes == 0
 
     def prune(self, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -276,6 +280,8 @@ class Retainer:
         self.stats.passes += 1
         self.stats.last_pass_s = time.monotonic() - began
         self.stats.max_pass_s = max(self.stats.max_pass_s, self.stats.last_pass_s)
+        if self.retention.max_share is not None:
+            self._next_pass = time.monotonic() + self.stats.last_pass_s / self.retention.max_share
         return deleted
 
 

@@ -22,6 +22,10 @@ the rows are in. The buffer is bounded (``max_blocked_rows``, ``max_blocked_byte
 full, ``write_batch`` itself waits, retrying, which holds the whole dataflow back (backpressure)
 instead of growing memory. With recovery, a snapshot taken while blocked carries the buffered
 rows, so a crash loses none of them; upserts make the retries and replays idempotent.
+
+**Retention** (``retention``, ``floorsight.retention``): the sink, being the file's only writer,
+also deletes the rows older than each table's horizon, in bounded passes after a flush, and
+writes no row that is already older than it (so a replay cannot bring a deleted row back).
 """
 
 from __future__ import annotations

@@ -111,8 +111,10 @@ def _counts(start: datetime, minutes: int, machine: str = "M01") -> pl.DataFrame
 
 
 def _sink(path: Path, days: float, batch_rows: int) -> DuckDBSink:
-    # every flush a retention pass
-    retention = Retention({"part_counts": days}, every_flushes=1, batch_rows=batch_rows)
+    # every flush a retention pass, however long the last one took
+    retention = Retention(
+        {"part_counts": days}, every_flushes=1, batch_rows=batch_rows, max_share=None
+    )
     return DuckDBSink(path, [PART_COUNTS], flush_interval=timedelta(0), retention=retention)
 
 
