@@ -8,7 +8,7 @@ The sink, the file's only writer, runs it (``pipelines/sink.py``): every ``every
 flushes, one short transaction of its own that deletes at most ``batch_rows`` rows per table
 (the oldest first), so a backlog after turning retention on is worked off over several passes
 instead of holding the file for one long delete, and passes take at most ``max_share`` of the
-time; at the end of a run it works the backlog off completely.
+time; at the end of a run one unbounded pass deletes the rest.
 
 **Replays after recovery.** Bytewax replays the items since the last snapshot; a replayed row
 older than the horizon must not come back. So the sink drops, before it writes, every row
@@ -254,8 +254,9 @@ class Retainer:
             return False
         return bool(self.backlog) or self._flushes % self.retention.every_flushes == 0
 
-    def prune(self, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-        """One bounded pass: deletes at most ``batch_rows`` rows per table, oldest first;
+    def prune(self, con: duckdb.DuckDBPyConnection, bounded: bool = True) -> dict[str, int]:
+        """One pass: deletes at most ``batch_rows`` rows per table, oldest first (every row
+        older than the horizon when not ``bounded``: the end of a run, when no flush waits);
         returns the rows deleted per table (the tables with more left stay in ``backlog``)."""
         began = time.monotonic()
         present = _present_tables(con)
@@ -267,15 +268,18 @@ class Retainer:
             if horizon is None or table not in present:
                 continue
             when = _time_sql(table)
-            n = con.execute(
-                f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
-                f"WHERE {when} < ? ORDER BY {when} LIMIT ?)",
-                [horizon, limit],
-            ).fetchone()[0]
+            if bounded:
+                sql = (
+                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
+                    f"WHERE {when} < ? ORDER BY {when} LIMIT {limit:d})"
+                )
+            else:
+                sql = f"DELETE FROM {table} WHERE {when} < ?"
+            n = con.execute(sql, [horizon]).fetchone()[0]
             if n:
                 deleted[table] = n
                 self.stats.deleted[table] = self.stats.deleted.get(table, 0) + n
-            if n >= limit:
+            if bounded and n >= limit:
                 self.backlog.add(table)
         self.stats.passes += 1
         self.stats.last_pass_s = time.monotonic() - began

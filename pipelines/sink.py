@@ -272,22 +272,20 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
         return self.retainer.drop_expired(frames)
 
     def _prune(self, until_done: bool = False) -> None:
-        """One bounded retention pass (all of them with ``until_done``), each in a transaction
-        of its own; a locked file skips it (the next pass deletes what this one would have)."""
+        """One bounded retention pass (an unbounded one with ``until_done``, at the end), in a
+        transaction of its own; a locked file skips it (the next pass deletes what this one
+        would have)."""
         assert self.retainer is not None
         try:
-            while True:
-                with self._database().write() as con:
-                    deleted = self.retainer.prune(con)
-                if deleted:
-                    log.info(
-                        "%s: retention deleted %s (%.0f ms)",
-                        self._db.path,
-                        deleted,
-                        self.retainer.stats.last_pass_s * 1e3,
-                    )
-                if not (until_done and self.retainer.backlog):
-                    break
+            with self._database().write() as con:
+                deleted = self.retainer.prune(con, bounded=not until_done)
+            if deleted:
+                log.info(
+                    "%s: retention deleted %s (%.0f ms)",
+                    self._db.path,
+                    deleted,
+                    self.retainer.stats.last_pass_s * 1e3,
+                )
         except DatabaseLocked:
             log.info("%s is locked: retention waits for the next pass", self._db.path)
         days = self.retainer.retention.alerts_days
