@@ -345,3 +345,14 @@ def test_compaction_while_the_pipeline_writes_loses_nothing(history, full, tmp_p
     assert len(reports) == 2, "the run ended before it was compacted twice; make it longer"
     # the sink waited while each copy held the file, then wrote into the compacted file
     _assert_retained(_tables(db), tables, horizon)
+
+
+def test_a_clusters_processes_get_the_same_retention() -> None:
+    from floorsight.runner import RunConfig
+
+    cfg = RunConfig(
+        history=Path("h"), context=Path("erp"), db=Path("f.duckdb"), retain_days=["all=30"]
+    )
+    args = cfg.args()  # what `run --processes N` starts each process with
+    assert args[args.index("--retain-days") + 1] == "all=30"
+    assert "--retain-days" not in RunConfig(history=Path("h"), context="erp", db=Path("f")).args()
