@@ -330,6 +330,19 @@ class Outbox:
                 (at, cutoff),
             ).rowcount
 
+    def remove_delivered(self, older_than: timedelta, now: datetime | None = None) -> int:
+        """Delete the notifications delivered more than ``older_than`` ago (retention: the
+        alerts' ``--retain-days``); pending and parked ones are kept whatever their age.
+        Returns how many were deleted. A replay after recovery re-queues only alerts of the
+        last seconds, delivered far later than this cut-off, so none is sent twice."""
+        cutoff = _ts((now or datetime.now(tz=UTC)) - older_than)
+        con = self._connect()
+        with con:
+            return con.execute(
+                "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?",
+                (cutoff,),
+            ).rowcount
+
     def parked(self, destination: str | None = None) -> list[ParkedNotification]:
         """Parked notifications (of one destination, or all), oldest first."""
         rows = (

@@ -500,6 +500,13 @@ def run(
         ),
     ] = None,
     config_file: ConfigFileOption = None,
+    retain_days: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Keep TABLE's rows DAYS behind the newest event time, e.g. all=90 (every "
+            "time-series table) features=30; repeatable (docs/reliability.md, Retention)."
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RecoveryDirError, RunConfig, run_pipeline
@@ -508,6 +515,12 @@ def run(
         raise typer.BadParameter("give one source: --history, --opcua or --mqtt")
     _refuse_password_in_dsn(context, "--context")
     _refuse_credentials_in_uri(mlflow_uri, "--mlflow-uri")
+    from floorsight.retention import RetentionError, parse_retain_days
+
+    try:
+        parse_retain_days(retain_days or [])
+    except RetentionError as e:
+        raise typer.BadParameter(str(e), param_hint="--retain-days") from None
     if history is not None:  # a file that is no readings file stops the run before it starts
         from floorsight.pipelines.replay import HistoryError, check_history
 
@@ -577,6 +590,7 @@ def run(
         states=states,
         models=models,
         config_file=config_file,
+        retain_days=retain_days or [],
     )
     from floorsight.alerts.routing import RoutingError
 
@@ -1151,12 +1165,16 @@ def evaluate(
     typer.echo(json.dumps(result))
 
 
+_PipelineDb = Annotated[Path, typer.Option(help="The pipeline's DuckDB file.")]
+_LockWait = Annotated[
+    float, typer.Option(help="How long to wait for the file's lock (the running sink's).")
+]
+
+
 @app.command()
 def export(
     out: Annotated[Path, typer.Option(help="Folder for the copies (<table>.parquet).")],
-    db: Annotated[Path, typer.Option(help="The pipeline's DuckDB file.")] = Path(
-        "var/floorsight.duckdb"
-    ),
+    db: _PipelineDb = Path("var/floorsight.duckdb"),
     table: Annotated[
         list[str] | None, typer.Option(help="A table to copy (repeat it); default: every one.")
     ] = None,
@@ -1175,6 +1193,64 @@ def export(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--table") from None
     typer.echo(json.dumps({name: str(path) for name, path in copies.items()}))
+
+
+@app.command()
+def compact(
+    db: _PipelineDb = Path("var/floorsight.duckdb"),
+    wait_s: _LockWait = 60.0,
+) -> None:
+    """Rewrite the DuckDB file without the space of deleted rows (after retention).
+
+    Safe while the pipeline runs: the copy holds the file's lock, the sink keeps its rows
+    meanwhile and writes them into the compacted file. Needs free disk for one more copy of
+    the live data. Prints the size before and after and the rows of every table (JSON).
+    """
+    _copy_database(db, wait_s, None)
+
+
+def _copy_database(db: Path, wait_s: float, out: Path | None) -> None:
+    """``compact`` (out None) or ``backup`` (into ``out``), with their errors as usage errors."""
+    from floorsight.retention import CompactionError
+    from floorsight.retention import compact as compact_file
+    from floorsight.storage import DatabaseLocked
+
+    if wait_s < 0:
+        raise typer.BadParameter(f"{wait_s} is negative", param_hint="--wait-s")
+    try:
+        report = compact_file(db, timeout_s=wait_s, out=out)
+    except FileNotFoundError as e:
+        raise typer.BadParameter(str(e), param_hint="--db") from None
+    except FileExistsError as e:
+        raise typer.BadParameter(str(e), param_hint="--out") from None
+    except (DatabaseLocked, CompactionError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        json.dumps(
+            {
+                "db": str(report.path),
+                "mb_before": round(report.bytes_before / 1e6, 2),
+                "mb_after": round(report.bytes_after / 1e6, 2),
+                "seconds": round(report.seconds, 2),
+                "rows": report.rows,
+            }
+        )
+    )
+
+
+@app.command()
+def backup(
+    out: Annotated[Path, typer.Option(help="The backup file to write (a new DuckDB file).")],
+    db: _PipelineDb = Path("var/floorsight.duckdb"),
+    wait_s: _LockWait = 60.0,
+) -> None:
+    """A consistent copy of the DuckDB file while the pipeline writes (compacted as it goes).
+
+    Opens the file read-only for the copy: dashboards go on reading, the sink keeps its rows
+    until the copy is done. Prints the sizes and the rows of every table (JSON).
+    """
+    _copy_database(db, wait_s, out)
 
 
 # ---- floorsight models: the MLflow registry and the champion (issue #8) ----

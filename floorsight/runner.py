@@ -35,6 +35,7 @@ from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_fl
 from floorsight.pipelines.replay import ReplaySource
 from floorsight.pipelines.signals import load_states
 from floorsight.pipelines.validate import ReadingRules
+from floorsight.retention import parse_retain_days
 from floorsight.settings_file import plant_settings
 
 log = logging.getLogger("floorsight.run")
@@ -93,6 +94,8 @@ class RunConfig:
     #: the configuration file (``--config``): its ``[pipeline]`` settings; a cluster's
     #: processes read it again
     config_file: Path | None = None
+    #: ``--retain-days TABLE=DAYS`` values (``floorsight.retention``; empty: keep everything)
+    retain_days: list[str] = field(default_factory=list)
 
     @property
     def outbox(self) -> Path:
@@ -129,6 +132,8 @@ class RunConfig:
             out += ["--models", str(self.models)]
         if self.config_file is not None:
             out += ["--config", str(self.config_file)]
+        for value in self.retain_days:
+            out += ["--retain-days", value]
         return out
 
     def _source_args(self) -> tuple[str, ...]:
@@ -212,6 +217,7 @@ def run_pipeline(cfg: RunConfig) -> int:
         states=load_states(cfg.states),
         models=load_model_settings(cfg.models) if cfg.models is not None else {},
         hygiene=load_alert_hygiene(cfg.models) if cfg.models is not None else AlertHygiene(),
+        retention=parse_retain_days(cfg.retain_days),
     )
     stop = threading.Event()
     if cfg.opcua is not None:

@@ -275,6 +275,16 @@ class Database:
             con.close()
 
     @contextmanager
+    def hold(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection outside any transaction, the file lock held until exit (for
+        maintenance that needs statements a transaction refuses: ``ATTACH``, ``CHECKPOINT``)."""
+        con = _connect(self.path, read_only=False, timeout_s=self.lock_timeout_s)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection for one query or one page refresh."""
         con = _connect(self.path, read_only=True, timeout_s=self.lock_timeout_s)

@@ -58,6 +58,7 @@ from floorsight.pipelines.tables import (
 )
 from floorsight.pipelines.validate import Catalogue, ReadingRules, check_batch, dead_letters
 from floorsight.records import Signals
+from floorsight.retention import Retention
 from floorsight.storage import COPIED_PREFIX, Database
 
 if TYPE_CHECKING:  # scikit-learn and MLflow load only when a champion is configured
@@ -125,6 +126,9 @@ class PipelineSettings:
     #: how machine states from the floor are classified (PackML codes and common words unless
     #: the plant's own table is given: ``--states``)
     states: StateTable = field(default_factory=StateTable)
+    #: delete rows older than their table's retention behind the newest event time (None: keep
+    #: everything; ``floorsight.retention``)
+    retention: Retention | None = None
 
     @property
     def alerting(self) -> AlertSettings:
@@ -585,7 +589,12 @@ def build_flow(
     tables = op.merge("tables", *out)
     # (table, (table, frame))
     sink = sink or DuckDBSink(
-        db_path, TABLES, flush_interval=settings.flush_interval, recovery=settings.recovery
+        db_path,
+        TABLES,
+        flush_interval=settings.flush_interval,
+        recovery=settings.recovery,
+        retention=settings.retention,
+        outbox=settings.notify.outbox if settings.notify is not None else None,
     )
     op.output("duckdb", tables, sink)
     return flow

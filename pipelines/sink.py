@@ -22,6 +22,10 @@ the rows are in. The buffer is bounded (``max_blocked_rows``, ``max_blocked_byte
 full, ``write_batch`` itself waits, retrying, which holds the whole dataflow back (backpressure)
 instead of growing memory. With recovery, a snapshot taken while blocked carries the buffered
 rows, so a crash loses none of them; upserts make the retries and replays idempotent.
+
+**Retention** (``retention``, ``floorsight.retention``): the sink, being the file's only writer,
+also deletes the rows older than each table's horizon, in bounded passes after a flush, and
+writes no row that is already older than it (so a replay cannot bring a deleted row back).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from pathlib import Path
 import polars as pl
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from floorsight.alerts.outbox import Outbox
+from floorsight.retention import Retainer, Retention
 from floorsight.storage import Database, DatabaseLocked, TableSpec
 
 log = logging.getLogger(__name__)
@@ -83,6 +89,8 @@ class DuckDBSink(FixedPartitionedSink[TableRows, Buffer | None]):
         max_blocked_bytes: int = 256 * 2**20,
         max_retry_interval: timedelta = timedelta(seconds=2),
         warn_every: timedelta = timedelta(seconds=30),
+        retention: Retention | None = None,
+        outbox: Path | None = None,
     ) -> None:
         self.path = Path(path)
         self.tables = tables
@@ -105,6 +113,10 @@ class DuckDBSink(FixedPartitionedSink[TableRows, Buffer | None]):
         self.max_retry_interval = max_retry_interval
         #: how often the WARNING is repeated while the file stays locked
         self.warn_every = warn_every
+        #: delete rows older than their table's horizon (``floorsight.retention``), and the
+        #: delivered notifications of ``outbox`` older than the alerts' retention
+        self.retention = retention
+        self.outbox = outbox
 
     def list_parts(self) -> list[str]:
         return [str(self.path)]
@@ -149,6 +161,9 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
         self._next_try = 0.0
         self._warned_at = 0.0
         self.lock_stats = LockStats()
+        self.retainer = Retainer(sink.retention) if sink.retention is not None else None
+        self._outbox = sink.outbox
+        self._outbox_store: Outbox | None = None
         # rows a snapshot taken while blocked carried (they were not in the file yet)
         for table, frames in (resume_state or {}).items():
             for frame in frames:
@@ -186,6 +201,8 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
     def close(self) -> None:
         if self._rows:
             self.wait_for(self._flush, "closing: the last rows wait for the file")
+        if self.retainer is not None:
+            self._prune(until_done=True)
 
     # -- the buffer --------------------------------------------------------------------------
     def _add(self, table: str, frame: pl.DataFrame) -> None:
@@ -217,6 +234,8 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
         self._rows = 0
         self._bytes = 0
         self._last_flush = time.monotonic()
+        if self.retainer is not None and self.retainer.flushed():
+            self._prune()
 
     def _recount(self) -> None:
         frames = [f for parts in self._buffer.values() for f in parts]
@@ -236,9 +255,44 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
 
     def _commit(self, frames: Buffer) -> None:
         self._create_tables()
+        if self.retainer is not None:
+            frames = self._retained(frames)
         self._database().upsert(frames)
         if self._on_commit is not None:
             self._on_commit(frames)
+
+    # -- retention ----------------------------------------------------------------------------
+    def _retained(self, frames: Buffer) -> Buffer:
+        """``frames`` without the rows older than the horizon, the watermark moved first."""
+        assert self.retainer is not None
+        if not self.retainer.loaded:  # a resumed run: the file's newest event time counts
+            with self._database().write() as con:
+                self.retainer.load(con)
+        self.retainer.observe(frames)
+        return self.retainer.drop_expired(frames)
+
+    def _prune(self, until_done: bool = False) -> None:
+        """One bounded retention pass (an unbounded one with ``until_done``, at the end), in a
+        transaction of its own; a locked file skips it (the next pass deletes what this one
+        would have)."""
+        assert self.retainer is not None
+        try:
+            with self._database().write() as con:
+                deleted = self.retainer.prune(con, bounded=not until_done)
+            if deleted:
+                log.info(
+                    "%s: retention deleted %s (%.0f ms)",
+                    self._db.path,
+                    deleted,
+                    self.retainer.stats.last_pass_s * 1e3,
+                )
+        except DatabaseLocked:
+            log.info("%s is locked: retention waits for the next pass", self._db.path)
+        days = self.retainer.retention.alerts_days
+        if self._outbox is not None and days is not None and self._outbox.exists():
+            if self._outbox_store is None:
+                self._outbox_store = Outbox(self._outbox)
+            self._outbox_store.remove_delivered(timedelta(days=days))
 
     # -- another process holding the file ---------------------------------------------------
     def _try(self, write: Callable[[], None]) -> bool:
