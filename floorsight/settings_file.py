@@ -506,10 +506,17 @@ def _check_structured(document: Mapping, result: SettingsFile, problems: list[st
             result.routing = routing
     retention = _pydantic(Retention, _table(document, "retention", problems), "retention", problems)
     if retention is not None and retention.days:
-        known = _table_names()
-        for table in retention.days:
+        from floorsight.retention import ALL, TIME_COLUMNS, RetentionError, parse_retain_days
+
+        known = sorted({ALL, *TIME_COLUMNS})
+        for table, days in retention.days.items():
             if table not in known:
-                problems.append(_unknown(f"retention.days.{table}", known, "no such table"))
+                problems.append(_unknown(f"retention.days.{table}", known, "not retainable"))
+                continue
+            try:  # the option's own rules, so the file and --retain-days agree
+                parse_retain_days([f"{table}={days}"])
+            except RetentionError as e:
+                problems.append(f"retention.days.{table}: {e}")
         result.retention = dict(retention.days)
     pipeline = _pydantic(
         PlantSettings, _table(document, "pipeline", problems), "pipeline", problems
@@ -543,12 +550,6 @@ def _model_problem(message: str) -> str:
     if found:
         return f"models.{found[1]}: {found[2]}"
     return message
-
-
-def _table_names() -> list[str]:
-    from floorsight.pipelines.flow import TABLES
-
-    return sorted(spec.name for spec in TABLES)
 
 
 def plant_settings(path: Path | None) -> PlantSettings:

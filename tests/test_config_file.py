@@ -368,7 +368,7 @@ def test_a_secret_written_in_the_file_is_refused_without_repeating_it(tmp_path) 
         ("[models.spcc]\nrules = 'nelson'", "no model named 'spcc'"),
         ("[alerts]\nhold_s = -1", "alerts.hold_s: must be >= 0"),
         ("[routing]\nroles = 3", "routing.roles: input should be a valid dictionary"),
-        ("[retention]\ndays = {featurs = 3}", "retention.days.featurs: no such table"),
+        ("[retention]\ndays = {featurs = 3}", "retention.days.featurs: not retainable"),
         ("[retention]\ndays = {features = 0}", "retention.days.features: must be >= 1"),
         ("[pipeline]\nlateness_s = -2", "pipeline.lateness_s: must be >= 0"),
         ("[pipeline]\nsensor_ranges = {t = [5, 1]}", "sensor_ranges.t: low must be below high"),
