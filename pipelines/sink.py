@@ -37,6 +37,7 @@ from pathlib import Path
 import polars as pl
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from floorsight.metrics import HEALTH, METRICS
 from floorsight.storage import Database, DatabaseLocked, TableSpec
 
 log = logging.getLogger(__name__)
@@ -235,8 +236,14 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
         return self._db if self._blocked_since is None else self._db_once
 
     def _commit(self, frames: Buffer) -> None:
-        self._create_tables()
-        self._database().upsert(frames)
+        began = time.monotonic()
+        HEALTH.write_began()  # a write that hangs turns /healthz unhealthy (floorsight.metrics)
+        try:
+            self._create_tables()
+            self._database().upsert(frames)
+        finally:
+            HEALTH.write_ended()
+        METRICS.committed(frames, time.monotonic() - began)
         if self._on_commit is not None:
             self._on_commit(frames)
 
@@ -269,6 +276,7 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
         self._next_try = now + random.uniform(ceiling / 2, ceiling)
         self.lock_stats.max_buffered_rows = max(self.lock_stats.max_buffered_rows, self._rows)
         holder = f"PID {e.holder_pid}" if e.holder_pid is not None else "another connection"
+        HEALTH.write_failed(f"{self._db.path} is locked by {holder}")
         if self._blocked_since is None:
             self._blocked_since = self._warned_at = now
             self.lock_stats.episodes += 1
@@ -296,6 +304,7 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
     def _unblocked(self) -> None:
         if self._blocked_since is None:
             return
+        HEALTH.write_succeeded()
         blocked_s = time.monotonic() - self._blocked_since
         self.lock_stats.blocked_s += blocked_s
         log.info(
