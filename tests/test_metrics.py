@@ -10,6 +10,7 @@ delivering.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -22,10 +23,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import polars as pl
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from floorsight.metrics import reason_kind
+from floorsight.alerts.outbox import Outbox
+from floorsight.metrics import Health, PipelineMetrics, reason_kind
 from floorsight.pipelines.flow import TABLES
+from floorsight.pipelines.validate import ReadingRules, validate_readings
 from floorsight.records import READING_SCHEMA, FaultKind
 from floorsight.simulators import Fault, build_plant
 from floorsight.simulators.history import write_history
@@ -177,6 +181,105 @@ def test_the_counts_match_the_tables_the_run_wrote(history, tmp_path) -> None:
     assert samples[("floorsight_process_info", (("process_id", "0"), ("version", "0.1.0")))] == 1
     assert health is not None and health[0] == 200
     assert json.loads(health[1])["status"] == "ok"
+
+
+def test_each_process_of_a_cluster_serves_its_own_port(history, tmp_path) -> None:
+    """``--processes 2 --metrics-port P``: process 0 on P, process 1 on P + 1, each counting
+    what it read; together every reading once."""
+    proc, base = _start(
+        *("--history", str(history / "readings"), "--context", str(history / "erp")),
+        *("--db", str(tmp_path / "c.duckdb"), "--processes", "2"),
+    )
+    port = int(base.rsplit(":", 1)[1])
+    try:
+        samples = [_until_finished(proc, f"http://127.0.0.1:{port + i}") for i in range(2)]
+    finally:
+        children = [
+            int(c)
+            for task in Path(f"/proc/{proc.pid}/task").glob("*")
+            for c in (task / "children").read_text().split()
+        ]
+        for child in children:
+            Path(f"/proc/{child}").exists() and os.kill(child, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    ids = [
+        dict(k[1])["process_id"] for s in samples for k in s if k[0] == "floorsight_process_info"
+    ]
+    assert ids == ["0", "1"]
+    read = [s.get(("floorsight_readings_total", (("source", "history"),)), 0) for s in samples]
+    assert all(n > 0 for n in read), read  # each process reads its own partition
+    assert sum(read) == pl.read_parquet(history / "readings" / "*.parquet").height
+    windows = Database(tmp_path / "c.duckdb", TABLES).query("SELECT count(*) AS n FROM features")
+    assert sum(s[("floorsight_windows_closed_total", ())] for s in samples) == windows["n"][0]
+
+
+def test_outbox_gauges_are_read_from_the_outbox_file(tmp_path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite", max_age=timedelta(hours=1))
+    queued = datetime(2026, 1, 5, tzinfo=UTC)
+    for key in ("a", "b", "c"):
+        outbox.enqueue("ops-webhook", key, {"alert_id": key}, now=queued)
+    outbox.enqueue("quality-mail", "a", {"alert_id": "a"}, now=queued)
+
+    def refuse(destination: str, payload: dict) -> None:
+        raise ConnectionRefusedError("the receiver is down")
+
+    later = queued + timedelta(hours=2)
+    outbox.deliver({"ops-webhook": refuse, "quality-mail": refuse}, now=later)
+    outbox.park_expired(later)  # too old, and their destinations failing: all four parked
+    outbox.enqueue("ops-webhook", "d", {"alert_id": "d"}, now=later)
+    registry = CollectorRegistry()
+    PipelineMetrics(registry, Health()).watch_outbox(outbox.counts)
+    text = generate_latest(registry).decode()
+    samples = {
+        (s.name, s.labels.get("destination")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("floorsight_outbox_pending", "ops-webhook")] == 1
+    assert samples[("floorsight_outbox_parked", "ops-webhook")] == 3
+    assert samples[("floorsight_outbox_pending", "quality-mail")] == 0
+    assert samples[("floorsight_outbox_parked", "quality-mail")] == 1
+
+
+def test_every_reason_the_validation_gives_has_a_kind_of_its_own() -> None:
+    """Dead-letter reasons carry values and ids; their label is the rule (bounded)."""
+    now = datetime.now(tz=UTC)
+    rules = ReadingRules.live(
+        ranges={"spindle_temp_c": (-50.0, 400.0)}, known_machines=frozenset({"M01", "M 01"})
+    )
+    T0 = now.replace(microsecond=0)  # noqa: N806 (live rules: event times near the wall clock)
+    rows = [
+        ("M01", "spindle_temp_c", T0, float("nan")),
+        ("M01", "spindle_temp_c", T0, float("inf")),
+        ("M01", "spindle_temp_c", T0, None),
+        ("M01", "spindle_temp_c", T0, 900.0),
+        ("M01", "vibration_mm_s", T0, 1e18),
+        ("M01", "vibration_mm_s", None, 1.0),
+        ("M01", "vibration_mm_s", datetime(1960, 1, 1, tzinfo=UTC), 1.0),
+        ("", "vibration_mm_s", T0, 1.0),
+        ("M 01", "vibration_mm_s", T0, 1.0),
+        ("M02", "vibration_mm_s", T0, 1.0),
+        ("M01", "vibration_mm_s", now + timedelta(days=1), 1.0),
+        ("M01", "vibration_mm_s", now - timedelta(days=400), 1.0),
+    ]
+    readings = pl.DataFrame(rows, schema=READING_SCHEMA, orient="row")
+    dead = validate_readings(readings, rules, "readings", now=now).dead
+    kinds = dead.select(reason_kind(pl.col("reason")).alias("kind"))["kind"].to_list()
+    assert kinds == [
+        "value_nan",
+        "value_infinite",
+        "value_missing",
+        "value_out_of_range",
+        "value_beyond_bound",
+        "timestamp_missing",
+        "timestamp_out_of_bounds",
+        "id_missing",
+        "id_invalid",
+        "unknown_machine",
+        "timestamp_in_future",
+        "timestamp_in_past",
+    ], dead["reason"].to_list()
 
 
 def test_healthz_names_the_sink_while_another_process_holds_the_database(history, tmp_path) -> None:
