@@ -35,6 +35,7 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     make_wsgi_app,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -374,6 +375,9 @@ def serve(
     registry: CollectorRegistry = REGISTRY,
 ) -> ThreadingWSGIServer:
     """Serve ``/metrics`` and ``/healthz`` on ``address:port`` from a daemon thread."""
+    # no ``*_created`` series beside every counter: they double the series for a start time
+    # that ``process_start_time_seconds`` already gives
+    disable_created_metrics()
 
     class Server(ThreadingWSGIServer):
         address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
