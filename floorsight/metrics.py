@@ -2,9 +2,9 @@
 
 The counters live where the data is: the dataflow counts what its source delivers, the dead
 letters, closed windows and opened alerts (``pipelines/flow.py``), the sink its flushes and the
-rows it wrote (``pipelines/sink.py``); the outbox gauges are read from the outbox file at each
-scrape. Everything is counted per batch (a frame's height, one ``group_by`` for the dead
-letters' reasons), never per reading.
+rows it wrote (``pipelines/sink.py``), the outbox its delivery attempts (``alerts/outbox.py``);
+the outbox gauges are read from the outbox file at each scrape. Everything is counted per
+batch (a frame's height, one ``group_by`` for the dead letters' reasons), never per reading.
 
 :class:`Health` holds what ``/healthz`` judges: when the source last delivered (a live source
 that delivered nothing for ``stuck_after_s`` is *stuck*; a history replay never is) and whether
@@ -214,6 +214,12 @@ class PipelineMetrics:
             "Rows the sink committed to the database, by table.",
             "table",
         )
+        self.notifications = counter(
+            "floorsight_notifications",
+            "Delivery attempts of the alert outbox by destination and outcome (delivered, failed).",
+            "destination",
+            "outcome",
+        )
         self.flush_seconds = Histogram(
             "floorsight_sink_flush_seconds",
             "Duration of the sink's committed writes (one transaction each).",
@@ -289,6 +295,14 @@ class PipelineMetrics:
         self.flush_seconds.observe(seconds)
         for table, parts in frames.items():
             self.rows_written.labels(table).inc(sum(f.height for f in parts))
+
+    # -- counted by the outbox -------------------------------------------------------------
+    def notified(self, destination: str, delivered: int, failed: int) -> None:
+        """One delivery round of a destination: notifications accepted, attempts failed."""
+        if delivered:
+            self.notifications.labels(destination, "delivered").inc(delivered)
+        if failed:
+            self.notifications.labels(destination, "failed").inc(failed)
 
     # -- read at each scrape ---------------------------------------------------------------
     def watch_outbox(self, counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from floorsight.alerts.outbox import Outbox
-from floorsight.metrics import Health, PipelineMetrics, reason_kind
+from floorsight.metrics import REGISTRY, Health, PipelineMetrics, reason_kind
 from floorsight.pipelines.flow import TABLES
 from floorsight.pipelines.validate import ReadingRules, validate_readings
 from floorsight.records import READING_SCHEMA, FaultKind
@@ -228,6 +228,16 @@ def test_outbox_gauges_are_read_from_the_outbox_file(tmp_path) -> None:
     outbox.deliver({"ops-webhook": refuse, "quality-mail": refuse}, now=later)
     outbox.park_expired(later)  # too old, and their destinations failing: all four parked
     outbox.enqueue("ops-webhook", "d", {"alert_id": "d"}, now=later)
+    counted = {
+        (d, outcome): REGISTRY.get_sample_value(
+            "floorsight_notifications_total", {"destination": d, "outcome": outcome}
+        )
+        for d in ("ops-webhook", "quality-mail")
+        for outcome in ("delivered", "failed")
+    }
+    # one probe per destination and round: one failed attempt each, nothing delivered
+    assert counted[("ops-webhook", "failed")] == counted[("quality-mail", "failed")] == 1
+    assert counted[("ops-webhook", "delivered")] is None
     registry = CollectorRegistry()
     PipelineMetrics(registry, Health()).watch_outbox(outbox.counts)
     text = generate_latest(registry).decode()
