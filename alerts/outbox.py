@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from floorsight.config import private_dir
+from floorsight.metrics import METRICS
 
 #: A sender returns normally when the destination accepted the payload, raises otherwise.
 Sender = Callable[[str, dict], None]
@@ -277,6 +278,7 @@ class Outbox:
                 send(key, json.loads(payload))
             except Exception as e:  # any failure means: retry later, or park
                 self._failed(destination, key, attempts, queued_at, now, f"{type(e).__name__}: {e}")
+                METRICS.notified(destination, delivered, 1)
                 return delivered, 1
             with con:
                 con.execute(
@@ -286,6 +288,7 @@ class Outbox:
                 )
                 con.execute("DELETE FROM outbox_destinations WHERE destination = ?", (destination,))
             delivered += 1
+        METRICS.notified(destination, delivered, 0)
         return delivered, 0
 
     def _failed(

@@ -507,6 +507,39 @@ def run(
             "time-series table) features=30; repeatable (docs/reliability.md, Retention)."
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus /metrics and /healthz on this port (with --processes P, "
+            "process i on PORT+i; docs/operations.md).",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
+    metrics_address: Annotated[
+        str, typer.Option(help="Address the metrics server binds (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    stuck_after_s: Annotated[
+        float,
+        typer.Option(
+            help="/healthz: a live source that delivered nothing this long is stuck.", min=0.1
+        ),
+    ] = 60.0,
+    sink_stuck_after_s: Annotated[
+        float,
+        typer.Option(
+            help="/healthz: database writes failing or unfinished this long fail the sink check.",
+            min=0.1,
+        ),
+    ] = 30.0,
+    metrics_linger_s: Annotated[
+        float,
+        typer.Option(
+            help="Keep /metrics up this long after a history's end (or until SIGTERM), so a "
+            "scraper gets the final counts.",
+            min=0.0,
+        ),
+    ] = 0.0,
 ) -> None:
     """Run the pipeline over history files (to their end) or a live OPC-UA server."""
     from floorsight.runner import RecoveryDirError, RunConfig, run_pipeline
@@ -537,6 +570,12 @@ def run(
             raise typer.BadParameter(str(e), param_hint="--states") from None
     if models is not None:  # so does a bad models file
         _read_models_file(models)
+    if metrics_port is not None and process_id is None and metrics_port + processes - 1 > 65535:
+        raise typer.BadParameter(
+            f"process {processes - 1} would serve port {metrics_port + processes - 1} "
+            "(ports end at 65535)",
+            param_hint="--metrics-port",
+        )
     mqtt_password = None
     if mqtt is not None and mqtt_share is not None and mqtt_format == "sparkplug":
         # a shared subscription spreads an edge node's messages over the partitions: its births
@@ -591,13 +630,21 @@ def run(
         models=models,
         config_file=config_file,
         retain_days=retain_days or [],
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
+        stuck_after_s=stuck_after_s,
+        sink_stuck_after_s=sink_stuck_after_s,
+        metrics_linger_s=metrics_linger_s,
     )
     from floorsight.alerts.routing import RoutingError
+    from floorsight.metrics import MetricsServerError
 
     try:
         code = run_pipeline(cfg)
     except RecoveryDirError as e:
         raise typer.BadParameter(str(e), param_hint="--recovery") from None
+    except MetricsServerError as e:  # the port taken, or an address not of this host
+        raise typer.BadParameter(e.strerror, param_hint="--metrics-port") from None
     except RoutingError as e:  # a missing secret, an exposed secret file, a bad rule
         raise typer.BadParameter(str(e), param_hint="--routing") from None
     except FileNotFoundError as e:  # a context path without its files, say

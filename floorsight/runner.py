@@ -19,7 +19,7 @@ import stat
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -96,6 +96,17 @@ class RunConfig:
     config_file: Path | None = None
     #: ``--retain-days TABLE=DAYS`` values (``floorsight.retention``; empty: keep everything)
     retain_days: list[str] = field(default_factory=list)
+    #: serve Prometheus /metrics and /healthz on this port (None: don't); with
+    #: ``processes`` > 1 process i serves ``metrics_port + i``
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    #: /healthz: a live source that delivered nothing this long is stuck
+    stuck_after_s: float = 60.0
+    #: /healthz: sink writes failing or not completing this long make the sink unhealthy
+    sink_stuck_after_s: float = 30.0
+    #: keep serving /metrics this long after a history's end (until SIGTERM), so that a
+    #: scraper gets the final counts of a replay
+    metrics_linger_s: float = 0.0
 
     @property
     def outbox(self) -> Path:
@@ -134,6 +145,12 @@ class RunConfig:
             out += ["--config", str(self.config_file)]
         for value in self.retain_days:
             out += ["--retain-days", value]
+        if self.metrics_port is not None:
+            out += ["--metrics-port", str(self.metrics_port)]
+            out += ["--metrics-address", self.metrics_address]
+            out += ["--stuck-after-s", str(self.stuck_after_s)]
+            out += ["--sink-stuck-after-s", str(self.sink_stuck_after_s)]
+            out += ["--metrics-linger-s", str(self.metrics_linger_s)]
         return out
 
     def _source_args(self) -> tuple[str, ...]:
@@ -219,6 +236,8 @@ def run_pipeline(cfg: RunConfig) -> int:
         hygiene=load_alert_hygiene(cfg.models) if cfg.models is not None else AlertHygiene(),
         retention=parse_retain_days(cfg.retain_days),
     )
+    if cfg.metrics_port is not None:
+        _serve_metrics(cfg)
     stop = threading.Event()
     if cfg.opcua is not None:
         from floorsight.pipelines.opcua_source import source_for_run
@@ -267,7 +286,7 @@ def run_pipeline(cfg: RunConfig) -> int:
         )
     # the first context load's suites run and report in one process of a cluster
     context = ContextStore(cfg.context, report_first=cfg.process_id in (None, 0))
-    flow = build_flow(source, context, cfg.db, settings, champion=champion)
+    flow = build_flow(source, context, cfg.db, settings, champion=champion, source_name=_kind(cfg))
     delivery = dispatcher.start() if dispatcher is not None else None
     try:
         with stop_on_signals(stop, log.warning, "stopping: flushing the database ..."):
@@ -284,7 +303,20 @@ def run_pipeline(cfg: RunConfig) -> int:
             thread, done = delivery
             done.set()
             thread.join(timeout=60)
+    if cfg.metrics_port is not None:
+        _linger(cfg, stop)
     return 0
+
+
+def _linger(cfg: RunConfig, stop: threading.Event) -> None:
+    """The run's end in the metrics, and /metrics kept up ``metrics_linger_s`` longer."""
+    from floorsight.metrics import HEALTH
+
+    HEALTH.finished()
+    if cfg.metrics_linger_s > 0 and not stop.is_set():
+        log.info("finished: /metrics stays up %g s (or until SIGTERM)", cfg.metrics_linger_s)
+        with stop_on_signals(stop, log.info, "metrics server stopping"):
+            stop.wait(cfg.metrics_linger_s)
 
 
 class RecoveryDirError(ValueError):
@@ -310,12 +342,33 @@ def _init_recovery(directory: Path) -> None:
     init_db_dir(directory, 1)
 
 
+def _kind(cfg: RunConfig) -> str:
+    """The source's name in the metrics' ``source`` label."""
+    return "history" if cfg.history is not None else "opcua" if cfg.opcua is not None else "mqtt"
+
+
+def _serve_metrics(cfg: RunConfig) -> None:
+    """Serve /metrics and /healthz of this process (``floorsight.metrics``)."""
+    from floorsight.metrics import HEALTH, METRICS, serve
+
+    HEALTH.configure(cfg.history is None, cfg.stuck_after_s, cfg.sink_stuck_after_s)
+    METRICS.set_process(cfg.process_id)
+    if cfg.routing is not None:
+        outbox = Outbox(cfg.outbox)
+        METRICS.watch_outbox(outbox.counts)
+    serve(cfg.metrics_address, cfg.metrics_port)
+    log.info("metrics on http://%s:%d/metrics and /healthz", cfg.metrics_address, cfg.metrics_port)
+
+
 def _spawn_cluster(cfg: RunConfig) -> int:
     addresses = [f"127.0.0.1:{_free_port()}" for _ in range(cfg.processes)]
+    # process i serves metrics on the given port + i
+    port = cfg.metrics_port
     procs = [
         subprocess.Popen(
             [
-                *(sys.executable, "-m", "floorsight.cli", "run", *cfg.args()),
+                *(sys.executable, "-m", "floorsight.cli", "run"),
+                *replace(cfg, metrics_port=None if port is None else port + i).args(),
                 *("--process-id", str(i), "--addresses", ";".join(addresses)),
             ]
         )

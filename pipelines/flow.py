@@ -36,6 +36,7 @@ from floorsight.alerts.routing import Routing
 from floorsight.alerts.tables import INCIDENTS
 from floorsight.features import FEATURES, WindowAggregator
 from floorsight.features.expectations import VALIDATION_RESULTS, reports_frame
+from floorsight.metrics import HEALTH, METRICS
 from floorsight.models import SCORES
 from floorsight.models.context import (
     lab_results_by_machine,
@@ -56,7 +57,13 @@ from floorsight.pipelines.tables import (
     SPEC_LIMITS,
     WORK_ORDERS,
 )
-from floorsight.pipelines.validate import Catalogue, ReadingRules, check_batch, dead_letters
+from floorsight.pipelines.validate import (
+    Catalogue,
+    Checked,
+    ReadingRules,
+    check_batch,
+    dead_letters,
+)
 from floorsight.records import Signals
 from floorsight.retention import Retention
 from floorsight.storage import COPIED_PREFIX, Database
@@ -203,19 +210,30 @@ def mirror_context(
     erp = context.current()
     if mirror is not None:
         mirror.hold(erp)
+    HEALTH.write_began()  # a file held by another process holds the start here: /healthz says so
+    try:
+        _mirror(context, db_path, erp)
+    finally:
+        HEALTH.write_ended()
+
+
+def _mirror(context: ContextStore, db_path: Path, erp: ErpContext) -> None:
     # no give-up: a notebook holding the file at start delays the start, never ends it
     db = Database(db_path, TABLES, lock_timeout_s=None)
     db.create()
     dead = context.take_dead()
     reports = context.take_reports()
-    db.upsert(
-        {
-            "work_orders": [erp.work_orders],
-            "spec_limits": [erp.spec_limits],
-            "dead_letters": [dead] if dead is not None else [],
-            "validation_results": [reports_frame(reports)] if reports else [],
-        }
-    )
+    frames = {
+        "work_orders": [erp.work_orders],
+        "spec_limits": [erp.spec_limits],
+        "dead_letters": [dead] if dead is not None else [],
+        "validation_results": [reports_frame(reports)] if reports else [],
+    }
+    began = time.monotonic()
+    db.upsert(frames)
+    METRICS.committed(frames, time.monotonic() - began)
+    if dead is not None:
+        METRICS.table_rows("dead_letters", dead)
     # the rest of the context (lots, genealogy, maintenance log, lab results, ...) as erp_* tables
     for name, frame in erp.records.items():
         db.replace_table(f"{COPIED_PREFIX}{name}", frame)
@@ -379,6 +397,26 @@ class _ScoreLogic(_PickledLogic):
         return [self.score(self.state, value.frame)], StatefulLogic.RETAIN
 
 
+def _count_in(source: str, item: object) -> None:
+    """The metrics of one item from the source: its readings (valid or not) and newest time."""
+    if isinstance(item, Signals):
+        frame = item.frame
+        METRICS.delivered(source, 0, frame["ts"].max() if frame.height else None)
+        if frame.height:
+            HEALTH.delivered()
+        return
+    if isinstance(item, Checked):
+        ok, rows = item.ok, item.ok.height + (item.dead.height if item.dead is not None else 0)
+    else:
+        ok, rows = item, item.height
+    METRICS.delivered(source, rows, ok["ts"].max() if ok.height else None)
+
+
+def _count_rows(_step: str, item: tuple[str, TableRows]) -> None:
+    table, frame = item[1]
+    METRICS.table_rows(table, frame)
+
+
 def build_flow(
     source: Source[pl.DataFrame],
     context: ContextStore,
@@ -387,6 +425,7 @@ def build_flow(
     flow_id: str = "floorsight",
     sink: Sink[tuple[str, TableRows]] | None = None,
     champion: ChampionScorer | None = None,
+    source_name: str = "readings",
 ) -> Dataflow:
     """The dataflow from a source of reading frames to the DuckDB tables in ``db_path``.
 
@@ -394,7 +433,8 @@ def build_flow(
     reports its commits, to measure latency). With ``champion``, the MLflow champion scores
     every machine's closed windows in the score step, once per batch, before the online models
     (its rows raise ``champion`` alerts; a new champion version is picked up while the flow
-    runs).
+    runs). ``source_name`` labels the readings the source delivers in the metrics
+    (``floorsight.metrics``: history, opcua, mqtt).
     """
 
     def new_windows(state: bytes | None) -> _WindowLogic:
@@ -439,6 +479,7 @@ def build_flow(
             feedback.for_machine,
             champion_rows(features),
         )
+        METRICS.alerts_opened(batch.alerts, features)
         snapshots = []
         for machine_id, newest in batch.machines.items() if settings.mlflow_uri else ():
             state = machines[machine_id]
@@ -461,7 +502,9 @@ def build_flow(
     mirror = ContextMirror()
     mirror_context(context, db_path, mirror)
     flow = Dataflow(flow_id)
-    items = op.input("readings", flow, source)
+    items = op.inspect(
+        "count_in", op.input("readings", flow, source), lambda _, item: _count_in(source_name, item)
+    )
     # pl.DataFrame(machine_id, sensor, ts, value) | Checked(ok, dead) | Signals(frame)
     split = op.branch("split_signals", items, lambda item: isinstance(item, Signals))
     signals = op.map("signal_frames", split.trues, lambda s: s.frame)
@@ -586,7 +629,7 @@ def build_flow(
     if settings.mlflow_uri:
         snapshots = op.flat_map("model_snapshots", scored, lambda kv: kv[1].snapshots)
         op.output("mlflow", snapshots, MlflowSnapshotSink(settings.mlflow_uri))
-    tables = op.merge("tables", *out)
+    tables = op.inspect("count_rows", op.merge("tables", *out), _count_rows)
     # (table, (table, frame))
     sink = sink or DuckDBSink(
         db_path,

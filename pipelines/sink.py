@@ -42,6 +42,7 @@ import polars as pl
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from floorsight.alerts.outbox import Outbox
+from floorsight.metrics import HEALTH, METRICS
 from floorsight.retention import Retainer, Retention
 from floorsight.storage import Database, DatabaseLocked, TableSpec
 
@@ -254,10 +255,16 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
         return self._db if self._blocked_since is None else self._db_once
 
     def _commit(self, frames: Buffer) -> None:
-        self._create_tables()
-        if self.retainer is not None:
-            frames = self._retained(frames)
-        self._database().upsert(frames)
+        began = time.monotonic()
+        HEALTH.write_began()  # a write that hangs turns /healthz unhealthy (floorsight.metrics)
+        try:
+            self._create_tables()
+            if self.retainer is not None:
+                frames = self._retained(frames)
+            self._database().upsert(frames)
+        finally:
+            HEALTH.write_ended()
+        METRICS.committed(frames, time.monotonic() - began)
         if self._on_commit is not None:
             self._on_commit(frames)
 
@@ -323,6 +330,7 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
         self._next_try = now + random.uniform(ceiling / 2, ceiling)
         self.lock_stats.max_buffered_rows = max(self.lock_stats.max_buffered_rows, self._rows)
         holder = f"PID {e.holder_pid}" if e.holder_pid is not None else "another connection"
+        HEALTH.write_failed(f"{self._db.path} is locked by {holder}")
         if self._blocked_since is None:
             self._blocked_since = self._warned_at = now
             self.lock_stats.episodes += 1
@@ -350,6 +358,7 @@ class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):
     def _unblocked(self) -> None:
         if self._blocked_since is None:
             return
+        HEALTH.write_succeeded()
         blocked_s = time.monotonic() - self._blocked_since
         self.lock_stats.blocked_s += blocked_s
         log.info(
