@@ -331,7 +331,7 @@ def test_the_run_stops_before_it_starts_on_a_naive_file_and_names_the_fix(tmp_pa
     args = ["run", "--history", str(folder), "--context", str(tmp_path / "erp"), "--db", str(db)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
-    output = " ".join(result.output.split())
+    output = " ".join(result.output.replace("│", " ").split())
     assert "a.csv: ts times have no time zone" in output and "--time-zone" in output
     assert not db.exists()
 
@@ -355,7 +355,7 @@ def test_replay_orders_text_times_by_their_true_instant(tmp_path):
     args += ["--time-zone", "UTC"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "w.csv row 2: t 'nope' is not an ISO 8601 time" in (
-        " ".join(result.output.split())
+        " ".join(result.output.replace("│", " ").split())
     )
 
 
