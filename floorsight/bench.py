@@ -15,6 +15,11 @@ every process runs polars single-threaded, ``threads`` per worker, so one worker
   the dataflow's batches hold; (d) ``duckdb``: DuckDB appending the feature, score and alert rows
   through Arrow in one transaction. Each is expressed in readings per second of the data it
   stands for; every result is also given as a ratio to the slowest limit.
+- **serial floor**: one worker runs every stage one after the other, so its time per reading is
+  at least the limits' times per reading added up (engine, which includes reading the files,
+  + compute + models + DuckDB), all measured in the same run; ``serial_floor_ratio`` is that
+  floor over the one-worker pipeline's time per reading (1.0: no glue at all), in wall-clock
+  and in CPU time (``serial_floor_ratio_cpu``, which other work on the machine inflates less).
 - **latency**: the pipeline in-process on a paced source (the plant's own rate, event time = wall
   time) after an unpaced warm-up; a fault is injected on some machines. For every alert raised
   in the paced phase, each reading of the window that raised it has a latency: from the moment
@@ -184,6 +189,13 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     result["limit_slowest_cpu"] = slowest_cpu
     result["ratio_to_limit_cpu"] = round(result["readings_per_cpu_s"] / per_cpu[slowest_cpu], 3)
     result["limits_readings_per_cpu_s"] = {n: round(v) for n, v in per_cpu.items()}
+    result.update(serial_floor(out, one, readings))
+    echo(
+        f"bench: serial floor ratio {result['serial_floor_ratio']:.2f} "
+        f"(in CPU time {result['serial_floor_ratio_cpu']:.2f}): the stages alone "
+        f"{result['serial_floor_us_per_reading']:.3f} us per reading, the pipeline "
+        f"{result['us_per_reading_1_worker']:.3f} us"
+    )
     result[f"processes_{settings.processes}_workers"] = many["processes"]
     result["scaling_2_workers"] = round(
         result[f"readings_per_s_{settings.processes}_workers"] / result["readings_per_s"], 2
@@ -195,6 +207,32 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     result["load_average"] = {"before": load_before, "after": os.getloadavg()}
     result["seconds"] = round(time.perf_counter() - began, 1)
     return result
+
+
+def serial_floor(limits: dict, one: dict, readings: int) -> dict:
+    """The serial floor: the time per reading of the four stages timed alone (engine, compute,
+    models, DuckDB: the limits) added up, which one worker running them one after the other
+    cannot beat; beside the one-worker pipeline's own time per reading, in wall-clock and in
+    CPU time. ``serial_floor_ratio`` is floor / pipeline: the share of the pipeline's time the
+    stages themselves take (the rest is the glue between them: conversions, Bytewax, flushes)."""
+
+    def us(seconds: float) -> float:
+        return seconds / readings * 1e6
+
+    stages = {n: us(limits[n]["seconds"]) for n in LIMITS}
+    stages_cpu = {n: us(limits[n]["cpu_s"]) for n in LIMITS}
+    floor, floor_cpu = sum(stages.values()), sum(stages_cpu.values())
+    whole, whole_cpu = us(one["seconds"]), us(one["cpu_s"])
+    return {
+        "serial_floor_ratio": round(floor / whole, 3),
+        "serial_floor_ratio_cpu": round(floor_cpu / whole_cpu, 3),
+        "serial_floor_us_per_reading": round(floor, 4),
+        "serial_floor_cpu_us_per_reading": round(floor_cpu, 4),
+        "us_per_reading_1_worker": round(whole, 4),
+        "cpu_us_per_reading_1_worker": round(whole_cpu, 4),
+        "serial_floor_stages_us_per_reading": {n: round(v, 4) for n, v in stages.items()},
+        "serial_floor_stages_cpu_us_per_reading": {n: round(v, 4) for n, v in stages_cpu.items()},
+    }
 
 
 def _feature_rows(db: Path) -> int:
@@ -727,6 +765,13 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         row("limit (c) models: score step outside the dataflow", "limit_models_readings_per_s"),
         row("limit (d) DuckDB: appending the same rows", "limit_duckdb_readings_per_s"),
         f"| scaling, {n} processes / 1 | {result['scaling_2_workers']:.2f} | |",
+        f"| serial floor ratio, 1 worker process: the stages alone (sum of the four limits' "
+        f"time per reading) / the pipeline, wall-clock / CPU | "
+        f"{result['serial_floor_ratio']:.2f} / {result['serial_floor_ratio_cpu']:.2f} "
+        f"({result['serial_floor_us_per_reading']:.3f} / "
+        f"{result['us_per_reading_1_worker']:.3f} us per reading; CPU "
+        f"{result['serial_floor_cpu_us_per_reading']:.3f} / "
+        f"{result['cpu_us_per_reading_1_worker']:.3f} us) | |",
         f"| readings per CPU second (user + system), 1 / {n} processes | "
         f"{result['readings_per_cpu_s']:,} / {result[f'readings_per_cpu_s_{n}_workers']:,} | "
         f"{result['ratio_to_limit_cpu']:.2f} (1 process, to the slowest limit in CPU time: "

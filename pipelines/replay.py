@@ -10,9 +10,15 @@ run starts. A batch with dead letters is emitted as a
 
 The source has ``partitions`` partitions; a machine belongs to partition
 ``crc32(machine_id) % partitions``, so each machine's readings stay in order in one partition
-and any number of workers share the partitions. Each partition's resume state is its
-position (file, row), counting the dead-lettered rows too: after a crash Bytewax restarts it from
-the last snapshot, and what was replayed since is rewritten idempotently by the sink.
+and any number of workers share the partitions. A partition reads only its own rows of a
+Parquet file: it reads the file's machine ids, picks its own, and reads the rows of those
+machines (polars' predicate pushdown: the other rows' cells are not materialised) together with
+the whole file's times and values, which the file's time range is judged on (so the dead letters
+are the same however many partitions read the file). A CSV file has no index to skip by: each
+partition reads it whole and keeps its rows. Each partition's resume state is its
+position (file, row) within its own rows, counting the dead-lettered rows too: after a crash
+Bytewax restarts it from the last snapshot, and what was replayed since is rewritten
+idempotently by the sink.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
@@ -135,9 +142,31 @@ def check_time_zone(time_zone: str | None) -> None:
         ) from e
 
 
-def _read_rows(path: Path, time_zone: str | None, tolerance: timedelta) -> pl.DataFrame:
-    """Every row of the file, parsed, with ``_reason`` (None for a valid reading)."""
-    rows = _parse(_raw_frame(path), path.name, time_zone)
+def _read_rows(
+    path: Path, time_zone: str | None, tolerance: timedelta, part: Partition | None = None
+) -> pl.DataFrame:
+    """Every row of the file, or of ``part``'s machines only, parsed: ``_reason`` (None for a
+    valid reading) and ``_row`` (its row in the file, from 1). Rows outside the time range of
+    the whole file are dead letters, whichever partition reads them."""
+    if part is None or part.count == 1:
+        rows = _parse(_raw_frame(path), path.name, time_zone)
+        span = _time_range(_valid_times(rows["ts"], rows["_reason"]), tolerance)
+    else:
+        frames = _partition_frames(path, part)
+        if frames is not None:  # a Parquet file: this partition's rows, the file's times
+            raw, whole = frames
+            # the whole file decides its time range and whether its times are naive
+            span = None
+            if not _within(whole["ts"], tolerance):
+                ts, _, reason = _parse_cells(whole, path.name, time_zone)
+                span = _time_range(_valid_times(ts, reason), tolerance)
+            rows = _parse(raw, path.name, time_zone, row=raw["_row"], whole_file=False)
+            log.debug("%s: partition %d of %d read %d rows", path.name, *part, raw.height)
+        else:  # CSV (no index to skip by) or ids that are no text: the file, then the rows
+            rows = _parse(_raw_frame(path), path.name, time_zone)
+            log.debug("%s: partition %d of %d read %d rows", path.name, *part, rows.height)
+            span = _time_range(_valid_times(rows["ts"], rows["_reason"]), tolerance)
+            rows = rows.filter(part.keeps(rows["machine_id"]))
     if rows["_reason"].null_count() == rows.height and rows["ts"].is_sorted():
         rows = rows.with_columns(pl.col("ts").set_sorted())  # written in order: no sort
     else:  # valid readings in time order (stable), then the bad rows in file order
@@ -147,7 +176,44 @@ def _read_rows(path: Path, time_zone: str | None, tolerance: timedelta) -> pl.Da
             nulls_last=True,
         )
     # readings outside the file's range become dead letters where they are (first or last)
-    return _outside_range(rows, path.name, tolerance)
+    return _mark_outside(rows, path.name, tolerance, span)
+
+
+def _within(ts: pl.Series, tolerance: timedelta) -> bool:
+    """True when ``ts`` holds times with an offset (UTC inside) that all lie within
+    ``tolerance`` of each other: no gap between the file's readings can then be wider than the
+    tolerance, so no reading is outside the file's time range (see :func:`read_history`)."""
+    if not isinstance(ts.dtype, pl.Datetime) or ts.dtype.time_zone is None:
+        return False
+    first, last = ts.min(), ts.max()
+    return first is None or last - first <= tolerance
+
+
+def _partition_frames(path: Path, part: Partition) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """(``part``'s rows of a Parquet file with ``_row``, the file's ``ts`` and ``value``), or
+    None when the file is no Parquet file with text machine ids (read whole instead)."""
+    if path.suffix != ".parquet":
+        return None
+    try:
+        schema = pl.read_parquet_schema(path)
+        _require(path, list(schema))
+        if schema["machine_id"] != _TEXT:
+            return None
+        scan = pl.scan_parquet(path)
+        ids = scan.select(pl.col("machine_id").unique()).collect()["machine_id"]
+        raw = (
+            scan.select(list(READING_SCHEMA))
+            .with_row_index("_row", offset=1)
+            .filter(part.keeps(pl.col("machine_id"), ids))
+            .with_columns(pl.col("_row").cast(pl.Int64))
+            .collect()
+        )
+        whole = scan.select("ts", "value").collect()
+    except HistoryError:
+        raise
+    except (OSError, pl.exceptions.PolarsError, ValueError) as e:
+        raise HistoryError(f"{path}: not a readable readings file: {_short(e)}") from e
+    return raw, whole
 
 
 def _raw_frame(path: Path, n_rows: int | None = None) -> pl.DataFrame:
@@ -193,17 +259,25 @@ def _as_text(frame: pl.DataFrame, name: str, label: str) -> pl.Series:
         raise HistoryError(f"{label}: column {name} of type {column.dtype} is not text") from e
 
 
-def _parse(frame: pl.DataFrame, label: str, time_zone: str | None) -> pl.DataFrame:
+def _parse(
+    frame: pl.DataFrame,
+    label: str,
+    time_zone: str | None,
+    row: pl.Series | None = None,
+    whole_file: bool = True,
+) -> pl.DataFrame:
     """The four reading columns typed, the raw cells kept, ``_reason`` per row (None: valid).
+
+    ``row`` is each row's row in the file (default: the frame is the file, from row 1). A
+    ``frame`` that is not the ``whole_file`` (one partition's rows) is not refused for naive
+    times: the whole file was judged on that already (:func:`_parse_cells`).
 
     Clean cells cost vectorised casts only: the slower paths (stripped text, Python's ISO
     parser) and the reasons' text are computed for the cells that need them.
     """
-    check_time_zone(time_zone)
-    ts, ts_reason = _parse_times(frame["ts"], label, time_zone)
-    value, value_reason = _parse_values(frame["value"])
-    reason = ts_reason.fill_null(value_reason)
-    row = pl.int_range(1, frame.height + 1, dtype=pl.Int64, eager=True)
+    ts, value, reason = _parse_cells(frame, label, time_zone, whole_file)
+    if row is None:
+        row = pl.int_range(1, frame.height + 1, dtype=pl.Int64, eager=True)
     bad = reason.is_not_null()
     if bad.any():
         named = pl.DataFrame({"row": row.filter(bad), "reason": reason.filter(bad)}).select(
@@ -222,6 +296,16 @@ def _parse(frame: pl.DataFrame, label: str, time_zone: str | None) -> pl.DataFra
             "_reason": reason,
         }
     )
+
+
+def _parse_cells(
+    frame: pl.DataFrame, label: str, time_zone: str | None, whole_file: bool = True
+) -> tuple[pl.Series, pl.Series, pl.Series]:
+    """(times, values, the reason per row: None for a valid reading) of ``ts`` and ``value``."""
+    check_time_zone(time_zone)
+    ts, ts_reason = _parse_times(frame["ts"], label, time_zone, refuse_naive=whole_file)
+    value, value_reason = _parse_values(frame["value"])
+    return ts, value, ts_reason.fill_null(value_reason)
 
 
 def _quoted(text: pl.Expr, limit: int = 60) -> pl.Expr:
@@ -264,9 +348,14 @@ def utc_times(
 
 
 def _parse_times(
-    column: pl.Series, label: str, time_zone: str | None, name: str = "ts"
+    column: pl.Series,
+    label: str,
+    time_zone: str | None,
+    name: str = "ts",
+    refuse_naive: bool = True,
 ) -> tuple[pl.Series, pl.Series]:
-    """(UTC times, null where bad; a reason per bad cell)."""
+    """(UTC times, null where bad; a reason per bad cell). Mostly naive times without
+    ``time_zone`` raise ``HistoryError`` when ``refuse_naive``."""
     n = column.len()
     if isinstance(column.dtype, pl.Datetime):
         if column.dtype.time_zone is not None:
@@ -279,7 +368,7 @@ def _parse_times(
         column = _as_text(pl.DataFrame({name: column}), name, label)
         aware, naive = _iso_times(column)
     naive_times, offset_times = n - naive.null_count(), n - aware.null_count()
-    if time_zone is None and naive_times > offset_times:
+    if refuse_naive and time_zone is None and naive_times > offset_times:
         # more naive times than times with an offset: the file's convention is naive
         first = int(naive.is_not_null().arg_max() or 0)
         cell = column.cast(_TEXT)[first]
@@ -416,18 +505,21 @@ def _parse_values(column: pl.Series) -> tuple[pl.Series, pl.Series]:
     return value, _where(bad, pl.DataFrame({"raw": column}), reason)
 
 
-def _outside_range(rows: pl.DataFrame, label: str, tolerance: timedelta) -> pl.DataFrame:
-    """Dead-letter the readings outside the file's own time range (see :func:`read_history`)."""
-    times = rows["ts"]
-    if rows["_reason"].null_count() < rows.height:  # the valid readings' times only
-        times = times.filter(rows["_reason"].is_null())
+def _valid_times(ts: pl.Series, reason: pl.Series) -> pl.Series:
+    """The times of the valid readings (those without a reason)."""
+    return ts if reason.null_count() == reason.len() else ts.filter(reason.is_null())
+
+
+def _time_range(times: pl.Series, tolerance: timedelta) -> tuple[datetime, datetime] | None:
+    """The file's own time range (see :func:`read_history`) from its valid readings' times;
+    None when no reading can lie outside it."""
     if not times.is_sorted():  # rows straight from _parse (the source sorts them first)
         times = times.sort()
     times = times.filter(times.diff().fill_null(timedelta(1)) != timedelta(0))  # distinct
     stamps = times.to_physical()
     n = stamps.len()
     if n < 3:
-        return rows
+        return None
     # the bulk: without the 0.1 % earliest and latest times, and at least 5 of each when the
     # file has 21 or more (so a few poisoned readings of a small file are outside it too)
     k = max(math.ceil(0.001 * n), min(_BULK_TRIM, (n - 1) // 4))
@@ -438,9 +530,19 @@ def _outside_range(rows: pl.DataFrame, label: str, tolerance: timedelta) -> pl.D
     above = [i for i in wide if i > hi_i]
     below = [i for i in wide if i <= lo_i]
     if not above and not below:
-        return rows
+        return None
     first = times[below[-1]] if below else times[0]
     last = times[above[0] - 1] if above else times[-1]
+    return first, last
+
+
+def _mark_outside(
+    rows: pl.DataFrame, label: str, tolerance: timedelta, span: tuple[datetime, datetime] | None
+) -> pl.DataFrame:
+    """Dead-letter the valid readings of ``rows`` outside ``span`` (None: none is outside)."""
+    if span is None:
+        return rows
+    first, last = span
     outside = (rows["_reason"].is_null() & ((rows["ts"] < first) | (rows["ts"] > last))).fill_null(
         False
     )
@@ -479,6 +581,25 @@ def _split(rows: pl.DataFrame, source: str) -> Checked:
 
 def partition_of(machine_id: str, partitions: int) -> int:
     return zlib.crc32(machine_id.encode()) % partitions
+
+
+class Partition(NamedTuple):
+    """Partition ``index`` of ``count``: the machines with ``partition_of(id, count) == index``,
+    and, in the partition of the empty id, the rows without a machine."""
+
+    index: int
+    count: int
+
+    def keeps(self, machine_id: pl.Expr | pl.Series, ids: pl.Series | None = None):
+        """A mask (or, for an expression, a predicate) of this partition's rows;
+        ``machine_id``'s distinct values are ``ids`` (default: computed from it)."""
+        if ids is None:
+            ids = machine_id.unique()
+        mine = [m for m in ids.drop_nulls().to_list() if partition_of(m, self.count) == self.index]
+        keep = machine_id.is_in(pl.Series(mine, dtype=_TEXT).implode())
+        if self.index == partition_of("", self.count):  # rows without a machine: once
+            keep = keep | machine_id.is_null()
+        return keep
 
 
 @dataclass(frozen=True)
@@ -541,19 +662,13 @@ class _ReplayPartition(StatefulSourcePartition[pl.DataFrame | Checked, Position]
         """This partition's rows of the current file (readings and bad rows, in a fixed order)."""
         if self._frame is None:
             path = self._source.files[self._pos.file]
+            part = Partition(self._index, self._source.partitions)
             try:
-                frame = _read_rows(path, self._source.time_zone, self._source.tolerance)
+                frame = _read_rows(path, self._source.time_zone, self._source.tolerance, part)
             except HistoryError as e:
                 log.warning("%s", e)
                 frame = _unreadable(path, str(e))
-            if self._source.partitions > 1:
-                parts = self._source.partitions
-                ids = frame["machine_id"].drop_nulls().unique().to_list()
-                mine = [m for m in ids if partition_of(m, parts) == self._index]
-                keep = pl.col("machine_id").is_in(mine)
-                if self._index == partition_of("", parts):  # rows without a machine: once
-                    keep = keep | pl.col("machine_id").is_null()
-                frame = frame.filter(keep)
+                frame = frame.filter(part.keeps(frame["machine_id"]))
             self._frame = frame
         return self._frame
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from floorsight.bench import LIMITS, SIZES, write_docs_page
+from floorsight.bench import LIMITS, SIZES, serial_floor, write_docs_page
 
 FIELDS = {
     "readings_per_s",
@@ -41,6 +41,10 @@ FIELDS = {
     "ratio_to_limit_cpu",
     "limits_readings_per_cpu_s",
     "scaling_2_workers",
+    "serial_floor_ratio",
+    "serial_floor_ratio_cpu",
+    "serial_floor_us_per_reading",
+    "us_per_reading_1_worker",
     "readings",
     "feature_rows",
     "settings",
@@ -48,6 +52,19 @@ FIELDS = {
     "load_average",
     "seconds",
 }
+
+
+def test_serial_floor_adds_up_the_stages_and_divides_by_the_pipeline() -> None:
+    # 1 M readings: the stages took 0.1 + 0.2 + 0.3 + 0.2 s alone, the pipeline 1.0 s
+    limits = {
+        name: {"seconds": s, "cpu_s": 2 * s}
+        for name, s in zip(LIMITS, (0.1, 0.2, 0.3, 0.2), strict=True)
+    }
+    floor = serial_floor(limits, {"seconds": 1.0, "cpu_s": 1.6}, 1_000_000)
+    assert floor["serial_floor_us_per_reading"] == pytest.approx(0.8)
+    assert floor["serial_floor_ratio"] == pytest.approx(0.8)
+    assert floor["serial_floor_ratio_cpu"] == pytest.approx(1.0)  # 1.6 CPU s of stages / 1.6
+    assert floor["serial_floor_stages_us_per_reading"]["models"] == pytest.approx(0.3)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +103,13 @@ def test_tiny_bench_prints_every_field(result) -> None:
     assert result["soak_hours"] == tiny.soak_hours
     assert result["soak_rss_mb_max"] >= result["soak_rss_mb_end"] > 0
     assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
+    # the serial floor is the limits of the same run added up, over the one-worker pipeline
+    stages = result["serial_floor_stages_us_per_reading"]
+    assert set(stages) == set(LIMITS)
+    assert result["serial_floor_us_per_reading"] == pytest.approx(sum(stages.values()), abs=1e-3)
+    assert result["serial_floor_ratio"] == pytest.approx(
+        result["serial_floor_us_per_reading"] / result["us_per_reading_1_worker"], abs=2e-3
+    )
 
 
 @pytest.mark.e2e
@@ -97,3 +121,4 @@ def test_docs_page_holds_the_table_the_machine_and_the_command(result, tmp_path)
     assert result["machine"]["cpu"] in text
     assert f"{result['readings_per_s']:,} readings/s" in text
     assert "| measurement | value | ratio to the slowest limit |" in text
+    assert f"{result['serial_floor_ratio']:.2f} / {result['serial_floor_ratio_cpu']:.2f}" in text
