@@ -467,6 +467,7 @@ def run(
 
     if sum(x is not None for x in (history, opcua, mqtt)) != 1:
         raise typer.BadParameter("give one source: --history, --opcua or --mqtt")
+    _check_db_layout(db, db_layout)
     _refuse_password_in_dsn(context, "--context")
     _refuse_credentials_in_uri(mlflow_uri, "--mlflow-uri")
     if history is not None:  # a file that is no readings file stops the run before it starts
@@ -476,7 +477,6 @@ def run(
             check_history(history, time_zone)
         except (HistoryError, FileNotFoundError) as e:
             raise typer.BadParameter(str(e), param_hint="--history") from None
-    _check_db_layout(db, db_layout)
     if states is not None:  # a bad states file stops the run before it starts
         from floorsight.pipelines.signals import StatesFileError, load_states
 

@@ -27,6 +27,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from floorsight.pipelines.shards import shard_of
 from floorsight.storage import Database, partition_files
 from tests.test_outbox import Receiver, webhook_routing
 
@@ -216,14 +217,16 @@ def test_a_cluster_of_hosts_writes_and_notifies_what_one_process_does(
     assert sorted(got) == sorted(expected_tables)
     for name, expected in expected_tables.items():
         assert_frame_equal(got[name], expected, check_exact=False, rel_tol=1e-9), name
+    # each host holds exactly the rows of the machines it reads (partition crc32 % hosts)
+    owners = set()
+    for i in range(count):
+        part = tmp_path / f"host{i}" / f"floorsight.p{i}.duckdb"
+        for table in ("features", "scores", "alerts"):
+            machines = Database(part).query(f"SELECT DISTINCT machine_id FROM {table}")
+            assert {shard_of(m, count) for m in machines["machine_id"]} <= {i}, (i, table)
+        if Database(part).query("SELECT count(*) AS n FROM alerts")["n"][0]:
+            owners.add(i)
     # alerts were raised on more than one host, and every notification arrived once
-    owners = {
-        i
-        for i in range(count)
-        if Database(tmp_path / f"host{i}" / f"floorsight.p{i}.duckdb").query(
-            "SELECT count(*) AS n FROM alerts"
-        )["n"][0]
-    }
     sent = Counter(key for key, _ in receiver.received)
     assert sent == expected_sent and set(sent.values()) == {1}
     if count == 2:
