@@ -582,7 +582,10 @@ notify_app = typer.Typer(
 app.add_typer(notify_app, name="notify")
 app.add_typer(opcua_app, name="opcua")  # browse a server into a tag map; the client certificate
 
-_NOTIFY_DB = Annotated[Path, typer.Option(help="The pipeline's DuckDB file (alert status).")]
+_NOTIFY_DB = Annotated[
+    Path,
+    typer.Option(help="The pipeline's DuckDB file (alert status) or per-process store folder."),
+]
 
 
 @notify_app.callback(invoke_without_command=True)
@@ -702,9 +705,9 @@ _UsersFile = Annotated[
 @dashboard_app.callback(invoke_without_command=True)
 def dashboard(
     ctx: typer.Context,
-    db: Annotated[Path, typer.Option(help="DuckDB file the pipeline writes.")] = Path(
-        "var/floorsight.duckdb"
-    ),
+    db: Annotated[
+        Path, typer.Option(help="DuckDB file the pipeline writes, or its per-process store folder.")
+    ] = Path("var/floorsight.duckdb"),
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
     address: Annotated[
         str,
@@ -1128,9 +1131,9 @@ def evaluate(
 @app.command()
 def export(
     out: Annotated[Path, typer.Option(help="Folder for the copies (<table>.parquet).")],
-    db: Annotated[Path, typer.Option(help="The pipeline's DuckDB file.")] = Path(
-        "var/floorsight.duckdb"
-    ),
+    db: Annotated[
+        Path, typer.Option(help="The pipeline's DuckDB file, or its per-process store folder.")
+    ] = Path("var/floorsight.duckdb"),
     table: Annotated[
         list[str] | None, typer.Option(help="A table to copy (repeat it); default: every one.")
     ] = None,
