@@ -12,6 +12,13 @@ file read-only, runs one query, and closes it before returning, so it never hold
 between calls; a ``duckdb.connect()`` kept open to the live file would stop the pipeline's
 writes for as long as it stays open. For long analyses :func:`copy_tables` copies tables out
 to Parquet files in one short read.
+
+A cluster can write a *partitioned store* instead of one file: a folder with one file per
+pipeline process (``floorsight.p<i>.duckdb``, :func:`partition_file`), each written by its own
+process. Every reader here takes the folder where it takes a file: :meth:`Database.read` then
+attaches every partition file read-only (waiting on each one's lock as on a single file's) and
+shows each table as a view over the partitions, so queries do not change. Writes outside the
+pipeline go to one partition: :func:`partition_holding` finds the one that holds a row.
 """
 
 from __future__ import annotations

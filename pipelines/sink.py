@@ -1,7 +1,9 @@
 """The DuckDB sink: every table the pipeline writes, through one writer per database file.
 
-Items are ``(key, (table name, frame))``; the key is ignored. The sink has one partition per
-database file, so exactly one worker writes a file and workers never contend for its lock.
+Items are ``(key, (table name, frame))``. The sink has one partition per database file, so
+exactly one worker writes a file and workers never contend for its lock: :class:`DuckDBSink`
+writes one file (the key is ignored), :class:`PartitionedDuckDBSink` one file per process of a
+cluster, each with the rows of that process's machines (routed by the key).
 Frames are buffered and written in one transaction per flush (every ``flush_interval``, as soon
 as rows of an urgent table such as ``alerts`` arrive, before every recovery snapshot, and at the
 end), with upserts on each table's key, so replayed items after a restart rewrite the same rows.
