@@ -156,11 +156,12 @@ def history(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(history, tmp_path_factory) -> tuple[dict[str, pl.DataFrame], Counter]:
-    """One process, one DuckDB file: its tables and the notifications it delivered."""
+    """One process, one DuckDB file: its tables and the notifications it delivered (to one of
+    its two webhooks, which got the same)."""
     tmp = tmp_path_factory.mktemp("reference")
-    receiver = Receiver()
+    receivers = [Receiver(), Receiver()]
     try:
-        routing = webhook_routing(tmp / "routing.toml", receiver.url)
+        routing = webhook_routing(tmp / "routing.toml", *(r.url for r in receivers))
         done = subprocess.run(
             [str(FLOORSIGHT), *_run_args(history, tmp / "one.duckdb", routing)],
             capture_output=True,
@@ -170,12 +171,14 @@ def reference(history, tmp_path_factory) -> tuple[dict[str, pl.DataFrame], Count
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     finally:
-        receiver.close()
+        for receiver in receivers:
+            receiver.close()
     tables = _tables(tmp / "one.duckdb")
     assert tables["alerts"].height >= 2 and tables["features"].height > 10_000
-    sent = Counter(key for key, _ in receiver.received)
-    assert sent, "the one process delivered no notification"
-    return tables, sent
+    sent = [Counter(key for key, _ in r.received) for r in receivers]
+    assert sent[0], "the one process delivered no notification"
+    assert sent[0] == sent[1]
+    return tables, sent[0]
 
 
 @pytest.mark.parametrize("count", [2, 3])
@@ -184,9 +187,10 @@ def test_a_cluster_of_hosts_writes_and_notifies_what_one_process_does(
 ) -> None:
     expected_tables, expected_sent = reference
     with network_hosts(count) as hosts:
-        receiver = Receiver(host=hosts.bridge_address)
+        # two destinations, each reachable from every namespace on the bridge's address
+        receivers = [Receiver(host=hosts.bridge_address) for _ in range(2)]
         try:
-            routing = webhook_routing(tmp_path / "routing.toml", receiver.url)
+            routing = webhook_routing(tmp_path / "routing.toml", *(r.url for r in receivers))
             procs = [
                 hosts.start(
                     i,
@@ -199,7 +203,8 @@ def test_a_cluster_of_hosts_writes_and_notifies_what_one_process_does(
             ]
             codes = [p.wait(timeout=600) for p in procs]
         finally:
-            receiver.close()
+            for receiver in receivers:
+                receiver.close()
     for i, code in enumerate(codes):
         assert code == 0, f"host {i}: {(tmp_path / f'host{i}.log').read_text()[-3000:]}"
     # each host wrote only its own partition (and its outbox) in its own folder
@@ -226,8 +231,10 @@ def test_a_cluster_of_hosts_writes_and_notifies_what_one_process_does(
             assert {shard_of(m, count) for m in machines["machine_id"]} <= {i}, (i, table)
         if Database(part).query("SELECT count(*) AS n FROM alerts")["n"][0]:
             owners.add(i)
-    # alerts were raised on more than one host, and every notification arrived once
-    sent = Counter(key for key, _ in receiver.received)
-    assert sent == expected_sent and set(sent.values()) == {1}
+    # alerts were raised on more than one host, and every notification arrived once at each
+    # destination
+    for receiver in receivers:
+        sent = Counter(key for key, _ in receiver.received)
+        assert sent == expected_sent and set(sent.values()) == {1}
     if count == 2:
         assert owners == {0, 1}, "the history should raise alerts on both hosts"

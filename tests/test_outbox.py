@@ -58,15 +58,17 @@ class Receiver:
         self.server.server_close()
 
 
-def webhook_routing(path: Path, url: str) -> Path:
-    """A routing file that sends every alert to the maintenance role's webhook at ``url``."""
+def webhook_routing(path: Path, url: str, *more: str) -> Path:
+    """A routing file that sends every alert to the maintenance role's webhooks: ``url``
+    (destination ``maintenance_hook``) and each of ``more`` (``maintenance_hook_2`` ...)."""
+    names = ["maintenance_hook", *(f"maintenance_hook_{i}" for i in range(2, len(more) + 2))]
+    hooks = "".join(
+        f'[destinations.{name}]\nkind = "webhook"\nurl = "{u}"\n'
+        for name, u in zip(names, (url, *more), strict=True)
+    )
     path.write_text(
-        f"""
-[destinations.maintenance_hook]
-kind = "webhook"
-url = "{url}"
-[roles]
-maintenance = ["maintenance_hook"]
+        f"""{hooks}[roles]
+maintenance = {json.dumps(names)}
 [[rules]]
 roles = ["maintenance"]
 """
