@@ -80,14 +80,16 @@ class Hosts:
 def network_hosts(count: int) -> Iterator[Hosts]:
     """``count`` namespaces with a veth each into a new bridge; all removed on exit."""
     tag = secrets.token_hex(3)  # names unique per run, short enough for an interface
-    bridge, subnet = f"fs{tag}br", _free_subnet()
+    bridge = f"fs{tag}br"
     namespaces, links = [], [bridge]
     try:
         try:
             _ip("netns", "add", f"fs{tag}h0")
         except (subprocess.CalledProcessError, FileNotFoundError) as e:
-            pytest.skip(f"cannot create a network namespace here (ip netns add: {e})")
+            detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else e
+            pytest.skip(f"cannot create a network namespace here (ip netns add: {detail})")
         namespaces.append(f"fs{tag}h0")
+        subnet = _free_subnet()
         _ip("link", "add", bridge, "type", "bridge")
         _ip("addr", "add", f"10.213.{subnet}.1/24", "dev", bridge)
         _ip("link", "set", bridge, "up")
@@ -189,20 +191,25 @@ def test_a_cluster_of_hosts_writes_and_notifies_what_one_process_does(
     with network_hosts(count) as hosts:
         # two destinations, each reachable from every namespace on the bridge's address
         receivers = [Receiver(host=hosts.bridge_address) for _ in range(2)]
+        procs: list[subprocess.Popen] = []
         try:
             routing = webhook_routing(tmp_path / "routing.toml", *(r.url for r in receivers))
-            procs = [
-                hosts.start(
-                    i,
-                    tmp_path / f"host{i}.log",
-                    *_run_args(history, tmp_path / f"host{i}", routing),
-                    *("--db-layout", "per-process", "-w", "1"),
-                    *("--process-id", str(i), "--addresses", hosts.cluster()),
+            for i in range(count):
+                procs.append(
+                    hosts.start(
+                        i,
+                        tmp_path / f"host{i}.log",
+                        *_run_args(history, tmp_path / f"host{i}", routing),
+                        *("--db-layout", "per-process", "-w", "1"),
+                        *("--process-id", str(i), "--addresses", hosts.cluster()),
+                    )
                 )
-                for i in range(count)
-            ]
             codes = [p.wait(timeout=600) for p in procs]
         finally:
+            for proc in procs:  # a host that failed leaves the others waiting for it
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
             for receiver in receivers:
                 receiver.close()
     for i, code in enumerate(codes):
