@@ -26,7 +26,7 @@ import duckdb
 import polars as pl
 
 from floorsight.records import AlertStatus, utc_now
-from floorsight.storage import Database, TableSpec
+from floorsight.storage import Database, TableSpec, partition_holding
 
 
 class AlertAction(StrEnum):
@@ -145,6 +145,12 @@ def _record(
     db = Database(db_path)
     if not db.exists():
         raise ValueError(f"unknown alert {alert_id!r}: there is no database at {db.path}")
+    # in a partitioned store, the file of the process that raised the alert: that process
+    # reads people's labels and acknowledgements (feedback, escalation) from its own file
+    owner = partition_holding(db_path, "alerts", "alert_id", alert_id)
+    if owner is None:
+        raise ValueError(f"unknown alert {alert_id!r}: no partition of {db.path} holds it")
+    db = Database(owner)
     target, allowed = _TRANSITIONS[action]
     event_id = uuid.uuid4().hex
     with db.write() as con:

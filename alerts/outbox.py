@@ -49,6 +49,7 @@ from pathlib import Path
 
 from floorsight.config import private_dir
 from floorsight.metrics import METRICS
+from floorsight.storage import is_partitioned, partition_files
 
 #: A sender returns normally when the destination accepted the payload, raises otherwise.
 Sender = Callable[[str, dict], None]
@@ -90,6 +91,14 @@ def outbox_beside(db: Path) -> Path:
     for readers below the runner (the dashboard) to find it."""
     db = Path(db)
     return db.with_name(db.stem + ".outbox.sqlite")
+
+
+def outboxes_of(db: Path) -> dict[Path, Path]:
+    """Each database file of ``db`` with the outbox beside it: the one file, or each partition
+    file of a partitioned store (every process of a cluster queues and delivers its own
+    machines' alerts; the files present here are this host's processes')."""
+    files = partition_files(db) if is_partitioned(db) else [Path(db)]
+    return {f: outbox_beside(f) for f in files}
 
 
 def _ts(t: datetime) -> str:

@@ -440,7 +440,17 @@ def run(
         str | None,
         typer.Option(help="MQTT: shared subscription group ($share/GROUP/...), a partition each."),
     ] = None,
-    db: Annotated[Path, typer.Option(help="DuckDB file to write.")] = Path("var/floorsight.duckdb"),
+    db: Annotated[
+        Path, typer.Option(help="DuckDB file to write (a folder with --db-layout per-process).")
+    ] = Path("var/floorsight.duckdb"),
+    db_layout: Annotated[
+        str,
+        typer.Option(
+            help="file: one DuckDB file, written by one worker; per-process: --db is a folder "
+            "and process i writes its machines' rows to floorsight.p<i>.duckdb in it "
+            "(docs/architecture.md)."
+        ),
+    ] = "file",
     window_s: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
     batch_rows: Annotated[int, typer.Option(help="Readings per batch.")] = 50_000,
     workers: Annotated[
@@ -546,6 +556,7 @@ def run(
 
     if sum(x is not None for x in (history, opcua, mqtt)) != 1:
         raise typer.BadParameter("give one source: --history, --opcua or --mqtt")
+    _check_db_layout(db, db_layout)
     _refuse_password_in_dsn(context, "--context")
     _refuse_credentials_in_uri(mlflow_uri, "--mlflow-uri")
     from floorsight.retention import RetentionError, parse_retain_days
@@ -612,6 +623,7 @@ def run(
         mqtt=mqtt,
         context=context,
         db=db,
+        db_layout=db_layout,
         routing=routing,
         window_s=window_s,
         batch_rows=batch_rows,
@@ -681,7 +693,10 @@ notify_app = typer.Typer(
 app.add_typer(notify_app, name="notify")
 app.add_typer(opcua_app, name="opcua")  # browse a server into a tag map; the client certificate
 
-_NOTIFY_DB = Annotated[Path, typer.Option(help="The pipeline's DuckDB file (alert status).")]
+_NOTIFY_DB = Annotated[
+    Path,
+    typer.Option(help="The pipeline's DuckDB file (alert status) or per-process store folder."),
+]
 
 
 @notify_app.callback(invoke_without_command=True)
@@ -698,30 +713,33 @@ def notify(
     if ctx.invoked_subcommand is not None:
         return
     from floorsight.alerts.dispatcher import Dispatcher
-    from floorsight.alerts.outbox import Outbox
+    from floorsight.alerts.outbox import Outbox, outboxes_of
     from floorsight.alerts.routing import RoutingError, load_routing
     from floorsight.demo import stop_on_signals
-    from floorsight.runner import outbox_path
+    from floorsight.storage import is_partitioned
 
     if routing is None:
         raise typer.BadParameter("delivery needs --routing (the alert routing file)")
+    # a per-process store: one loop per partition file here, each on its own outbox and file
+    boxes = _outboxes(db) if is_partitioned(db) else outboxes_of(db)
     try:
         rules = load_routing(routing)
-        dispatcher = Dispatcher(Outbox(outbox_path(db)), rules, db_path=db)
+        dispatchers = [Dispatcher(Outbox(box), rules, db_path=f) for f, box in boxes.items()]
     except RoutingError as e:  # also a secret that cannot be read, naming its destination
         raise typer.BadParameter(str(e)) from None
-    if once:
-        report = dispatcher.step()
-    else:
+    if not once:
         stop = threading.Event()
+        loops = [threading.Thread(target=d.run, args=(stop, interval_s)) for d in dispatchers]
         with stop_on_signals(stop, typer.echo, "stopping delivery ..."):
-            dispatcher.run(stop, interval_s)
-        report = dispatcher.step()
-    typer.echo(
-        json.dumps(
-            {"pending": report.pending, "parked": report.parked, **dispatcher.outbox.counts()}
-        )
-    )
+            for loop in loops:
+                loop.start()
+            while any(loop.is_alive() for loop in loops):
+                for loop in loops:
+                    loop.join(timeout=0.5)
+    for d in dispatchers:
+        report = d.step()
+        counts = d.outbox.counts()
+        typer.echo(json.dumps({"pending": report.pending, "parked": report.parked, **counts}))
 
 
 @notify_app.command("parked")
@@ -732,11 +750,9 @@ def notify_parked(
 ) -> None:
     """List the notifications parked as undeliverable (kept until re-sent)."""
     from floorsight.alerts.outbox import Outbox
-    from floorsight.runner import outbox_path
 
-    if not outbox_path(db).exists():
-        raise typer.BadParameter(f"no alert outbox beside {db} ({outbox_path(db)})")
-    for p in Outbox(outbox_path(db)).parked(destination):
+    parked = [p for box in _outboxes(db).values() for p in Outbox(box).parked(destination)]
+    for p in parked:
         if as_json:
             row = {
                 "destination": p.destination,
@@ -768,14 +784,13 @@ def notify_resend(
 ) -> None:
     """Queue parked notifications again; the delivery loop sends them on its next round."""
     from floorsight.alerts.outbox import Outbox
-    from floorsight.runner import outbox_path
 
     if (key is None) == (not all_parked):
         raise typer.BadParameter("give a notification KEY or --all")
-    if not outbox_path(db).exists():
-        raise typer.BadParameter(f"no alert outbox beside {db} ({outbox_path(db)})")
-    box = Outbox(outbox_path(db))
-    n = box.resend_all(destination) if all_parked else box.resend(key, destination)
+    n = 0
+    for path in _outboxes(db).values():
+        box = Outbox(path)
+        n += box.resend_all(destination) if all_parked else box.resend(key, destination)
     if not n and not all_parked:
         raise typer.BadParameter(f"no parked notification {key!r}")
     typer.echo(f"re-queued {n} parked notification{'s' if n != 1 else ''}")
@@ -801,9 +816,9 @@ _UsersFile = Annotated[
 @dashboard_app.callback(invoke_without_command=True)
 def dashboard(
     ctx: typer.Context,
-    db: Annotated[Path, typer.Option(help="DuckDB file the pipeline writes.")] = Path(
-        "var/floorsight.duckdb"
-    ),
+    db: Annotated[
+        Path, typer.Option(help="DuckDB file the pipeline writes, or its per-process store folder.")
+    ] = Path("var/floorsight.duckdb"),
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
     address: Annotated[
         str,
@@ -862,6 +877,35 @@ def dashboard(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)
+
+
+def _check_db_layout(db: Path, layout: str) -> None:
+    if layout not in ("file", "per-process"):
+        raise typer.BadParameter(
+            f"{layout!r} is not a layout: file or per-process", param_hint="--db-layout"
+        )
+    if layout == "file" and db.is_dir():
+        raise typer.BadParameter(
+            f"{db} is a folder: give a DuckDB file, or --db-layout per-process for a folder of "
+            "one file per process",
+            param_hint="--db",
+        )
+    if layout == "per-process" and db.exists() and not db.is_dir():
+        raise typer.BadParameter(
+            f"{db} is a file: --db-layout per-process takes a folder (one DuckDB file per "
+            "process in it)",
+            param_hint="--db",
+        )
+
+
+def _outboxes(db: Path) -> dict[Path, Path]:
+    """The outboxes of ``db`` (one per partition file of a per-process store) that exist."""
+    from floorsight.alerts.outbox import outboxes_of
+
+    found = {f: box for f, box in outboxes_of(db).items() if box.exists()}
+    if not found:
+        raise typer.BadParameter(f"no alert outbox beside {db}", param_hint="--db")
+    return found
 
 
 def _read_password() -> str:
@@ -1212,7 +1256,9 @@ def evaluate(
     typer.echo(json.dumps(result))
 
 
-_PipelineDb = Annotated[Path, typer.Option(help="The pipeline's DuckDB file.")]
+_PipelineDb = Annotated[
+    Path, typer.Option(help="The pipeline's DuckDB file (of a per-process store: one partition's).")
+]
 _LockWait = Annotated[
     float, typer.Option(help="How long to wait for the file's lock (the running sink's).")
 ]
@@ -1221,7 +1267,9 @@ _LockWait = Annotated[
 @app.command()
 def export(
     out: Annotated[Path, typer.Option(help="Folder for the copies (<table>.parquet).")],
-    db: _PipelineDb = Path("var/floorsight.duckdb"),
+    db: Annotated[
+        Path, typer.Option(help="The pipeline's DuckDB file, or its per-process store folder.")
+    ] = Path("var/floorsight.duckdb"),
     table: Annotated[
         list[str] | None, typer.Option(help="A table to copy (repeat it); default: every one.")
     ] = None,

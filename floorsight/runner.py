@@ -4,10 +4,13 @@ processes, with recovery.
 Workers (``-w N``) are threads of one process; processes (``--processes P``) are a Bytewax
 cluster on 127.0.0.1 that this command starts as child processes (or that you start yourself on
 several hosts with ``--process-id`` and ``--addresses``). The source is partitioned by machine;
-the DuckDB sink has one partition per database file, so one worker writes the file and the
-others send it their rows. With ``--recovery DIR`` Bytewax snapshots the state every
-``--snapshot-s`` seconds; a run killed at any point and started again with the same arguments
-resumes from the last snapshot, and the idempotent sink rewrites what was replayed.
+with ``--db-layout file`` (the default) the DuckDB sink has one partition per database file, so
+one worker writes the file and the others send it their rows; with ``--db-layout per-process``
+``--db`` is a folder and process ``i`` writes its own machines' rows to ``floorsight.p<i>.duckdb``
+in it, queues their alerts in the outbox beside that file and delivers them itself. With
+``--recovery DIR`` Bytewax snapshots the state every ``--snapshot-s`` seconds; a run killed at
+any point and started again with the same arguments resumes from the last snapshot, and the
+idempotent sink rewrites what was replayed.
 """
 
 from __future__ import annotations
@@ -25,18 +28,20 @@ from pathlib import Path
 
 from floorsight.alerts.dispatcher import Dispatcher
 from floorsight.alerts.hygiene import AlertHygiene, load_alert_hygiene
-from floorsight.alerts.outbox import Outbox
+from floorsight.alerts.outbox import Outbox, outbox_beside
 from floorsight.alerts.routing import load_routing
 from floorsight.config import private_dir
 from floorsight.demo import stop_on_signals
 from floorsight.models.registry import model_settings as load_model_settings
 from floorsight.pipelines.context import ContextStore
-from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_flow
+from floorsight.pipelines.flow import TABLES, NotifySettings, PipelineSettings, build_flow
 from floorsight.pipelines.replay import ReplaySource
 from floorsight.pipelines.signals import load_states
+from floorsight.pipelines.sink import PartitionedDuckDBSink
 from floorsight.pipelines.validate import ReadingRules
 from floorsight.retention import parse_retain_days
 from floorsight.settings_file import plant_settings
+from floorsight.storage import partition_file
 
 log = logging.getLogger("floorsight.run")
 
@@ -46,6 +51,9 @@ class RunConfig:
     history: Path | None
     context: Path | str  # a folder, a DuckDB file or a postgresql:// URL
     db: Path
+    #: ``file``: one DuckDB file, written by one worker; ``per-process``: ``db`` is a folder
+    #: with one file per process (``floorsight.storage.partition_file``)
+    db_layout: str = "file"
     opcua: str | None = None
     opcua_user: str | None = None
     #: the OPC-UA password, never in :meth:`args`: a cluster's child processes read it from
@@ -109,19 +117,34 @@ class RunConfig:
     metrics_linger_s: float = 0.0
 
     @property
+    def per_process(self) -> bool:
+        return self.db_layout == "per-process"
+
+    @property
+    def local_db(self) -> Path:
+        """The DuckDB file this process writes (and reads people's feedback from)."""
+        return partition_file(self.db, self.process_id or 0) if self.per_process else self.db
+
+    @property
     def outbox(self) -> Path:
-        return outbox_path(self.db)
+        return outbox_path(self.local_db)
+
+    @property
+    def cluster_processes(self) -> int:
+        """The processes of the cluster: one per address when they are given."""
+        return len(self.addresses) if self.addresses else self.processes
 
     @property
     def partitions(self) -> int:
-        return self.workers * self.processes
+        return self.workers * self.cluster_processes
 
     def args(self) -> list[str]:
         """The command-line arguments that reproduce this configuration."""
         out = [
             *self._source_args(),
             *("--context", str(self.context)),
-            *("--db", str(self.db), "--window-s", str(self.window_s)),
+            *("--db", str(self.db), "--db-layout", self.db_layout),
+            *("--window-s", str(self.window_s)),
             *("--batch-rows", str(self.batch_rows), "-w", str(self.workers)),
             *("--processes", str(self.processes), "--snapshot-s", str(self.snapshot_s)),
         ]
@@ -190,7 +213,7 @@ class RunConfig:
 
 def outbox_path(db: Path) -> Path:
     """The alert outbox beside the database (SQLite; see ``floorsight.alerts.outbox``)."""
-    return db.with_name(db.stem + ".outbox.sqlite")
+    return outbox_beside(db)
 
 
 def run_pipeline(cfg: RunConfig) -> int:
@@ -201,6 +224,8 @@ def run_pipeline(cfg: RunConfig) -> int:
         if not cfg.db.parent.exists():
             # the database's folder holds the alert outbox too (alert payloads, destinations)
             private_dir(cfg.db.parent)
+    if cfg.per_process and not cfg.db.is_dir():
+        private_dir(cfg.db)  # each host's processes make their own folder
     if cfg.processes > 1 and cfg.process_id is None:
         return _spawn_cluster(cfg)
     from bytewax.recovery import RecoveryConfig
@@ -213,8 +238,9 @@ def run_pipeline(cfg: RunConfig) -> int:
     if cfg.routing is not None:
         routing = load_routing(cfg.routing)
         notify = NotifySettings(cfg.outbox, routing)
-        if cfg.process_id in (None, 0):  # one delivery loop per cluster
-            dispatcher = Dispatcher(Outbox(cfg.outbox), routing, db_path=cfg.db)
+        # one delivery loop per outbox: per cluster on one file, per process on a per-process store
+        if cfg.per_process or cfg.process_id in (None, 0):
+            dispatcher = Dispatcher(Outbox(cfg.outbox), routing, db_path=cfg.local_db)
     plant = plant_settings(cfg.config_file)  # [pipeline] of the configuration file
     ranges = dict(plant.sensor_ranges)
     settings = PipelineSettings(
@@ -286,7 +312,28 @@ def run_pipeline(cfg: RunConfig) -> int:
         )
     # the first context load's suites run and report in one process of a cluster
     context = ContextStore(cfg.context, report_first=cfg.process_id in (None, 0))
-    flow = build_flow(source, context, cfg.db, settings, champion=champion, source_name=_kind(cfg))
+    sink = None
+    if cfg.per_process:
+        sink = PartitionedDuckDBSink(
+            cfg.db,
+            TABLES,
+            process_id=cfg.process_id or 0,
+            processes=cfg.cluster_processes,
+            workers_per_process=cfg.workers,
+            flush_interval=settings.flush_interval,
+            recovery=settings.recovery,
+            retention=settings.retention,
+            outbox=settings.notify.outbox if settings.notify is not None else None,
+        )
+    flow = build_flow(
+        source,
+        context,
+        cfg.local_db,
+        settings,
+        champion=champion,
+        sink=sink,
+        source_name=_kind(cfg),
+    )
     delivery = dispatcher.start() if dispatcher is not None else None
     try:
         with stop_on_signals(stop, log.warning, "stopping: flushing the database ..."):

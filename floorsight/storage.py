@@ -12,6 +12,13 @@ file read-only, runs one query, and closes it before returning, so it never hold
 between calls; a ``duckdb.connect()`` kept open to the live file would stop the pipeline's
 writes for as long as it stays open. For long analyses :func:`copy_tables` copies tables out
 to Parquet files in one short read.
+
+A cluster can write a *partitioned store* instead of one file: a folder with one file per
+pipeline process (``floorsight.p<i>.duckdb``, :func:`partition_file`), each written by its own
+process. Every reader here takes the folder where it takes a file: :meth:`Database.read` then
+attaches every partition file read-only (waiting on each one's lock as on a single file's) and
+shows each table as a view over the partitions, so queries do not change. Writes outside the
+pipeline go to one partition: :func:`partition_holding` finds the one that holds a row.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import polars as pl
@@ -46,6 +54,8 @@ LOCK_TIMEOUT_S = 60.0
 COPIED_PREFIX = "erp_"
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _HOLDER_PID = re.compile(r"\(PID (\d+)\)")
 
@@ -103,8 +113,8 @@ def _is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.ConnectionException) and "different configuration" in str(exc)
 
 
-def _connect(path: Path, read_only: bool, timeout_s: float | None) -> duckdb.DuckDBPyConnection:
-    """A connection, retried with jittered backoff while the file is locked, for at most
+def _locked_retry(path: Path, timeout_s: float | None, open_file: Callable[[], T]) -> T:
+    """``open_file()``, retried with jittered backoff while ``path`` is locked, for at most
     ``timeout_s`` (0: one attempt), then :class:`DatabaseLocked`; ``None``: for as long as it
     takes, with a WARNING naming the holder when it starts waiting and every 30 s."""
     retrying = Retrying(
@@ -117,13 +127,129 @@ def _connect(path: Path, read_only: bool, timeout_s: float | None) -> duckdb.Duc
     try:
         for attempt in retrying:
             with attempt:
-                con = duckdb.connect(str(path), read_only=read_only)
+                opened = open_file()
     except duckdb.Error as e:
         if _is_lock_conflict(e):
             raise DatabaseLocked(path, timeout_s or 0.0, e) from e
         raise
+    return opened
+
+
+def _connect(path: Path, read_only: bool, timeout_s: float | None) -> duckdb.DuckDBPyConnection:
+    """A connection to the file at ``path``, retried while it is locked (:func:`_locked_retry`);
+    a partitioned store (a folder) is read through views over all its files."""
+    if is_partitioned(path):
+        if not read_only:
+            raise ValueError(
+                f"{path} is a partitioned store (one DuckDB file per pipeline process): write "
+                "to one of its files (floorsight.storage.partition_holding finds the file that "
+                "holds a row), not to the folder"
+            )
+        return _connect_partitions(path, timeout_s)
+    con = _locked_retry(path, timeout_s, lambda: duckdb.connect(str(path), read_only=read_only))
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+# ---- partitioned stores: one DuckDB file per pipeline process ---------------------------------
+
+#: The file of process ``i``'s partition in a partitioned store (a folder).
+PARTITION_FILE = "floorsight.p{}.duckdb"
+_PARTITION_NAME = re.compile(r"^floorsight\.p(\d+)\.duckdb$")
+
+#: Tables of the ERP context each process mirrors into its own file (the same files, loaded by
+#: every process): the views read them from the lowest-numbered partition that has them.
+CONTEXT_TABLES = frozenset({"work_orders", "spec_limits", "validation_results"})
+
+#: Tables where several processes can write the same key: the context's own dead letters
+#: (every process that loads a bad context file finds them). The views keep one row per key.
+SHARED_KEYS: dict[str, tuple[str, ...]] = {"dead_letters": ("dead_letter_id",)}
+
+
+def is_partitioned(path: Path | str) -> bool:
+    """True when ``path`` is a partitioned store: a folder of ``floorsight.p<i>.duckdb``."""
+    return Path(path).is_dir()
+
+
+def partition_file(store: Path | str, process: int) -> Path:
+    """The DuckDB file process ``process`` of a cluster writes in the store ``store``."""
+    return Path(store) / PARTITION_FILE.format(process)
+
+
+def partition_files(store: Path | str) -> list[Path]:
+    """The store's partition files, by process number."""
+    found = [
+        (int(m.group(1)), f)
+        for f in Path(store).iterdir()
+        if (m := _PARTITION_NAME.match(f.name)) and f.is_file()
+    ]
+    return [f for _, f in sorted(found)]
+
+
+def partition_holding(store: Path | str, table: str, column: str, value: object) -> Path | None:
+    """The file of a partitioned store whose ``table`` has a row with ``column = value`` (the
+    partition of the process that owns the row's machine), or None; ``store`` itself when it is
+    one file. Writes about an alert (an acknowledgement, a label) go to that file, so the
+    process that raised the alert reads them from its own file."""
+    if not is_partitioned(store):
+        return Path(store)
+    quoted, col = '"' + table.replace('"', '""') + '"', '"' + column.replace('"', '""') + '"'
+    for path in partition_files(store):
+        with Database(path).read() as con:
+            try:
+                rows = con.execute(f"SELECT 1 FROM {quoted} WHERE {col} = ? LIMIT 1", [value])
+                if rows.fetchall():
+                    return path
+            except duckdb.CatalogException:
+                continue  # this partition has no such table yet
+    return None
+
+
+def _connect_partitions(store: Path, timeout_s: float | None) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with every partition file of ``store`` attached read-only and one
+    view per table, named as the table, over all the files that have it."""
+    files = partition_files(store)
+    if not files:
+        raise FileNotFoundError(
+            f"{store} is a folder without partition files ({PARTITION_FILE.format('<i>')}): "
+            "give --db a DuckDB file or the folder a per-process run writes"
+        )
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        tables: dict[str, list[str]] = {}
+        for i, path in enumerate(files):
+            alias = f"p{i}"
+            literal = "'" + str(path).replace("'", "''") + "'"
+            attach = f"ATTACH {literal} AS {alias} (READ_ONLY)"
+            _locked_retry(path, timeout_s, lambda sql=attach: con.execute(sql))
+            for (name,) in con.execute(
+                "SELECT table_name FROM duckdb_tables()"
+                " WHERE database_name = ? AND schema_name = 'main' ORDER BY table_name",
+                [alias],
+            ).fetchall():
+                tables.setdefault(name, []).append(alias)
+        for name, aliases in tables.items():
+            con.execute(f"CREATE VIEW {_ident(name)} AS {_union_sql(name, aliases)}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _union_sql(table: str, aliases: list[str]) -> str:
+    """The query of a partitioned table's view over the partitions ``aliases`` that have it."""
+    parts = [f"SELECT * FROM {alias}.main.{_ident(table)}" for alias in aliases]
+    if table in CONTEXT_TABLES or table.startswith(COPIED_PREFIX):
+        return parts[0]  # one copy of the context: the lowest-numbered partition's
+    union = " UNION ALL BY NAME ".join(parts)
+    if table in SHARED_KEYS:
+        return f"SELECT DISTINCT ON ({_quoted(SHARED_KEYS[table])}) * FROM ({union})"
+    return union
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 #: The polars dtype of a column of each DuckDB type, as a frame read back from the file has it
@@ -363,6 +489,8 @@ class Database:
             return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()
 
     def exists(self) -> bool:
+        if is_partitioned(self.path):
+            return bool(partition_files(self.path))
         return self.path.exists()
 
 

@@ -102,3 +102,11 @@ def by_shard(readings: pl.DataFrame, shards: int = SHARDS) -> list[tuple[str, pl
         _shard=pl.col("machine_id").replace_strict(shard, return_dtype=pl.Int32)
     ).partition_by("_shard", as_dict=True, include_key=False)
     return [(shard_key(s, shards), frame) for (s,), frame in parts.items()]
+
+
+def shard_of_key(key: str) -> int | None:
+    """The shard a state key made by :func:`shard_key` names (``shard-<i>.<n>``), else None."""
+    head, dot, _ = key.partition(".")
+    if not dot or not head.startswith("shard-") or not head[6:].isdigit():
+        return None
+    return int(head[6:])

@@ -1,7 +1,9 @@
 """The DuckDB sink: every table the pipeline writes, through one writer per database file.
 
-Items are ``(key, (table name, frame))``; the key is ignored. The sink has one partition per
-database file, so exactly one worker writes a file and workers never contend for its lock.
+Items are ``(key, (table name, frame))``. The sink has one partition per database file, so
+exactly one worker writes a file and workers never contend for its lock: :class:`DuckDBSink`
+writes one file (the key is ignored), :class:`PartitionedDuckDBSink` one file per process of a
+cluster, each with the rows of that process's machines (routed by the key).
 Frames are buffered and written in one transaction per flush (every ``flush_interval``, as soon
 as rows of an urgent table such as ``alerts`` arrive, before every recovery snapshot, and at the
 end), with upserts on each table's key, so replayed items after a restart rewrite the same rows.
@@ -43,8 +45,9 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from floorsight.alerts.outbox import Outbox
 from floorsight.metrics import HEALTH, METRICS
+from floorsight.pipelines.shards import shard_of_key
 from floorsight.retention import Retainer, Retention
-from floorsight.storage import Database, DatabaseLocked, TableSpec
+from floorsight.storage import Database, DatabaseLocked, TableSpec, partition_file
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,50 @@ class DuckDBSink(FixedPartitionedSink[TableRows, Buffer | None]):
         # write that gets the lock
         part.try_create_tables()
         return part
+
+
+class PartitionedDuckDBSink(DuckDBSink):
+    """The sink of a per-process store: process ``i`` writes its own file,
+    ``floorsight.p<i>.duckdb`` in the folder ``store``, with the rows of the machines it reads.
+
+    A shard's rows (key ``shard-<s>.<n>``, :func:`floorsight.pipelines.shards.shard_key`) go to
+    the partition of the process whose worker holds the shard (worker ``s`` is worker
+    ``s % workers_per_process`` of process ``s // workers_per_process``), which is the worker
+    that read the shard's machines: rows never cross the cluster's network. Rows keyed
+    otherwise (dead letters of a source batch, the context's mirror) were made by this process
+    and stay in its own file. Each process lists only its own partition, so Bytewax builds
+    partition ``i`` on process ``i``.
+    """
+
+    def __init__(
+        self,
+        store: Path,
+        tables: list[TableSpec],
+        process_id: int,
+        processes: int,
+        workers_per_process: int,
+        **settings,
+    ) -> None:
+        if not 0 <= process_id < processes:
+            raise ValueError(f"process id {process_id} is not one of 0..{processes - 1}")
+        super().__init__(partition_file(store, process_id), tables, **settings)
+        self.process_id = process_id
+        self.processes = processes
+        self.workers_per_process = workers_per_process
+
+    @staticmethod
+    def part_name(process: int) -> str:
+        # zero-padded: Bytewax indexes part_fn's value into the sorted names of all partitions
+        return f"process-{process:05d}"
+
+    def list_parts(self) -> list[str]:
+        return [self.part_name(self.process_id)]
+
+    def part_fn(self, item_key: str) -> int:
+        shard = shard_of_key(item_key)
+        if shard is None:
+            return self.process_id
+        return (shard // self.workers_per_process) % self.processes
 
 
 class _DuckDBPartition(StatefulSinkPartition[TableRows, Buffer | None]):

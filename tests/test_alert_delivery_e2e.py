@@ -12,7 +12,7 @@ import time
 import pytest
 
 from floorsight.storage import Database
-from tests.test_outbox import Receiver, _port
+from tests.test_outbox import Receiver, _port, webhook_routing
 
 pytestmark = pytest.mark.e2e
 
@@ -57,18 +57,7 @@ def test_alerts_wait_for_a_dead_webhook_and_a_rerun_sends_nothing_twice(tmp_path
     )
     assert made.returncode == 0, made.stderr
     port = _port()
-    routing = tmp_path / "routing.toml"
-    routing.write_text(
-        f"""
-[destinations.maintenance_hook]
-kind = "webhook"
-url = "http://127.0.0.1:{port}/alerts"
-[roles]
-maintenance = ["maintenance_hook"]
-[[rules]]
-roles = ["maintenance"]
-"""
-    )
+    routing = webhook_routing(tmp_path / "routing.toml", f"http://127.0.0.1:{port}/alerts")
     db = tmp_path / "f.duckdb"
     run_args = (
         *("run", "--history", str(hist / "readings"), "--context", str(hist / "erp")),

@@ -10,6 +10,7 @@ import stat
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -22,13 +23,14 @@ T = datetime(2026, 1, 5, 6, tzinfo=UTC)
 
 
 class Receiver:
-    """A webhook receiver on 127.0.0.1 that records what it got (and its idempotency keys).
+    """A webhook receiver on ``host`` (127.0.0.1) that records what it got (and its idempotency
+    keys).
 
     It answers ``status`` (204: accepted); ``requests`` keeps each request's headers and body
     bytes as received, for signature checks.
     """
 
-    def __init__(self, port: int = 0, status: int = 204) -> None:
+    def __init__(self, port: int = 0, status: int = 204, host: str = "127.0.0.1") -> None:
         received = self.received = []
         requests = self.requests = []
 
@@ -45,15 +47,33 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/alerts"
+        self.url = f"http://{host}:{self.port}/alerts"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def webhook_routing(path: Path, url: str, *more: str) -> Path:
+    """A routing file that sends every alert to the maintenance role's webhooks: ``url``
+    (destination ``maintenance_hook``) and each of ``more`` (``maintenance_hook_2`` ...)."""
+    names = ["maintenance_hook", *(f"maintenance_hook_{i}" for i in range(2, len(more) + 2))]
+    hooks = "".join(
+        f'[destinations.{name}]\nkind = "webhook"\nurl = "{u}"\n'
+        for name, u in zip(names, (url, *more), strict=True)
+    )
+    path.write_text(
+        f"""{hooks}[roles]
+maintenance = {json.dumps(names)}
+[[rules]]
+roles = ["maintenance"]
+"""
+    )
+    return path
 
 
 def _port() -> int:
