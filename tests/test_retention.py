@@ -9,8 +9,6 @@ file. Bad ``--retain-days`` values are refused naming the value.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +36,7 @@ from floorsight.simulate import PlantOptions, make_plant
 from floorsight.simulators.history import write_history
 from floorsight.storage import Database
 from tests.conftest import T0
-from tests.test_run_cluster_recovery import _run
+from tests.test_run_cluster_recovery import _run, kill_after_features
 
 #: 0.02 days = 28.8 minutes of a two-hour history: most rows are older than the horizon
 DAYS = 0.02
@@ -288,22 +286,7 @@ def test_a_retained_run_killed_and_resumed_converges(history, full, tmp_path) ->
     db, rec = tmp_path / "crash.duckdb", tmp_path / "recovery"
     args = ("--recovery", str(rec), "--snapshot-s", "0.2", "--batch-rows", "2000")
     args += ("--retain-days", f"all={DAYS}")
-    proc = _run(history, db, *args, check=False)
-    deadline = time.monotonic() + 120
-    written = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.3)
-        if db.exists():
-            try:
-                written = Database(db).query("SELECT count(*) AS n FROM features")["n"][0]
-            except Exception:  # the writer holds the file; try again
-                continue
-            if written > 2000:
-                break
-    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert written > 0
+    assert kill_after_features(_run(history, db, *args, check=False), db) > 0
     out = _run(history, db, *args)
     assert any("resuming at file" in line for line in out.splitlines()), out[-2000:]
     _assert_retained(_tables(db), tables, horizon)

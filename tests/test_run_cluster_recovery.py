@@ -105,12 +105,10 @@ def test_two_workers_in_one_process_write_what_one_writes(history, reference, tm
     _assert_same(_tables(db), reference)
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_tables(history, reference, tmp_path) -> None:
-    db, rec = tmp_path / "crash.duckdb", tmp_path / "recovery"
-    # small batches and frequent snapshots so the kill lands mid-run, after some snapshots
-    args = ("--recovery", str(rec), "--snapshot-s", "0.2", "--batch-rows", "2000")
-    proc = _run(history, db, *args, check=False)
-    deadline = time.monotonic() + 120
+def kill_after_features(proc, db: Path, rows: int = 2000, timeout_s: float = 120.0) -> int:
+    """SIGKILL the run ``proc`` once its database holds more than ``rows`` feature rows (it
+    must still be running then); the rows it had written."""
+    deadline = time.monotonic() + timeout_s
     written = 0
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.3)
@@ -119,11 +117,19 @@ def test_sigkill_then_resume_gives_the_uninterrupted_tables(history, reference, 
                 written = Database(db).query("SELECT count(*) AS n FROM features")["n"][0]
             except Exception:  # the writer holds the file; try again
                 continue
-            if written > 2000:
+            if written > rows:
                 break
     assert proc.poll() is None, "the run ended before it could be killed; make it longer"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    return written
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_tables(history, reference, tmp_path) -> None:
+    db, rec = tmp_path / "crash.duckdb", tmp_path / "recovery"
+    # small batches and frequent snapshots so the kill lands mid-run, after some snapshots
+    args = ("--recovery", str(rec), "--snapshot-s", "0.2", "--batch-rows", "2000")
+    written = kill_after_features(_run(history, db, *args, check=False), db)
     assert 0 < written < reference["features"].height, "killed mid-run"
     out = _run(history, db, *args)  # resume from the recovery store, not from the start
     resumed = [line for line in out.splitlines() if "resuming at file" in line]
