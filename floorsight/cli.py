@@ -153,6 +153,10 @@ def demo(
         Path | None,
         typer.Option(help="Alert routing file (TOML, see docs/alerts.md); default: ERP drop."),
     ] = None,
+    models: Annotated[
+        Path | None,
+        typer.Option(help="TOML model settings and [alerts], as for `floorsight run --models`."),
+    ] = None,
     config_file: ConfigFileOption = None,
 ) -> None:
     """Start the simulated plant, the pipeline and the dashboard on this machine."""
@@ -160,6 +164,8 @@ def demo(
 
     if headless and minutes is None:
         raise typer.BadParameter("--headless needs --minutes (how long to run)")
+    if models is not None:  # a bad models file stops the demo before it starts
+        _read_models_file(models)
     cfg = DemoConfig(
         home=home or config.home() / "demo",
         machines=machines,
@@ -169,6 +175,8 @@ def demo(
         headless=headless,
         port=port,
         routing=routing,
+        models=models,
+        config_file=config_file,
     )
     summary = run_demo(cfg, echo=typer.echo)
     if summary is None:

@@ -21,15 +21,18 @@ import polars as pl
 from bytewax.testing import run_main
 
 from floorsight.alerts.dispatcher import Dispatcher
+from floorsight.alerts.hygiene import AlertHygiene, load_alert_hygiene
 from floorsight.alerts.outbox import Outbox
 from floorsight.alerts.routing import Routing, default_routing, load_routing
 from floorsight.dashboards import streamlit_command
 from floorsight.dashboards.users import demo_users
+from floorsight.models.registry import model_settings
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import NotifySettings, PipelineSettings, build_flow
 from floorsight.pipelines.sources import FrameSource
 from floorsight.pipelines.validate import ReadingRules
 from floorsight.records import Signals
+from floorsight.settings_file import plant_settings
 from floorsight.simulators import Plant, build_plant, fault_schedule
 from floorsight.storage import Database
 
@@ -46,6 +49,10 @@ class DemoConfig:
     port: int = 8501
     #: alert routing file (default: every role gets the drop folder <home>/quality_notifications)
     routing: Path | None = None
+    #: model settings and ``[alerts]`` (TOML, as ``floorsight run --models``; None: defaults)
+    models: Path | None = None
+    #: the configuration file (``--config``): its ``[pipeline]`` settings
+    config_file: Path | None = None
 
 
 @dataclass
@@ -150,11 +157,18 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
     future = timedelta(days=1) + (end - start if end else timedelta(days=2))
     routing = _routing(cfg)
     outbox_path = cfg.home / "outbox.sqlite"
+    plant_cfg = plant_settings(cfg.config_file)  # [pipeline] of the configuration file
     settings = PipelineSettings(
         window=timedelta(seconds=cfg.window_s),
-        rules=ReadingRules(max_future=future),
+        rules=ReadingRules(max_future=future, ranges=dict(plant_cfg.sensor_ranges)),
+        lateness=timedelta(seconds=plant_cfg.lateness_s),
+        context_hold=timedelta(seconds=plant_cfg.context_hold_s),
+        alert_open_after=plant_cfg.alert_open_after,
+        alert_clear_after=plant_cfg.alert_clear_after,
         notify=NotifySettings(outbox_path, routing),
         recovery=False,  # the demo runs once, with no recovery store
+        models=model_settings(cfg.models) if cfg.models is not None else {},
+        hygiene=load_alert_hygiene(cfg.models) if cfg.models is not None else AlertHygiene(),
     )
     flow = build_flow(FrameSource(frames), ContextStore(erp_dir), db_path, settings)
     dispatcher = Dispatcher(Outbox(outbox_path), routing, db_path=db_path)

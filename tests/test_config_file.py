@@ -481,6 +481,30 @@ def test_demo_and_dashboard_take_their_sections(tmp_path) -> None:
     assert _squeezed("12-hour shifts overlap") in _squeezed(result.output)
 
 
+@pytest.mark.e2e
+def test_a_headless_demo_takes_the_pipeline_and_models_sections(tmp_path) -> None:
+    home = tmp_path / "demo"
+    path = _write(
+        tmp_path / "demo.toml",
+        f'[demo]\nheadless = true\nminutes = 0.15\nspeed = 20\nhome = "{home}"\n'
+        "[pipeline]\nsensor_ranges = {spindle_temp_c = [0, 1]}\n"
+        "[models.anomaly]\nthreshold = 0.99999\n",
+    )
+    result = runner.invoke(app, ["demo", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    db = home / "floorsight.duckdb"
+    dead = Database(db).query("SELECT sensor, reason FROM dead_letters WHERE sensor IS NOT NULL")
+    assert dead.height > 0 and set(dead["sensor"]) == {"spindle_temp_c"}
+    assert dead["reason"].str.contains(r"outside \[0.0, 1.0\]").all()
+    features = Database(db).query("SELECT DISTINCT sensor FROM features")["sensor"]
+    assert "spindle_temp_c" not in set(features) and len(features) > 0
+    bad = _write(tmp_path / "bad.toml", "[models.anomaly]\ntreshold = 0.5\n")
+    result = runner.invoke(app, ["demo", "--config", str(bad), "--headless", "--minutes", "0.05"])
+    assert result.exit_code == 2 and _squeezed("models.anomaly.treshold") in _squeezed(
+        result.output
+    )
+
+
 def test_a_plan_of_shifts_replaces_the_three_of_eight_hours() -> None:
     from datetime import UTC, datetime, timedelta
 
