@@ -72,6 +72,10 @@ def by_name() -> dict[str, type[MachineModel]]:
     return {cls.name: cls for cls in MODELS}
 
 
+#: settings that are thresholds on a model's 0..1 score (where their default is one)
+SCORE_SETTINGS = frozenset({"threshold", "learn_below"})
+
+
 def check_settings(settings: ModelSettings, source: str = "models settings") -> None:
     """Refuse unknown models and settings, values of another type than the setting's default
     (a whole number for a float is fine), negative or non-finite numbers, and settings the
@@ -82,6 +86,9 @@ def check_settings(settings: ModelSettings, source: str = "models settings") -> 
         defaults = _defaults(cls)
         for key, value in values.items():
             problem = _value_problem(defaults[key], value)
+            if problem is None and key in SCORE_SETTINGS and 0 < defaults[key] < 1:
+                # a score is 0..1: 1 or more never flags, 0 flags every window
+                problem = None if 0 < value < 1 else "a score threshold: must be between 0 and 1"
             if problem:
                 raise ModelSettingsError(f"{source}: [{name}] {key} = {value!r}: {problem}")
         try:
