@@ -245,7 +245,7 @@ def test_settings_by_model_name() -> None:
         check_settings({"anomaly": {"treshold": 0.9}})
     # a threshold on a 0..1 score outside (0, 1) would never flag, or flag every window
     for value in (0.0, 1.0, 2.0):
-        with pytest.raises(ModelSettingsError, match="threshold = .*must be between 0 and 1"):
+        with pytest.raises(ModelSettingsError, match=r"threshold = .*must be between 0 and 1"):
             check_settings({"anomaly": {"threshold": value}})
     check_settings({"failure_risk": {"learn_below": 5.0}})  # not a 0..1 score: no such bound
 
