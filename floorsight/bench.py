@@ -6,8 +6,12 @@ every process runs polars single-threaded, ``threads`` per worker, so one worker
 
 - **end to end**: ``floorsight run`` (the real pipeline: replay source, validation, context join,
   windows, models, alerts, DuckDB sink) over history files of a :class:`BenchPlant`, with one
-  worker process and with ``processes`` worker processes (Bytewax cluster on 127.0.0.1). Timed
-  from the start of the dataflow to its end in every process (interpreter start-up excluded).
+  worker process and with ``processes`` worker processes (Bytewax cluster on 127.0.0.1), the
+  cluster as one is run now: ``--db-layout per-process``, each process writing its own DuckDB
+  partition file, read back through the store's views for the checks (the same feature rows as
+  one process); with ``one_file_cluster`` also the cluster on one DuckDB file (process 0 writes
+  every row). Timed from the start of the dataflow to its end in every process (interpreter
+  start-up excluded).
 - **limits**, on the same files: (a) ``engine``: Bytewax passing the same source items to a sink
   that does nothing; (b) ``compute``: the context join and window features computed by polars
   over each file at once, no dataflow; (c) ``models``: the models and alert rules of the score
@@ -82,6 +86,8 @@ class BenchSettings:
     #: the paced source delivers in order)
     lateness_s: float = 0.5
     processes: int = 2
+    #: also run the cluster on one DuckDB file (``--db-layout file``), for comparison
+    one_file_cluster: bool = True
     #: polars threads per worker process
     threads: int = 1
     latency_faulty: int = 20
@@ -145,7 +151,11 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
         echo("bench: end to end, 1 worker process ...")
         one = _phase("run", settings, work, processes=1)
         echo(f"bench: end to end, {settings.processes} worker processes ...")
-        many = _cluster(settings, work)
+        many = _cluster(settings, work, "per-process")
+        one_file = None
+        if settings.one_file_cluster:
+            echo(f"bench: end to end, {settings.processes} processes on one DuckDB file ...")
+            one_file = _cluster(settings, work, "file")
         echo(f"bench: limits ({', '.join(LIMITS)}) ...")
         out = _phase("limits", settings, work)
         echo("bench: latency (paced source) ...")
@@ -153,6 +163,7 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
         echo(f"bench: soak ({settings.soak_hours:g} simulated hours) ...")
         soak = _phase("soak", settings, work)
         e2e_rows = _feature_rows(work / "e2e-1.duckdb")
+        cluster_rows = _feature_rows(_e2e_db(work, settings.processes, "per-process"))
     limits = {f"limit_{n}_readings_per_s": round(readings / out[n]["seconds"]) for n in LIMITS}
     per_cpu = {n: readings / out[n]["cpu_s"] for n in LIMITS}
     slowest = min(limits, key=limits.__getitem__)
@@ -196,12 +207,26 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
         f"{result['serial_floor_us_per_reading']:.3f} us per reading, the pipeline "
         f"{result['us_per_reading_1_worker']:.3f} us"
     )
-    result[f"processes_{settings.processes}_workers"] = many["processes"]
+    n = settings.processes
+    result[f"processes_{n}_workers"] = many["processes"]
     result["scaling_2_workers"] = round(
-        result[f"readings_per_s_{settings.processes}_workers"] / result["readings_per_s"], 2
+        result[f"readings_per_s_{n}_workers"] / result["readings_per_s"], 2
     )
+    # the scaling n cores would give if each process ran on its own core: n x one process's CPU
+    # seconds over the cluster's, which other work on the machine inflates less than wall time
+    result["scaling_2_workers_cpu"] = round(n * one["cpu_s"] / many["cpu_s"], 2)
+    result["cpu_s_1_worker"] = round(one["cpu_s"], 2)
+    result[f"cpu_s_{n}_workers"] = round(many["cpu_s"], 2)
+    if one_file is not None:
+        result[f"readings_per_s_{n}_workers_one_file"] = round(readings / one_file["seconds"])
+        result[f"cpu_s_{n}_workers_one_file"] = round(one_file["cpu_s"], 2)
+        result[f"processes_{n}_workers_one_file"] = one_file["processes"]
     result["readings"] = readings
-    result["feature_rows"] = {"end_to_end": e2e_rows, "compute_limit": out["compute"]["rows"]}
+    result["feature_rows"] = {
+        "end_to_end": e2e_rows,
+        "cluster": cluster_rows,
+        "compute_limit": out["compute"]["rows"],
+    }
     result["settings"] = asdict(settings)
     result["machine"] = machine_info()
     result["load_average"] = {"before": load_before, "after": os.getloadavg()}
@@ -236,13 +261,17 @@ def serial_floor(limits: dict, one: dict, readings: int) -> dict:
 
 
 def _feature_rows(db: Path) -> int:
-    import duckdb
+    """Rows of ``features`` in a DuckDB file or a per-process store (through its views)."""
+    from floorsight.storage import read_frame
 
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.sql("SELECT count(*) FROM features").fetchall()[0][0]
-    finally:
-        con.close()
+    return read_frame(db, "SELECT count(*) AS n FROM features")["n"][0]
+
+
+def _e2e_db(work: Path, processes: int, layout: str) -> Path:
+    """Where the end-to-end run of ``processes`` processes writes: a file, or a store folder."""
+    if layout == "per-process":
+        return work / f"e2e-{processes}-store"
+    return work / f"e2e-{processes}.duckdb"
 
 
 def _env(settings: BenchSettings) -> dict[str, str]:
@@ -268,8 +297,9 @@ def _phase(name: str, settings: BenchSettings, work: Path, **extra) -> dict:
     return result
 
 
-def _cluster(settings: BenchSettings, work: Path) -> dict:
-    """The end-to-end run as a Bytewax cluster of ``processes`` processes on 127.0.0.1."""
+def _cluster(settings: BenchSettings, work: Path, layout: str) -> dict:
+    """The end-to-end run as a Bytewax cluster of ``processes`` processes on 127.0.0.1, each
+    started as on its own host (``--process-id``, ``--addresses``), on the DuckDB ``layout``."""
     addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(settings.processes))
     procs = [
         subprocess.Popen(
@@ -282,6 +312,7 @@ def _cluster(settings: BenchSettings, work: Path) -> dict:
                         "processes": settings.processes,
                         "process_id": i,
                         "addresses": addresses,
+                        "db_layout": layout,
                     }
                 ),
             ],
@@ -337,6 +368,7 @@ def phase_run(
     processes: int = 1,
     process_id: int | None = None,
     addresses: str | None = None,
+    db_layout: str = "file",
 ) -> dict:
     """``floorsight run`` over the bench history, timed from the dataflow's start to its end."""
     from floorsight.runner import RunConfig, run_pipeline
@@ -344,7 +376,8 @@ def phase_run(
     cfg = RunConfig(
         history=work / "readings",
         context=work / "erp",
-        db=work / f"e2e-{processes}.duckdb",
+        db=_e2e_db(work, processes, db_layout),
+        db_layout=db_layout,
         window_s=settings.window_s,
         batch_rows=settings.batch_rows,
         processes=processes,
