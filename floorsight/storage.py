@@ -423,28 +423,9 @@ class Database:
         """Write frames to their tables in one transaction; returns rows written.
 
         Rows of insert-only tables (no ``update_columns``) are appended with a plain ``INSERT``,
-        cheaper than ``INSERT ... ON CONFLICT``, and without first dropping repeated keys (a hash
-        of every key, a quarter of the sink's work beyond DuckDB's): the table's primary key
-        refuses a key that is already there or repeated in the batch (a replay after recovery),
-        and only then is the whole transaction redone with the repeats dropped (the last one
-        kept) and conflict handling. Either way the table ends with the same rows.
+        cheaper than ``INSERT ... ON CONFLICT``; only if a key is already there (a replay after
+        recovery) is the whole transaction redone with conflict handling.
         """
-        batches = self._batches(frames, dedupe_all=False)
-        if not batches:
-            return 0
-        try:
-            self._write(batches, append=True)
-        except duckdb.ConstraintException:
-            batches = self._batches(frames, dedupe_all=True)
-            self._write(batches, append=False)
-        return sum(frame.height for frame in batches.values())
-
-    def _batches(
-        self, frames: dict[str, list[pl.DataFrame]], dedupe_all: bool
-    ) -> dict[str, pl.DataFrame]:
-        """One frame per table, in the table's columns; the last row of each key only for the
-        tables that update (``ON CONFLICT DO UPDATE`` takes a key once), or all with
-        ``dedupe_all``."""
         batches = {}
         for name, parts in frames.items():
             if parts and name.startswith(COPIED_PREFIX) and name not in self.tables:
@@ -452,10 +433,16 @@ class Database:
             elif parts:
                 spec = self.tables[name]
                 frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
-                if dedupe_all or spec.update_columns:
-                    frame = frame.unique(subset=list(spec.key), keep="last", maintain_order=True)
-                batches[name] = frame.select(spec.columns)
-        return batches
+                batches[name] = frame.unique(
+                    subset=list(spec.key), keep="last", maintain_order=True
+                ).select(spec.columns)
+        if not batches:
+            return 0
+        try:
+            self._write(batches, append=True)
+        except duckdb.ConstraintException:
+            self._write(batches, append=False)
+        return sum(frame.height for frame in batches.values())
 
     @retry(
         # DuckDB can lose its Arrow scan function while another connection of this process
