@@ -872,8 +872,10 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         "simulated hour | |",
         "",
         f"The slowest limit is **{result['limit_slowest']}**. Feature rows written end to end: "
-        f"{result['feature_rows']['end_to_end']:,}; by the compute limit: "
-        f"{result['feature_rows']['compute_limit']:,} (the same windows).",
+        f"{result['feature_rows']['end_to_end']:,} by 1 process, "
+        f"{result['feature_rows']['cluster']:,} by {n} (their per-process store, read through "
+        f"its views); by the compute limit: {result['feature_rows']['compute_limit']:,} "
+        "(the same windows).",
         "",
         "Raw result:",
         "",
