@@ -12,7 +12,8 @@ set -euo pipefail
 rev=${1:?usage: before_after.sh REV [SECONDS]}
 seconds=${2:-120}
 here=$(cd "$(dirname "$0")/.." && pwd)
-py="$here/.venv/bin/python"
+# PYTHON: the interpreter of a venv elsewhere (a git worktree has none of its own)
+py="${PYTHON:-$here/.venv/bin/python}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$py" - "$tmp/history" "$seconds" <<'EOF'
@@ -33,7 +34,8 @@ git -C "$here" archive "$rev" | tar -x -C "$tmp/before"
 for code in before after; do
   for batch in 50000 2400000; do
     rm -f "$tmp/out.duckdb"
-    path=""
+    # each tree's own code first on the path, whatever the venv's editable install points at
+    path="$here"
     [ "$code" = before ] && path="$tmp/before"
     (cd "$tmp" && PYTHONPATH="$path" POLARS_MAX_THREADS=1 /usr/bin/time \
       -f "$code, --batch-rows $batch: %e s wall, %U s user + %S s sys, %M KB max RSS" \

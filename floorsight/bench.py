@@ -6,8 +6,12 @@ every process runs polars single-threaded, ``threads`` per worker, so one worker
 
 - **end to end**: ``floorsight run`` (the real pipeline: replay source, validation, context join,
   windows, models, alerts, DuckDB sink) over history files of a :class:`BenchPlant`, with one
-  worker process and with ``processes`` worker processes (Bytewax cluster on 127.0.0.1). Timed
-  from the start of the dataflow to its end in every process (interpreter start-up excluded).
+  worker process and with ``processes`` worker processes (Bytewax cluster on 127.0.0.1), the
+  cluster as one is run now: ``--db-layout per-process``, each process writing its own DuckDB
+  partition file, read back through the store's views for the checks (the same feature rows as
+  one process); with ``one_file_cluster`` also the cluster on one DuckDB file (process 0 writes
+  every row). Timed from the start of the dataflow to its end in every process (interpreter
+  start-up excluded).
 - **limits**, on the same files: (a) ``engine``: Bytewax passing the same source items to a sink
   that does nothing; (b) ``compute``: the context join and window features computed by polars
   over each file at once, no dataflow; (c) ``models``: the models and alert rules of the score
@@ -20,6 +24,10 @@ every process runs polars single-threaded, ``threads`` per worker, so one worker
   + compute + models + DuckDB), all measured in the same run; ``serial_floor_ratio`` is that
   floor over the one-worker pipeline's time per reading (1.0: no glue at all), in wall-clock
   and in CPU time (``serial_floor_ratio_cpu``, which other work on the machine inflates less).
+  The four limits leave out two steps that are real work, not glue: the validation of every
+  reading and the windows' duplicate gate (hashing every reading's key). ``checks`` times them
+  alone on the same files, and ``serial_floor_ratio_with_checks`` (and ``_cpu``) is the floor
+  with them added.
 - **latency**: the pipeline in-process on a paced source (the plant's own rate, event time = wall
   time) after an unpaced warm-up; a fault is injected on some machines. For every alert raised
   in the paced phase, each reading of the window that raised it has a latency: from the moment
@@ -59,6 +67,10 @@ DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
 LIMITS = ("engine", "compute", "models", "duckdb")
 
+#: Work a pipeline must do that no limit counts: validation and the windows' duplicate gate,
+#: timed alone like a limit; a second serial floor adds it (``serial_floor_ratio_with_checks``).
+CHECKS = "checks"
+
 #: ``--write-docs`` rewrites docs/performance.md above this line and keeps what follows it.
 NOTES_MARKER = "<!-- notes: written by hand, kept by floorsight bench --write-docs -->"
 
@@ -82,6 +94,8 @@ class BenchSettings:
     #: the paced source delivers in order)
     lateness_s: float = 0.5
     processes: int = 2
+    #: also run the cluster on one DuckDB file (``--db-layout file``), for comparison
+    one_file_cluster: bool = True
     #: polars threads per worker process
     threads: int = 1
     latency_faulty: int = 20
@@ -145,7 +159,11 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
         echo("bench: end to end, 1 worker process ...")
         one = _phase("run", settings, work, processes=1)
         echo(f"bench: end to end, {settings.processes} worker processes ...")
-        many = _cluster(settings, work)
+        many = _cluster(settings, work, "per-process")
+        one_file = None
+        if settings.one_file_cluster:
+            echo(f"bench: end to end, {settings.processes} processes on one DuckDB file ...")
+            one_file = _cluster(settings, work, "file")
         echo(f"bench: limits ({', '.join(LIMITS)}) ...")
         out = _phase("limits", settings, work)
         echo("bench: latency (paced source) ...")
@@ -153,6 +171,7 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
         echo(f"bench: soak ({settings.soak_hours:g} simulated hours) ...")
         soak = _phase("soak", settings, work)
         e2e_rows = _feature_rows(work / "e2e-1.duckdb")
+        cluster_rows = _feature_rows(_e2e_db(work, settings.processes, "per-process"))
     limits = {f"limit_{n}_readings_per_s": round(readings / out[n]["seconds"]) for n in LIMITS}
     per_cpu = {n: readings / out[n]["cpu_s"] for n in LIMITS}
     slowest = min(limits, key=limits.__getitem__)
@@ -190,18 +209,39 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     result["ratio_to_limit_cpu"] = round(result["readings_per_cpu_s"] / per_cpu[slowest_cpu], 3)
     result["limits_readings_per_cpu_s"] = {n: round(v) for n, v in per_cpu.items()}
     result.update(serial_floor(out, one, readings))
+    checked = serial_floor(out, one, readings, (*LIMITS, CHECKS))
+    result["serial_floor_ratio_with_checks"] = checked["serial_floor_ratio"]
+    result["serial_floor_ratio_with_checks_cpu"] = checked["serial_floor_ratio_cpu"]
+    result["checks_us_per_reading"] = checked["serial_floor_stages_us_per_reading"][CHECKS]
+    result["checks_cpu_us_per_reading"] = checked["serial_floor_stages_cpu_us_per_reading"][CHECKS]
     echo(
         f"bench: serial floor ratio {result['serial_floor_ratio']:.2f} "
         f"(in CPU time {result['serial_floor_ratio_cpu']:.2f}): the stages alone "
         f"{result['serial_floor_us_per_reading']:.3f} us per reading, the pipeline "
-        f"{result['us_per_reading_1_worker']:.3f} us"
+        f"{result['us_per_reading_1_worker']:.3f} us; with validation and the duplicate gate "
+        f"{result['serial_floor_ratio_with_checks']:.2f} "
+        f"(CPU {result['serial_floor_ratio_with_checks_cpu']:.2f})"
     )
-    result[f"processes_{settings.processes}_workers"] = many["processes"]
+    n = settings.processes
+    result[f"processes_{n}_workers"] = many["processes"]
     result["scaling_2_workers"] = round(
-        result[f"readings_per_s_{settings.processes}_workers"] / result["readings_per_s"], 2
+        result[f"readings_per_s_{n}_workers"] / result["readings_per_s"], 2
     )
+    # the scaling n cores would give if each process ran on its own core: n x one process's CPU
+    # seconds over the cluster's, which other work on the machine inflates less than wall time
+    result["scaling_2_workers_cpu"] = round(n * one["cpu_s"] / many["cpu_s"], 2)
+    result["cpu_s_1_worker"] = round(one["cpu_s"], 2)
+    result[f"cpu_s_{n}_workers"] = round(many["cpu_s"], 2)
+    if one_file is not None:
+        result[f"readings_per_s_{n}_workers_one_file"] = round(readings / one_file["seconds"])
+        result[f"cpu_s_{n}_workers_one_file"] = round(one_file["cpu_s"], 2)
+        result[f"processes_{n}_workers_one_file"] = one_file["processes"]
     result["readings"] = readings
-    result["feature_rows"] = {"end_to_end": e2e_rows, "compute_limit": out["compute"]["rows"]}
+    result["feature_rows"] = {
+        "end_to_end": e2e_rows,
+        "cluster": cluster_rows,
+        "compute_limit": out["compute"]["rows"],
+    }
     result["settings"] = asdict(settings)
     result["machine"] = machine_info()
     result["load_average"] = {"before": load_before, "after": os.getloadavg()}
@@ -209,7 +249,7 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     return result
 
 
-def serial_floor(limits: dict, one: dict, readings: int) -> dict:
+def serial_floor(limits: dict, one: dict, readings: int, stages: tuple[str, ...] = LIMITS) -> dict:
     """The serial floor: the time per reading of the four stages timed alone (engine, compute,
     models, DuckDB: the limits) added up, which one worker running them one after the other
     cannot beat; beside the one-worker pipeline's own time per reading, in wall-clock and in
@@ -219,8 +259,9 @@ def serial_floor(limits: dict, one: dict, readings: int) -> dict:
     def us(seconds: float) -> float:
         return seconds / readings * 1e6
 
-    stages = {n: us(limits[n]["seconds"]) for n in LIMITS}
-    stages_cpu = {n: us(limits[n]["cpu_s"]) for n in LIMITS}
+    names = stages
+    stages = {n: us(limits[n]["seconds"]) for n in names}
+    stages_cpu = {n: us(limits[n]["cpu_s"]) for n in names}
     floor, floor_cpu = sum(stages.values()), sum(stages_cpu.values())
     whole, whole_cpu = us(one["seconds"]), us(one["cpu_s"])
     return {
@@ -236,13 +277,17 @@ def serial_floor(limits: dict, one: dict, readings: int) -> dict:
 
 
 def _feature_rows(db: Path) -> int:
-    import duckdb
+    """Rows of ``features`` in a DuckDB file or a per-process store (through its views)."""
+    from floorsight.storage import read_frame
 
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.sql("SELECT count(*) FROM features").fetchall()[0][0]
-    finally:
-        con.close()
+    return read_frame(db, "SELECT count(*) AS n FROM features")["n"][0]
+
+
+def _e2e_db(work: Path, processes: int, layout: str) -> Path:
+    """Where the end-to-end run of ``processes`` processes writes: a file, or a store folder."""
+    if layout == "per-process":
+        return work / f"e2e-{processes}-store"
+    return work / f"e2e-{processes}.duckdb"
 
 
 def _env(settings: BenchSettings) -> dict[str, str]:
@@ -268,8 +313,9 @@ def _phase(name: str, settings: BenchSettings, work: Path, **extra) -> dict:
     return result
 
 
-def _cluster(settings: BenchSettings, work: Path) -> dict:
-    """The end-to-end run as a Bytewax cluster of ``processes`` processes on 127.0.0.1."""
+def _cluster(settings: BenchSettings, work: Path, layout: str) -> dict:
+    """The end-to-end run as a Bytewax cluster of ``processes`` processes on 127.0.0.1, each
+    started as on its own host (``--process-id``, ``--addresses``), on the DuckDB ``layout``."""
     addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(settings.processes))
     procs = [
         subprocess.Popen(
@@ -282,6 +328,7 @@ def _cluster(settings: BenchSettings, work: Path) -> dict:
                         "processes": settings.processes,
                         "process_id": i,
                         "addresses": addresses,
+                        "db_layout": layout,
                     }
                 ),
             ],
@@ -337,6 +384,7 @@ def phase_run(
     processes: int = 1,
     process_id: int | None = None,
     addresses: str | None = None,
+    db_layout: str = "file",
 ) -> dict:
     """``floorsight run`` over the bench history, timed from the dataflow's start to its end."""
     from floorsight.runner import RunConfig, run_pipeline
@@ -344,7 +392,8 @@ def phase_run(
     cfg = RunConfig(
         history=work / "readings",
         context=work / "erp",
-        db=work / f"e2e-{processes}.duckdb",
+        db=_e2e_db(work, processes, db_layout),
+        db_layout=db_layout,
         window_s=settings.window_s,
         batch_rows=settings.batch_rows,
         processes=processes,
@@ -469,6 +518,30 @@ def phase_duckdb(settings: BenchSettings, work: Path) -> dict:
         "cpu_s": _cpu_s() - cpu,
         "rows": sum(t.num_rows for t in frames.values()),
     }
+
+
+def phase_checks(settings: BenchSettings, work: Path) -> dict:
+    """Validation and the duplicate gate alone: what the pipeline's ``validate`` step runs
+    (the rules of a history run, the context's machine catalogue) and the windows' gate on the
+    exact duplicates of a batch, over each whole file, no dataflow."""
+    from floorsight.features.windows import WindowAggregator
+    from floorsight.pipelines.context import ContextStore
+    from floorsight.pipelines.replay import history_files, read_readings
+    from floorsight.pipelines.validate import Catalogue, ReadingRules, check_batch
+
+    rules = ReadingRules.history()
+    catalogue = Catalogue.from_context(ContextStore(work / "erp").current())
+    gate = WindowAggregator(timedelta(seconds=settings.window_s))
+    seconds, cpu, kept = 0.0, 0.0, 0
+    for path in history_files(work / "readings"):
+        readings = read_readings(path)
+        began, cpu_began = time.perf_counter(), _cpu_s()
+        ok = check_batch(readings, rules, "readings", catalogue).ok
+        # the gate holds no window here: a batch's own duplicates are what it checks
+        kept += gate._without_duplicates(ok).height
+        seconds += time.perf_counter() - began
+        cpu += _cpu_s() - cpu_began
+    return {"seconds": seconds, "cpu_s": cpu, "readings": kept}
 
 
 def phase_latency(settings: BenchSettings, work: Path) -> dict:
@@ -685,8 +758,9 @@ def phase_suites(settings: BenchSettings, work: Path) -> dict:
 
 def phase_limits(settings: BenchSettings, work: Path) -> dict:
     """The four limits one after the other (each timed on its own, in one process)."""
-    steps = (phase_engine, phase_compute, phase_models, phase_duckdb)
-    return {name: step(settings, work) for name, step in zip(LIMITS, steps, strict=True)}
+    steps = (phase_engine, phase_compute, phase_models, phase_duckdb, phase_checks)
+    names = (*LIMITS, CHECKS)
+    return {name: step(settings, work) for name, step in zip(names, steps, strict=True)}
 
 
 PHASES = {
@@ -759,12 +833,15 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         "| measurement | value | ratio to the slowest limit |",
         "| --- | --- | --- |",
         row("end to end, 1 worker process", "readings_per_s"),
-        row(f"end to end, {n} worker processes", f"readings_per_s_{n}_workers"),
+        row(f"end to end, {n} worker processes, per-process store", f"readings_per_s_{n}_workers"),
         row("limit (a) engine: Bytewax moving the same items", "limit_engine_readings_per_s"),
         row("limit (b) compute: join + window features in polars", "limit_compute_readings_per_s"),
         row("limit (c) models: score step outside the dataflow", "limit_models_readings_per_s"),
         row("limit (d) DuckDB: appending the same rows", "limit_duckdb_readings_per_s"),
-        f"| scaling, {n} processes / 1 | {result['scaling_2_workers']:.2f} | |",
+        f"| scaling, {n} processes / 1, wall-clock / CPU ({n} x one process's CPU seconds over "
+        f"the cluster's: {result['cpu_s_1_worker']:g} / {result[f'cpu_s_{n}_workers']:g} s) | "
+        f"{result['scaling_2_workers']:.2f} / {result['scaling_2_workers_cpu']:.2f} | |",
+        *_one_file_row(result, n),
         f"| serial floor ratio, 1 worker process: the stages alone (sum of the four limits' "
         f"time per reading) / the pipeline, wall-clock / CPU | "
         f"{result['serial_floor_ratio']:.2f} / {result['serial_floor_ratio_cpu']:.2f} "
@@ -772,6 +849,11 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         f"{result['us_per_reading_1_worker']:.3f} us per reading; CPU "
         f"{result['serial_floor_cpu_us_per_reading']:.3f} / "
         f"{result['cpu_us_per_reading_1_worker']:.3f} us) | |",
+        f"| serial floor ratio with validation and the duplicate gate as a fifth stage "
+        f"({result['checks_us_per_reading']:.3f} us per reading alone, CPU "
+        f"{result['checks_cpu_us_per_reading']:.3f}), wall-clock / CPU | "
+        f"{result['serial_floor_ratio_with_checks']:.2f} / "
+        f"{result['serial_floor_ratio_with_checks_cpu']:.2f} | |",
         f"| readings per CPU second (user + system), 1 / {n} processes | "
         f"{result['readings_per_cpu_s']:,} / {result[f'readings_per_cpu_s_{n}_workers']:,} | "
         f"{result['ratio_to_limit_cpu']:.2f} (1 process, to the slowest limit in CPU time: "
@@ -790,8 +872,10 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         "simulated hour | |",
         "",
         f"The slowest limit is **{result['limit_slowest']}**. Feature rows written end to end: "
-        f"{result['feature_rows']['end_to_end']:,}; by the compute limit: "
-        f"{result['feature_rows']['compute_limit']:,} (the same windows).",
+        f"{result['feature_rows']['end_to_end']:,} by 1 process, "
+        f"{result['feature_rows']['cluster']:,} by {n} (their per-process store, read through "
+        f"its views); by the compute limit: {result['feature_rows']['compute_limit']:,} "
+        "(the same windows).",
         "",
         "Raw result:",
         "",
@@ -806,6 +890,16 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
     if path.exists() and NOTES_MARKER in path.read_text():
         notes = path.read_text().split(NOTES_MARKER, 1)[1]
     path.write_text("\n".join(lines) + (notes or "\n"))
+
+
+def _one_file_row(result: dict, n: int) -> list[str]:
+    if f"cpu_s_{n}_workers_one_file" not in result:
+        return []
+    return [
+        f"| end to end, {n} worker processes on one DuckDB file (process 0 writes every row), "
+        f"wall / CPU | {result[f'readings_per_s_{n}_workers_one_file']:,} readings/s / "
+        f"{result[f'cpu_s_{n}_workers_one_file']:g} CPU s | |"
+    ]
 
 
 def _loads(loads) -> str:

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from floorsight.bench import LIMITS, SIZES, serial_floor, write_docs_page
+from floorsight.bench import CHECKS, LIMITS, SIZES, serial_floor, write_docs_page
 
 FIELDS = {
     "readings_per_s",
@@ -43,6 +43,10 @@ FIELDS = {
     "scaling_2_workers",
     "serial_floor_ratio",
     "serial_floor_ratio_cpu",
+    "serial_floor_ratio_with_checks",
+    "serial_floor_ratio_with_checks_cpu",
+    "scaling_2_workers_cpu",
+    "readings_per_s_2_workers_one_file",
     "serial_floor_us_per_reading",
     "us_per_reading_1_worker",
     "readings",
@@ -65,6 +69,11 @@ def test_serial_floor_adds_up_the_stages_and_divides_by_the_pipeline() -> None:
     assert floor["serial_floor_ratio"] == pytest.approx(0.8)
     assert floor["serial_floor_ratio_cpu"] == pytest.approx(1.0)  # 1.6 CPU s of stages / 1.6
     assert floor["serial_floor_stages_us_per_reading"]["models"] == pytest.approx(0.3)
+    # validation and the duplicate gate (0.1 s alone) as a fifth stage: 0.9 of the pipeline
+    limits[CHECKS] = {"seconds": 0.1, "cpu_s": 0.2}
+    checked = serial_floor(limits, {"seconds": 1.0, "cpu_s": 1.6}, 1_000_000, (*LIMITS, CHECKS))
+    assert checked["serial_floor_ratio"] == pytest.approx(0.9)
+    assert checked["serial_floor_stages_us_per_reading"][CHECKS] == pytest.approx(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +105,9 @@ def test_tiny_bench_prints_every_field(result) -> None:
     # the pipeline and the compute limit computed the same windows from the same data
     rows = result["feature_rows"]
     assert rows["end_to_end"] == rows["compute_limit"] > 0
+    # the cluster wrote a per-process store, and its views hold the same windows
+    assert rows["cluster"] == rows["end_to_end"]
+    assert result["serial_floor_ratio_with_checks"] > result["serial_floor_ratio"]
     # the paced run saw alerts on the faulty machines, and their readings waited at least the
     # allowed lateness after their window (a latency below that would be a measuring error)
     assert result["latency_alerts"] >= 1

@@ -70,6 +70,30 @@ def test_upsert_is_idempotent_and_updates_only_declared_columns(tmp_path: Path) 
     assert db.query("SELECT k, v FROM t ORDER BY k").rows() == [(1, 1.0), (2, 20.0), (3, 3.0)]
 
 
+def test_an_insert_only_table_keeps_the_first_row_of_a_key_and_the_batch_s_last_repeat(
+    tmp_path: Path,
+) -> None:
+    # appended without a dedupe pass: a key repeated in the batch or already in the file makes
+    # the append fail, and the transaction is redone with repeats dropped (the last one kept)
+    first_wins = replace(SPEC, update_columns=())
+    db = Database(tmp_path / "i.duckdb", [first_wins])
+    db.create()
+    db.upsert({"t": [pl.DataFrame({"k": [1, 2], "v": [1.0, 2.0]})]})
+    written = db.upsert(
+        {
+            "t": [
+                pl.DataFrame({"k": [3, 2], "v": [3.0, 20.0]}),
+                pl.DataFrame({"k": [3], "v": [30.0]}),
+            ]
+        }
+    )
+    assert written == 2  # keys 3 and 2 once each
+    assert db.query("SELECT k, v FROM t ORDER BY k").rows() == [(1, 1.0), (2, 2.0), (3, 30.0)]
+    # the same again (a replay after recovery) changes nothing
+    db.upsert({"t": [pl.DataFrame({"k": [3, 2], "v": [3.0, 20.0]})]})
+    assert db.query("SELECT k, v FROM t ORDER BY k").rows() == [(1, 1.0), (2, 2.0), (3, 30.0)]
+
+
 def test_a_copy_of_an_external_table_is_replaced_whole_by_its_newest_frame(tmp_path) -> None:
     db = Database(tmp_path / "c.duckdb", [SPEC])
     db.create()
