@@ -39,6 +39,8 @@ FLOORSIGHT = Path(sys.executable).with_name("floorsight")
 VOLATILE = {"received_at", "validated_at"}
 #: the Bytewax cluster port each process listens on (each host has its own network)
 CLUSTER_PORT = 2101
+#: process upsets often enough that a few hours raise alerts on several machines
+UPSETS = ("--faults-per-day", "64", "--fault-kinds", "process_upset")
 
 
 def _ip(*args: str) -> None:
@@ -138,15 +140,10 @@ def _tables(db: Path) -> dict[str, pl.DataFrame]:
     return out
 
 
-@pytest.fixture(scope="module")
-def history(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("history")
+def simulate(out: Path, *options: str) -> Path:
+    """``floorsight simulate --out OUT OPTIONS`` (at 1 Hz): a history folder."""
     made = subprocess.run(
-        [
-            *(str(FLOORSIGHT), "simulate", "--out", str(out), "--hours", "3", "--seed", "5"),
-            *("--hz", "1", "--machines", "6", "--faults-per-day", "64"),
-            *("--fault-kinds", "process_upset"),
-        ],
+        [str(FLOORSIGHT), "simulate", "--out", str(out), "--hz", "1", *options],
         capture_output=True,
         text=True,
         timeout=300,
@@ -157,10 +154,21 @@ def history(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def history(tmp_path_factory) -> Path:
+    return simulate(
+        tmp_path_factory.mktemp("history"),
+        *("--hours", "3", "--seed", "5", "--machines", "6", *UPSETS),
+    )
+
+
+@pytest.fixture(scope="module")
 def reference(history, tmp_path_factory) -> tuple[dict[str, pl.DataFrame], Counter]:
+    return one_process(history, tmp_path_factory.mktemp("reference"))
+
+
+def one_process(history: Path, tmp: Path) -> tuple[dict[str, pl.DataFrame], Counter]:
     """One process, one DuckDB file: its tables and the notifications it delivered (to one of
     its two webhooks, which got the same)."""
-    tmp = tmp_path_factory.mktemp("reference")
     receivers = [Receiver(), Receiver()]
     try:
         routing = webhook_routing(tmp / "routing.toml", *(r.url for r in receivers))
