@@ -10,7 +10,9 @@ one worker writes the file and the others send it their rows; with ``--db-layout
 in it, queues their alerts in the outbox beside that file and delivers them itself. With
 ``--recovery DIR`` Bytewax snapshots the state every ``--snapshot-s`` seconds; a run killed at
 any point and started again with the same arguments resumes from the last snapshot, and the
-idempotent sink rewrites what was replayed.
+idempotent sink rewrites what was replayed. On several hosts each has its own recovery folder
+and process 0's holds the store's partition. ``--processes P`` passes SIGTERM and SIGINT on to
+the processes it started and exits non-zero when one of them fails.
 """
 
 from __future__ import annotations
