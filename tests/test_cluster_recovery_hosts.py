@@ -29,6 +29,7 @@ from tests.test_cluster_hosts import (
     Hosts,
     _tables,
     network_hosts,
+    news,
     one_process,
     simulate,
 )
@@ -153,21 +154,4 @@ def test_a_cluster_of_hosts_killed_resumes_to_the_uninterrupted_tables(
         assert_frame_equal(frame, expected, check_exact=False, rel_tol=1e-9), name
     sent = Counter(key for key, _ in receiver.received)
     assert set(sent.values()) == {1}, "a notification was delivered twice"
-    final = _final_clears(expected_tables["alerts"])
-    assert _news(sent, final) == _news(expected_sent, final)
-
-
-def _final_clears(alerts: pl.DataFrame) -> set[str]:
-    """The ``cleared`` keys of the alerts' last clears."""
-    return {
-        f"{row['alert_id']}/cleared/{row['cleared_at']:%Y%m%dT%H%M%SZ}"
-        for row in alerts.filter(pl.col("cleared_at").is_not_null()).iter_rows(named=True)
-    }
-
-
-def _news(sent: Counter, final: set[str]) -> set[str]:
-    """The notifications that do not depend on how the readings were batched: every event but
-    the intermediate clears of an alert that flagged again within its flap hold (a clear and
-    the next flag in one batch make one row, so which of them are sent follows the batches;
-    a restart batches differently from an uninterrupted run)."""
-    return {key for key in sent if "/cleared/" not in key or key in final}
+    assert news(sent, expected_tables) == news(expected_sent, expected_tables)
