@@ -10,11 +10,14 @@ one worker writes the file and the others send it their rows; with ``--db-layout
 in it, queues their alerts in the outbox beside that file and delivers them itself. With
 ``--recovery DIR`` Bytewax snapshots the state every ``--snapshot-s`` seconds; a run killed at
 any point and started again with the same arguments resumes from the last snapshot, and the
-idempotent sink rewrites what was replayed.
+idempotent sink rewrites what was replayed. On several hosts each has its own recovery folder
+and process 0's holds the store's partition. ``--processes P`` passes SIGTERM and SIGINT on to
+the processes it started and exits non-zero when one of them fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -218,12 +221,13 @@ def outbox_path(db: Path) -> Path:
 
 def run_pipeline(cfg: RunConfig) -> int:
     """Run to the end of the history; returns an exit code."""
-    if cfg.process_id in (None, 0):
-        if cfg.recovery is not None:
-            _init_recovery(cfg.recovery)
-        if not cfg.db.parent.exists():
-            # the database's folder holds the alert outbox too (alert payloads, destinations)
-            private_dir(cfg.db.parent)
+    if cfg.recovery is not None:
+        # every host needs the folder (Bytewax looks for partitions in it); one process makes
+        # the store's partition, which the cluster as a whole holds (docs/deploy.md)
+        _init_recovery(cfg.recovery, partition=cfg.process_id in (None, 0))
+    if cfg.process_id in (None, 0) and not cfg.db.parent.exists():
+        # the database's folder holds the alert outbox too (alert payloads, destinations)
+        private_dir(cfg.db.parent)
     if cfg.per_process and not cfg.db.is_dir():
         private_dir(cfg.db)  # each host's processes make their own folder
     if cfg.processes > 1 and cfg.process_id is None:
@@ -370,7 +374,9 @@ class RecoveryDirError(ValueError):
     """A recovery folder that others could write (a shared one such as /tmp)."""
 
 
-def _init_recovery(directory: Path) -> None:
+def _init_recovery(directory: Path, partition: bool = True) -> None:
+    """Make the recovery folder private and, with ``partition``, give it the store's one
+    partition unless it has one (a resume)."""
     from bytewax.recovery import init_db_dir
 
     # the snapshots are pickles: whoever can write this folder runs code as the pipeline at
@@ -384,7 +390,7 @@ def _init_recovery(directory: Path) -> None:
                 "pipeline loads, so give --recovery a folder of its own"
             )
     private_dir(directory)
-    if any(directory.glob("*.sqlite3")):
+    if not partition or any(directory.glob("*.sqlite3")):
         return  # already initialised: this run resumes
     init_db_dir(directory, 1)
 
@@ -421,8 +427,27 @@ def _spawn_cluster(cfg: RunConfig) -> int:
         )
         for i in range(cfg.processes)
     ]
-    codes = [p.wait() for p in procs]
-    return max(codes, key=abs)
+    return _wait_forwarding_signals(procs)
+
+
+def _wait_forwarding_signals(procs: list[subprocess.Popen]) -> int:
+    """Wait for the cluster's processes; SIGTERM or SIGINT to this command goes on to each of
+    them as SIGTERM (each stops its source and flushes), so that a service manager's stop
+    ends the whole cluster instead of orphaning it. A process that fails stops the others.
+    Returns the exit code furthest from 0."""
+    stop = threading.Event()
+    message = f"stopping: passing SIGTERM on to the {len(procs)} processes"
+    forwarded = False
+    with stop_on_signals(stop, log.warning, message):
+        while running := [p for p in procs if p.poll() is None]:
+            if forwarded:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    running[0].wait(timeout=0.2)
+            elif stop.wait(0.2) or any(p.returncode for p in procs):
+                for proc in running:
+                    proc.terminate()
+                forwarded = True
+    return max((p.returncode for p in procs), key=abs)
 
 
 def _free_port() -> int:
