@@ -92,15 +92,28 @@ class AlertTracker:
     def update_rows(self, rows: list[dict], opened: list | None = None) -> list[dict]:
         """Like :meth:`update` for score rows as dicts already in time order. ``opened``, when
         given, gets ``(window_start, is an alert open after this row)`` per row (a backtest's
-        per-window alert state)."""
+        per-window alert state).
+
+        One row per changed alert, its state after the last row, and before it the state of
+        every clear that a later flag of the same rows overwrote (an alert that flags again
+        within its flap hold goes on as the same alert): each clear is news, however the
+        windows were batched (one batch or many, one process or a cluster, a resumed run)."""
         changed: dict[str, dict] = {}
+        overwritten: list[dict] = []  # clears a reopen in the same rows replaced
         for row in rows:
             alert = self._step(row)
             if alert is not None:
+                before = changed.get(alert["alert_id"])
+                if (
+                    before is not None
+                    and before.get("cleared_at") is not None
+                    and alert.get("cleared_at") != before["cleared_at"]
+                ):
+                    overwritten.append(before)
                 changed[alert["alert_id"]] = dict(alert)
             if opened is not None:
                 opened.append((row["window_start"], self._open is not None))
-        return list(changed.values())
+        return overwritten + list(changed.values())
 
     def _step(self, row: dict) -> dict | None:
         if row["is_anomaly"]:
