@@ -79,6 +79,27 @@ def test_a_reopened_alert_is_open_again_until_it_clears() -> None:
     assert reopened["windows"] == 7
 
 
+def test_every_clear_is_news_however_the_windows_are_batched() -> None:
+    """A clear that a reopen within the hold overwrites in the same batch is still returned, so
+    the notifications (events per row) are the same in one batch or window by window."""
+    from floorsight.alerts.notify import _key as notification_key
+    from floorsight.alerts.notify import events
+
+    rows = _rows("xx" + "." * 4 + "xx" + "." * 4 + "xx" + "." * 4)
+
+    def keys(batch: int) -> set[str]:
+        tracker, out = AlertTracker(hold=HOLD), set()
+        for k in range(0, len(rows), batch):
+            for alert in tracker.update_rows(rows[k : k + batch]):
+                out |= {notification_key(alert, e) for e in events(alert)}
+        return out
+
+    one_by_one = keys(1)
+    assert sum("/cleared/" in key for key in one_by_one) == 3
+    for batch in (2, 5, len(rows)):
+        assert keys(batch) == one_by_one, batch
+
+
 def test_a_fault_after_the_hold_is_a_new_alert() -> None:
     rows = _rows("xxxxx...") + _rows("xxxxx...", T0 + 8 * WINDOW + HOLD + WINDOW)
     assert len(_alerts(AlertTracker(hold=HOLD), rows)) == 2
