@@ -232,9 +232,6 @@ def run_pipeline(cfg: RunConfig) -> int:
         private_dir(cfg.db)  # each host's processes make their own folder
     if cfg.processes > 1 and cfg.process_id is None:
         return _spawn_cluster(cfg)
-    from bytewax.recovery import RecoveryConfig
-    from bytewax.run import cli_main
-
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("asyncua").setLevel(logging.WARNING)
 
@@ -269,6 +266,20 @@ def run_pipeline(cfg: RunConfig) -> int:
     if cfg.metrics_port is not None:
         _serve_metrics(cfg)
     stop = threading.Event()
+    # a SIGTERM or Ctrl-C from here to the end is a clean stop, also while the run starts (the
+    # context's first load) and while it winds down: never a death by the signal, which a
+    # service manager (or `run --processes`, which passes it on) would count as a failure
+    with stop_on_signals(stop, log.warning, "stopping: flushing the database ..."):
+        return _run_started(cfg, stop, settings, dispatcher)
+
+
+def _run_started(
+    cfg: RunConfig, stop: threading.Event, settings: PipelineSettings, dispatcher
+) -> int:
+    """The run from its source on (:func:`run_pipeline`, which handles the signals)."""
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.run import cli_main
+
     if cfg.opcua is not None:
         from floorsight.pipelines.opcua_source import source_for_run
 
@@ -340,15 +351,14 @@ def run_pipeline(cfg: RunConfig) -> int:
     )
     delivery = dispatcher.start() if dispatcher is not None else None
     try:
-        with stop_on_signals(stop, log.warning, "stopping: flushing the database ..."):
-            cli_main(
-                flow,
-                workers_per_process=cfg.workers,
-                process_id=cfg.process_id,
-                addresses=cfg.addresses,
-                epoch_interval=timedelta(seconds=cfg.snapshot_s),
-                recovery_config=RecoveryConfig(cfg.recovery) if cfg.recovery else None,
-            )
+        cli_main(
+            flow,
+            workers_per_process=cfg.workers,
+            process_id=cfg.process_id,
+            addresses=cfg.addresses,
+            epoch_interval=timedelta(seconds=cfg.snapshot_s),
+            recovery_config=RecoveryConfig(cfg.recovery) if cfg.recovery else None,
+        )
     finally:
         if delivery is not None:
             thread, done = delivery
