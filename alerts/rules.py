@@ -58,7 +58,8 @@ class AlertTracker:
     ...              "is_anomaly": c == "x", "evidence": "", "severity": sev}
     ...             for i, c in enumerate(flags)]
     >>> flapping = rows("xxxxx...xxxxx...")
-    >>> [len(AlertTracker(hold=h).update_rows(flapping)) for h in (timedelta(0), DEFAULT_HOLD)]
+    >>> [len({a["alert_id"] for a in AlertTracker(hold=h).update_rows(flapping)})
+    ...  for h in (timedelta(0), DEFAULT_HOLD)]
     [2, 1]
     >>> AlertTracker().update_rows(rows("xx", "critical"))[0]["severity"]
     'critical'

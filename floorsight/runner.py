@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -444,7 +445,10 @@ def _wait_forwarding_signals(procs: list[subprocess.Popen]) -> int:
     """Wait for the cluster's processes; SIGTERM or SIGINT to this command goes on to each of
     them as SIGTERM (each stops its source and flushes), so that a service manager's stop
     ends the whole cluster instead of orphaning it. A process that fails stops the others.
-    Returns the exit code furthest from 0."""
+    Returns the exit code furthest from 0. A process that the passed-on SIGTERM ended by the
+    signal itself stopped cleanly: a run handles the signal from its start to its end
+    (:func:`run_pipeline`), so it can only have been before the run began or after it had
+    written everything (the interpreter's start or exit)."""
     stop = threading.Event()
     message = f"stopping: passing SIGTERM on to the {len(procs)} processes"
     forwarded = False
@@ -457,7 +461,8 @@ def _wait_forwarding_signals(procs: list[subprocess.Popen]) -> int:
                 for proc in running:
                     proc.terminate()
                 forwarded = True
-    return max((p.returncode for p in procs), key=abs)
+    codes = [0 if forwarded and p.returncode == -signal.SIGTERM else p.returncode for p in procs]
+    return max(codes, key=abs)
 
 
 def _free_port() -> int:

@@ -23,7 +23,14 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def history(tmp_path_factory) -> Path:
     return simulate(
-        tmp_path_factory.mktemp("history"), "--hours", "2", "--seed", "3", "--machines", "4"
+        # long enough that the run is still reading when the test stops it, on a loaded machine
+        tmp_path_factory.mktemp("history"),
+        "--hours",
+        "8",
+        "--seed",
+        "3",
+        "--machines",
+        "4",
     )
 
 
