@@ -161,10 +161,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> DemoSummary | None:
     settings = PipelineSettings(
         window=timedelta(seconds=cfg.window_s),
         rules=ReadingRules(max_future=future, ranges=dict(plant_cfg.sensor_ranges)),
-        lateness=timedelta(seconds=plant_cfg.lateness_s),
-        context_hold=timedelta(seconds=plant_cfg.context_hold_s),
-        alert_open_after=plant_cfg.alert_open_after,
-        alert_clear_after=plant_cfg.alert_clear_after,
+        **plant_cfg.pipeline_fields(),
         notify=NotifySettings(outbox_path, routing),
         recovery=False,  # the demo runs once, with no recovery store
         models=model_settings(cfg.models) if cfg.models is not None else {},

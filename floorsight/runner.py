@@ -38,7 +38,13 @@ from floorsight.config import private_dir
 from floorsight.demo import stop_on_signals
 from floorsight.models.registry import model_settings as load_model_settings
 from floorsight.pipelines.context import ContextStore
-from floorsight.pipelines.flow import TABLES, NotifySettings, PipelineSettings, build_flow
+from floorsight.pipelines.flow import (
+    TABLES,
+    NotifySettings,
+    PipelineSettings,
+    build_flow,
+    sink_settings,
+)
 from floorsight.pipelines.replay import ReplaySource
 from floorsight.pipelines.signals import load_states
 from floorsight.pipelines.sink import PartitionedDuckDBSink
@@ -252,10 +258,7 @@ def run_pipeline(cfg: RunConfig) -> int:
         rules=ReadingRules.history(ranges=ranges)
         if cfg.history is not None
         else _live_rules(cfg, ranges),
-        lateness=timedelta(seconds=plant.lateness_s),
-        context_hold=timedelta(seconds=plant.context_hold_s),
-        alert_open_after=plant.alert_open_after,
-        alert_clear_after=plant.alert_clear_after,
+        **plant.pipeline_fields(),
         notify=notify,
         shards=cfg.partitions,  # one shard per source partition: batches stay on their worker
         recovery=cfg.recovery is not None,
@@ -336,10 +339,7 @@ def _run_started(
             process_id=cfg.process_id or 0,
             processes=cfg.cluster_processes,
             workers_per_process=cfg.workers,
-            flush_interval=settings.flush_interval,
-            recovery=settings.recovery,
-            retention=settings.retention,
-            outbox=settings.notify.outbox if settings.notify is not None else None,
+            **sink_settings(settings),
         )
     flow = build_flow(
         source,

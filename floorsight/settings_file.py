@@ -26,6 +26,7 @@ import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -94,6 +95,15 @@ class PlantSettings(BaseModel):
     sensor_ranges: dict[str, Annotated[tuple[float, float], Field(strict=False)]] = Field(
         default_factory=dict
     )
+
+    def pipeline_fields(self) -> dict:
+        """These settings as ``PipelineSettings`` fields (the sensor ranges go to the rules)."""
+        return {
+            "lateness": timedelta(seconds=self.lateness_s),
+            "context_hold": timedelta(seconds=self.context_hold_s),
+            "alert_open_after": self.alert_open_after,
+            "alert_clear_after": self.alert_clear_after,
+        }
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> PlantSettings:

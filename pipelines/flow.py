@@ -417,6 +417,16 @@ def _count_rows(_step: str, item: tuple[str, TableRows]) -> None:
     METRICS.table_rows(table, frame)
 
 
+def sink_settings(settings: PipelineSettings) -> dict:
+    """The DuckDB sink's settings from the pipeline's (one file or a per-process store)."""
+    return {
+        "flush_interval": settings.flush_interval,
+        "recovery": settings.recovery,
+        "retention": settings.retention,
+        "outbox": settings.notify.outbox if settings.notify is not None else None,
+    }
+
+
 def build_flow(
     source: Source[pl.DataFrame],
     context: ContextStore,
@@ -631,13 +641,6 @@ def build_flow(
         op.output("mlflow", snapshots, MlflowSnapshotSink(settings.mlflow_uri))
     tables = op.inspect("count_rows", op.merge("tables", *out), _count_rows)
     # (table, (table, frame))
-    sink = sink or DuckDBSink(
-        db_path,
-        TABLES,
-        flush_interval=settings.flush_interval,
-        recovery=settings.recovery,
-        retention=settings.retention,
-        outbox=settings.notify.outbox if settings.notify is not None else None,
-    )
+    sink = sink or DuckDBSink(db_path, TABLES, **sink_settings(settings))
     op.output("duckdb", tables, sink)
     return flow
