@@ -1,15 +1,17 @@
 """Two processes against one, as ``floorsight bench`` measures them, repeated in one sitting.
 
-    POLARS_MAX_THREADS=1 .venv/bin/python benchmarks/cluster_scaling.py --seconds 600 --repeat 3
+    POLARS_MAX_THREADS=1 .venv/bin/python benchmarks/cluster_scaling.py --seconds 600 --repeat 3 \
+        [--epoch-s 2 30]
 
 Writes the bench plant's history once (``floorsight/bench_plant.py``, 200 machines x 20 sensors
 at 10 Hz), then runs, ``--repeat`` times in turn, the bench's own end-to-end phases
 (``floorsight.bench``): one worker process, the cluster of ``--processes`` processes on a
 per-process store (``--db-layout per-process``) and, with ``--one-file``, the cluster on one
-DuckDB file. Each run is timed from the dataflow's start to its end in every process, in wall
-and CPU seconds (user + system, interpreter start-up excluded). Prints one JSON line per run
-and a summary: min and median of each, and the scaling (wall: one process's time over the
-cluster's; CPU: ``processes`` x one process's CPU seconds over the cluster's).
+DuckDB file, at each Bytewax epoch of ``--epoch-s`` (``run --snapshot-s``). Each run is timed
+from the dataflow's start to its end in every process, in wall and CPU seconds (user + system,
+interpreter start-up excluded). Prints one JSON line per run and a summary per epoch: min and
+median of each, and the scaling (wall: one process's time over the cluster's; CPU:
+``processes`` x one process's CPU seconds over the cluster's).
 """
 
 from __future__ import annotations
@@ -32,12 +34,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600.0, help="plant time of the history")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--epoch-s", type=float, nargs="+", default=[2.0], help="Bytewax epochs to compare"
+    )
     parser.add_argument("--one-file", action="store_true", help="also the one-file cluster")
     args = parser.parse_args()
     if args.repeat < 1 or args.processes < 2 or args.seconds <= 0:
         parser.error("--repeat must be >= 1, --processes >= 2 and --seconds > 0")
     settings = replace(SIZES["default"], seconds=args.seconds, processes=args.processes)
-    runs: dict[str, list[dict]] = {"one": [], "per-process": [], "file": []}
+    layouts = ("per-process", "file") if args.one_file else ("per-process",)
+    # one list of runs per (epoch, one process or a cluster layout)
+    runs: dict[tuple[float, str], list[dict]] = {
+        (epoch, name): [] for epoch in args.epoch_s for name in ("one", *layouts)
+    }
     with tempfile.TemporaryDirectory(prefix="floorsight-scaling-") as tmp:
         work = Path(tmp)
         plant = settings.plant
@@ -47,30 +56,34 @@ def main() -> None:
             work / "readings", end, timedelta(seconds=settings.file_seconds)
         )
         _phase("suites", settings, work)
-        layouts = ("per-process", "file") if args.one_file else ("per-process",)
         for i in range(args.repeat):
-            _clear(_e2e_db(work, 1, "file"))
-            runs["one"].append(_phase("run", settings, work, processes=1))
-            for layout in layouts:
-                _clear(_e2e_db(work, args.processes, layout))
-                runs[layout].append(_cluster(settings, work, layout))
-            line = {k: _figures(v[-1]) for k, v in runs.items() if v}
-            print(json.dumps({"repeat": i + 1, **line}), flush=True)
-    summary = {"readings": readings, "processes": args.processes}
-    for name, done in runs.items():
-        if done:
-            summary[name] = {
+            for epoch in args.epoch_s:
+                at = replace(settings, epoch_s=epoch)
+                _clear(_e2e_db(work, 1, "file"))
+                runs[epoch, "one"].append(_phase("run", at, work, processes=1))
+                for layout in layouts:
+                    _clear(_e2e_db(work, args.processes, layout))
+                    runs[epoch, layout].append(_cluster(at, work, layout))
+                line = {n: _figures(runs[epoch, n][-1]) for n in ("one", *layouts)}
+                print(json.dumps({"repeat": i + 1, "epoch_s": epoch, **line}), flush=True)
+    summary: dict = {"readings": readings, "processes": args.processes}
+    for epoch in args.epoch_s:
+        at: dict = {}
+        for name in ("one", *layouts):
+            done = runs[epoch, name]
+            at[name] = {
                 f"{stat}_{key}": round(fn([r[key] for r in done]), 2)
                 for key in ("seconds", "cpu_s")
                 for stat, fn in (("min", min), ("median", statistics.median))
             }
-    one = summary["one"]
-    for layout in layouts:
-        many = summary[layout]
-        many["scaling_wall_median"] = round(one["median_seconds"] / many["median_seconds"], 2)
-        many["scaling_cpu_median"] = round(
-            args.processes * one["median_cpu_s"] / many["median_cpu_s"], 2
-        )
+        one = at["one"]
+        for layout in layouts:
+            many = at[layout]
+            many["scaling_wall_median"] = round(one["median_seconds"] / many["median_seconds"], 2)
+            many["scaling_cpu_median"] = round(
+                args.processes * one["median_cpu_s"] / many["median_cpu_s"], 2
+            )
+        summary[f"epoch_{epoch:g}s"] = at
     print(json.dumps(summary), flush=True)
 
 

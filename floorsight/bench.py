@@ -94,6 +94,9 @@ class BenchSettings:
     #: the paced source delivers in order)
     lateness_s: float = 0.5
     processes: int = 2
+    #: Bytewax's epoch in the end-to-end runs (``run --snapshot-s``): a source partition emits
+    #: nothing of a new epoch until every process's outputs have finished the last one
+    epoch_s: float = 2.0
     #: also run the cluster on one DuckDB file (``--db-layout file``), for comparison
     one_file_cluster: bool = True
     #: polars threads per worker process
@@ -399,6 +402,7 @@ def phase_run(
         processes=processes,
         process_id=process_id,
         addresses=addresses.split(";") if addresses else None,
+        snapshot_s=settings.epoch_s,
     )
     cpu, start = _cpu_s(), time.time()
     run_pipeline(cfg)
