@@ -68,22 +68,22 @@ def main() -> None:
                 print(json.dumps({"repeat": i + 1, "epoch_s": epoch, **line}), flush=True)
     summary: dict = {"readings": readings, "processes": args.processes}
     for epoch in args.epoch_s:
-        at: dict = {}
+        by_name: dict = {}
         for name in ("one", *layouts):
             done = runs[epoch, name]
-            at[name] = {
+            by_name[name] = {
                 f"{stat}_{key}": round(fn([r[key] for r in done]), 2)
                 for key in ("seconds", "cpu_s")
                 for stat, fn in (("min", min), ("median", statistics.median))
             }
-        one = at["one"]
+        one = by_name["one"]
         for layout in layouts:
-            many = at[layout]
+            many = by_name[layout]
             many["scaling_wall_median"] = round(one["median_seconds"] / many["median_seconds"], 2)
             many["scaling_cpu_median"] = round(
                 args.processes * one["median_cpu_s"] / many["median_cpu_s"], 2
             )
-        summary[f"epoch_{epoch:g}s"] = at
+        summary[f"epoch_{epoch:g}s"] = by_name
     print(json.dumps(summary), flush=True)
 
 
