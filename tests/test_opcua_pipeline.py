@@ -63,8 +63,14 @@ class RestartingServer(threading.Thread):
         first_stop = threading.Event()
         a = PlantServer(self.plant, self.url, START, SPEED, every_sample=True)
         await a.start_server()
-        wall0 = time.monotonic()  # the plant's clock starts with the first server's stream
         self.serving.set()
+        # the plant's clock starts once the pipeline has subscribed, so a slow first connect
+        # (a loaded machine) cannot push the pipeline's first reading past the restart
+        subscriptions = a.server.iserver.subscription_service.subscriptions
+        deadline = time.monotonic() + 60
+        while not subscriptions and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        wall0 = time.monotonic()
         task = asyncio.create_task(a.run(first_stop, echo=lambda _: None))
         await asyncio.sleep(self.up_s)
         first_stop.set()
