@@ -16,8 +16,9 @@ every process runs polars single-threaded, ``threads`` per worker, so one worker
   that does nothing; (b) ``compute``: the context join and window features computed by polars
   over each file at once, no dataflow; (c) ``models``: the models and alert rules of the score
   step scoring those feature rows outside the dataflow, per machine, as many windows per call as
-  the dataflow's batches hold; (d) ``duckdb``: DuckDB appending the feature, score and alert rows
-  through Arrow in one transaction. Each is expressed in readings per second of the data it
+  the dataflow's batches hold; (d) ``duckdb``: DuckDB writing every row the pipeline writes (the
+  ERP context's copy, features, scores, alerts, incidents, the models' tables) through the
+  sink's own upsert, in one transaction. Each is expressed in readings per second of the data it
   stands for; every result is also given as a ratio to the slowest limit.
 - **serial floor**: one worker runs every stage one after the other, so its time per reading is
   at least the limits' times per reading added up (engine, which includes reading the files,
@@ -97,6 +98,10 @@ class BenchSettings:
     #: Bytewax's epoch in the end-to-end runs (``run --snapshot-s``): a source partition emits
     #: nothing of a new epoch until every process's outputs have finished the last one
     epoch_s: float = 2.0
+    #: the one-worker run and the limits, this many times one after the other: the serial
+    #: floor is the median pair's (a VM's speed drifts by tens of per cent over minutes: only
+    #: a run and the limits taken next to each other are compared)
+    floor_pairs: int = 3
     #: also run the cluster on one DuckDB file (``--db-layout file``), for comparison
     one_file_cluster: bool = True
     #: polars threads per worker process
@@ -133,6 +138,7 @@ SIZES = {
         soak_machines=1,
         soak_sensors=2,
         soak_hours=3.0,
+        floor_pairs=1,
     ),
     "small": BenchSettings(machines=50, seconds=300.0, batch_rows=500_000, latency_faulty=5),
     "default": BenchSettings(),
@@ -159,16 +165,24 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
         )
         echo("bench: the context suites, once (every run reuses their verdict) ...")
         _phase("suites", settings, work)
-        echo("bench: end to end, 1 worker process ...")
-        one = _phase("run", settings, work, processes=1)
+        pairs = []
+        for i in range(settings.floor_pairs):
+            echo(
+                f"bench: end to end, 1 worker process, then the limits ({i + 1} of "
+                f"{settings.floor_pairs}: {', '.join(LIMITS)}, {CHECKS}) ..."
+            )
+            pair = (_phase("run", settings, work, processes=1), _phase("limits", settings, work))
+            pairs.append(pair)
+            echo(f"bench: serial floor ratio in CPU time {_floor_cpu(pair, readings):.3f}")
+        # the pair of median serial floor ratio (CPU time) gives the run and the limits below
+        ranked = sorted(pairs, key=lambda pair: _floor_cpu(pair, readings))
+        one, out = ranked[len(ranked) // 2]
         echo(f"bench: end to end, {settings.processes} worker processes ...")
         many = _cluster(settings, work, "per-process")
         one_file = None
         if settings.one_file_cluster:
             echo(f"bench: end to end, {settings.processes} processes on one DuckDB file ...")
             one_file = _cluster(settings, work, "file")
-        echo(f"bench: limits ({', '.join(LIMITS)}) ...")
-        out = _phase("limits", settings, work)
         echo("bench: latency (paced source) ...")
         latency = _phase("latency", settings, work)
         echo(f"bench: soak ({settings.soak_hours:g} simulated hours) ...")
@@ -212,6 +226,8 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     result["ratio_to_limit_cpu"] = round(result["readings_per_cpu_s"] / per_cpu[slowest_cpu], 3)
     result["limits_readings_per_cpu_s"] = {n: round(v) for n, v in per_cpu.items()}
     result.update(serial_floor(out, one, readings))
+    # every pair's ratios, the one above among them
+    result["serial_floor_pairs"] = [_pair_ratios(pair, readings) for pair in pairs]
     checked = serial_floor(out, one, readings, (*LIMITS, CHECKS))
     result["serial_floor_ratio_with_checks"] = checked["serial_floor_ratio"]
     result["serial_floor_ratio_with_checks_cpu"] = checked["serial_floor_ratio_cpu"]
@@ -276,6 +292,23 @@ def serial_floor(limits: dict, one: dict, readings: int, stages: tuple[str, ...]
         "cpu_us_per_reading_1_worker": round(whole_cpu, 4),
         "serial_floor_stages_us_per_reading": {n: round(v, 4) for n, v in stages.items()},
         "serial_floor_stages_cpu_us_per_reading": {n: round(v, 4) for n, v in stages_cpu.items()},
+    }
+
+
+def _floor_cpu(pair: tuple[dict, dict], readings: int) -> float:
+    run, limits = pair
+    return serial_floor(limits, run, readings)["serial_floor_ratio_cpu"]
+
+
+def _pair_ratios(pair: tuple[dict, dict], readings: int) -> dict[str, float]:
+    run, limits = pair
+    four = serial_floor(limits, run, readings)
+    five = serial_floor(limits, run, readings, (*LIMITS, CHECKS))
+    return {
+        "ratio": four["serial_floor_ratio"],
+        "ratio_cpu": four["serial_floor_ratio_cpu"],
+        "ratio_with_checks": five["serial_floor_ratio"],
+        "ratio_with_checks_cpu": five["serial_floor_ratio_cpu"],
     }
 
 
@@ -482,46 +515,49 @@ def phase_models(settings: BenchSettings, work: Path) -> dict:
         .partition_by("_call", maintain_order=True, include_key=False)
     )
     machines: dict = {}
-    scores, alerts = [], []
+    written: dict[str, list[pl.DataFrame]] = {}  # every table the score step sends to the sink
+
+    def keep(table: str, frame: pl.DataFrame | None) -> None:
+        if frame is not None and frame.height:
+            written.setdefault(table, []).append(frame)
+
     began, cpu = time.perf_counter(), _cpu_s()
     for batch in batches:
         out = score_batch(machines, batch, alert_settings, specs)
-        scores.append(out.scores)
-        if out.alerts is not None:
-            alerts.append(out.alerts)
+        keep("scores", out.scores)
+        keep("alerts", out.alerts)
+        keep("incidents", out.incidents)
+        for table, frame in out.tables.items():
+            keep(table, frame)
     seconds, cpu = time.perf_counter() - began, _cpu_s() - cpu
-    pl.concat(scores).write_parquet(work / "scores.parquet")
-    if alerts:
-        pl.concat(alerts).unique("alert_id", keep="last").write_parquet(work / "alerts.parquet")
+    folder = work / "scored"
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.parquet"):
+        old.unlink()
+    for table, frames in written.items():
+        pl.concat(frames, how="vertical_relaxed").write_parquet(folder / f"{table}.parquet")
     return {"seconds": seconds, "cpu_s": cpu, "windows_per_call": per_call}
 
 
 def phase_duckdb(settings: BenchSettings, work: Path) -> dict:
-    """Limit (d): DuckDB appending the feature, score and alert rows through Arrow."""
-    from floorsight.pipelines.flow import TABLES
+    """Limit (d): DuckDB writing every row the pipeline writes, through the sink's own upsert
+    (Arrow, one transaction): the ERP context's copy (``mirror_context``, as the run writes it
+    before it starts), the feature rows and every table of the score step (scores, alerts,
+    incidents and the models' own tables: SPC, capability, drift ...)."""
+    from floorsight.pipelines.context import ContextStore
+    from floorsight.pipelines.flow import TABLES, mirror_context
     from floorsight.storage import Database
 
-    frames = {"features": pl.read_parquet(work / "features.parquet")}
-    frames["scores"] = pl.read_parquet(work / "scores.parquet")
-    if (work / "alerts.parquet").exists():
-        frames["alerts"] = pl.read_parquet(work / "alerts.parquet")
+    frames = {"features": [pl.read_parquet(work / "features.parquet")]}
+    for path in sorted((work / "scored").glob("*.parquet")):
+        frames[path.stem] = [pl.read_parquet(path)]
+    context = ContextStore(work / "erp")
+    context.current()  # loaded (and judged) before the clock starts, as in the run
     db = Database(work / "limit.duckdb", TABLES)
-    db.create()
-    specs = {t.name: t for t in TABLES}
-    frames = {
-        name: f.unique(list(specs[name].key), keep="last").select(specs[name].columns).to_arrow()
-        for name, f in frames.items()
-    }
     began, cpu = time.perf_counter(), _cpu_s()
-    with db.write() as con:
-        for name, table in frames.items():
-            con.register(f"_{name}", table)
-            con.execute(f"INSERT INTO {name} SELECT * FROM _{name}")
-    return {
-        "seconds": time.perf_counter() - began,
-        "cpu_s": _cpu_s() - cpu,
-        "rows": sum(t.num_rows for t in frames.values()),
-    }
+    mirror_context(context, db.path)
+    rows = db.upsert(frames)
+    return {"seconds": time.perf_counter() - began, "cpu_s": _cpu_s() - cpu, "rows": rows}
 
 
 def phase_checks(settings: BenchSettings, work: Path) -> dict:

@@ -309,6 +309,13 @@ class TableSpec:
     columns take the new values. Either way a write is idempotent, which is what Bytewax's
     at-least-once recovery needs.
 
+    A table that only takes new rows and has a timestamp in its key (features, scores, the
+    models' tables: :attr:`time_key`) has no primary-key index: keeping DuckDB's index up to date
+    cost more than the appends themselves (``benchmarks/duckdb_appends.py``), and
+    :meth:`Database.upsert` keeps a repeated key out without it (rows newer than the table's
+    newest are appended, older ones only where their key is missing). Every other table has
+    its key as ``PRIMARY KEY``.
+
     The one declaration of the table: :attr:`ddl` creates it, :attr:`polars_schema` is the
     schema of the frames written to it and read back from it. A column type without a polars
     dtype raises when the spec is made (at import, for a module's tables).
@@ -339,12 +346,48 @@ class TableSpec:
         return [name for name, _ in self.schema]
 
     @property
+    def time_key(self) -> str | None:
+        """The key's first timestamp column, for an insert-only table (None: the table is
+        keyed by its primary-key index)."""
+        if self.update_columns:
+            return None
+        types = dict(self.schema)
+        return next((c for c in self.key if types[c].upper().startswith("TIMESTAMP")), None)
+
+    @property
     def ddl(self) -> str:
+        if self.time_key is not None:  # no index: Database.upsert keeps the key unique
+            # (NOT NULL on the key's columns all the same, as a primary key has it)
+            cols = ",\n    ".join(
+                f'"{name}" {sql_type}'
+                + (" NOT NULL" if name in self.key and "NOT NULL" not in sql_type.upper() else "")
+                for name, sql_type in self.schema
+            )
+            return f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {cols}\n)"
         cols = ",\n    ".join(f'"{name}" {sql_type}' for name, sql_type in self.schema)
         return (
             f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {cols},\n"
             f"    PRIMARY KEY ({_quoted(self.key)})\n)"
         )
+
+    def append_new_sql(self, source: str) -> tuple[str, str]:
+        """For a :attr:`time_key` table: the statement that appends the rows of ``source``
+        newer than ``$1`` (the table's newest time key before the write), and the one that
+        appends the others (``$1`` again, and ``$2``, their oldest) where their key is not in
+        the table yet. The second reads only the table's rows in that time range."""
+        cols, t = _quoted(self.columns), self.time_key
+        # (a NULL time goes with the newer rows, to the NOT NULL that refuses it)
+        newer = (
+            f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {source} "
+            f'WHERE "{t}" > $1 OR "{t}" IS NULL'
+        )
+        same = " AND ".join(f'old."{c}" = new."{c}"' for c in self.key)
+        older = (
+            f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {source} AS new "
+            f'WHERE new."{t}" <= $1 AND NOT EXISTS (SELECT 1 FROM {self.name} AS old '
+            f'WHERE old."{t}" BETWEEN $2 AND $1 AND {same})'
+        )
+        return newer, older
 
     def upsert_sql(self, source: str) -> str:
         cols = _quoted(self.columns)
@@ -358,6 +401,25 @@ class TableSpec:
             f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {source} "
             f"ON CONFLICT ({conflict}) {action}"
         )
+
+
+def _append_new(
+    con: duckdb.DuckDBPyConnection, spec: TableSpec, view: str, frame: pl.DataFrame
+) -> None:
+    """Append the rows of ``view`` (``frame``, unique on the key) whose key is not in the
+    :attr:`~TableSpec.time_key` table yet: those newer than its newest row all at once, the
+    others (late rows, or a replay after recovery) against the table's rows of their time."""
+    t = spec.time_key
+    newest = con.execute(f'SELECT max("{t}") FROM {spec.name}').fetchone()[0]
+    if newest is None:
+        cols = _quoted(spec.columns)
+        con.execute(f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {view}")
+        return
+    newer, older = spec.append_new_sql(view)
+    con.execute(newer, [newest])
+    oldest = frame[t].min()
+    if oldest is not None and oldest <= newest:
+        con.execute(older, [newest, oldest])
 
 
 def _quoted(names) -> str:
@@ -422,9 +484,11 @@ class Database:
     def upsert(self, frames: dict[str, list[pl.DataFrame]]) -> int:
         """Write frames to their tables in one transaction; returns rows written.
 
-        Rows of insert-only tables (no ``update_columns``) are appended with a plain ``INSERT``,
-        cheaper than ``INSERT ... ON CONFLICT``; only if a key is already there (a replay after
-        recovery) is the whole transaction redone with conflict handling.
+        Rows of a table keyed by time (:attr:`TableSpec.time_key`) are appended where their key
+        is missing (:func:`_append_new`). Rows of the other insert-only tables (no
+        ``update_columns``) are appended with a plain ``INSERT``, cheaper than ``INSERT ... ON
+        CONFLICT``; only if a key is already there (a replay after recovery) is the whole
+        transaction redone with conflict handling.
         """
         batches = {}
         for name, parts in frames.items():
@@ -464,6 +528,8 @@ class Database:
                 con.register(view, frame.to_arrow())
                 if spec is None:  # a copy of an external table (COPIED_PREFIX)
                     con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM {view}')
+                elif spec.time_key is not None:
+                    _append_new(con, spec, view, frame)
                 elif append and not spec.update_columns:
                     cols = _quoted(spec.columns)
                     con.execute(f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {view}")

@@ -122,6 +122,10 @@ def test_tiny_bench_prints_every_field(result) -> None:
     assert result["serial_floor_ratio"] == pytest.approx(
         result["serial_floor_us_per_reading"] / result["us_per_reading_1_worker"], abs=2e-3
     )
+    # ... of the median pair of run and limits taken next to each other
+    pairs = result["serial_floor_pairs"]
+    assert len(pairs) == tiny.floor_pairs
+    assert result["serial_floor_ratio_cpu"] in [pair["ratio_cpu"] for pair in pairs]
 
 
 @pytest.mark.e2e

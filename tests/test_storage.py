@@ -9,6 +9,7 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -92,6 +93,47 @@ def test_an_insert_only_table_keeps_the_first_row_of_a_key_and_the_batch_s_last_
     # the same again (a replay after recovery) changes nothing
     db.upsert({"t": [pl.DataFrame({"k": [3, 2], "v": [3.0, 20.0]})]})
     assert db.query("SELECT k, v FROM t ORDER BY k").rows() == [(1, 1.0), (2, 2.0), (3, 30.0)]
+
+
+TIMED = TableSpec(
+    name="w",
+    schema=(("m", "VARCHAR NOT NULL"), ("ts", "TIMESTAMPTZ"), ("v", "DOUBLE")),
+    key=("m", "ts"),
+)
+
+
+def _timed(rows: list[tuple[str, int, float]]) -> pl.DataFrame:
+    t0 = pl.datetime(2026, 1, 1, time_zone="UTC")
+    return pl.DataFrame(rows, schema=["m", "s", "v"], orient="row").select(
+        "m", ts=t0 + pl.duration(seconds=pl.col("s")), v="v"
+    )
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["this-version", "older-file-with-key"])
+def test_a_table_keyed_by_time_takes_late_rows_and_ignores_every_repeated_key(
+    tmp_path: Path, indexed: bool
+) -> None:
+    # no primary-key index (TableSpec.time_key): newer rows are appended, older ones only where
+    # their key is missing; a file made before (with the key as PRIMARY KEY) takes the same
+    assert TIMED.time_key == "ts" and "PRIMARY KEY" not in TIMED.ddl
+    assert "NOT NULL" in TIMED.ddl.split('"ts"')[1].split(",")[0]  # a key column, as in a key
+    db = Database(tmp_path / "w.duckdb", [TIMED])
+    if indexed:
+        with db.write() as con:
+            con.execute(TIMED.ddl.replace("DOUBLE\n)", 'DOUBLE,\n    PRIMARY KEY ("m", "ts")\n)'))
+    db.create()
+    db.upsert({"w": [_timed([("a", 10, 1.0), ("b", 10, 2.0)])]})
+    db.upsert({"w": [_timed([("a", 20, 3.0), ("a", 5, 4.0), ("a", 10, 99.0), ("b", 10, 99.0)])]})
+    # a replay after recovery: every key is there already, older and newer than the newest
+    db.upsert({"w": [_timed([("a", 5, 98.0), ("a", 20, 97.0)]), _timed([("b", 10, 96.0)])]})
+    rows = db.query(
+        "SELECT m, epoch(ts - TIMESTAMPTZ '2026-01-01 00:00:00+00')::INT AS s, v FROM w "
+        "ORDER BY m, s"
+    ).rows()
+    assert rows == [("a", 5, 4.0), ("a", 10, 1.0), ("a", 20, 3.0), ("b", 10, 2.0)]
+    no_time = pl.DataFrame({"m": ["c"], "ts": [None], "v": [1.0]}, schema=TIMED.polars_schema)
+    with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
+        db.upsert({"w": [no_time]})
 
 
 def test_a_copy_of_an_external_table_is_replaced_whole_by_its_newest_frame(tmp_path) -> None:
