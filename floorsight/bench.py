@@ -877,7 +877,7 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         row("limit (a) engine: Bytewax moving the same items", "limit_engine_readings_per_s"),
         row("limit (b) compute: join + window features in polars", "limit_compute_readings_per_s"),
         row("limit (c) models: score step outside the dataflow", "limit_models_readings_per_s"),
-        row("limit (d) DuckDB: appending the same rows", "limit_duckdb_readings_per_s"),
+        row("limit (d) DuckDB: writing every row the run writes", "limit_duckdb_readings_per_s"),
         f"| scaling, {n} processes / 1, wall-clock / CPU ({n} x one process's CPU seconds over "
         f"the cluster's: {result['cpu_s_1_worker']:g} / {result[f'cpu_s_{n}_workers']:g} s) | "
         f"{result['scaling_2_workers']:.2f} / {result['scaling_2_workers_cpu']:.2f} | |",
@@ -894,6 +894,13 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         f"{result['checks_cpu_us_per_reading']:.3f}), wall-clock / CPU | "
         f"{result['serial_floor_ratio_with_checks']:.2f} / "
         f"{result['serial_floor_ratio_with_checks_cpu']:.2f} | |",
+        "| serial floor ratio in CPU time of each pair of a 1-worker run and the limits taken "
+        "next to it (the rows above are the median pair's), four stages / five | "
+        + "; ".join(
+            f"{pair['ratio_cpu']:.2f} / {pair['ratio_with_checks_cpu']:.2f}"
+            for pair in result["serial_floor_pairs"]
+        )
+        + " | |",
         f"| readings per CPU second (user + system), 1 / {n} processes | "
         f"{result['readings_per_cpu_s']:,} / {result[f'readings_per_cpu_s_{n}_workers']:,} | "
         f"{result['ratio_to_limit_cpu']:.2f} (1 process, to the slowest limit in CPU time: "
