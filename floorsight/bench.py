@@ -2,7 +2,8 @@
 beside the limits it is compared with, measured in the same run on the same data.
 
 Measurements (each in its own process, so peak memory and timings do not leak between them;
-every process runs polars single-threaded, ``threads`` per worker, so one worker is one core):
+every process runs polars single-threaded, ``threads`` per worker, so one worker is one core, and
+hashes strings with the same seed, ``hash_seed``):
 
 - **end to end**: ``floorsight run`` (the real pipeline: replay source, validation, context join,
   windows, models, alerts, DuckDB sink) over history files of a :class:`BenchPlant`, with one
@@ -106,6 +107,11 @@ class BenchSettings:
     one_file_cluster: bool = True
     #: polars threads per worker process
     threads: int = 1
+    #: every phase's process hashes strings with this seed (PYTHONHASHSEED): the models'
+    #: dict-heavy code ran 10-20 % faster or slower by the seed alone (the same run, seeds 1
+    #: and 2, one after the other), so the run and the limits it is compared with, and the
+    #: processes of a cluster, share one seed (fixed here, not chosen for speed)
+    hash_seed: int = 0
     latency_faulty: int = 20
     latency_warmup_windows: int = 40
     latency_tick_s: float = 0.1
@@ -327,7 +333,11 @@ def _e2e_db(work: Path, processes: int, layout: str) -> Path:
 
 
 def _env(settings: BenchSettings) -> dict[str, str]:
-    return {**os.environ, "POLARS_MAX_THREADS": str(settings.threads)}
+    return {
+        **os.environ,
+        "POLARS_MAX_THREADS": str(settings.threads),
+        "PYTHONHASHSEED": str(settings.hash_seed),
+    }
 
 
 def _phase(name: str, settings: BenchSettings, work: Path, **extra) -> dict:
