@@ -178,11 +178,11 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
                 f"{settings.floor_pairs}: {', '.join(LIMITS)}, {CHECKS}) ..."
             )
             pair = (_phase("run", settings, work, processes=1), _phase("limits", settings, work))
-            pairs.append(pair)
-            echo(f"bench: serial floor ratio in CPU time {_floor_cpu(pair, readings):.3f}")
+            pairs.append((pair, _pair_ratios(pair, readings)))
+            echo(f"bench: serial floor ratio in CPU time {pairs[-1][1]['ratio_cpu']:.3f}")
         # the pair of median serial floor ratio (CPU time) gives the run and the limits below
-        ranked = sorted(pairs, key=lambda pair: _floor_cpu(pair, readings))
-        one, out = ranked[len(ranked) // 2]
+        ranked = sorted(pairs, key=lambda pair: pair[1]["ratio_cpu"])
+        one, out = ranked[len(ranked) // 2][0]
         echo(f"bench: end to end, {settings.processes} worker processes ...")
         many = _cluster(settings, work, "per-process")
         one_file = None
@@ -233,7 +233,7 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     result["limits_readings_per_cpu_s"] = {n: round(v) for n, v in per_cpu.items()}
     result.update(serial_floor(out, one, readings))
     # every pair's ratios, the one above among them
-    result["serial_floor_pairs"] = [_pair_ratios(pair, readings) for pair in pairs]
+    result["serial_floor_pairs"] = [ratios for _, ratios in pairs]
     checked = serial_floor(out, one, readings, (*LIMITS, CHECKS))
     result["serial_floor_ratio_with_checks"] = checked["serial_floor_ratio"]
     result["serial_floor_ratio_with_checks_cpu"] = checked["serial_floor_ratio_cpu"]
@@ -299,11 +299,6 @@ def serial_floor(limits: dict, one: dict, readings: int, stages: tuple[str, ...]
         "serial_floor_stages_us_per_reading": {n: round(v, 4) for n, v in stages.items()},
         "serial_floor_stages_cpu_us_per_reading": {n: round(v, 4) for n, v in stages_cpu.items()},
     }
-
-
-def _floor_cpu(pair: tuple[dict, dict], readings: int) -> float:
-    run, limits = pair
-    return serial_floor(limits, run, readings)["serial_floor_ratio_cpu"]
 
 
 def _pair_ratios(pair: tuple[dict, dict], readings: int) -> dict[str, float]:

@@ -358,17 +358,25 @@ class TableSpec:
     def ddl(self) -> str:
         if self.time_key is not None:  # no index: Database.upsert keeps the key unique
             # (NOT NULL on the key's columns all the same, as a primary key has it)
-            cols = ",\n    ".join(
-                f'"{name}" {sql_type}'
-                + (" NOT NULL" if name in self.key and "NOT NULL" not in sql_type.upper() else "")
+            columns = [
+                (
+                    name,
+                    sql_type
+                    if name not in self.key or "NOT NULL" in sql_type.upper()
+                    else f"{sql_type} NOT NULL",
+                )
                 for name, sql_type in self.schema
-            )
-            return f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {cols}\n)"
-        cols = ",\n    ".join(f'"{name}" {sql_type}' for name, sql_type in self.schema)
-        return (
-            f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {cols},\n"
-            f"    PRIMARY KEY ({_quoted(self.key)})\n)"
-        )
+            ]
+            key = ""
+        else:
+            columns, key = list(self.schema), f",\n    PRIMARY KEY ({_quoted(self.key)})"
+        cols = ",\n    ".join(f'"{name}" {sql_type}' for name, sql_type in columns)
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {cols}{key}\n)"
+
+    def insert_sql(self, source: str) -> str:
+        """Append every row of ``source``, no questions asked."""
+        cols = _quoted(self.columns)
+        return f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {source}"
 
     def append_new_sql(self, source: str) -> tuple[str, str]:
         """For a :attr:`time_key` table: the statement that appends the rows of ``source``
@@ -377,10 +385,7 @@ class TableSpec:
         the table yet. The second reads only the table's rows in that time range."""
         cols, t = _quoted(self.columns), self.time_key
         # (a NULL time goes with the newer rows, to the NOT NULL that refuses it)
-        newer = (
-            f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {source} "
-            f'WHERE "{t}" > $1 OR "{t}" IS NULL'
-        )
+        newer = f'{self.insert_sql(source)} WHERE "{t}" > $1 OR "{t}" IS NULL'
         same = " AND ".join(f'old."{c}" = new."{c}"' for c in self.key)
         older = (
             f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {source} AS new "
@@ -412,8 +417,7 @@ def _append_new(
     t = spec.time_key
     newest = con.execute(f'SELECT max("{t}") FROM {spec.name}').fetchone()[0]
     if newest is None:
-        cols = _quoted(spec.columns)
-        con.execute(f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {view}")
+        con.execute(spec.insert_sql(view))
         return
     newer, older = spec.append_new_sql(view)
     con.execute(newer, [newest])
@@ -531,8 +535,7 @@ class Database:
                 elif spec.time_key is not None:
                     _append_new(con, spec, view, frame)
                 elif append and not spec.update_columns:
-                    cols = _quoted(spec.columns)
-                    con.execute(f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {view}")
+                    con.execute(spec.insert_sql(view))
                 else:
                     con.execute(spec.upsert_sql(view))
 
