@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from floorsight.bench import SIZES, _cluster, _e2e_db, _phase
+from floorsight.bench import SIZES, _cluster, _phase, _run_one
 
 
 def main() -> None:
@@ -59,10 +58,8 @@ def main() -> None:
         for i in range(args.repeat):
             for epoch in args.epoch_s:
                 at = replace(settings, epoch_s=epoch)
-                _clear(_e2e_db(work, 1, "file"))
-                runs[epoch, "one"].append(_phase("run", at, work, processes=1))
+                runs[epoch, "one"].append(_run_one(at, work))
                 for layout in layouts:
-                    _clear(_e2e_db(work, args.processes, layout))
                     runs[epoch, layout].append(_cluster(at, work, layout))
                 line = {n: _figures(runs[epoch, n][-1]) for n in ("one", *layouts)}
                 print(json.dumps({"repeat": i + 1, "epoch_s": epoch, **line}), flush=True)
@@ -92,14 +89,6 @@ def _figures(run: dict) -> dict:
     if "processes" in run:
         out["cpu_s_each"] = [p["cpu_s"] for p in run["processes"]]
     return out
-
-
-def _clear(db: Path) -> None:
-    """A fresh database for the next run (a file, or a per-process store's folder)."""
-    if db.is_dir():
-        shutil.rmtree(db)
-    else:
-        db.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

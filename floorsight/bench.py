@@ -49,6 +49,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -177,7 +178,7 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
                 f"bench: end to end, 1 worker process, then the limits ({i + 1} of "
                 f"{settings.floor_pairs}: {', '.join(LIMITS)}, {CHECKS}) ..."
             )
-            pair = (_phase("run", settings, work, processes=1), _phase("limits", settings, work))
+            pair = (_run_one(settings, work), _phase("limits", settings, work))
             pairs.append((pair, _pair_ratios(pair, readings)))
             echo(f"bench: serial floor ratio in CPU time {pairs[-1][1]['ratio_cpu']:.3f}")
         # the pair of median serial floor ratio (CPU time) gives the run and the limits below
@@ -261,6 +262,9 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
         result[f"readings_per_s_{n}_workers_one_file"] = round(readings / one_file["seconds"])
         result[f"cpu_s_{n}_workers_one_file"] = round(one_file["cpu_s"], 2)
         result[f"processes_{n}_workers_one_file"] = one_file["processes"]
+    # every end-to-end run wrote into an empty database (not into the rows of the run before)
+    runs = [run for (run, _), _ in pairs] + [many] + ([one_file] if one_file is not None else [])
+    result["fresh_databases"] = all(run["fresh_db"] for run in runs)
     result["readings"] = readings
     result["feature_rows"] = {
         "end_to_end": e2e_rows,
@@ -335,6 +339,22 @@ def _env(settings: BenchSettings) -> dict[str, str]:
     }
 
 
+def clear_db(db: Path) -> None:
+    """A fresh database for the next run (a DuckDB file and its log, or a per-process store's
+    folder): a run into the rows of an earlier one would find every key already there."""
+    if db.is_dir():
+        shutil.rmtree(db)
+    else:
+        for path in (db, db.with_name(db.name + ".wal")):
+            path.unlink(missing_ok=True)
+
+
+def _run_one(settings: BenchSettings, work: Path) -> dict:
+    """The end-to-end run of one worker process, into a fresh database."""
+    clear_db(_e2e_db(work, 1, "file"))
+    return _phase("run", settings, work, processes=1)
+
+
 def _phase(name: str, settings: BenchSettings, work: Path, **extra) -> dict:
     """Run one measurement in a fresh process; returns its JSON result."""
     args = json.dumps({"settings": asdict(settings), "work": str(work), **extra})
@@ -356,7 +376,9 @@ def _phase(name: str, settings: BenchSettings, work: Path, **extra) -> dict:
 
 def _cluster(settings: BenchSettings, work: Path, layout: str) -> dict:
     """The end-to-end run as a Bytewax cluster of ``processes`` processes on 127.0.0.1, each
-    started as on its own host (``--process-id``, ``--addresses``), on the DuckDB ``layout``."""
+    started as on its own host (``--process-id``, ``--addresses``), on the DuckDB ``layout``
+    (a fresh one)."""
+    clear_db(_e2e_db(work, settings.processes, layout))
     addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(settings.processes))
     procs = [
         subprocess.Popen(
@@ -391,6 +413,7 @@ def _cluster(settings: BenchSettings, work: Path, layout: str) -> dict:
         "cpu_s": sum(r["cpu_s"] for r in results),
         "rss_mb": [r["rss_mb"] for r in results],
         "processes": [{k: round(r[k], 2) for k in ("seconds", "cpu_s", "rss_mb")} for r in results],
+        "fresh_db": all(r["fresh_db"] for r in results),
     }
 
 
@@ -442,6 +465,7 @@ def phase_run(
         addresses=addresses.split(";") if addresses else None,
         snapshot_s=settings.epoch_s,
     )
+    fresh = not cfg.local_db.exists()  # this process's file: a run into old rows does less
     cpu, start = _cpu_s(), time.time()
     run_pipeline(cfg)
     end = time.time()
@@ -451,6 +475,7 @@ def phase_run(
         "seconds": end - start,
         "cpu_s": _cpu_s() - cpu,
         "rss_mb": _rss_peak_mb(),
+        "fresh_db": fresh,
     }
 
 
@@ -558,6 +583,7 @@ def phase_duckdb(settings: BenchSettings, work: Path) -> dict:
         frames[path.stem] = [pl.read_parquet(path)]
     context = ContextStore(work / "erp")
     context.current()  # loaded (and judged) before the clock starts, as in the run
+    clear_db(work / "limit.duckdb")  # every run writes its rows into an empty file
     db = Database(work / "limit.duckdb", TABLES)
     began, cpu = time.perf_counter(), _cpu_s()
     mirror_context(context, db.path)

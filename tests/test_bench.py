@@ -50,6 +50,7 @@ FIELDS = {
     "serial_floor_us_per_reading",
     "us_per_reading_1_worker",
     "readings",
+    "fresh_databases",
     "feature_rows",
     "settings",
     "machine",
@@ -126,6 +127,8 @@ def test_tiny_bench_prints_every_field(result) -> None:
     pairs = result["serial_floor_pairs"]
     assert len(pairs) == tiny.floor_pairs
     assert result["serial_floor_ratio_cpu"] in [pair["ratio_cpu"] for pair in pairs]
+    # every pair's run, and each cluster process, started on an empty database
+    assert result["fresh_databases"] is True
 
 
 @pytest.mark.e2e
