@@ -27,6 +27,7 @@ import logging
 import math
 import threading
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,21 +147,30 @@ def _read_rows(
     path: Path, time_zone: str | None, tolerance: timedelta, part: Partition | None = None
 ) -> pl.DataFrame:
     """Every row of the file, or of ``part``'s machines only, parsed: ``_reason`` (None for a
-    valid reading) and ``_row`` (its row in the file, from 1). Rows outside the time range of
+    valid reading) and ``_row`` (its row in the file, from 1; null where a partition read a clean
+    file: no reason names a row then). Rows outside the time range of
     the whole file are dead letters, whichever partition reads them."""
     if part is None or part.count == 1:
         rows = _parse(_raw_frame(path), path.name, time_zone)
         span = _time_range(_valid_times(rows["ts"], rows["_reason"]), tolerance)
     else:
-        frames = _partition_frames(path, part)
-        if frames is not None:  # a Parquet file: this partition's rows, the file's times
-            raw, whole = frames
+        scan = _PartitionScan.of(path, part)
+        if scan is not None:  # a Parquet file: this partition's rows, the file's times
+            raw = scan.rows()
             # the whole file decides its time range and whether its times are naive
             span = None
-            if not _within(whole["ts"], tolerance):
+            if not scan.within(tolerance):
+                whole = scan.whole()
                 ts, _, reason = _parse_cells(whole, path.name, time_zone)
                 span = _time_range(_valid_times(ts, reason), tolerance)
-            rows = _parse(raw, path.name, time_zone, row=raw["_row"], whole_file=False)
+            rows = _parse(raw, path.name, time_zone, whole_file=False)
+            if span is not None or rows["_reason"].null_count() < rows.height:
+                # a reason names the row in the file: read the rows' numbers, parse again
+                rows = _parse(raw, path.name, time_zone, row=scan.row_numbers(), whole_file=False)
+            else:  # clean: no reason names a row, and no other step reads the numbers
+                rows = rows.with_columns(
+                    pl.repeat(None, rows.height, dtype=pl.Int64, eager=True).alias("_row")
+                )
             log.debug("%s: partition %d of %d read %d rows", path.name, *part, raw.height)
         else:  # CSV (no index to skip by) or ids that are no text: the file, then the rows
             rows = _parse(_raw_frame(path), path.name, time_zone)
@@ -179,46 +189,78 @@ def _read_rows(
     return _mark_outside(rows, path.name, tolerance, span)
 
 
-def _within(ts: pl.Series, tolerance: timedelta) -> bool:
-    """True when ``ts`` holds times with an offset (UTC inside) that all lie within
-    ``tolerance`` of each other: no gap between the file's readings can then be wider than the
-    tolerance, so no reading is outside the file's time range (see :func:`read_history`)."""
-    if not isinstance(ts.dtype, pl.Datetime) or ts.dtype.time_zone is None:
-        return False
-    first, last = ts.min(), ts.max()
-    return first is None or last - first <= tolerance
+@dataclass(frozen=True)
+class _PartitionScan:
+    """One partition's read of a Parquet file with text machine ids: its rows (polars pushes
+    the machine filter down into the reader), the file's time bounds, and, only when a reason
+    has to name a row or the bounds do not settle the time range, the rows' numbers in the
+    file and the whole file's times (each an extra pass over the file)."""
 
+    path: Path
+    scan: pl.LazyFrame
+    keep: pl.Expr
+    aware: bool  # the file's ts column holds times with an offset (UTC inside)
 
-def _partition_frames(path: Path, part: Partition) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """(``part``'s rows of a Parquet file with ``_row``, the file's ``ts`` and ``value``), or
-    None when the file is no Parquet file with text machine ids (read whole instead)."""
-    if path.suffix != ".parquet":
-        return None
-    try:
-        schema = pl.read_parquet_schema(path)
-        _require(path, list(schema))
-        if schema["machine_id"] != _TEXT:
+    @classmethod
+    def of(cls, path: Path, part: Partition) -> _PartitionScan | None:
+        """None when the file is no Parquet file with text machine ids (read whole instead)."""
+        if path.suffix != ".parquet":
             return None
-        scan = pl.scan_parquet(path)
-        ids = scan.select(pl.col("machine_id").unique()).collect()["machine_id"]
-        raw = (
-            scan.select(list(READING_SCHEMA))
-            .with_row_index("_row", offset=1)
-            .filter(part.keeps(pl.col("machine_id"), ids))
-            .with_columns(pl.col("_row").cast(pl.Int64))
-            .collect()
-        )
-        whole = scan.select("ts", "value").collect()
+        with _unreadable_as_history_error(path):
+            schema = pl.read_parquet_schema(path)
+            _require(path, list(schema))
+            if schema["machine_id"] != _TEXT:
+                return None
+            scan = pl.scan_parquet(path)
+            ids = scan.select(pl.col("machine_id").unique()).collect()["machine_id"]
+            ts = schema["ts"]
+            aware = isinstance(ts, pl.Datetime) and ts.time_zone is not None
+            return cls(path, scan, part.keeps(pl.col("machine_id"), ids), aware)
+
+    def rows(self) -> pl.DataFrame:
+        with _unreadable_as_history_error(self.path):
+            return self.scan.select(list(READING_SCHEMA)).filter(self.keep).collect()
+
+    def row_numbers(self) -> pl.Series:
+        """The rows' numbers in the file (from 1), in the order of :meth:`rows`."""
+        with _unreadable_as_history_error(self.path):
+            return (
+                self.scan.select("machine_id")
+                .with_row_index("_row", offset=1)
+                .filter(self.keep)
+                .collect()["_row"]
+                .cast(pl.Int64)
+            )
+
+    def within(self, tolerance: timedelta) -> bool:
+        """True when every time of the file lies within ``tolerance`` of every other (then no
+        reading can lie outside the file's time range): judged on its bounds alone."""
+        if not self.aware:
+            return False
+        with _unreadable_as_history_error(self.path):
+            bounds = self.scan.select(first=pl.col("ts").min(), last=pl.col("ts").max()).collect()
+        first, last = bounds["first"][0], bounds["last"][0]
+        return first is None or last - first <= tolerance
+
+    def whole(self) -> pl.DataFrame:
+        """The whole file's ``ts`` and ``value``."""
+        with _unreadable_as_history_error(self.path):
+            return self.scan.select("ts", "value").collect()
+
+
+@contextmanager
+def _unreadable_as_history_error(path: Path):
+    try:
+        yield
     except HistoryError:
         raise
     except (OSError, pl.exceptions.PolarsError, ValueError) as e:
         raise HistoryError(f"{path}: not a readable readings file: {_short(e)}") from e
-    return raw, whole
 
 
 def _raw_frame(path: Path, n_rows: int | None = None) -> pl.DataFrame:
     """The required columns of a file as read, untyped for CSV; ``HistoryError`` if unreadable."""
-    try:
+    with _unreadable_as_history_error(path):
         if path.suffix == ".parquet":
             columns = pl.read_parquet_schema(path)
             _require(path, list(columns))
@@ -230,10 +272,6 @@ def _raw_frame(path: Path, n_rows: int | None = None) -> pl.DataFrame:
             truncate_ragged_lines=True,
             n_rows=n_rows,
         )
-    except HistoryError:
-        raise
-    except (OSError, pl.exceptions.PolarsError, ValueError) as e:
-        raise HistoryError(f"{path}: not a readable readings file: {_short(e)}") from e
     _require(path, frame.columns)
     return frame.select(list(READING_SCHEMA))
 
@@ -561,10 +599,16 @@ def _mark_outside(
 def _split(rows: pl.DataFrame, source: str) -> Checked:
     """Rows with ``_reason`` as a Checked: the readings, and the dead letters (raw cells kept)."""
     bad = rows["_reason"].is_not_null()
-    ok = rows.filter(~bad).select(list(READING_SCHEMA))
+    clean = not bad.any()
+    # a clean batch is taken as it is: a filter would copy every cell of it
+    ok = (
+        rows.select(list(READING_SCHEMA))
+        if clean
+        else rows.filter(~bad).select(list(READING_SCHEMA))
+    )
     if ok["ts"].is_sorted():
-        ok = ok.with_columns(pl.col("ts").set_sorted())
-    if not bad.any():
+        ok = ok.with_columns(ok["ts"].set_sorted())
+    if clean:
         return Checked(ok, None)
     raw = rows.filter(bad).select(
         "machine_id",
