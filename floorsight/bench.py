@@ -30,6 +30,10 @@ hashes strings with the same seed, ``hash_seed``):
   reading and the windows' duplicate gate (hashing every reading's key). ``checks`` times them
   alone on the same files, and ``serial_floor_ratio_with_checks`` (and ``_cpu``) is the floor
   with them added.
+- **scaling**: the cluster runs ``floor_pairs`` times too, each right after a one-worker run
+  and its limits; ``scaling_2_workers`` is the median one-worker run's wall time over the
+  median cluster run's (``_cpu``: ``processes`` x the median one-worker CPU seconds over the
+  median cluster's), and ``scaling_2_workers_runs`` every pair's ratios.
 - **latency**: the pipeline in-process on a paced source (the plant's own rate, event time = wall
   time) after an unpaced warm-up; a fault is injected on some machines. For every alert raised
   in the paced phase, each reading of the window that raised it has a latency: from the moment
@@ -58,6 +62,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import polars as pl
@@ -100,9 +105,10 @@ class BenchSettings:
     #: Bytewax's epoch in the end-to-end runs (``run --snapshot-s``): a source partition emits
     #: nothing of a new epoch until every process's outputs have finished the last one
     epoch_s: float = 2.0
-    #: the one-worker run and the limits, this many times one after the other: the serial
-    #: floor is the median pair's (a VM's speed drifts by tens of per cent over minutes: only
-    #: a run and the limits taken next to each other are compared)
+    #: the one-worker run, the limits and the cluster, this many times one after the other: the
+    #: serial floor is the median pair's, the scaling the median cluster run's against the
+    #: median one-worker run's (a VM's speed drifts by tens of per cent over minutes: only runs
+    #: taken next to each other are compared)
     floor_pairs: int = 3
     #: also run the cluster on one DuckDB file (``--db-layout file``), for comparison
     one_file_cluster: bool = True
@@ -172,20 +178,23 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
         )
         echo("bench: the context suites, once (every run reuses their verdict) ...")
         _phase("suites", settings, work)
-        pairs = []
+        pairs, clusters = [], []
         for i in range(settings.floor_pairs):
             echo(
-                f"bench: end to end, 1 worker process, then the limits ({i + 1} of "
-                f"{settings.floor_pairs}: {', '.join(LIMITS)}, {CHECKS}) ..."
+                f"bench: end to end, 1 worker process, then the limits, then "
+                f"{settings.processes} worker processes ({i + 1} of {settings.floor_pairs}: "
+                f"{', '.join(LIMITS)}, {CHECKS}) ..."
             )
             pair = (_run_one(settings, work), _phase("limits", settings, work))
             pairs.append((pair, _pair_ratios(pair, readings)))
             echo(f"bench: serial floor ratio in CPU time {pairs[-1][1]['ratio_cpu']:.3f}")
+            clusters.append(_cluster(settings, work, "per-process"))
         # the pair of median serial floor ratio (CPU time) gives the run and the limits below
         ranked = sorted(pairs, key=lambda pair: pair[1]["ratio_cpu"])
         one, out = ranked[len(ranked) // 2][0]
-        echo(f"bench: end to end, {settings.processes} worker processes ...")
-        many = _cluster(settings, work, "per-process")
+        # the cluster run of median wall time; the scaling compares medians of both
+        many = sorted(clusters, key=lambda run: run["seconds"])[len(clusters) // 2]
+        ones = [run for (run, _), _ in pairs]
         one_file = None
         if settings.one_file_cluster:
             echo(f"bench: end to end, {settings.processes} processes on one DuckDB file ...")
@@ -250,20 +259,29 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     )
     n = settings.processes
     result[f"processes_{n}_workers"] = many["processes"]
+    # the median one-process run's time over the median cluster run's (each is run once per
+    # pair, next to the other: the machine's drift hits both alike)
     result["scaling_2_workers"] = round(
-        result[f"readings_per_s_{n}_workers"] / result["readings_per_s"], 2
+        median(r["seconds"] for r in ones) / median(r["seconds"] for r in clusters), 2
     )
     # the scaling n cores would give if each process ran on its own core: n x one process's CPU
     # seconds over the cluster's, which other work on the machine inflates less than wall time
-    result["scaling_2_workers_cpu"] = round(n * one["cpu_s"] / many["cpu_s"], 2)
-    result["cpu_s_1_worker"] = round(one["cpu_s"], 2)
-    result[f"cpu_s_{n}_workers"] = round(many["cpu_s"], 2)
+    result["scaling_2_workers_cpu"] = round(
+        n * median(r["cpu_s"] for r in ones) / median(r["cpu_s"] for r in clusters), 2
+    )
+    # each pair's one-process run against the cluster run next to it: wall, CPU
+    result["scaling_2_workers_runs"] = [
+        [round(a["seconds"] / b["seconds"], 2), round(n * a["cpu_s"] / b["cpu_s"], 2)]
+        for a, b in zip(ones, clusters, strict=True)
+    ]
+    result["cpu_s_1_worker"] = round(median(r["cpu_s"] for r in ones), 2)
+    result[f"cpu_s_{n}_workers"] = round(median(r["cpu_s"] for r in clusters), 2)
     if one_file is not None:
         result[f"readings_per_s_{n}_workers_one_file"] = round(readings / one_file["seconds"])
         result[f"cpu_s_{n}_workers_one_file"] = round(one_file["cpu_s"], 2)
         result[f"processes_{n}_workers_one_file"] = one_file["processes"]
     # every end-to-end run wrote into an empty database (not into the rows of the run before)
-    runs = [run for (run, _), _ in pairs] + [many] + ([one_file] if one_file is not None else [])
+    runs = ones + clusters + ([one_file] if one_file is not None else [])
     result["fresh_databases"] = all(run["fresh_db"] for run in runs)
     result["readings"] = readings
     result["feature_rows"] = {
@@ -909,9 +927,14 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         row("limit (b) compute: join + window features in polars", "limit_compute_readings_per_s"),
         row("limit (c) models: score step outside the dataflow", "limit_models_readings_per_s"),
         row("limit (d) DuckDB: writing every row the run writes", "limit_duckdb_readings_per_s"),
-        f"| scaling, {n} processes / 1, wall-clock / CPU ({n} x one process's CPU seconds over "
-        f"the cluster's: {result['cpu_s_1_worker']:g} / {result[f'cpu_s_{n}_workers']:g} s) | "
-        f"{result['scaling_2_workers']:.2f} / {result['scaling_2_workers_cpu']:.2f} | |",
+        f"| scaling, {n} processes / 1, wall-clock / CPU: the median of "
+        f"{len(result['scaling_2_workers_runs'])} cluster runs against the median of the "
+        f"one-process runs, each cluster run next to one ({n} x one process's CPU seconds over "
+        f"the cluster's, medians: {result['cpu_s_1_worker']:g} / "
+        f"{result[f'cpu_s_{n}_workers']:g} s); each pair's | "
+        f"{result['scaling_2_workers']:.2f} / {result['scaling_2_workers_cpu']:.2f}; "
+        + "; ".join(f"{w:.2f} / {c:.2f}" for w, c in result["scaling_2_workers_runs"])
+        + " | |",
         *_one_file_row(result, n),
         f"| serial floor ratio, 1 worker process: the stages alone (sum of the four limits' "
         f"time per reading) / the pipeline, wall-clock / CPU | "

@@ -46,6 +46,7 @@ FIELDS = {
     "serial_floor_ratio_with_checks",
     "serial_floor_ratio_with_checks_cpu",
     "scaling_2_workers_cpu",
+    "scaling_2_workers_runs",
     "readings_per_s_2_workers_one_file",
     "serial_floor_us_per_reading",
     "us_per_reading_1_worker",
@@ -127,6 +128,11 @@ def test_tiny_bench_prints_every_field(result) -> None:
     pairs = result["serial_floor_pairs"]
     assert len(pairs) == tiny.floor_pairs
     assert result["serial_floor_ratio_cpu"] in [pair["ratio_cpu"] for pair in pairs]
+    # a cluster run next to every pair
+    runs = result["scaling_2_workers_runs"]
+    assert len(runs) == tiny.floor_pairs
+    if tiny.floor_pairs == 1:  # the medians of one run each: that pair's ratios
+        assert [result["scaling_2_workers"], result["scaling_2_workers_cpu"]] == runs[0]
     # every pair's run, and each cluster process, started on an empty database
     assert result["fresh_databases"] is True
 
