@@ -47,6 +47,7 @@ FIELDS = {
     "serial_floor_ratio_with_checks_cpu",
     "scaling_2_workers_cpu",
     "scaling_2_workers_runs",
+    "scaling_2_workers_running",
     "readings_per_s_2_workers_one_file",
     "serial_floor_us_per_reading",
     "us_per_reading_1_worker",
@@ -132,7 +133,12 @@ def test_tiny_bench_prints_every_field(result) -> None:
     runs = result["scaling_2_workers_runs"]
     assert len(runs) == tiny.floor_pairs
     if tiny.floor_pairs == 1:  # the medians of one run each: that pair's ratios
-        assert [result["scaling_2_workers"], result["scaling_2_workers_cpu"]] == runs[0]
+        assert [
+            result["scaling_2_workers"],
+            result["scaling_2_workers_cpu"],
+            result["scaling_2_workers_running"],
+        ] == runs[0]
+    assert 0 < result["start_up_s_1_worker"] < result["readings"] / result["readings_per_s"]
     # every pair's run, and each cluster process, started on an empty database
     assert result["fresh_databases"] is True
 
