@@ -503,11 +503,11 @@ def phase_run(
     from floorsight.metrics import METRICS
 
     fresh = not cfg.local_db.exists()  # this process's file: a run into old rows does less
-    METRICS.first_delivery = None
+    METRICS.first_poll = None
     cpu, start = _cpu_s(), time.time()
     run_pipeline(cfg)
     end = time.time()
-    first = METRICS.first_delivery or start
+    first = METRICS.first_poll or start
     return {
         "start": start,
         "first_batch": first,

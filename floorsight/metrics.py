@@ -193,9 +193,10 @@ class PipelineMetrics:
         self.health = health
         self._lock = threading.Lock()
         self._newest: float | None = None  # newest event time seen (Unix seconds)
-        #: when the source first delivered readings in this process (Unix seconds): the dataflow
-        #: runs from then on (start-up, the context's load and a cluster's connection, is over)
-        self.first_delivery: float | None = None
+        #: when the dataflow first asked a history replay for a batch in this process (Unix
+        #: seconds): it runs from then on (start-up, the context's load and copy and a cluster's
+        #: connection, is over)
+        self.first_poll: float | None = None
         self.info = Info("floorsight_process", "This pipeline process.", registry=registry)
         self.info.info({"version": __version__, "process_id": "0"})
         counter = lambda name, doc, *labels: Counter(name, doc, labels, registry=registry)  # noqa: E731
@@ -259,11 +260,14 @@ class PipelineMetrics:
         self.info.info({"version": __version__, "process_id": str(process_id or 0)})
 
     # -- counted by the dataflow, per batch ------------------------------------------------
+    def polled(self) -> None:
+        """The dataflow asks the history replay for a batch."""
+        if self.first_poll is None:
+            self.first_poll = time.time()
+
     def delivered(self, source: str, rows: int, newest: datetime | None) -> None:
         """A batch from the source: ``rows`` readings, the newest event time among them."""
         if rows:
-            if self.first_delivery is None:
-                self.first_delivery = time.time()
             self.readings.labels(source).inc(rows)
             self.health.delivered()
         if newest is not None:

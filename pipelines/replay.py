@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from floorsight.metrics import METRICS
 from floorsight.pipelines.validate import Checked, dead_letters
 from floorsight.records import READING_SCHEMA, TIMESTAMP
 
@@ -717,6 +718,7 @@ class _ReplayPartition(StatefulSourcePartition[pl.DataFrame | Checked, Position]
         return self._frame
 
     def next_batch(self) -> list[pl.DataFrame | Checked]:
+        METRICS.polled()
         files = self._source.files
         if self._source.stop is not None and self._source.stop.is_set():
             raise StopIteration
