@@ -37,6 +37,7 @@ from floorsight.alerts.routing import load_routing
 from floorsight.config import private_dir
 from floorsight.demo import stop_on_signals
 from floorsight.models.registry import model_settings as load_model_settings
+from floorsight.peers import wait_for_lower_peers
 from floorsight.pipelines.context import ContextStore
 from floorsight.pipelines.flow import (
     TABLES,
@@ -350,6 +351,8 @@ def _run_started(
         sink=sink,
         source_name=_kind(cfg),
     )
+    if cfg.process_id and cfg.addresses and not wait_for_lower_peers(cfg.addresses, cfg.process_id):
+        log.info("the lower-numbered processes on this host are not listening yet: dialling anyway")
     delivery = dispatcher.start() if dispatcher is not None else None
     try:
         cli_main(

@@ -95,8 +95,11 @@ def _assert_same(got: dict[str, pl.DataFrame], expected: dict[str, pl.DataFrame]
 
 def test_two_processes_write_what_one_writes(history, reference, tmp_path) -> None:
     db = tmp_path / "two.duckdb"
-    _run(history, db, "--processes", "2")
+    out = _run(history, db, "--processes", "2")
     _assert_same(_tables(db), reference)
+    # process 1 waited for process 0 to listen before dialling it (floorsight.peers): timely
+    # had no refused connection to retry a second later
+    assert "error connecting" not in out, out[-3000:]
 
 
 def test_two_workers_in_one_process_write_what_one_writes(history, reference, tmp_path) -> None:
