@@ -26,19 +26,21 @@ _LISTEN = "0A"
 _TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 
 
-def listening_ports(tables: Sequence[Path] = _TABLES) -> set[int]:
-    """Ports with a listening TCP socket in this network namespace (any local address)."""
-    ports = set()
+def listening_ports(tables: Sequence[Path] = _TABLES) -> set[int] | None:
+    """Ports with a listening TCP socket in this network namespace (any local address); None
+    when no socket table can be read (no /proc: not Linux, or hidden)."""
+    ports, read = set(), False
     for table in tables:
         try:
             lines = table.read_text().splitlines()[1:]
         except OSError:
             continue
+        read = True
         for line in lines:
             fields = line.split()
             if len(fields) > 3 and fields[3] == _LISTEN:
                 ports.add(int(fields[1].rpartition(":")[2], 16))
-    return ports
+    return ports if read else None
 
 
 def loopback_port(address: str) -> int | None:
@@ -53,13 +55,21 @@ def loopback_port(address: str) -> int | None:
 
 
 def wait_for_lower_peers(
-    addresses: Sequence[str], process_id: int, timeout_s: float = 10.0, poll_s: float = 0.01
+    addresses: Sequence[str],
+    process_id: int,
+    timeout_s: float = 10.0,
+    poll_s: float = 0.01,
+    tables: Sequence[Path] = _TABLES,
 ) -> bool:
     """Wait until processes ``0 .. process_id - 1`` that are on this host listen; True when
-    they all do (or none is on this host), False when ``timeout_s`` ran out first."""
+    they all do (or none is on this host, or this host has no socket table to tell: then
+    timely's retry is all there is), False when ``timeout_s`` ran out first."""
     ports = {p for a in addresses[:process_id] if (p := loopback_port(a)) is not None}
     deadline = time.monotonic() + timeout_s
-    while ports - listening_ports():
+    while ports:
+        listening = listening_ports(tables)
+        if listening is None or not ports - listening:
+            return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(poll_s)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 from floorsight.peers import listening_ports, loopback_port, wait_for_lower_peers
 
@@ -68,3 +69,11 @@ def test_a_peer_that_never_listens_ends_the_wait_at_its_bound() -> None:
     # process 0 has no lower peer, and a peer on another host is not waited for
     assert wait_for_lower_peers(addresses, 0, timeout_s=0.2)
     assert wait_for_lower_peers(["10.77.0.1:2101", addresses[1]], 1, timeout_s=0.2)
+
+
+def test_a_host_without_a_socket_table_does_not_wait(tmp_path: Path) -> None:
+    # no /proc/net/tcp (another system, or /proc hidden): timely's retry, no 10 s wait
+    missing = [tmp_path / "tcp", tmp_path / "tcp6"]
+    assert listening_ports(missing) is None
+    addresses = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    assert wait_for_lower_peers(addresses, 1, timeout_s=30, tables=missing)
