@@ -281,7 +281,7 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     result[f"start_up_s_{n}_workers"] = round(
         median(r["seconds"] - r["running_s"] for r in clusters), 2
     )
-    # each pair's one-process run against the cluster run next to it: wall, CPU
+    # each pair's one-process run against the cluster run next to it: wall, CPU, running
     result["scaling_2_workers_runs"] = [
         [
             round(a["seconds"] / b["seconds"], 2),
@@ -376,11 +376,12 @@ def _env(settings: BenchSettings) -> dict[str, str]:
 def clear_db(db: Path) -> None:
     """A fresh database for the next run (a DuckDB file and its log, or a per-process store's
     folder): a run into the rows of an earlier one would find every key already there."""
+    from floorsight.storage import remove_database
+
     if db.is_dir():
         shutil.rmtree(db)
     else:
-        for path in (db, db.with_name(db.name + ".wal")):
-            path.unlink(missing_ok=True)
+        remove_database(db)
 
 
 def _run_one(settings: BenchSettings, work: Path) -> dict:

@@ -42,7 +42,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from floorsight.storage import LOCK_TIMEOUT_S, Database
+from floorsight.storage import LOCK_TIMEOUT_S, Database, remove_database
 
 log = logging.getLogger(__name__)
 
@@ -333,8 +333,7 @@ def compact(
         raise FileExistsError(f"--out {out}: the file exists already (a backup never overwrites)")
     began = time.monotonic()
     target = Path(out) if out is not None else path.with_name(path.name + ".compact")
-    for stale in (target, target.with_name(target.name + ".wal")):
-        stale.unlink(missing_ok=True)  # a compaction that died half-way
+    remove_database(target)  # a compaction that died half-way
     database = Database(path, lock_timeout_s=timeout_s)
     with database.read() if out is not None else database.hold() as con:
         if out is None:

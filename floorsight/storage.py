@@ -171,6 +171,13 @@ def is_partitioned(path: Path | str) -> bool:
     return Path(path).is_dir()
 
 
+def remove_database(path: Path | str) -> None:
+    """Delete a DuckDB file and its write-ahead log, where they exist."""
+    path = Path(path)
+    for part in (path, path.with_name(path.name + ".wal")):
+        part.unlink(missing_ok=True)
+
+
 def partition_file(store: Path | str, process: int) -> Path:
     """The DuckDB file process ``process`` of a cluster writes in the store ``store``."""
     return Path(store) / PARTITION_FILE.format(process)

@@ -602,11 +602,7 @@ def _split(rows: pl.DataFrame, source: str) -> Checked:
     bad = rows["_reason"].is_not_null()
     clean = not bad.any()
     # a clean batch is taken as it is: a filter would copy every cell of it
-    ok = (
-        rows.select(list(READING_SCHEMA))
-        if clean
-        else rows.filter(~bad).select(list(READING_SCHEMA))
-    )
+    ok = (rows if clean else rows.filter(~bad)).select(list(READING_SCHEMA))
     if ok["ts"].is_sorted():
         ok = ok.with_columns(ok["ts"].set_sorted())
     if clean:
