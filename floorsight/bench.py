@@ -252,6 +252,7 @@ def run_bench(settings: BenchSettings, work: Path | None = None, echo=None) -> d
     result["serial_floor_ratio_with_checks_cpu"] = checked["serial_floor_ratio_cpu"]
     result["checks_us_per_reading"] = checked["serial_floor_stages_us_per_reading"][CHECKS]
     result["checks_cpu_us_per_reading"] = checked["serial_floor_stages_cpu_us_per_reading"][CHECKS]
+    result["kernel_per_million_readings"] = kernel_per_million(out, one, readings)
     echo(
         f"bench: serial floor ratio {result['serial_floor_ratio']:.2f} "
         f"(in CPU time {result['serial_floor_ratio_cpu']:.2f}): the stages alone "
@@ -336,6 +337,29 @@ def serial_floor(limits: dict, one: dict, readings: int, stages: tuple[str, ...]
         "cpu_us_per_reading_1_worker": round(whole_cpu, 4),
         "serial_floor_stages_us_per_reading": {n: round(v, 4) for n, v in stages.items()},
         "serial_floor_stages_cpu_us_per_reading": {n: round(v, 4) for n, v in stages_cpu.items()},
+    }
+
+
+def kernel_per_million(limits: dict, one: dict, readings: int) -> dict:
+    """The kernel's share of the same runs as the serial floor: system CPU milliseconds and
+    minor page faults per million readings of the one-worker pipeline, of each stage alone
+    (the four limits and the checks) and of the five added up. A pipeline that faults more
+    than its stages added up pays, in system time, for memory the stages alone reuse."""
+
+    def per_million(run: dict) -> dict:
+        return {
+            "sys_ms": round(run["sys_s"] * 1e9 / readings, 1),
+            "minor_faults": round(run["minor_faults"] * 1e6 / readings),
+        }
+
+    stages = {name: per_million(limits[name]) for name in (*LIMITS, CHECKS)}
+    return {
+        "1_worker": per_million(one),
+        "stages": stages,
+        "stages_added_up": {
+            "sys_ms": round(sum(v["sys_ms"] for v in stages.values()), 1),
+            "minor_faults": sum(v["minor_faults"] for v in stages.values()),
+        },
     }
 
 
@@ -465,6 +489,22 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _kernel() -> tuple[float, int]:
+    """(system CPU seconds, minor page faults) of this process so far: the kernel's share of
+    its CPU time, most of it zeroing the pages that fresh allocations touch first."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_stime, usage.ru_minflt
+
+
+def _kernel_since(began: tuple[float, int], into: dict | None = None) -> dict:
+    """``sys_s`` and ``minor_faults`` since ``began`` (added to ``into``'s, if given)."""
+    sys_s, faults = _kernel()
+    out = into if into is not None else {"sys_s": 0.0, "minor_faults": 0}
+    out["sys_s"] += sys_s - began[0]
+    out["minor_faults"] += faults - began[1]
+    return out
+
+
 def _rss_peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -505,9 +545,10 @@ def phase_run(
 
     fresh = not cfg.local_db.exists()  # this process's file: a run into old rows does less
     METRICS.first_poll = None
-    cpu, start = _cpu_s(), time.time()
+    cpu, kernel, start = _cpu_s(), _kernel(), time.time()
     run_pipeline(cfg)
     end = time.time()
+    kernel = _kernel_since(kernel)
     first = METRICS.first_poll or start
     return {
         "start": start,
@@ -516,6 +557,7 @@ def phase_run(
         "seconds": end - start,
         "running_s": end - first,
         "cpu_s": _cpu_s() - cpu,
+        **kernel,
         "rss_mb": _rss_peak_mb(),
         "fresh_db": fresh,
     }
@@ -533,11 +575,12 @@ def phase_engine(settings: BenchSettings, work: Path) -> dict:
     flow = Dataflow("bench-engine")
     items = op.input("readings", flow, ReplaySource(work / "readings", 1, settings.batch_rows))
     op.output("nothing", op.map("height", items, lambda f: f.height), TestingSink(counts))
-    began, cpu = time.perf_counter(), _cpu_s()
+    began, cpu, kernel = time.perf_counter(), _cpu_s(), _kernel()
     run_main(flow)
     return {
         "seconds": time.perf_counter() - began,
         "cpu_s": _cpu_s() - cpu,
+        **_kernel_since(kernel),
         "readings": sum(counts),
     }
 
@@ -550,18 +593,19 @@ def phase_compute(settings: BenchSettings, work: Path) -> dict:
 
     context = ContextStore(work / "erp").current()
     window = timedelta(seconds=settings.window_s)
-    seconds, cpu, parts = 0.0, 0.0, []
+    seconds, cpu, parts, kernel = 0.0, 0.0, [], None
     for path in history_files(work / "readings"):
         readings = read_readings(path)
-        began, cpu_began = time.perf_counter(), _cpu_s()
+        began, cpu_began, kernel_began = time.perf_counter(), _cpu_s(), _kernel()
         parts.append(window_features(context.join(readings), window))
         seconds += time.perf_counter() - began
         cpu += _cpu_s() - cpu_began
+        kernel = _kernel_since(kernel_began, kernel)
     # a window cut by a file boundary is two partial rows here: merge them for the next limits
     features = pl.concat(parts)
     features.write_parquet(work / "features.parquet")
     rows = features.select("machine_id", "sensor", "window_start", "work_order").unique().height
-    return {"seconds": seconds, "cpu_s": cpu, "rows": rows}
+    return {"seconds": seconds, "cpu_s": cpu, **kernel, "rows": rows}
 
 
 def phase_models(settings: BenchSettings, work: Path) -> dict:
@@ -593,7 +637,7 @@ def phase_models(settings: BenchSettings, work: Path) -> dict:
         if frame is not None and frame.height:
             written.setdefault(table, []).append(frame)
 
-    began, cpu = time.perf_counter(), _cpu_s()
+    began, cpu, kernel = time.perf_counter(), _cpu_s(), _kernel()
     for batch in batches:
         out = score_batch(machines, batch, alert_settings, specs)
         keep("scores", out.scores)
@@ -601,14 +645,14 @@ def phase_models(settings: BenchSettings, work: Path) -> dict:
         keep("incidents", out.incidents)
         for table, frame in out.tables.items():
             keep(table, frame)
-    seconds, cpu = time.perf_counter() - began, _cpu_s() - cpu
+    seconds, cpu, kernel = time.perf_counter() - began, _cpu_s() - cpu, _kernel_since(kernel)
     folder = work / "scored"
     folder.mkdir(exist_ok=True)
     for old in folder.glob("*.parquet"):
         old.unlink()
     for table, frames in written.items():
         pl.concat(frames, how="vertical_relaxed").write_parquet(folder / f"{table}.parquet")
-    return {"seconds": seconds, "cpu_s": cpu, "windows_per_call": per_call}
+    return {"seconds": seconds, "cpu_s": cpu, **kernel, "windows_per_call": per_call}
 
 
 def phase_duckdb(settings: BenchSettings, work: Path) -> dict:
@@ -627,10 +671,11 @@ def phase_duckdb(settings: BenchSettings, work: Path) -> dict:
     context.current()  # loaded (and judged) before the clock starts, as in the run
     clear_db(work / "limit.duckdb")  # every run writes its rows into an empty file
     db = Database(work / "limit.duckdb", TABLES)
-    began, cpu = time.perf_counter(), _cpu_s()
+    began, cpu, kernel = time.perf_counter(), _cpu_s(), _kernel()
     mirror_context(context, db.path)
     rows = db.upsert(frames)
-    return {"seconds": time.perf_counter() - began, "cpu_s": _cpu_s() - cpu, "rows": rows}
+    seconds, cpu = time.perf_counter() - began, _cpu_s() - cpu
+    return {"seconds": seconds, "cpu_s": cpu, **_kernel_since(kernel), "rows": rows}
 
 
 def phase_checks(settings: BenchSettings, work: Path) -> dict:
@@ -645,16 +690,17 @@ def phase_checks(settings: BenchSettings, work: Path) -> dict:
     rules = ReadingRules.history()
     catalogue = Catalogue.from_context(ContextStore(work / "erp").current())
     gate = WindowAggregator(timedelta(seconds=settings.window_s))
-    seconds, cpu, kept = 0.0, 0.0, 0
+    seconds, cpu, kept, kernel = 0.0, 0.0, 0, None
     for path in history_files(work / "readings"):
         readings = read_readings(path)
-        began, cpu_began = time.perf_counter(), _cpu_s()
+        began, cpu_began, kernel_began = time.perf_counter(), _cpu_s(), _kernel()
         ok = check_batch(readings, rules, "readings", catalogue).ok
         # the gate holds no window here: a batch's own duplicates are what it checks
         kept += gate._without_duplicates(ok).height
         seconds += time.perf_counter() - began
         cpu += _cpu_s() - cpu_began
-    return {"seconds": seconds, "cpu_s": cpu, "readings": kept}
+        kernel = _kernel_since(kernel_began, kernel)
+    return {"seconds": seconds, "cpu_s": cpu, **kernel, "readings": kept}
 
 
 def phase_latency(settings: BenchSettings, work: Path) -> dict:
@@ -918,6 +964,7 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
     n = s["processes"]
     m = result["machine"]
     ratio = result["ratio_to_limit"]
+    kernel = result["kernel_per_million_readings"]
 
     def row(name: str, key: str, unit: str = "readings/s") -> str:
         value = result[key]
@@ -975,6 +1022,11 @@ def write_docs_page(result: dict, command: str, path: Path = DOCS_PAGE) -> None:
         f"{result['checks_cpu_us_per_reading']:.3f}), wall-clock / CPU | "
         f"{result['serial_floor_ratio_with_checks']:.2f} / "
         f"{result['serial_floor_ratio_with_checks_cpu']:.2f} | |",
+        "| kernel per million readings, 1 worker process / the five stages alone added up: "
+        "system CPU / minor page faults | "
+        f"{kernel['1_worker']['sys_ms']:,.0f} / {kernel['stages_added_up']['sys_ms']:,.0f} ms; "
+        f"{kernel['1_worker']['minor_faults']:,} / "
+        f"{kernel['stages_added_up']['minor_faults']:,} | |",
         "| serial floor ratio in CPU time of each pair of a 1-worker run and the limits taken "
         "next to it (the rows above are the median pair's), four stages / five | "
         + "; ".join(

@@ -13,7 +13,14 @@ import sys
 
 import pytest
 
-from floorsight.bench import CHECKS, LIMITS, SIZES, serial_floor, write_docs_page
+from floorsight.bench import (
+    CHECKS,
+    LIMITS,
+    SIZES,
+    kernel_per_million,
+    serial_floor,
+    write_docs_page,
+)
 
 FIELDS = {
     "readings_per_s",
@@ -51,6 +58,7 @@ FIELDS = {
     "readings_per_s_2_workers_one_file",
     "serial_floor_us_per_reading",
     "us_per_reading_1_worker",
+    "kernel_per_million_readings",
     "readings",
     "fresh_databases",
     "feature_rows",
@@ -59,6 +67,17 @@ FIELDS = {
     "load_average",
     "seconds",
 }
+
+
+def test_kernel_figures_are_per_million_readings_of_the_same_runs() -> None:
+    stages = {
+        name: {"sys_s": 0.1, "minor_faults": 1000 * (i + 1)}
+        for i, name in enumerate((*LIMITS, CHECKS))
+    }
+    figures = kernel_per_million(stages, {"sys_s": 1.0, "minor_faults": 30_000}, 2_000_000)
+    assert figures["1_worker"] == {"sys_ms": 500.0, "minor_faults": 15_000}
+    assert figures["stages"]["engine"] == {"sys_ms": 50.0, "minor_faults": 500}
+    assert figures["stages_added_up"] == {"sys_ms": 250.0, "minor_faults": 7_500}
 
 
 def test_serial_floor_adds_up_the_stages_and_divides_by_the_pipeline() -> None:
@@ -141,6 +160,14 @@ def test_tiny_bench_prints_every_field(result) -> None:
     assert 0 < result["start_up_s_1_worker"] < result["readings"] / result["readings_per_s"]
     # every pair's run, and each cluster process, started on an empty database
     assert result["fresh_databases"] is True
+    # the kernel's share of the run and of each stage: reading files touches fresh pages
+    kernel = result["kernel_per_million_readings"]
+    assert set(kernel["stages"]) == {*LIMITS, CHECKS}
+    assert kernel["1_worker"]["minor_faults"] > 0
+    assert kernel["stages"]["engine"]["minor_faults"] > 0
+    assert kernel["stages_added_up"]["minor_faults"] == sum(
+        v["minor_faults"] for v in kernel["stages"].values()
+    )
 
 
 @pytest.mark.e2e
