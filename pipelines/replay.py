@@ -148,12 +148,16 @@ def _read_rows(
     path: Path, time_zone: str | None, tolerance: timedelta, part: Partition | None = None
 ) -> pl.DataFrame:
     """Every row of the file, or of ``part``'s machines only, parsed: ``_reason`` (None for a
-    valid reading) and ``_row`` (its row in the file, from 1; null where a partition read a clean
-    file: no reason names a row then). Rows outside the time range of
-    the whole file are dead letters, whichever partition reads them."""
+    valid reading) and ``_row`` (its row in the file, from 1; null where the read was clean: no
+    reason names a row then). Rows outside the time range of the whole file are dead letters,
+    whichever partition reads them."""
     if part is None or part.count == 1:
-        rows = _parse(_raw_frame(path), path.name, time_zone)
+        # a clean file's rows go without their numbers, as no reason names a row
+        rows = _parse(_raw_frame(path), path.name, time_zone, numbered=False)
         span = _time_range(_valid_times(rows["ts"], rows["_reason"]), tolerance)
+        if span is not None and rows["_row"].null_count() == rows.height:
+            # readings outside the file's range: their reasons name their rows
+            rows = rows.with_columns(pl.int_range(1, rows.height + 1, dtype=pl.Int64).alias("_row"))
     else:
         scan = _PartitionScan.of(path, part)
         if scan is not None:  # a Parquet file: this partition's rows, the file's times
@@ -304,10 +308,12 @@ def _parse(
     time_zone: str | None,
     row: pl.Series | None = None,
     whole_file: bool = True,
+    numbered: bool = True,
 ) -> pl.DataFrame:
     """The four reading columns typed, the raw cells kept, ``_reason`` per row (None: valid).
 
-    ``row`` is each row's row in the file (default: the frame is the file, from row 1). A
+    ``row`` is each row's row in the file (default: the frame is the file, from row 1; without
+    ``numbered``, null where no cell is bad, as no reason names a row then). A
     ``frame`` that is not the ``whole_file`` (one partition's rows) is not refused for naive
     times: the whole file was judged on that already (:func:`_parse_cells`).
 
@@ -315,10 +321,15 @@ def _parse(
     parser) and the reasons' text are computed for the cells that need them.
     """
     ts, value, reason = _parse_cells(frame, label, time_zone, whole_file)
-    if row is None:
-        row = pl.int_range(1, frame.height + 1, dtype=pl.Int64, eager=True)
     bad = reason.is_not_null()
-    if bad.any():
+    clean = not bad.any()
+    if row is None:
+        row = (
+            pl.repeat(None, frame.height, dtype=pl.Int64, eager=True)
+            if clean and not numbered
+            else pl.int_range(1, frame.height + 1, dtype=pl.Int64, eager=True)
+        )
+    if not clean:
         named = pl.DataFrame({"row": row.filter(bad), "reason": reason.filter(bad)}).select(
             pl.format("{} row {}: {}", pl.lit(label), "row", "reason")
         )

@@ -210,11 +210,17 @@ def validate_readings(
     checks.append(
         (beyond, pl.format("value {} is beyond ±{}", value, pl.lit(f"{rules.max_abs_value:g}")))
     )
+    id_reasons = _id_verdicts(batch, rules, catalogue)
+    if id_reasons is None:
+        # the usual batch breaks no rule: the rules as one boolean column, no reason column
+        # (each level of the reasons' when-chain is a text column of the batch's length)
+        broken = batch.select(pl.any_horizontal(cond for cond, _ in checks).fill_null(False))
+        if not broken.to_series().any():
+            return Checked(batch, None)
     reason = pl.when(checks[0][0]).then(checks[0][1])
     for cond, text in checks[1:]:
         reason = reason.when(cond).then(text)
     reason = reason.otherwise(None)
-    id_reasons = _id_verdicts(batch, rules, catalogue)
     if id_reasons is not None:
         batch = batch.join(
             id_reasons,
