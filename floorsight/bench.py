@@ -439,8 +439,8 @@ def _cluster(settings: BenchSettings, work: Path, layout: str) -> dict:
     (a fresh one)."""
     db = _e2e_db(work, settings.processes, layout)
     clear_db(db)
-    # on one file the later process may find the file its peer has just created: the file is
-    # judged fresh here, before either starts (each per-process file by its own process too)
+    # judged here, before any process starts: on one file the later process would find the
+    # file its peer has just created (a per-process store's folder holds every process's file)
     fresh = not db.exists()
     addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(settings.processes))
     procs = [
@@ -477,7 +477,7 @@ def _cluster(settings: BenchSettings, work: Path, layout: str) -> dict:
         "cpu_s": sum(r["cpu_s"] for r in results),
         "rss_mb": [r["rss_mb"] for r in results],
         "processes": [{k: round(r[k], 2) for k in ("seconds", "cpu_s", "rss_mb")} for r in results],
-        "fresh_db": fresh and (layout == "file" or all(r["fresh_db"] for r in results)),
+        "fresh_db": fresh,
     }
 
 
@@ -487,25 +487,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cpu_s() -> float:
-    """CPU seconds (user + system) this process has used, its worker threads included."""
+def _usage() -> dict[str, float]:
+    """This process so far, its threads included: wall-clock ``seconds`` (monotonic), ``cpu_s``
+    (user + system), ``sys_s`` (the kernel's share, most of it zeroing the pages that fresh
+    allocations touch first) and ``minor_faults``."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return {
+        "seconds": time.perf_counter(),
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "sys_s": usage.ru_stime,
+        "minor_faults": usage.ru_minflt,
+    }
 
 
-def _kernel() -> tuple[float, int]:
-    """(system CPU seconds, minor page faults) of this process so far: the kernel's share of
-    its CPU time, most of it zeroing the pages that fresh allocations touch first."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_stime, usage.ru_minflt
-
-
-def _kernel_since(began: tuple[float, int], into: dict | None = None) -> dict:
-    """``sys_s`` and ``minor_faults`` since ``began`` (added to ``into``'s, if given)."""
-    sys_s, faults = _kernel()
-    out = into if into is not None else {"sys_s": 0.0, "minor_faults": 0}
-    out["sys_s"] += sys_s - began[0]
-    out["minor_faults"] += faults - began[1]
+def _spent(began: dict[str, float], into: dict | None = None) -> dict:
+    """What the process spent since ``began`` (a :func:`_usage`), added to ``into`` if given
+    (a stage timed piece by piece)."""
+    now = _usage()
+    out = into if into is not None else dict.fromkeys(now, 0)
+    for key, value in now.items():
+        out[key] += value - began[key]
     return out
 
 
@@ -549,19 +550,18 @@ def phase_run(
 
     fresh = not cfg.local_db.exists()  # this process's file: a run into old rows does less
     METRICS.first_poll = None
-    cpu, kernel, start = _cpu_s(), _kernel(), time.time()
+    began, start = _usage(), time.time()
     run_pipeline(cfg)
     end = time.time()
-    kernel = _kernel_since(kernel)
+    spent = _spent(began)
     first = METRICS.first_poll or start
     return {
+        **spent,
         "start": start,
         "first_batch": first,
         "end": end,
-        "seconds": end - start,
+        "seconds": end - start,  # on the clock every process of a cluster shares
         "running_s": end - first,
-        "cpu_s": _cpu_s() - cpu,
-        **kernel,
         "rss_mb": _rss_peak_mb(),
         "fresh_db": fresh,
     }
@@ -579,14 +579,9 @@ def phase_engine(settings: BenchSettings, work: Path) -> dict:
     flow = Dataflow("bench-engine")
     items = op.input("readings", flow, ReplaySource(work / "readings", 1, settings.batch_rows))
     op.output("nothing", op.map("height", items, lambda f: f.height), TestingSink(counts))
-    began, cpu, kernel = time.perf_counter(), _cpu_s(), _kernel()
+    began = _usage()
     run_main(flow)
-    return {
-        "seconds": time.perf_counter() - began,
-        "cpu_s": _cpu_s() - cpu,
-        **_kernel_since(kernel),
-        "readings": sum(counts),
-    }
+    return {**_spent(began), "readings": sum(counts)}
 
 
 def phase_compute(settings: BenchSettings, work: Path) -> dict:
@@ -597,19 +592,17 @@ def phase_compute(settings: BenchSettings, work: Path) -> dict:
 
     context = ContextStore(work / "erp").current()
     window = timedelta(seconds=settings.window_s)
-    seconds, cpu, parts, kernel = 0.0, 0.0, [], None
+    spent, parts = None, []
     for path in history_files(work / "readings"):
         readings = read_readings(path)
-        began, cpu_began, kernel_began = time.perf_counter(), _cpu_s(), _kernel()
+        began = _usage()
         parts.append(window_features(context.join(readings), window))
-        seconds += time.perf_counter() - began
-        cpu += _cpu_s() - cpu_began
-        kernel = _kernel_since(kernel_began, kernel)
+        spent = _spent(began, spent)
     # a window cut by a file boundary is two partial rows here: merge them for the next limits
     features = pl.concat(parts)
     features.write_parquet(work / "features.parquet")
     rows = features.select("machine_id", "sensor", "window_start", "work_order").unique().height
-    return {"seconds": seconds, "cpu_s": cpu, **kernel, "rows": rows}
+    return {**spent, "rows": rows}
 
 
 def phase_models(settings: BenchSettings, work: Path) -> dict:
@@ -641,7 +634,7 @@ def phase_models(settings: BenchSettings, work: Path) -> dict:
         if frame is not None and frame.height:
             written.setdefault(table, []).append(frame)
 
-    began, cpu, kernel = time.perf_counter(), _cpu_s(), _kernel()
+    began = _usage()
     for batch in batches:
         out = score_batch(machines, batch, alert_settings, specs)
         keep("scores", out.scores)
@@ -649,14 +642,14 @@ def phase_models(settings: BenchSettings, work: Path) -> dict:
         keep("incidents", out.incidents)
         for table, frame in out.tables.items():
             keep(table, frame)
-    seconds, cpu, kernel = time.perf_counter() - began, _cpu_s() - cpu, _kernel_since(kernel)
+    spent = _spent(began)
     folder = work / "scored"
     folder.mkdir(exist_ok=True)
     for old in folder.glob("*.parquet"):
         old.unlink()
     for table, frames in written.items():
         pl.concat(frames, how="vertical_relaxed").write_parquet(folder / f"{table}.parquet")
-    return {"seconds": seconds, "cpu_s": cpu, **kernel, "windows_per_call": per_call}
+    return {**spent, "windows_per_call": per_call}
 
 
 def phase_duckdb(settings: BenchSettings, work: Path) -> dict:
@@ -675,11 +668,10 @@ def phase_duckdb(settings: BenchSettings, work: Path) -> dict:
     context.current()  # loaded (and judged) before the clock starts, as in the run
     clear_db(work / "limit.duckdb")  # every run writes its rows into an empty file
     db = Database(work / "limit.duckdb", TABLES)
-    began, cpu, kernel = time.perf_counter(), _cpu_s(), _kernel()
+    began = _usage()
     mirror_context(context, db.path)
     rows = db.upsert(frames)
-    seconds, cpu = time.perf_counter() - began, _cpu_s() - cpu
-    return {"seconds": seconds, "cpu_s": cpu, **_kernel_since(kernel), "rows": rows}
+    return {**_spent(began), "rows": rows}
 
 
 def phase_checks(settings: BenchSettings, work: Path) -> dict:
@@ -694,17 +686,15 @@ def phase_checks(settings: BenchSettings, work: Path) -> dict:
     rules = ReadingRules.history()
     catalogue = Catalogue.from_context(ContextStore(work / "erp").current())
     gate = WindowAggregator(timedelta(seconds=settings.window_s))
-    seconds, cpu, kept, kernel = 0.0, 0.0, 0, None
+    spent, kept = None, 0
     for path in history_files(work / "readings"):
         readings = read_readings(path)
-        began, cpu_began, kernel_began = time.perf_counter(), _cpu_s(), _kernel()
+        began = _usage()
         ok = check_batch(readings, rules, "readings", catalogue).ok
         # the gate holds no window here: a batch's own duplicates are what it checks
         kept += gate._without_duplicates(ok).height
-        seconds += time.perf_counter() - began
-        cpu += _cpu_s() - cpu_began
-        kernel = _kernel_since(kernel_began, kernel)
-    return {"seconds": seconds, "cpu_s": cpu, **kernel, "readings": kept}
+        spent = _spent(began, spent)
+    return {**spent, "readings": kept}
 
 
 def phase_latency(settings: BenchSettings, work: Path) -> dict:
