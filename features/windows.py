@@ -284,7 +284,11 @@ class WindowAggregator:
         else:
             until = _per_machine(closing)
         # the newest window to emit ends at closed_before - hop + window
-        rows = data.filter(pl.col("ts") < until - hop + self.window)
+        cuts = _cuts(self._buffer, data, until, until - hop + self.window)
+        if cuts is not None:  # in time order: the rows to emit are a slice, not a copy
+            rows = data.slice(0, cuts[0]).with_columns(pl.col("ts").set_sorted())
+        else:
+            rows = data.filter(pl.col("ts") < until - hop + self.window)
         features = window_features(rows, self.window, self.hop) if rows.height else None
         if features is not None:
             keep = pl.col("window_start") < until
@@ -292,10 +296,36 @@ class WindowAggregator:
                 done = _per_machine(self._closed_before)
                 keep = keep & (done.is_null() | (pl.col("window_start") >= done))
             features = features.filter(keep.fill_null(False))
-        kept = pl.col("ts") >= until
-        self._buffer = [data.filter(kept if isinstance(until, datetime) else kept.fill_null(True))]
+        if cuts is not None:  # the held rows copied: the batch they are a part of is freed
+            self._buffer = [data[pl.int_range(cuts[1], data.height, eager=True)]]
+        else:
+            kept = pl.col("ts") >= until
+            held = kept if isinstance(until, datetime) else kept.fill_null(True)
+            self._buffer = [data.filter(held)]
         self._closed_before.update(closing)
         return features if features is not None and features.height else None
+
+
+def _cuts(
+    frames: list[pl.DataFrame], data: pl.DataFrame, until: pl.Expr | datetime, emit_end: datetime
+) -> tuple[int, int] | None:
+    """Where ``data`` (the ``frames`` one after the other) stops being before ``emit_end`` and
+    starts being at or after ``until``, when both are single times and its readings are in time
+    order (each frame sorted, without missing times, and each starting where the one before
+    ended: the usual case, as the context join hands its batches on in time order); None
+    otherwise (the caller filters)."""
+    if not isinstance(until, datetime) or not data.height:
+        return None
+    last = None
+    for frame in frames:
+        ts = frame["ts"]
+        if ts.null_count() or not ts.is_sorted():
+            return None
+        if last is not None and ts[0] < last:
+            return None
+        last = ts[-1]
+    ts = data["ts"]
+    return int(ts.search_sorted(emit_end, side="left")), int(ts.search_sorted(until, side="left"))
 
 
 def _per_machine(values: dict[str, datetime]) -> pl.Expr:

@@ -10,6 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from floorsight.features import WindowAggregator, window_features
+from floorsight.features.windows import _cuts
 from floorsight.simulators import build_plant
 from tests.conftest import T0, readings
 
@@ -83,6 +84,49 @@ def test_streamed_windows_equal_batch_windows(hop_s, batch_s) -> None:
     got.extend(f for a in aggs.values() if (f := a.flush()) is not None)
     key = ["machine_id", "sensor", "window_start"]
     assert_frame_equal(pl.concat(got).sort(key), expected.sort(key), check_exact=False)
+
+
+@pytest.mark.parametrize("hop_s", [None, 5])
+@pytest.mark.parametrize("batch_s", [0.7, 17.0])
+def test_windows_of_many_machines_in_time_order_equal_batch_windows(hop_s, batch_s) -> None:
+    # one aggregator, every machine, batches in time order: the windows' cuts are slices
+    plant = build_plant(3, start=T0, horizon=timedelta(minutes=5), seed=4)
+    end = T0 + timedelta(minutes=2)
+    hop = timedelta(seconds=hop_s) if hop_s else None
+    every = plant.readings(T0, end).with_columns(**CTX).sort("ts", maintain_order=True)
+    expected = window_features(every, timedelta(seconds=10), hop)
+    agg = WindowAggregator(timedelta(seconds=10), hop, lateness=timedelta(seconds=1))
+    got, t, sliced = [], T0, 0
+    while t < end:
+        batch = every.filter((pl.col("ts") >= t) & (pl.col("ts") < t + timedelta(seconds=batch_s)))
+        frames = [*agg._buffer, batch]
+        data = pl.concat(frames)
+        sliced += _cuts(frames, data, t, t) is not None
+        closed, late = agg.push(batch)
+        assert late is None
+        got.extend([closed] if closed is not None else [])
+        t += timedelta(seconds=batch_s)
+    got.extend([f] if (f := agg.flush()) is not None else [])
+    assert sliced > 0  # the time-ordered path was taken
+    key = ["machine_id", "sensor", "window_start"]
+    assert_frame_equal(pl.concat(got).sort(key), expected.sort(key), check_exact=False)
+
+
+def test_window_cuts_are_slices_only_for_readings_in_time_order() -> None:
+    # one reading a second, in time order
+    r = readings([("M1", "t", float(i), float(i)) for i in range(20)]).with_columns(**CTX)
+    at = r["ts"][10]
+    first, second = r.slice(0, 12), r.slice(12)
+    assert _cuts([first, second], pl.concat([first, second]), at, at) == (10, 10)
+    # a frame that starts before the one before it ended: filtered, not sliced
+    overlap = r.slice(8)
+    assert _cuts([first, overlap], pl.concat([first, overlap]), at, at) is None
+    shuffled = r.sample(fraction=1.0, shuffle=True, seed=1)
+    assert _cuts([shuffled], shuffled, at, at) is None
+    missing = r.with_columns(ts=pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise("ts"))
+    assert _cuts([missing], missing, at, at) is None
+    # a bound per machine (machines on different clocks): filtered
+    assert _cuts([r], r, pl.lit(at), at) is None
 
 
 def test_late_readings_within_lateness_count_and_later_ones_are_returned() -> None:
