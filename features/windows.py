@@ -318,6 +318,8 @@ def _cuts(
         return None
     last = None
     for frame in frames:
+        if not frame.height:  # the held rows of a close that kept none
+            continue
         ts = frame["ts"]
         if ts.null_count() or not ts.is_sorted():
             return None

@@ -118,6 +118,8 @@ def test_window_cuts_are_slices_only_for_readings_in_time_order() -> None:
     at = r["ts"][10]
     first, second = r.slice(0, 12), r.slice(12)
     assert _cuts([first, second], pl.concat([first, second]), at, at) == (10, 10)
+    empty = r.clear()  # the held rows of a close that kept none
+    assert _cuts([empty, r], pl.concat([empty, r]), at, at) == (10, 10)
     # a frame that starts before the one before it ended: filtered, not sliced
     overlap = r.slice(8)
     assert _cuts([first, overlap], pl.concat([first, overlap]), at, at) is None
