@@ -10,7 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from floorsight.features import WindowAggregator, window_features
-from floorsight.features.windows import _cuts
+from floorsight.features.windows import _cuts, _newest
 from floorsight.simulators import build_plant
 from tests.conftest import T0, readings
 
@@ -129,6 +129,15 @@ def test_window_cuts_are_slices_only_for_readings_in_time_order() -> None:
     assert _cuts([missing], missing, at, at) is None
     # a bound per machine (machines on different clocks): filtered
     assert _cuts([r], r, pl.lit(at), at) is None
+
+
+def test_newest_reading_of_each_machine_in_and_out_of_time_order() -> None:
+    plant = build_plant(4, start=T0, horizon=timedelta(minutes=2), seed=5)
+    r = plant.readings(T0, T0 + timedelta(minutes=1)).sort("ts", maintain_order=True)
+    expected = r.group_by("machine_id").agg(pl.col("ts").max()).sort("machine_id")
+    assert r.select(pl.col("machine_id").n_unique()).item() == 4
+    for frame in (r, r.sample(fraction=1.0, shuffle=True, seed=2)):
+        assert_frame_equal(_newest(frame).sort("machine_id"), expected)
 
 
 def test_late_readings_within_lateness_count_and_later_ones_are_returned() -> None:
