@@ -99,9 +99,8 @@ def test_windows_of_many_machines_in_time_order_equal_batch_windows(hop_s, batch
     got, t, sliced = [], T0, 0
     while t < end:
         batch = every.filter((pl.col("ts") >= t) & (pl.col("ts") < t + timedelta(seconds=batch_s)))
-        frames = [*agg._buffer, batch]
-        data = pl.concat(frames)
-        sliced += _cuts(frames, data, t, t) is not None
+        data = pl.concat([*agg._buffer, batch])
+        sliced += _cuts(data, t, t) is not None
         closed, late = agg.push(batch)
         assert late is None
         got.extend([closed] if closed is not None else [])
@@ -117,18 +116,18 @@ def test_window_cuts_are_slices_only_for_readings_in_time_order() -> None:
     r = readings([("M1", "t", float(i), float(i)) for i in range(20)]).with_columns(**CTX)
     at = r["ts"][10]
     first, second = r.slice(0, 12), r.slice(12)
-    assert _cuts([first, second], pl.concat([first, second]), at, at) == (10, 10)
+    assert _cuts(pl.concat([first, second]), at, at) == (10, 10)
     empty = r.clear()  # the held rows of a close that kept none
-    assert _cuts([empty, r], pl.concat([empty, r]), at, at) == (10, 10)
+    assert _cuts(pl.concat([empty, r]), at, at) == (10, 10)
     # a frame that starts before the one before it ended: filtered, not sliced
     overlap = r.slice(8)
-    assert _cuts([first, overlap], pl.concat([first, overlap]), at, at) is None
+    assert _cuts(pl.concat([first, overlap]), at, at) is None
     shuffled = r.sample(fraction=1.0, shuffle=True, seed=1)
-    assert _cuts([shuffled], shuffled, at, at) is None
+    assert _cuts(shuffled, at, at) is None
     missing = r.with_columns(ts=pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise("ts"))
-    assert _cuts([missing], missing, at, at) is None
+    assert _cuts(missing, at, at) is None
     # a bound per machine (machines on different clocks): filtered
-    assert _cuts([r], r, pl.lit(at), at) is None
+    assert _cuts(r, pl.lit(at), at) is None
 
 
 def test_newest_reading_of_each_machine_in_and_out_of_time_order() -> None:
