@@ -215,10 +215,12 @@ def test_a_reader_using_read_frame_never_makes_the_writer_wait(tmp_path: Path) -
     sink = DuckDBSink(path, [READINGS], flush_interval=timedelta(0), lock_wait=timedelta(seconds=5))
     part = sink.build_part("duckdb", str(path), None)
     written, deadline = 0, time.monotonic() + DEADLINE_S
-    while reader.poll() is None:
+    while True:  # at least one write, however soon the reader is done
         # one flush per batch, with a pause: the writer's lock is free between flushes
         part.write_batch([("readings", pl.DataFrame({"k": [written], "v": [0.0]}))])
         written += 1
+        if reader.poll() is not None:
+            break
         time.sleep(0.005)
         assert time.monotonic() < deadline, "the reader never finished"
     part.close()
