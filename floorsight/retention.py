@@ -17,6 +17,11 @@ deleted, and a replay can only rewrite rows that are still kept. The watermark n
 back: it starts from the newest event time already in the file (a resumed run) and grows with
 every frame the sink sees, before the frame is filtered.
 
+**Open work is kept.** An alert nobody has resolved (``open`` or ``acknowledged``) stays
+whatever its age, and an incident stays while any of its alerts does (:data:`KEPT_WHILE`): a
+quality hold nobody has handled does not vanish from the dashboard because its machine was
+quiet for DAYS. Resolved alerts go by their ``last_seen`` like any other row.
+
 Tables without an event-time column (the ERP context's mirrors: ``work_orders``,
 ``spec_limits``, ``erp_*``) are not retainable: :func:`parse_retain_days` refuses them.
 ``alert_events`` (the people's audit trail, written by the dashboard) is kept.
@@ -55,7 +60,8 @@ TIME_COLUMNS: dict[str, tuple[str, ...]] = {
     "capability": ("window_end",),
     "drift": ("window_end",),
     "deviation_checks": ("part_made_at",),
-    # an alert or incident goes when its last flagged window is older than the horizon
+    # an alert or incident goes when its last flagged window is older than the horizon, an
+    # alert once it is resolved too, an incident once none of its alerts is left (KEPT_WHILE)
     "alerts": ("last_seen",),
     "incidents": ("last_seen",),
     "machine_states": ("since",),
@@ -64,6 +70,18 @@ TIME_COLUMNS: dict[str, tuple[str, ...]] = {
     "dead_letters": ("ts", "received_at"),
     # when the suites ran (wall clock)
     "validation_results": ("validated_at",),
+}
+
+#: Rows a pass keeps whatever their age (SQL on the table's own columns): an alert nobody has
+#: resolved yet is open work, however long ago its last window was flagged; an incident goes
+#: with the last of its alerts (``alert_ids``: comma-separated). ``alerts`` is pruned before
+#: ``incidents``, so an incident whose alerts that pass deleted goes in the same pass.
+KEPT_WHILE: dict[str, str] = {
+    "alerts": "status <> 'resolved'",
+    "incidents": (
+        "EXISTS (SELECT 1 FROM alerts WHERE "
+        "list_contains(string_split(incidents.alert_ids, ','), alerts.alert_id))"
+    ),
 }
 
 #: Tables whose times are not the plant's event time: they do not move the watermark.
@@ -263,18 +281,24 @@ class Retainer:
         limit = self.retention.batch_rows
         deleted: dict[str, int] = {}
         self.backlog = set()
-        for table in self.retention.days:
+        # the alerts before the incidents that follow them (KEPT_WHILE)
+        for table in sorted(self.retention.days, key=lambda t: t == "incidents"):
             horizon = self.horizon(table)
             if horizon is None or table not in present:
                 continue
             when = _time_sql(table)
+            expired = f"{when} < ?"
+            if (kept := KEPT_WHILE.get(table)) is not None and (
+                table != "incidents" or "alerts" in present
+            ):
+                expired += f" AND NOT ({kept})"
             if bounded:
                 sql = (
                     f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
-                    f"WHERE {when} < ? ORDER BY {when} LIMIT {limit:d})"
+                    f"WHERE {expired} ORDER BY {when} LIMIT {limit:d})"
                 )
             else:
-                sql = f"DELETE FROM {table} WHERE {when} < ?"
+                sql = f"DELETE FROM {table} WHERE {expired}"
             n = con.execute(sql, [horizon]).fetchone()[0]
             if n:
                 deleted[table] = n

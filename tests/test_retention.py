@@ -18,6 +18,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
+from floorsight.alerts.tables import ALERTS, INCIDENTS
 from floorsight.cli import app
 from floorsight.pipelines.flow import TABLES
 from floorsight.pipelines.sink import DuckDBSink
@@ -161,6 +162,79 @@ def test_a_replayed_row_older_than_the_horizon_stays_deleted(tmp_path) -> None:
     assert stored.height == 60 + 61
 
 
+def _alerts(ids_and_days: list[tuple[str, float]]) -> pl.DataFrame:
+    """Open alerts of M1, each last seen ``days`` after T0."""
+    rows = []
+    for alert_id, days in ids_and_days:
+        seen = T0 + timedelta(days=days)
+        rows.append(
+            {
+                **dict.fromkeys(("machine_id", "cause", "severity"), "x"),
+                "alert_id": alert_id,
+                "status": "open",
+                **dict.fromkeys(("first_seen", "raised_at", "last_seen"), seen),
+                "cleared_at": seen,
+                "score": 1.0,
+                "windows": 3,
+                **dict.fromkeys(("reason", "evidence", "work_order", "product"), "x"),
+                "material_lot": "x",
+            }
+        )
+    return pl.DataFrame(rows, schema=ALERTS.polars_schema)
+
+
+def _incident(incident_id: str, alert_ids: list[str], days: float) -> pl.DataFrame:
+    seen = T0 + timedelta(days=days)
+    row = {
+        "incident_id": incident_id,
+        "machine_id": "M1",
+        "causes": "x",
+        "alert_ids": ",".join(alert_ids),
+        "alerts": len(alert_ids),
+        "severity": "warning",
+        "first_seen": seen,
+        "last_seen": seen,
+        "closed_at": seen,
+        "score": 1.0,
+        "windows": 3,
+        **dict.fromkeys(("work_order", "product", "material_lot"), "x"),
+    }
+    return pl.DataFrame([row], schema=INCIDENTS.polars_schema)
+
+
+def test_alerts_nobody_resolved_stay_and_incidents_go_with_their_last_alert(tmp_path) -> None:
+    from floorsight.alerts.lifecycle import acknowledge, resolve
+
+    db = tmp_path / "plant.duckdb"
+    retention = Retention(
+        {"alerts": 1, "incidents": 1}, every_flushes=1, batch_rows=100, max_share=None
+    )
+    sink = DuckDBSink(db, [ALERTS, INCIDENTS], flush_interval=timedelta(0), retention=retention)
+    part = sink.build_part("duckdb", str(db), None)
+    old = [("resolved", 0), ("acked", 0), ("open", 0), ("also-resolved", 0)]
+    part.write_batch(
+        [
+            ("alerts", _alerts(old)),
+            ("incidents", _incident("i-done", ["resolved", "also-resolved"], 0)),
+            ("incidents", _incident("i-half", ["resolved", "acked"], 0)),
+        ]
+    )
+    part.close()
+    # people handle some: what they resolved may go, the rest is open work
+    resolve(db, "resolved", "ana", "bearing replaced", "true_problem")
+    resolve(db, "also-resolved", "ana", "noise", "false_alarm")
+    acknowledge(db, "acked", "ben")
+    part = sink.build_part("duckdb", str(db), None)
+    # day 3 moves the watermark: every row of day 0 is older than the horizon (day 2)
+    part.write_batch([("alerts", _alerts([("new", 3)]))])
+    part.close()
+    stored = Database(db).query("SELECT alert_id, status FROM alerts ORDER BY alert_id")
+    assert stored.rows() == [("acked", "acknowledged"), ("new", "open"), ("open", "open")]
+    incidents = Database(db).query("SELECT incident_id FROM incidents")["incident_id"]
+    assert incidents.to_list() == ["i-half"], "an incident stays while one of its alerts does"
+    assert part.retainer.stats.deleted == {"alerts": 2, "incidents": 1}
+
+
 def test_without_retention_nothing_is_deleted(tmp_path) -> None:
     db = tmp_path / "plant.duckdb"
     sink = DuckDBSink(db, [PART_COUNTS], flush_interval=timedelta(0))
@@ -235,11 +309,24 @@ def full(history, tmp_path_factory) -> tuple[dict[str, pl.DataFrame], datetime]:
     return _tables(db), retainer.horizon("features")
 
 
+def _kept_whatever_their_age(table: str, full: dict[str, pl.DataFrame]) -> pl.Expr:
+    """The rows of ``table`` that retention keeps however old (KEPT_WHILE): alerts nobody has
+    resolved, incidents with an alert left."""
+    if table == "alerts":
+        return pl.col("status") != "resolved"
+    if table == "incidents":
+        kept = full["alerts"].filter(pl.col("status") != "resolved")["alert_id"]
+        ids = pl.col("alert_ids").str.split(",")
+        return ids.list.eval(pl.element().is_in(kept.implode())).list.any()
+    return pl.lit(False)
+
+
 def _assert_retained(got: dict[str, pl.DataFrame], full, horizon: datetime) -> None:
     for table, frame in full.items():
-        older = got[table].filter(_time(table) < horizon)
+        kept = _kept_whatever_their_age(table, full)
+        older = got[table].filter((_time(table) < horizon) & ~kept)
         assert older.height == 0, f"{table}: {older.height} rows older than {horizon}"
-        expected = frame.filter(_time(table).is_null() | (_time(table) >= horizon))
+        expected = frame.filter(_time(table).is_null() | (_time(table) >= horizon) | kept)
         (
             assert_frame_equal(
                 _stable(got[table]), _stable(expected), check_exact=False, rel_tol=1e-9
