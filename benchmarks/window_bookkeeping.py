@@ -8,7 +8,9 @@ five of: each machine's newest event time by a group-by on the id and by
 :func:`floorsight.features.windows._newest` (the last row of each machine's id hash, for
 batches in time order); and the time-order check and the two binary searches of
 :func:`~floorsight.features.windows._cuts` on the held rows and the next batch one after the
-other (which spares the filtered copy of the rows to emit).
+other (which spares the filtered copy of the rows to emit); and the duplicate gate's count of
+distinct keys, by the whole key's hashes and by :func:`~floorsight.features.windows._distinct_keys`
+(each time's machine-and-sensor hashes, for batches in time order).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from datetime import timedelta
 import polars as pl
 
 from floorsight.bench_plant import BenchPlant
-from floorsight.features.windows import _cuts, _newest
+from floorsight.features.windows import _KEY_HASH, _cuts, _distinct_keys, _newest
 from floorsight.pipelines.context import ErpContext
 
 
@@ -60,6 +62,12 @@ def main() -> None:
     by_data = dict(zip(map(id, data), bound, strict=True))
     check = best_ms(data, lambda d: _cuts(d, by_data[id(d)], by_data[id(d)]))
     print(f"time-order check and cuts {check:.2f}")
+    whole = best_ms(batches, lambda b: b.select(_KEY_HASH.n_unique()).item())
+    print(
+        f"distinct keys: the whole key's hashes {whole:.1f}, per time "
+        f"{best_ms(batches, _distinct_keys):.1f}"
+    )
+    assert all(_distinct_keys(b) == b.height for b in batches), "the plant repeats no reading"
 
 
 if __name__ == "__main__":

@@ -7,9 +7,12 @@ from datetime import timedelta
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from floorsight.alerts.engine import MachineAlerting
 from floorsight.features import WindowAggregator, window_features
+from floorsight.features.windows import DUPLICATE_KEY, _distinct_keys
 from floorsight.pipelines.context import SPEC_SCHEMA, ErpContext
 from floorsight.simulators import build_plant
 from tests.conftest import T0, readings
@@ -45,6 +48,35 @@ def test_duplicates_in_a_batch_and_across_batches_are_dropped_and_counted() -> N
     closed, late = agg.push(_ctx(readings([("M1", "v", 4.0, 1.0)])))
     assert late["ts"].to_list() == [T0 + timedelta(seconds=4)]
     assert agg.duplicates == 2
+
+
+KEYS = st.tuples(
+    st.sampled_from(["M1", "M2", "M10"]), st.sampled_from(["v", "w"]), st.integers(0, 4)
+)
+
+
+@given(st.lists(KEYS, max_size=40), st.randoms(use_true_random=False))
+@settings(max_examples=200, deadline=None)
+def test_the_gate_counts_the_distinct_keys_in_time_order_and_out_of_it(keys, rnd) -> None:
+    batch = readings([(m, s, float(t), 1.0) for m, s, t in keys])
+    exact = batch.select(pl.struct(DUPLICATE_KEY).n_unique()).item() if keys else 0
+    in_order = batch.sort("ts", maintain_order=True)
+    assert in_order["ts"].is_sorted()
+    assert _distinct_keys(in_order) == exact  # each time's machine-and-sensor hashes
+    shuffled = batch.sample(fraction=1.0, shuffle=True, seed=rnd.randrange(2**32))
+    assert _distinct_keys(shuffled) == exact  # the whole key's hashes
+
+
+def test_a_batch_in_time_order_loses_its_duplicates_and_keeps_its_order() -> None:
+    agg = WindowAggregator(WINDOW)
+    rows = [("M1", "v", 1.0, 1.0), ("M2", "v", 1.0, 2.0), ("M1", "v", 1.0, 3.0)]
+    rows += [("M1", "v", 2.0, 4.0), ("M1", "w", 2.0, 5.0), ("M2", "v", 2.0, 6.0)]
+    batch = _ctx(readings(rows))
+    assert batch["ts"].is_sorted()
+    agg.push(batch)
+    held = pl.concat(agg._buffer)
+    assert held["value"].to_list() == [1.0, 2.0, 4.0, 5.0, 6.0], "the first of a key is kept"
+    assert agg.duplicates == 1
 
 
 def test_duplicated_readings_leave_the_windows_as_without_them() -> None:
