@@ -221,7 +221,16 @@ BEFORE: dict[str, tuple] = {
 
 
 def test_flags_and_the_scores_below_the_tail_are_what_they_were():
-    assert summary(run_streams()) == BEFORE
+    got = summary(run_streams())
+    assert got.keys() == BEFORE.keys()
+    for name, (count, value) in BEFORE.items():
+        assert got[name][0] == count, name
+        if isinstance(value, float):
+            # the sums to 12 digits: the last bits move with the CPU's BLAS kernels (the
+            # Mahalanobis sum differed in its 16th digit on another machine, every flag the same)
+            assert math.isclose(got[name][1], value, rel_tol=1e-12), (name, got[name], value)
+        else:  # which windows are flagged: exact
+            assert got[name][1] == value, name
 
 
 def test_the_streams_tail_scores_stay_below_one_and_apart():
