@@ -47,6 +47,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from floorsight.records import AlertStatus
 from floorsight.storage import LOCK_TIMEOUT_S, Database, remove_database
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ TIME_COLUMNS: dict[str, tuple[str, ...]] = {
 #: with the last of its alerts (``alert_ids``: comma-separated). ``alerts`` is pruned before
 #: ``incidents``, so an incident whose alerts that pass deleted goes in the same pass.
 KEPT_WHILE: dict[str, str] = {
-    "alerts": "status <> 'resolved'",
+    "alerts": f"status <> '{AlertStatus.RESOLVED}'",
     # a hash join of the incidents' alert ids with the alerts left: uncorrelated, so it grows
     # with the tables' rows, not with their product as a list_contains per incident and alert
     "incidents": (
@@ -86,6 +87,9 @@ KEPT_WHILE: dict[str, str] = {
         "USING (alert_id))"
     ),
 }
+#: the table each rule of ``KEPT_WHILE`` reads besides its own: pruned first, and without it
+#: the rule is not applied
+_KEPT_READS: dict[str, str] = {"incidents": "alerts"}
 
 #: Tables whose times are not the plant's event time: they do not move the watermark.
 WALL_CLOCK_TABLES = frozenset({"dead_letters", "validation_results"})
@@ -284,16 +288,15 @@ class Retainer:
         limit = self.retention.batch_rows
         deleted: dict[str, int] = {}
         self.backlog = set()
-        # the alerts before the incidents that follow them (KEPT_WHILE)
-        for table in sorted(self.retention.days, key=lambda t: t == "incidents"):
+        # a table a rule of KEPT_WHILE reads goes before the table of the rule
+        for table in sorted(self.retention.days, key=lambda t: t in _KEPT_READS):
             horizon = self.horizon(table)
             if horizon is None or table not in present:
                 continue
             when = _time_sql(table)
             expired = f"{when} < ?"
-            if (kept := KEPT_WHILE.get(table)) is not None and (
-                table != "incidents" or "alerts" in present
-            ):
+            kept = KEPT_WHILE.get(table)
+            if kept is not None and _KEPT_READS.get(table, table) in present:
                 expired += f" AND NOT ({kept})"
             if bounded:
                 sql = (
